@@ -1,0 +1,546 @@
+//! The connection state machine: frames in, events out, frames to send.
+
+use bytes::{Buf, Bytes, BytesMut};
+use rand::{Rng, SeedableRng};
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::config::{Config, Role};
+use crate::error::{ProtocolError, SendError};
+use crate::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use crate::mask::apply_mask;
+use crate::message::{Message, Text};
+use crate::utf8::Utf8Validator;
+
+/// Where the connection is in its lifecycle (RFC 6455 §4-§7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Data flows both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// Both close frames were exchanged, or the connection failed. Flush what
+    /// [`Connection::pending_transmit`] holds, then close TCP (see [`Connection::should_close_tcp`]).
+    Closed,
+}
+
+/// Which side sent the first close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// This endpoint.
+    Local,
+    /// The peer.
+    Peer,
+}
+
+/// Something the peer sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete text or binary message.
+    Message(Message),
+    /// A ping. With [`Config::auto_pong`] the pong is already queued.
+    Ping(Bytes),
+    /// A pong (solicited or not).
+    Pong(Bytes),
+    /// The peer's close frame (`None` when it carried no status code). If we had not sent a
+    /// close frame yet, the reply echoing its code is already queued.
+    Close(Option<CloseFrame>),
+}
+
+/// The frame being read: its header is parsed, its payload may still be arriving.
+#[derive(Debug, Clone, Copy)]
+struct InFrame {
+    header: FrameHeader,
+    len: usize,
+    /// Payload bytes already unmasked (and UTF-8 checked).
+    processed: usize,
+    /// Whether the payload is text to validate.
+    text: bool,
+}
+
+/// A fragmented message being assembled.
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    buf: BytesMut,
+}
+
+/// Where masking keys come from (client role only).
+#[derive(Debug)]
+enum MaskSource {
+    /// The thread-local CSPRNG (RFC 6455 §10.3 asks for unpredictable keys).
+    Thread,
+    /// A seeded generator, for reproducible tests.
+    Seeded(Box<rand::rngs::StdRng>),
+}
+
+impl MaskSource {
+    fn next_key(&mut self) -> [u8; 4] {
+        match self {
+            Self::Thread => rand::rng().random(),
+            Self::Seeded(rng) => rng.random(),
+        }
+    }
+}
+
+/// A WebSocket connection after the opening handshake, without any I/O.
+///
+/// The caller moves bytes between the connection and the network; the connection decides what
+/// they mean and what to answer. Methods come in three kinds:
+///
+/// - **Input from the network**: [`handle_read`](Self::handle_read) (or fill
+///   [`read_buf_mut`](Self::read_buf_mut) directly), then
+///   [`poll_event`](Self::poll_event) until it returns `Ok(None)`.
+/// - **Commands from the application**: [`send`](Self::send), [`ping`](Self::ping),
+///   [`close`](Self::close).
+/// - **Output to the network**: write [`pending_transmit`](Self::pending_transmit) and report
+///   what was written with [`advance_transmit`](Self::advance_transmit); close TCP when
+///   [`should_close_tcp`](Self::should_close_tcp) says so.
+///
+/// ```
+/// use switchboard_proto::{Connection, Config, Event, Message, Role};
+/// let mut client = Connection::new(Role::Client, Config::default());
+/// let mut server = Connection::new(Role::Server, Config::default());
+/// client.send(&Message::text("hello")).unwrap();
+/// server.handle_read(client.pending_transmit());
+/// let n = client.pending_transmit().len();
+/// client.advance_transmit(n);
+/// assert_eq!(server.poll_event().unwrap(), Some(Event::Message(Message::text("hello"))));
+/// assert_eq!(server.poll_event().unwrap(), None);
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    initiator: Option<Side>,
+    received_close: Option<Option<CloseFrame>>,
+    sent_close: Option<Option<CloseFrame>>,
+    failure: Option<ProtocolError>,
+    read_buf: BytesMut,
+    cur: Option<InFrame>,
+    partial: Option<Partial>,
+    utf8: Utf8Validator,
+    out: BytesMut,
+    mask: MaskSource,
+}
+
+impl Connection {
+    /// A connection in the given role whose handshake has completed.
+    pub fn new(role: Role, config: Config) -> Self {
+        Self {
+            role,
+            config,
+            state: State::Open,
+            initiator: None,
+            received_close: None,
+            sent_close: None,
+            failure: None,
+            read_buf: BytesMut::new(),
+            cur: None,
+            partial: None,
+            utf8: Utf8Validator::default(),
+            out: BytesMut::new(),
+            mask: MaskSource::Thread,
+        }
+    }
+
+    /// Uses a seeded generator for masking keys instead of the thread's CSPRNG. For tests that
+    /// need byte-exact output; never use a fixed seed on a real connection.
+    pub fn with_mask_seed(mut self, seed: u64) -> Self {
+        self.mask = MaskSource::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(seed)));
+        self
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Who sent the first close frame, once one was sent or received.
+    pub fn close_initiator(&self) -> Option<Side> {
+        self.initiator
+    }
+
+    /// The peer's close frame, once received (`Some(None)`: it carried no code).
+    pub fn received_close(&self) -> Option<&Option<CloseFrame>> {
+        self.received_close.as_ref()
+    }
+
+    /// The close frame we sent, once sent.
+    pub fn sent_close(&self) -> Option<&Option<CloseFrame>> {
+        self.sent_close.as_ref()
+    }
+
+    /// The protocol error that failed the connection, if one did.
+    pub fn failure(&self) -> Option<&ProtocolError> {
+        self.failure.as_ref()
+    }
+
+    // ----- input -------------------------------------------------------------------------
+
+    /// Appends bytes received from the network.
+    pub fn handle_read(&mut self, data: &[u8]) {
+        if self.reading() {
+            self.read_buf.extend_from_slice(data);
+        }
+    }
+
+    /// The receive buffer, for reading from the network straight into it (no extra copy).
+    pub fn read_buf_mut(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
+    }
+
+    /// How many payload bytes the frame being read still needs, if one is partly read; lets
+    /// the transport size its next read.
+    pub fn read_hint(&self) -> usize {
+        match &self.cur {
+            Some(f) => f.len.saturating_sub(self.read_buf.len()),
+            None => 0,
+        }
+    }
+
+    /// Whether input is still processed (false after the peer's close or a failure).
+    fn reading(&self) -> bool {
+        self.received_close.is_none() && self.failure.is_none()
+    }
+
+    /// Processes buffered input and returns the next event, `Ok(None)` when more bytes are
+    /// needed (or nothing more will be read).
+    ///
+    /// On a protocol violation the close frame with the matching code is queued, the state
+    /// becomes [`State::Closed`], the error is returned once, and later calls return `Ok(None)`.
+    pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        match self.next_event() {
+            Err(e) => Err(self.fail(e)),
+            ok => ok,
+        }
+    }
+
+    fn next_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            if !self.reading() {
+                return Ok(None);
+            }
+            let mut frame = match self.cur {
+                Some(f) => f,
+                None => match FrameHeader::parse(&self.read_buf)? {
+                    None => return Ok(None),
+                    Some((header, n)) => {
+                        let f = self.check_header(header)?;
+                        self.read_buf.advance(n);
+                        f
+                    }
+                },
+            };
+            let avail = self.read_buf.len().min(frame.len);
+            if avail > frame.processed {
+                let fresh = &mut self.read_buf[frame.processed..avail];
+                if let Some(key) = frame.header.mask {
+                    apply_mask(fresh, key, frame.processed);
+                }
+                if frame.text {
+                    self.utf8
+                        .feed(fresh)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+                frame.processed = avail;
+            }
+            if avail < frame.len {
+                self.cur = Some(frame);
+                return Ok(None);
+            }
+            self.cur = None;
+            let payload = self.read_buf.split_to(frame.len);
+            if let Some(ev) = self.complete_frame(frame.header, payload)? {
+                return Ok(Some(ev));
+            }
+        }
+    }
+
+    /// Checks a header against the rules that depend on the connection.
+    fn check_header(&self, h: FrameHeader) -> Result<InFrame, ProtocolError> {
+        if h.rsv1 || h.rsv2 || h.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.opcode.is_control() {
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if h.payload_len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(ProtocolError::ControlFrameTooLong);
+            }
+        } else {
+            match (h.opcode, &self.partial) {
+                (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+                (OpCode::Text | OpCode::Binary, Some(_)) => {
+                    return Err(ProtocolError::ExpectedContinuation)
+                }
+                _ => {}
+            }
+        }
+        if h.payload_len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                len: h.payload_len,
+                max: self.config.max_frame_size,
+            });
+        }
+        let so_far = self.partial.as_ref().map_or(0, |p| p.buf.len()) as u64;
+        if !h.opcode.is_control() && so_far + h.payload_len > self.config.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooLarge {
+                len: so_far + h.payload_len,
+                max: self.config.max_message_size,
+            });
+        }
+        let text = match h.opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self.partial.as_ref().is_some_and(|p| p.text),
+            _ => false,
+        };
+        Ok(InFrame {
+            header: h,
+            // Bounded by max_frame_size above, so it fits in usize.
+            len: h.payload_len as usize,
+            processed: 0,
+            text,
+        })
+    }
+
+    /// Acts on a complete frame; returns the event it produces, if any.
+    fn complete_frame(
+        &mut self,
+        h: FrameHeader,
+        payload: BytesMut,
+    ) -> Result<Option<Event>, ProtocolError> {
+        match h.opcode {
+            OpCode::Text | OpCode::Binary => {
+                let text = h.opcode == OpCode::Text;
+                if h.fin {
+                    return self.finish_message(text, payload).map(Some);
+                }
+                self.partial = Some(Partial { text, buf: payload });
+                Ok(None)
+            }
+            OpCode::Continuation => {
+                let Some(mut p) = self.partial.take() else {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                };
+                p.buf.extend_from_slice(&payload);
+                if h.fin {
+                    return self.finish_message(p.text, p.buf).map(Some);
+                }
+                self.partial = Some(p);
+                Ok(None)
+            }
+            OpCode::Ping => {
+                let payload = payload.freeze();
+                if self.config.auto_pong
+                    && self.sent_close.is_none()
+                    && self.out.len() <= self.config.max_write_buffer
+                {
+                    self.encode_frame(OpCode::Pong, true, &payload);
+                }
+                Ok(Some(Event::Ping(payload)))
+            }
+            OpCode::Pong => Ok(Some(Event::Pong(payload.freeze()))),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(payload.freeze())?;
+                if self.sent_close.is_none() {
+                    self.initiator = Some(Side::Peer);
+                    let reply = frame.as_ref().map(|f| CloseFrame {
+                        code: f.code,
+                        reason: Text::default(),
+                    });
+                    self.queue_close(reply);
+                }
+                self.received_close = Some(frame.clone());
+                self.state = State::Closed;
+                self.read_buf = BytesMut::new();
+                self.partial = None;
+                Ok(Some(Event::Close(frame)))
+            }
+        }
+    }
+
+    fn finish_message(&mut self, text: bool, payload: BytesMut) -> Result<Event, ProtocolError> {
+        let payload = payload.freeze();
+        let msg = if text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            Message::Text(Text::from_validated(payload))
+        } else {
+            Message::Binary(payload)
+        };
+        Ok(Event::Message(msg))
+    }
+
+    /// Fails the connection: queues the close frame for `e` and stops reading.
+    fn fail(&mut self, e: ProtocolError) -> ProtocolError {
+        if self.sent_close.is_none() {
+            self.initiator = Some(Side::Local);
+            let code = e.close_code();
+            self.queue_close(Some(CloseFrame::new(code, "")));
+        }
+        self.failure = Some(e.clone());
+        self.state = State::Closed;
+        self.read_buf = BytesMut::new();
+        self.partial = None;
+        self.cur = None;
+        e
+    }
+
+    // ----- commands ----------------------------------------------------------------------
+
+    /// Queues a message.
+    pub fn send(&mut self, msg: &Message) -> Result<(), SendError> {
+        match msg {
+            Message::Text(t) => self.send_frame(OpCode::Text, true, t.as_bytes()),
+            Message::Binary(b) => self.send_frame(OpCode::Binary, true, b),
+        }
+    }
+
+    /// Queues one data frame. For fragmented sending: the first frame has opcode Text or
+    /// Binary, the rest [`OpCode::Continuation`], the last `fin = true`; control frames may go
+    /// between fragments. The caller keeps to that order.
+    pub fn send_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) -> Result<(), SendError> {
+        if self.sent_close.is_some() {
+            return Err(SendError::Closed);
+        }
+        if opcode.is_control() && payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlFrameTooLong);
+        }
+        if self.out.len() + payload.len() > self.config.max_write_buffer {
+            return Err(SendError::WriteBufferFull {
+                buffered: self.out.len(),
+                max: self.config.max_write_buffer,
+            });
+        }
+        self.encode_frame(opcode, fin, payload);
+        Ok(())
+    }
+
+    /// Queues a ping.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_frame(OpCode::Ping, true, payload)
+    }
+
+    /// Queues a pong (for example an unsolicited one as a heartbeat).
+    pub fn pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_frame(OpCode::Pong, true, payload)
+    }
+
+    /// Starts the closing handshake: queues a close frame (`None`: no status code) and moves
+    /// to [`State::Closing`]. Nothing but control replies is sent after it.
+    pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
+        if self.sent_close.is_some() {
+            return Err(SendError::Closed);
+        }
+        if let Some(f) = &frame {
+            if !f.code.is_valid_on_wire() {
+                return Err(SendError::InvalidCloseCode(f.code.0));
+            }
+            if f.reason.len() > MAX_CONTROL_PAYLOAD - 2 {
+                return Err(SendError::ControlFrameTooLong);
+            }
+        }
+        self.initiator.get_or_insert(Side::Local);
+        self.queue_close(frame);
+        if self.state == State::Open {
+            self.state = State::Closing;
+        }
+        Ok(())
+    }
+
+    /// Shorthand for [`close`](Self::close) with a code and reason.
+    pub fn close_with(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.close(Some(CloseFrame::new(code, reason)))
+    }
+
+    fn queue_close(&mut self, frame: Option<CloseFrame>) {
+        let mut buf = [0u8; MAX_CONTROL_PAYLOAD];
+        let n = match &frame {
+            Some(f) => {
+                buf[..2].copy_from_slice(&f.code.0.to_be_bytes());
+                let r = f.reason.as_bytes();
+                let r = &r[..r.len().min(MAX_CONTROL_PAYLOAD - 2)];
+                buf[2..2 + r.len()].copy_from_slice(r);
+                2 + r.len()
+            }
+            None => 0,
+        };
+        self.encode_frame(OpCode::Close, true, &buf[..n]);
+        self.sent_close = Some(frame);
+    }
+
+    fn encode_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        let mut header = FrameHeader::new(opcode, payload.len() as u64);
+        header.fin = fin;
+        if self.role == Role::Client {
+            header.mask = Some(self.mask.next_key());
+        }
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        self.out.reserve(n + payload.len());
+        self.out.extend_from_slice(&head[..n]);
+        let start = self.out.len();
+        self.out.extend_from_slice(payload);
+        if let Some(key) = header.mask {
+            apply_mask(&mut self.out[start..], key, 0);
+        }
+    }
+
+    // ----- output ------------------------------------------------------------------------
+
+    /// Bytes waiting to be written to the network.
+    pub fn pending_transmit(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Marks `n` bytes of [`pending_transmit`](Self::pending_transmit) as written.
+    pub fn advance_transmit(&mut self, n: usize) {
+        let n = n.min(self.out.len());
+        self.out.advance(n);
+    }
+
+    /// The outgoing buffer, for transports that hand it to a vectored or owned write.
+    pub fn transmit_buf_mut(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// Whether everything queued was written and the TCP connection should now be closed:
+    /// the close handshake completed or the connection failed.
+    ///
+    /// RFC 6455 §7.1.1 wants the server to close TCP first; a client should give the server
+    /// [`Config::close_timeout`] to do so before closing itself.
+    pub fn should_close_tcp(&self) -> bool {
+        self.state == State::Closed && self.out.is_empty()
+    }
+
+    /// Drops the read and write buffers' memory when both are empty, so an idle connection
+    /// holds no buffer. Returns whether anything was released.
+    pub fn release_idle_buffers(&mut self) -> bool {
+        let mut released = false;
+        if self.read_buf.is_empty() && self.cur.is_none() && self.read_buf.capacity() > 0 {
+            self.read_buf = BytesMut::new();
+            released = true;
+        }
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = BytesMut::new();
+            released = true;
+        }
+        released
+    }
+}

@@ -1,0 +1,289 @@
+//! Client side of the opening handshake.
+
+use std::fmt::Write as _;
+
+use base64::Engine;
+use rand::Rng;
+
+use super::{check_header, collect_headers, find, has_token, parse_failure, tokens, Header, HandshakeError};
+use crate::config::Config;
+
+/// The upgrade request a client sends, and the checks for the server's answer.
+///
+/// ```
+/// use switchboard_proto::{Config, handshake::client::ClientRequest};
+/// let req = ClientRequest::new("example.com", "/chat")
+///     .with_key("dGhlIHNhbXBsZSBub25jZQ==")
+///     .protocol("chat");
+/// let bytes = req.encode().unwrap();
+/// assert!(bytes.starts_with(b"GET /chat HTTP/1.1\r\nHost: example.com\r\n"));
+/// let answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+///                Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+///                Sec-WebSocket-Protocol: chat\r\n\r\n";
+/// let (resp, used) = req.parse_response(answer, &Config::default()).unwrap().unwrap();
+/// assert_eq!(used, answer.len());
+/// assert_eq!(resp.protocol.as_deref(), Some("chat"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRequest {
+    host: String,
+    path: String,
+    key: String,
+    origin: Option<String>,
+    protocols: Vec<String>,
+    extensions: Vec<String>,
+    headers: Vec<Header>,
+}
+
+/// A server's `101` response that passed every RFC 6455 §4.1 check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Always 101.
+    pub status: u16,
+    /// Every header in the order received.
+    pub headers: Vec<Header>,
+    /// The subprotocol the server selected, if any.
+    pub protocol: Option<String>,
+    /// The extensions the server accepted (each one of ours).
+    pub extensions: Vec<String>,
+}
+
+impl Response {
+    /// The first header with that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find(&self.headers, name)
+    }
+}
+
+impl ClientRequest {
+    /// A request for `path` (with query) on `host` (with `:port` when not the default), with
+    /// a fresh random 16-byte key.
+    pub fn new(host: impl Into<String>, path: impl Into<String>) -> Self {
+        let key_bytes: [u8; 16] = rand::rng().random();
+        Self {
+            host: host.into(),
+            path: path.into(),
+            key: base64::engine::general_purpose::STANDARD.encode(key_bytes),
+            origin: None,
+            protocols: Vec::new(),
+            extensions: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Uses a fixed key (for tests and examples only).
+    pub fn with_key(mut self, key: &str) -> Self {
+        self.key = key.to_string();
+        self
+    }
+
+    /// Sets the `Origin` header.
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// Offers a subprotocol (call again for more, in order of preference).
+    pub fn protocol(mut self, p: impl Into<String>) -> Self {
+        self.protocols.push(p.into());
+        self
+    }
+
+    /// Offers an extension (the whole offer, parameters included).
+    pub fn extension(mut self, e: impl Into<String>) -> Self {
+        self.extensions.push(e.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The `Sec-WebSocket-Key` sent.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The subprotocols offered.
+    pub fn protocols(&self) -> &[String] {
+        &self.protocols
+    }
+
+    /// The request head. Fails if a header would break the HTTP framing.
+    pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
+        check_header("Host", &self.host)?;
+        if self.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(HandshakeError::InvalidHeader("request target".into()));
+        }
+        let mut s = String::with_capacity(256);
+        let _ = write!(
+            s,
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n",
+            self.path, self.host, self.key
+        );
+        if let Some(o) = &self.origin {
+            check_header("Origin", o)?;
+            let _ = write!(s, "Origin: {o}\r\n");
+        }
+        if !self.protocols.is_empty() {
+            let v = self.protocols.join(", ");
+            check_header("Sec-WebSocket-Protocol", &v)?;
+            let _ = write!(s, "Sec-WebSocket-Protocol: {v}\r\n");
+        }
+        if !self.extensions.is_empty() {
+            let v = self.extensions.join(", ");
+            check_header("Sec-WebSocket-Extensions", &v)?;
+            let _ = write!(s, "Sec-WebSocket-Extensions: {v}\r\n");
+        }
+        for (n, v) in &self.headers {
+            check_header(n, v)?;
+            let _ = write!(s, "{n}: {v}\r\n");
+        }
+        s.push_str("\r\n");
+        Ok(s.into_bytes())
+    }
+
+    /// Parses and checks the server's response head at the start of `buf`.
+    ///
+    /// `Ok(None)`: not complete yet. A status other than 101 is
+    /// [`HandshakeError::UnexpectedStatus`] (the body, if the caller wants it, follows the head).
+    pub fn parse_response(
+        &self,
+        buf: &[u8],
+        config: &Config,
+    ) -> Result<Option<(Response, usize)>, HandshakeError> {
+        let mut storage = vec![httparse::EMPTY_HEADER; config.max_handshake_headers];
+        let mut resp = httparse::Response::new(&mut storage);
+        let used = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > config.max_handshake_size {
+                    return Err(HandshakeError::TooLarge(config.max_handshake_size));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(parse_failure(e, config.max_handshake_headers)),
+        };
+        if resp.version != Some(1) {
+            return Err(HandshakeError::HttpVersion);
+        }
+        let status = resp.code.unwrap_or_default();
+        if status != 101 {
+            return Err(HandshakeError::UnexpectedStatus {
+                status,
+                reason: resp.reason.unwrap_or_default().to_string(),
+            });
+        }
+        let headers = collect_headers(resp.headers);
+        if !has_token(&headers, "upgrade", "websocket") {
+            return Err(HandshakeError::NotWebSocketUpgrade);
+        }
+        if !has_token(&headers, "connection", "upgrade") {
+            return Err(HandshakeError::ConnectionNotUpgrade);
+        }
+        let expected = super::accept_key(self.key.as_bytes());
+        if find(&headers, "sec-websocket-accept").map(str::trim) != Some(expected.as_str()) {
+            return Err(HandshakeError::InvalidAccept);
+        }
+        let protocol = match find(&headers, "sec-websocket-protocol").map(str::trim) {
+            None => None,
+            Some(p) if self.protocols.iter().any(|o| o == p) => Some(p.to_string()),
+            Some(p) => return Err(HandshakeError::ProtocolNotOffered(p.to_string())),
+        };
+        let mut extensions = Vec::new();
+        for e in tokens(&headers, "sec-websocket-extensions") {
+            let name = e.split(';').next().unwrap_or_default().trim();
+            let offered = self
+                .extensions
+                .iter()
+                .any(|o| o.split(';').next().unwrap_or_default().trim() == name);
+            if !offered {
+                return Err(HandshakeError::ExtensionNotOffered(e.to_string()));
+            }
+            extensions.push(e.to_string());
+        }
+        Ok(Some((
+            Response {
+                status,
+                headers,
+                protocol,
+                extensions,
+            },
+            used,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    fn resp(extra: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn check(req: &ClientRequest, extra: &str) -> Result<Response, HandshakeError> {
+        req.parse_response(&resp(extra), &Config::default())
+            .map(|r| r.unwrap().0)
+    }
+
+    #[test]
+    fn fresh_random_keys() {
+        let a = ClientRequest::new("h", "/");
+        let b = ClientRequest::new("h", "/");
+        assert_ne!(a.key(), b.key());
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(a.key())
+            .unwrap();
+        assert_eq!(raw.len(), 16);
+    }
+
+    #[test]
+    fn response_checks() {
+        let req = ClientRequest::new("h", "/").with_key(KEY).protocol("a");
+        let ok = format!("Sec-WebSocket-Accept: {ACCEPT}\r\n");
+        assert!(check(&req, &ok).is_ok());
+        assert_eq!(
+            check(&req, "Sec-WebSocket-Accept: AAAA\r\n").unwrap_err(),
+            HandshakeError::InvalidAccept
+        );
+        assert_eq!(
+            check(&req, &format!("{ok}Sec-WebSocket-Protocol: b\r\n")).unwrap_err(),
+            HandshakeError::ProtocolNotOffered("b".into())
+        );
+        assert!(matches!(
+            check(&req, &format!("{ok}Sec-WebSocket-Extensions: permessage-deflate\r\n")),
+            Err(HandshakeError::ExtensionNotOffered(_))
+        ));
+        let err = req
+            .parse_response(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+                &Config::default(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            HandshakeError::UnexpectedStatus {
+                status: 403,
+                reason: "Forbidden".into()
+            }
+        );
+    }
+
+    #[test]
+    fn header_injection_refused() {
+        let req = ClientRequest::new("h", "/").header("X", "a\r\nB: c");
+        assert!(req.encode().is_err());
+        let req = ClientRequest::new("h", "/a b");
+        assert!(req.encode().is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! Server side of the opening handshake.
+
+use std::fmt::Write as _;
+
+use base64::Engine;
+
+use super::{check_header, collect_headers, find, has_token, parse_failure, tokens, Header, HandshakeError};
+use crate::config::Config;
+
+/// A client's upgrade request that passed every RFC 6455 §4.2.1 check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The request target, for example `/chat?room=lobby`.
+    pub path: String,
+    /// Every header in the order received.
+    pub headers: Vec<Header>,
+    key: String,
+}
+
+impl Request {
+    /// Parses and checks a request head at the start of `buf`.
+    ///
+    /// `Ok(None)`: the head is not complete yet (and still under the size limit). Otherwise the
+    /// request and the number of bytes its head used; bytes after it are the first WebSocket
+    /// frames.
+    ///
+    /// ```
+    /// use switchboard_proto::{Config, handshake::server::Request};
+    /// let req = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+    ///             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    ///             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, superchat\r\n\r\n";
+    /// let (r, used) = Request::parse(req, &Config::default()).unwrap().unwrap();
+    /// assert_eq!(used, req.len());
+    /// assert_eq!(r.path, "/chat");
+    /// assert_eq!(r.protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
+    /// let resp = String::from_utf8(r.accept(Some("chat"), &[]).unwrap()).unwrap();
+    /// assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+    /// assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    /// ```
+    pub fn parse(buf: &[u8], config: &Config) -> Result<Option<(Self, usize)>, HandshakeError> {
+        let mut storage = vec![httparse::EMPTY_HEADER; config.max_handshake_headers];
+        let mut req = httparse::Request::new(&mut storage);
+        let used = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > config.max_handshake_size {
+                    return Err(HandshakeError::TooLarge(config.max_handshake_size));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(parse_failure(e, config.max_handshake_headers)),
+        };
+        if used > config.max_handshake_size {
+            return Err(HandshakeError::TooLarge(config.max_handshake_size));
+        }
+        let method = req.method.unwrap_or_default();
+        if method != "GET" {
+            return Err(HandshakeError::MethodNotAllowed(method.to_string()));
+        }
+        if req.version != Some(1) {
+            return Err(HandshakeError::HttpVersion);
+        }
+        let path = req.path.unwrap_or("/").to_string();
+        let headers = collect_headers(req.headers);
+        if find(&headers, "host").is_none() {
+            return Err(HandshakeError::MissingHost);
+        }
+        if !has_token(&headers, "upgrade", "websocket") {
+            return Err(HandshakeError::NotWebSocketUpgrade);
+        }
+        if !has_token(&headers, "connection", "upgrade") {
+            return Err(HandshakeError::ConnectionNotUpgrade);
+        }
+        if find(&headers, "sec-websocket-version").map(str::trim) != Some("13") {
+            return Err(HandshakeError::UnsupportedVersion);
+        }
+        let key = find(&headers, "sec-websocket-key")
+            .map(str::trim)
+            .ok_or(HandshakeError::InvalidKey)?;
+        match base64::engine::general_purpose::STANDARD.decode(key) {
+            Ok(k) if k.len() == 16 => {}
+            _ => return Err(HandshakeError::InvalidKey),
+        }
+        let key = key.to_string();
+        Ok(Some((Self { path, headers, key }, used)))
+    }
+
+    /// The first header with that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find(&self.headers, name)
+    }
+
+    /// The `Host` header.
+    pub fn host(&self) -> &str {
+        self.header("host").unwrap_or_default()
+    }
+
+    /// The `Origin` header, sent by browsers.
+    pub fn origin(&self) -> Option<&str> {
+        self.header("origin")
+    }
+
+    /// The subprotocols the client offers, in its order of preference.
+    pub fn protocols(&self) -> impl Iterator<Item = &str> {
+        tokens(&self.headers, "sec-websocket-protocol")
+    }
+
+    /// The extension offers, one string per offer (parameters included).
+    pub fn extensions(&self) -> impl Iterator<Item = &str> {
+        tokens(&self.headers, "sec-websocket-extensions")
+    }
+
+    /// The path without the query string.
+    pub fn path_only(&self) -> &str {
+        self.path.split('?').next().unwrap_or_default()
+    }
+
+    /// The query string, if any (without `?`).
+    pub fn query(&self) -> Option<&str> {
+        self.path.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The first protocol of ours (in our order of preference) that the client offers.
+    pub fn choose_protocol<'a>(&self, supported: &[&'a str]) -> Option<&'a str> {
+        supported
+            .iter()
+            .copied()
+            .find(|s| self.protocols().any(|p| p == *s))
+    }
+
+    /// The `101 Switching Protocols` response. `protocol` must be one the client offered (else
+    /// `HandshakeError::ProtocolNotOffered`); `extra` headers are appended.
+    pub fn accept(&self, protocol: Option<&str>, extra: &[(&str, &str)]) -> Result<Vec<u8>, HandshakeError> {
+        if let Some(p) = protocol {
+            if !self.protocols().any(|o| o == p) {
+                return Err(HandshakeError::ProtocolNotOffered(p.to_string()));
+            }
+        }
+        let mut s = String::with_capacity(160);
+        s.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+        let _ = write!(s, "Sec-WebSocket-Accept: {}\r\n", super::accept_key(self.key.as_bytes()));
+        if let Some(p) = protocol {
+            let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
+        }
+        for (n, v) in extra {
+            check_header(n, v)?;
+            let _ = write!(s, "{n}: {v}\r\n");
+        }
+        s.push_str("\r\n");
+        Ok(s.into_bytes())
+    }
+}
+
+/// An HTTP error response with a plain-text body saying why, for a refused handshake.
+///
+/// 426 carries `Sec-WebSocket-Version: 13` (RFC 6455 §4.4), 405 carries `Allow: GET`.
+///
+/// ```
+/// use switchboard_proto::handshake::{server::reject, HandshakeError};
+/// let e = HandshakeError::UnsupportedVersion;
+/// let resp = String::from_utf8(reject(e.status(), &e.to_string())).unwrap();
+/// assert!(resp.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+/// assert!(resp.contains("Sec-WebSocket-Version: 13\r\n"));
+/// ```
+pub fn reject(status: u16, body: &str) -> Vec<u8> {
+    let mut s = String::with_capacity(128 + body.len());
+    let _ = write!(s, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    match status {
+        426 => s.push_str("Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"),
+        405 => s.push_str("Allow: GET\r\n"),
+        _ => {}
+    }
+    let _ = write!(
+        s,
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.into_bytes()
+}
+
+/// The standard reason phrase of the statuses a handshake answers with.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn req(lines: &[&str]) -> Vec<u8> {
+        let mut s = lines.join("\r\n");
+        s.push_str("\r\n\r\n");
+        s.into_bytes()
+    }
+
+    fn good() -> Vec<&'static str> {
+        vec![
+            "GET /chat HTTP/1.1",
+            "Host: example.com",
+            "Upgrade: websocket",
+            "Connection: keep-alive, Upgrade",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version: 13",
+        ]
+    }
+
+    fn parse(lines: &[&str]) -> Result<Option<(Request, usize)>, HandshakeError> {
+        Request::parse(&req(lines), &Config::default())
+    }
+
+    #[test]
+    fn accepts_valid_request_case_insensitively() {
+        let mut l = good();
+        l[2] = "upgrade: WebSocket";
+        l[3] = "CONNECTION: keep-alive,UPGRADE";
+        let (r, _) = parse(&l).unwrap().unwrap();
+        assert_eq!(r.host(), "example.com");
+        assert_eq!(r.key, KEY);
+    }
+
+    #[test]
+    fn each_missing_piece_has_its_error_and_status() {
+        let cases: [(usize, &str, HandshakeError, u16); 6] = [
+            (0, "POST /chat HTTP/1.1", HandshakeError::MethodNotAllowed("POST".into()), 405),
+            (1, "X-Nothing: 1", HandshakeError::MissingHost, 400),
+            (2, "Upgrade: h2c", HandshakeError::NotWebSocketUpgrade, 400),
+            (3, "Connection: keep-alive", HandshakeError::ConnectionNotUpgrade, 400),
+            (4, "Sec-WebSocket-Key: c2hvcnQ=", HandshakeError::InvalidKey, 400),
+            (5, "Sec-WebSocket-Version: 8", HandshakeError::UnsupportedVersion, 426),
+        ];
+        for (i, line, err, status) in cases {
+            let mut l = good();
+            l[i] = line;
+            let got = parse(&l).unwrap_err();
+            assert_eq!(got, err);
+            assert_eq!(got.status(), status);
+        }
+    }
+
+    #[test]
+    fn http_1_0_is_refused() {
+        let mut l = good();
+        l[0] = "GET /chat HTTP/1.0";
+        assert_eq!(parse(&l).unwrap_err(), HandshakeError::HttpVersion);
+    }
+
+    #[test]
+    fn partial_then_too_large() {
+        let cfg = Config::default().max_handshake_size(64);
+        assert!(Request::parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &cfg).unwrap().is_none());
+        let big = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(100));
+        assert_eq!(
+            Request::parse(big.as_bytes(), &cfg).unwrap_err(),
+            HandshakeError::TooLarge(64)
+        );
+    }
+
+    #[test]
+    fn too_many_headers() {
+        let cfg = Config::default().max_handshake_headers(4);
+        assert_eq!(
+            Request::parse(&req(&good()), &cfg).unwrap_err().status(),
+            431
+        );
+    }
+
+    #[test]
+    fn protocol_must_be_offered() {
+        let mut l = good();
+        l.push("Sec-WebSocket-Protocol: a, b");
+        let (r, _) = parse(&l).unwrap().unwrap();
+        assert_eq!(r.choose_protocol(&["b", "a"]), Some("b"));
+        assert_eq!(r.choose_protocol(&["c"]), None);
+        assert!(r.accept(Some("c"), &[]).is_err());
+        assert!(r.accept(Some("a"), &[("X-Ok", "1")]).is_ok());
+        assert!(r.accept(None, &[("X-Bad", "a\r\nInjected: 1")]).is_err());
+    }
+}

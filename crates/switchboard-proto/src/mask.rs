@@ -1,0 +1,89 @@
+//! Payload masking (RFC 6455 §5.3).
+//!
+//! Masking is a XOR of the payload with a repeating 4-byte key. It runs over every byte a server
+//! receives, so it is written to let the compiler vectorize it: the key is spread over a 32-byte
+//! block and the payload is processed in fixed 32-byte chunks, which LLVM turns into SIMD XORs
+//! (SSE2 on any x86_64, AVX2 with `-C target-cpu=native`). No `unsafe` is needed for that.
+
+/// XORs `buf` with `key`, as if `buf` started `offset` bytes into a masked payload.
+///
+/// Masking is its own inverse: applying it twice restores the input. `offset` lets a payload
+/// that arrives in several reads be unmasked piece by piece.
+///
+/// ```
+/// use switchboard_proto::mask::apply_mask;
+/// let mut data = *b"Hello";
+/// apply_mask(&mut data, [0x37, 0xfa, 0x21, 0x3d], 0);
+/// assert_eq!(data, [0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+/// apply_mask(&mut data, [0x37, 0xfa, 0x21, 0x3d], 0);
+/// assert_eq!(&data, b"Hello");
+/// ```
+#[inline]
+pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    let key = rotate(key, offset);
+    let mut wide = [0u8; 32];
+    for (i, b) in wide.iter_mut().enumerate() {
+        *b = key[i & 3];
+    }
+    let mut chunks = buf.chunks_exact_mut(32);
+    for chunk in &mut chunks {
+        for (b, k) in chunk.iter_mut().zip(wide.iter()) {
+            *b ^= k;
+        }
+    }
+    // The remainder starts at a multiple of 32, so the key phase is unchanged.
+    for (b, k) in chunks.into_remainder().iter_mut().zip(wide.iter()) {
+        *b ^= k;
+    }
+}
+
+/// The key as seen from `offset` bytes into the payload.
+#[inline]
+fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
+    let s = offset & 3;
+    [key[s], key[(s + 1) & 3], key[(s + 2) & 3], key[(s + 3) & 3]]
+}
+
+/// The byte-at-a-time reference the fast version is tested against.
+#[cfg(test)]
+fn apply_mask_scalar(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b ^= key[(i + offset) & 3];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_scalar_for_every_length_and_offset() {
+        let key = [0x11, 0x8f, 0x3c, 0xd2];
+        for len in 0..200 {
+            for offset in 0..8 {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+                let mut fast = data.clone();
+                let mut slow = data.clone();
+                apply_mask(&mut fast, key, offset);
+                apply_mask_scalar(&mut slow, key, offset);
+                assert_eq!(fast, slow, "len {len} offset {offset}");
+            }
+        }
+    }
+
+    #[test]
+    fn piecewise_equals_whole() {
+        let key = [1, 2, 3, 4];
+        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let mut whole = data.clone();
+        apply_mask(&mut whole, key, 0);
+        let mut pieces = data.clone();
+        let mut at = 0;
+        for step in [1usize, 3, 7, 33, 64, 100, 792] {
+            apply_mask(&mut pieces[at..at + step], key, at);
+            at += step;
+        }
+        assert_eq!(at, 1000);
+        assert_eq!(whole, pieces);
+    }
+}
