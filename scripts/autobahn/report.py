@@ -13,6 +13,7 @@ M > 0 or no case was found, 2 on usage errors.
 
 import json
 import os
+import re
 import sys
 from collections import Counter
 
@@ -26,6 +27,7 @@ def case_key(case_id):
 def first_line(value, limit=160):
     if not isinstance(value, str):
         return ""
+    value = re.sub(r"<[^>]+>", "", value)
     line = value.strip().splitlines()[0].strip() if value.strip() else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."
 

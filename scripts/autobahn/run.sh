@@ -201,7 +201,7 @@ wait_with_progress() { # pid what
   wait_rc=0
   while kill -0 "$pid" 2>/dev/null; do
     if ((SECONDS >= deadline)); then
-      log "timeout: $what still running after ${timeout_s}s (AUTOBAHN_TIMEOUT); stopping it"
+      log "timeout: $what still running after ${timeout_s}s; stopping it (raise AUTOBAHN_TIMEOUT if the run is just slow)"
       stop_pid "$pid"
       wait_rc=124
       return 0
@@ -298,7 +298,9 @@ fi
 cleanup
 
 total="$(cases_total)"
-log "[$role] finished: $(cases_started)/${total:-?} cases run in $((SECONDS - run_start))s; report: $outdir/index.html"
+report_note=""
+[[ -s "$outdir/index.json" ]] && report_note="; report: $outdir/index.html"
+log "[$role] done: $(cases_started)/${total:-?} cases run in $((SECONDS - run_start))s$report_note"
 
 report_rc=0
 python3 "$script_dir/report.py" "$outdir/index.json" "$role" "$AGENT" || report_rc=$?

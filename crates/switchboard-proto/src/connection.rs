@@ -415,7 +415,12 @@ impl Connection {
     /// Queues one data frame. For fragmented sending: the first frame has opcode Text or
     /// Binary, the rest [`OpCode::Continuation`], the last `fin = true`; control frames may go
     /// between fragments. The caller keeps to that order.
-    pub fn send_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) -> Result<(), SendError> {
+    pub fn send_frame(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
         if self.sent_close.is_some() {
             return Err(SendError::Closed);
         }

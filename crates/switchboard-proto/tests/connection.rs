@@ -43,7 +43,9 @@ impl Pair {
             while let Ok(Some(e)) = self.client.poll_event() {
                 ce.push(e);
             }
-            if self.client.pending_transmit().is_empty() && self.server.pending_transmit().is_empty() {
+            if self.client.pending_transmit().is_empty()
+                && self.server.pending_transmit().is_empty()
+            {
                 break;
             }
         }
@@ -104,7 +106,9 @@ fn server_error_with(config: Config, bytes: &[u8]) -> (ProtocolError, u16) {
 fn text_and_binary_round_trip() {
     let mut p = Pair::new();
     p.client.send(&Message::text("héllo")).unwrap();
-    p.client.send(&Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    p.client
+        .send(&Message::binary(vec![0u8, 1, 2, 255]))
+        .unwrap();
     let (_, se) = p.drive();
     assert_eq!(
         se,
@@ -159,14 +163,21 @@ fn fragmented_message_with_interleaved_ping() {
             Event::Message(Message::text("fragmenté"))
         ]
     );
-    assert_eq!(s.pending_transmit(), &[0x8a, 0x01, b'p'], "pong echoes ping payload");
+    assert_eq!(
+        s.pending_transmit(),
+        &[0x8a, 0x01, b'p'],
+        "pong echoes ping payload"
+    );
 }
 
 #[test]
 fn unsolicited_pong_is_accepted() {
     let mut s = Connection::new(Role::Server, Config::default());
     s.handle_read(&client_frame(0xA, true, b"hb"));
-    assert_eq!(s.poll_event().unwrap(), Some(Event::Pong(bytes::Bytes::from_static(b"hb"))));
+    assert_eq!(
+        s.poll_event().unwrap(),
+        Some(Event::Pong(bytes::Bytes::from_static(b"hb")))
+    );
     assert!(s.pending_transmit().is_empty());
 }
 
@@ -174,19 +185,41 @@ fn unsolicited_pong_is_accepted() {
 fn framing_violations_close_with_1002() {
     let masked = Some([1, 2, 3, 4]);
     let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
-        (frame(3, true, 0, b"", masked), ProtocolError::ReservedOpcode(3)),
-        (frame(0xB, true, 0, b"", masked), ProtocolError::ReservedOpcode(0xB)),
+        (
+            frame(3, true, 0, b"", masked),
+            ProtocolError::ReservedOpcode(3),
+        ),
+        (
+            frame(0xB, true, 0, b"", masked),
+            ProtocolError::ReservedOpcode(0xB),
+        ),
         (frame(1, true, 4, b"x", masked), ProtocolError::ReservedBits),
         (frame(1, true, 1, b"x", masked), ProtocolError::ReservedBits),
         (frame(1, true, 0, b"x", None), ProtocolError::UnmaskedFrame),
-        (frame(9, true, 0, &[0; 126], masked), ProtocolError::ControlFrameTooLong),
-        (frame(9, false, 0, b"", masked), ProtocolError::FragmentedControlFrame),
-        (frame(0, true, 0, b"x", masked), ProtocolError::UnexpectedContinuation),
         (
-            [frame(1, false, 0, b"a", masked), frame(2, true, 0, b"b", masked)].concat(),
+            frame(9, true, 0, &[0; 126], masked),
+            ProtocolError::ControlFrameTooLong,
+        ),
+        (
+            frame(9, false, 0, b"", masked),
+            ProtocolError::FragmentedControlFrame,
+        ),
+        (
+            frame(0, true, 0, b"x", masked),
+            ProtocolError::UnexpectedContinuation,
+        ),
+        (
+            [
+                frame(1, false, 0, b"a", masked),
+                frame(2, true, 0, b"b", masked),
+            ]
+            .concat(),
             ProtocolError::ExpectedContinuation,
         ),
-        (frame(8, true, 0, &[3], masked), ProtocolError::InvalidClosePayload),
+        (
+            frame(8, true, 0, &[3], masked),
+            ProtocolError::InvalidClosePayload,
+        ),
     ];
     for (bytes, want) in cases {
         let (got, code) = server_error(&bytes);
@@ -215,7 +248,9 @@ fn invalid_utf8_fails_fast_mid_frame() {
     // The frame announces 100 bytes but only the invalid prefix has arrived: the error comes
     // now, not when the rest arrives.
     let mut payload = b"hello".to_vec();
-    payload.extend_from_slice(&[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80]);
+    payload.extend_from_slice(&[
+        0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80,
+    ]);
     payload.resize(100, b'a');
     let bytes = client_frame(1, true, &payload);
     let (err, code) = server_error(&bytes[..6 + 19]);
@@ -272,11 +307,20 @@ fn client_initiated_close_handshake() {
     let mut p = Pair::new();
     p.client.close_with(CloseCode(4000), "done").unwrap();
     assert_eq!(p.client.state(), State::Closing);
-    assert_eq!(p.client.send(&Message::text("late")), Err(SendError::Closed));
+    assert_eq!(
+        p.client.send(&Message::text("late")),
+        Err(SendError::Closed)
+    );
     let (ce, se) = p.drive();
-    assert_eq!(se, vec![Event::Close(Some(CloseFrame::new(CloseCode(4000), "done")))]);
+    assert_eq!(
+        se,
+        vec![Event::Close(Some(CloseFrame::new(CloseCode(4000), "done")))]
+    );
     // The server echoed the code.
-    assert_eq!(ce, vec![Event::Close(Some(CloseFrame::new(CloseCode(4000), "")))]);
+    assert_eq!(
+        ce,
+        vec![Event::Close(Some(CloseFrame::new(CloseCode(4000), "")))]
+    );
     assert_eq!(p.client.state(), State::Closed);
     assert_eq!(p.server.state(), State::Closed);
     assert_eq!(p.client.close_initiator(), Some(Side::Local));
@@ -315,7 +359,10 @@ fn messages_still_arrive_while_closing() {
 #[test]
 fn invalid_close_code_cannot_be_sent() {
     let mut c = Connection::new(Role::Client, Config::default());
-    assert_eq!(c.close_with(CloseCode(1005), ""), Err(SendError::InvalidCloseCode(1005)));
+    assert_eq!(
+        c.close_with(CloseCode(1005), ""),
+        Err(SendError::InvalidCloseCode(1005))
+    );
     assert_eq!(c.ping(&[0; 126]), Err(SendError::ControlFrameTooLong));
 }
 

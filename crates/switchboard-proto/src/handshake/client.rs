@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use base64::Engine;
 use rand::Rng;
 
-use super::{check_header, collect_headers, find, has_token, parse_failure, tokens, Header, HandshakeError};
+use super::{
+    check_header, collect_headers, find, has_token, parse_failure, tokens, HandshakeError, Header,
+};
 use crate::config::Config;
 
 /// The upgrade request a client sends, and the checks for the server's answer.
@@ -261,7 +263,10 @@ mod tests {
             HandshakeError::ProtocolNotOffered("b".into())
         );
         assert!(matches!(
-            check(&req, &format!("{ok}Sec-WebSocket-Extensions: permessage-deflate\r\n")),
+            check(
+                &req,
+                &format!("{ok}Sec-WebSocket-Extensions: permessage-deflate\r\n")
+            ),
             Err(HandshakeError::ExtensionNotOffered(_))
         ));
         let err = req

@@ -155,7 +155,9 @@ pub(crate) fn check_header(name: &str, value: &str) -> Result<(), HandshakeError
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    let value_ok = value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+    let value_ok = value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
     if name_ok && value_ok {
         Ok(())
     } else {

@@ -4,21 +4,30 @@ use std::fmt::Write as _;
 
 use base64::Engine;
 
-use super::{check_header, collect_headers, find, has_token, parse_failure, tokens, Header, HandshakeError};
+use super::{
+    check_header, collect_headers, find, has_token, parse_failure, tokens, HandshakeError, Header,
+};
 use crate::config::Config;
 
-/// A client's upgrade request that passed every RFC 6455 §4.2.1 check.
+/// An HTTP request head, as a client sends it to open a WebSocket.
+///
+/// [`Request::parse`] only checks HTTP syntax and the size limits, so a server can route on
+/// the path (404) or check the origin (403) first; [`Request::validate`] then applies every
+/// RFC 6455 §4.2.1 rule, and [`Request::accept`] builds the `101` response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The method, normally `GET`.
+    pub method: String,
     /// The request target, for example `/chat?room=lobby`.
     pub path: String,
+    /// The HTTP minor version (1 for HTTP/1.1).
+    pub version: u8,
     /// Every header in the order received.
     pub headers: Vec<Header>,
-    key: String,
 }
 
 impl Request {
-    /// Parses and checks a request head at the start of `buf`.
+    /// Parses a request head at the start of `buf`.
     ///
     /// `Ok(None)`: the head is not complete yet (and still under the size limit). Otherwise the
     /// request and the number of bytes its head used; bytes after it are the first WebSocket
@@ -32,6 +41,7 @@ impl Request {
     /// let (r, used) = Request::parse(req, &Config::default()).unwrap().unwrap();
     /// assert_eq!(used, req.len());
     /// assert_eq!(r.path, "/chat");
+    /// assert!(r.validate().is_ok());
     /// assert_eq!(r.protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
     /// let resp = String::from_utf8(r.accept(Some("chat"), &[]).unwrap()).unwrap();
     /// assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
@@ -53,36 +63,50 @@ impl Request {
         if used > config.max_handshake_size {
             return Err(HandshakeError::TooLarge(config.max_handshake_size));
         }
-        let method = req.method.unwrap_or_default();
-        if method != "GET" {
-            return Err(HandshakeError::MethodNotAllowed(method.to_string()));
+        Ok(Some((
+            Self {
+                method: req.method.unwrap_or_default().to_string(),
+                path: req.path.unwrap_or("/").to_string(),
+                version: req.version.unwrap_or_default(),
+                headers: collect_headers(req.headers),
+            },
+            used,
+        )))
+    }
+
+    /// Checks every rule of RFC 6455 §4.2.1 and returns the `Sec-WebSocket-Key`.
+    pub fn validate(&self) -> Result<&str, HandshakeError> {
+        if self.method != "GET" {
+            return Err(HandshakeError::MethodNotAllowed(self.method.clone()));
         }
-        if req.version != Some(1) {
+        if self.version != 1 {
             return Err(HandshakeError::HttpVersion);
         }
-        let path = req.path.unwrap_or("/").to_string();
-        let headers = collect_headers(req.headers);
-        if find(&headers, "host").is_none() {
+        if find(&self.headers, "host").is_none() {
             return Err(HandshakeError::MissingHost);
         }
-        if !has_token(&headers, "upgrade", "websocket") {
+        if !has_token(&self.headers, "upgrade", "websocket") {
             return Err(HandshakeError::NotWebSocketUpgrade);
         }
-        if !has_token(&headers, "connection", "upgrade") {
+        if !has_token(&self.headers, "connection", "upgrade") {
             return Err(HandshakeError::ConnectionNotUpgrade);
         }
-        if find(&headers, "sec-websocket-version").map(str::trim) != Some("13") {
+        if find(&self.headers, "sec-websocket-version").map(str::trim) != Some("13") {
             return Err(HandshakeError::UnsupportedVersion);
         }
-        let key = find(&headers, "sec-websocket-key")
+        let key = find(&self.headers, "sec-websocket-key")
             .map(str::trim)
             .ok_or(HandshakeError::InvalidKey)?;
         match base64::engine::general_purpose::STANDARD.decode(key) {
-            Ok(k) if k.len() == 16 => {}
-            _ => return Err(HandshakeError::InvalidKey),
+            Ok(k) if k.len() == 16 => Ok(key),
+            _ => Err(HandshakeError::InvalidKey),
         }
-        let key = key.to_string();
-        Ok(Some((Self { path, headers, key }, used)))
+    }
+
+    /// Whether this looks like a WebSocket upgrade at all (an `Upgrade: websocket` header),
+    /// so a server can tell a browser's page request from a broken handshake.
+    pub fn is_upgrade(&self) -> bool {
+        has_token(&self.headers, "upgrade", "websocket")
     }
 
     /// The first header with that name (case-insensitive).
@@ -128,17 +152,28 @@ impl Request {
             .find(|s| self.protocols().any(|p| p == *s))
     }
 
-    /// The `101 Switching Protocols` response. `protocol` must be one the client offered (else
+    /// The `101 Switching Protocols` response, after [`validate`](Self::validate). `protocol` must be one the client offered (else
     /// `HandshakeError::ProtocolNotOffered`); `extra` headers are appended.
-    pub fn accept(&self, protocol: Option<&str>, extra: &[(&str, &str)]) -> Result<Vec<u8>, HandshakeError> {
+    pub fn accept(
+        &self,
+        protocol: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Result<Vec<u8>, HandshakeError> {
+        let key = self.validate()?;
         if let Some(p) = protocol {
             if !self.protocols().any(|o| o == p) {
                 return Err(HandshakeError::ProtocolNotOffered(p.to_string()));
             }
         }
         let mut s = String::with_capacity(160);
-        s.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
-        let _ = write!(s, "Sec-WebSocket-Accept: {}\r\n", super::accept_key(self.key.as_bytes()));
+        s.push_str(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        );
+        let _ = write!(
+            s,
+            "Sec-WebSocket-Accept: {}\r\n",
+            super::accept_key(key.as_bytes())
+        );
         if let Some(p) = protocol {
             let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
         }
@@ -222,8 +257,10 @@ mod tests {
         ]
     }
 
-    fn parse(lines: &[&str]) -> Result<Option<(Request, usize)>, HandshakeError> {
-        Request::parse(&req(lines), &Config::default())
+    fn parse(lines: &[&str]) -> Result<Request, HandshakeError> {
+        let (r, _) = Request::parse(&req(lines), &Config::default())?.expect("complete");
+        r.validate()?;
+        Ok(r)
     }
 
     #[test]
@@ -231,20 +268,40 @@ mod tests {
         let mut l = good();
         l[2] = "upgrade: WebSocket";
         l[3] = "CONNECTION: keep-alive,UPGRADE";
-        let (r, _) = parse(&l).unwrap().unwrap();
+        let r = parse(&l).unwrap();
         assert_eq!(r.host(), "example.com");
-        assert_eq!(r.key, KEY);
+        assert_eq!(r.validate().unwrap(), KEY);
     }
 
     #[test]
     fn each_missing_piece_has_its_error_and_status() {
         let cases: [(usize, &str, HandshakeError, u16); 6] = [
-            (0, "POST /chat HTTP/1.1", HandshakeError::MethodNotAllowed("POST".into()), 405),
+            (
+                0,
+                "POST /chat HTTP/1.1",
+                HandshakeError::MethodNotAllowed("POST".into()),
+                405,
+            ),
             (1, "X-Nothing: 1", HandshakeError::MissingHost, 400),
             (2, "Upgrade: h2c", HandshakeError::NotWebSocketUpgrade, 400),
-            (3, "Connection: keep-alive", HandshakeError::ConnectionNotUpgrade, 400),
-            (4, "Sec-WebSocket-Key: c2hvcnQ=", HandshakeError::InvalidKey, 400),
-            (5, "Sec-WebSocket-Version: 8", HandshakeError::UnsupportedVersion, 426),
+            (
+                3,
+                "Connection: keep-alive",
+                HandshakeError::ConnectionNotUpgrade,
+                400,
+            ),
+            (
+                4,
+                "Sec-WebSocket-Key: c2hvcnQ=",
+                HandshakeError::InvalidKey,
+                400,
+            ),
+            (
+                5,
+                "Sec-WebSocket-Version: 8",
+                HandshakeError::UnsupportedVersion,
+                426,
+            ),
         ];
         for (i, line, err, status) in cases {
             let mut l = good();
@@ -265,7 +322,9 @@ mod tests {
     #[test]
     fn partial_then_too_large() {
         let cfg = Config::default().max_handshake_size(64);
-        assert!(Request::parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &cfg).unwrap().is_none());
+        assert!(Request::parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &cfg)
+            .unwrap()
+            .is_none());
         let big = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(100));
         assert_eq!(
             Request::parse(big.as_bytes(), &cfg).unwrap_err(),
@@ -286,7 +345,7 @@ mod tests {
     fn protocol_must_be_offered() {
         let mut l = good();
         l.push("Sec-WebSocket-Protocol: a, b");
-        let (r, _) = parse(&l).unwrap().unwrap();
+        let r = parse(&l).unwrap();
         assert_eq!(r.choose_protocol(&["b", "a"]), Some("b"));
         assert_eq!(r.choose_protocol(&["c"]), None);
         assert!(r.accept(Some("c"), &[]).is_err());

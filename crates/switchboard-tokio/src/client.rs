@@ -1,0 +1,326 @@
+//! Connecting to a WebSocket server: `ws://` over TCP, `wss://` over rustls.
+
+use std::time::Duration;
+
+use switchboard_proto::handshake::client::{ClientRequest, Response};
+use switchboard_proto::handshake::HandshakeError;
+use switchboard_proto::{Config, Role};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::Error;
+use crate::maybe_tls::MaybeTlsStream;
+use crate::WebSocket;
+
+/// A parsed `ws://` or `wss://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsUrl {
+    /// Whether the scheme is `wss`.
+    pub tls: bool,
+    /// The host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// The port (80/443 when not given).
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl WsUrl {
+    /// Parses a URL. `http://` and `https://` are accepted as `ws://` and `wss://`.
+    ///
+    /// ```
+    /// use switchboard_tokio::client::WsUrl;
+    /// let u = WsUrl::parse("wss://example.com:8443/chat?room=a").unwrap();
+    /// assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "example.com", 8443, "/chat?room=a"));
+    /// let u = WsUrl::parse("ws://[::1]/").unwrap();
+    /// assert_eq!((u.host.as_str(), u.port), ("::1", 80));
+    /// assert!(WsUrl::parse("ftp://x").is_err());
+    /// ```
+    pub fn parse(url: &str) -> Result<Self, Error> {
+        let bad = |reason: &str| Error::Url {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected ws://HOST[:PORT]/PATH or wss://…"))?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "ws" | "http" => false,
+            "wss" | "https" => true,
+            _ => return Err(bad("the scheme must be ws or wss")),
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        let path = path.split('#').next().unwrap_or("/").to_string();
+        if authority.contains('@') {
+            return Err(bad("user information in the URL is not supported"));
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in IPv6 host"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(bad("unexpected text after IPv6 host")),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("invalid port"))?),
+                None => (authority.to_string(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        Ok(Self {
+            tls,
+            host,
+            port,
+            path,
+        })
+    }
+
+    /// The `Host` header value: the port only when it is not the scheme's default.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default = if self.tls { 443 } else { 80 };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Connects with default settings.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), switchboard_tokio::Error> {
+/// use switchboard_tokio::{connect, Message};
+/// let (mut ws, response) = connect("ws://127.0.0.1:8080/echo").await?;
+/// ws.send(&Message::text("hello")).await?;
+/// let reply = ws.recv().await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, Response), Error> {
+    ClientBuilder::new(url).connect().await
+}
+
+/// Options for a client connection.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    config: Config,
+    protocols: Vec<String>,
+    headers: Vec<(String, String)>,
+    origin: Option<String>,
+    connect_timeout: Duration,
+    #[cfg(feature = "rustls")]
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl ClientBuilder {
+    /// A client for `url` with default limits.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            config: Config::default(),
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            origin: None,
+            connect_timeout: Duration::from_secs(10),
+            #[cfg(feature = "rustls")]
+            tls: None,
+        }
+    }
+
+    /// Sets the limits and timeouts.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Offers a subprotocol (call again for more, in order of preference).
+    pub fn protocol(mut self, p: impl Into<String>) -> Self {
+        self.protocols.push(p.into());
+        self
+    }
+
+    /// Adds a request header (for example `Authorization`).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the `Origin` header.
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// How long the TCP (and TLS) connect may take. Default: 10 s.
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// The TLS configuration for `wss://` (default: the bundled webpki roots). See
+    /// [`tls::client_config`](crate::tls::client_config) for a custom CA.
+    #[cfg(feature = "rustls")]
+    pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// The handshake request this builder sends to `url`'s host and path.
+    pub fn request(&self, url: &WsUrl) -> ClientRequest {
+        let mut req = ClientRequest::new(url.host_header(), url.path.clone());
+        if let Some(o) = &self.origin {
+            req = req.origin(o.clone());
+        }
+        for p in &self.protocols {
+            req = req.protocol(p.clone());
+        }
+        for (n, v) in &self.headers {
+            req = req.header(n.clone(), v.clone());
+        }
+        req
+    }
+
+    /// Connects, runs the handshake and returns the socket and the server's response.
+    pub async fn connect(&self) -> Result<(WebSocket<MaybeTlsStream>, Response), Error> {
+        let url = WsUrl::parse(&self.url)?;
+        let stream = tokio::time::timeout(self.connect_timeout, self.open(&url))
+            .await
+            .map_err(|_| {
+                Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "connecting to {}:{} timed out after {:?}",
+                        url.host, url.port, self.connect_timeout
+                    ),
+                ))
+            })??;
+        let request = self.request(&url);
+        client_handshake(stream, &request, self.config).await
+    }
+
+    async fn open(&self, url: &WsUrl) -> Result<MaybeTlsStream, Error> {
+        let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        if !url.tls {
+            return Ok(MaybeTlsStream::Plain(tcp));
+        }
+        #[cfg(feature = "rustls")]
+        {
+            let config = match &self.tls {
+                Some(c) => std::sync::Arc::clone(c),
+                None => crate::tls::client_config(None)?,
+            };
+            let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+                .map_err(|e| Error::Tls(format!("invalid server name {:?}: {e}", url.host)))?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Error::Tls(e.to_string()))?;
+            Ok(MaybeTlsStream::Tls(Box::new(tls)))
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            drop(tcp);
+            Err(Error::Tls(
+                "wss:// needs the `rustls` feature of switchboard-tokio".into(),
+            ))
+        }
+    }
+}
+
+/// Runs the client handshake on an open stream (TCP, TLS, Unix socket, …).
+///
+/// Bounded by [`Config::handshake_timeout`] and [`Config::max_handshake_size`]. A response
+/// other than `101` becomes [`Error::Rejected`] with the status and the body's first line.
+pub async fn client_handshake<S>(
+    mut stream: S,
+    request: &ClientRequest,
+    config: Config,
+) -> Result<(WebSocket<S>, Response), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = config.handshake_timeout;
+    let run = async {
+        stream.write_all(&request.encode()?).await?;
+        stream.flush().await?;
+        let mut buf = Vec::with_capacity(1024);
+        loop {
+            match request.parse_response(&buf, &config) {
+                Ok(Some((resp, used))) => return Ok((resp, buf.split_off(used))),
+                Ok(None) => {}
+                Err(HandshakeError::UnexpectedStatus { status, reason }) => {
+                    let body = read_body_line(&mut stream, &mut buf).await;
+                    return Err(Error::Rejected {
+                        status,
+                        reason,
+                        body,
+                    });
+                }
+                Err(e) => return Err(Error::Handshake(e)),
+            }
+            let start = buf.len();
+            buf.resize(start + 2048, 0);
+            let n = stream.read(&mut buf[start..]).await?;
+            buf.truncate(start + n);
+            if n == 0 {
+                return Err(Error::Handshake(HandshakeError::Malformed(
+                    "connection closed before the response was complete".into(),
+                )));
+            }
+        }
+    };
+    let (resp, leftover) = tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| Error::HandshakeTimeout(timeout))??;
+    Ok((
+        WebSocket::from_partial(stream, Role::Client, config, &leftover),
+        resp,
+    ))
+}
+
+/// The first line of an error response's body (best effort, a short wait, at most 4 KiB).
+async fn read_body_line<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> String {
+    let head_end = |b: &[u8]| b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        if let Some(end) = head_end(buf) {
+            let body = &buf[end..];
+            if let Some(nl) = body.iter().position(|&b| b == b'\n') {
+                return String::from_utf8_lossy(&body[..nl]).trim().to_string();
+            }
+            if body.len() >= 4096 {
+                return String::from_utf8_lossy(&body[..4096]).trim().to_string();
+            }
+        }
+        let start = buf.len();
+        buf.resize(start + 1024, 0);
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf[start..])).await {
+            Ok(Ok(n)) => n,
+            _ => 0,
+        };
+        buf.truncate(start + n);
+        if n == 0 {
+            return head_end(buf)
+                .map(|end| String::from_utf8_lossy(&buf[end..]).trim().to_string())
+                .unwrap_or_default();
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! # switchboard-tokio
+//!
+//! WebSocket connections on tokio, driving the sans-IO [`switchboard_proto`] core.
+//!
+//! - [`WebSocket<S>`] over any `AsyncRead + AsyncWrite` stream: TCP, TLS, Unix sockets,
+//!   hyper upgrades, in-memory duplex pipes. Message API ([`WebSocket::recv`],
+//!   [`WebSocket::send`], [`WebSocket::close`]), batched writes ([`WebSocket::feed`] then one
+//!   flush), and [`WebSocket::split`] into a reader and a writer for two tasks.
+//! - Client: [`connect`] / [`ClientBuilder`] for `ws://` and `wss://` (rustls; bundled roots
+//!   or a custom CA via [`tls::client_config`]).
+//! - Server: [`accept`] / [`accept_with`] on a raw stream, with a callback that sees the path
+//!   and headers and accepts or rejects with a status; [`upgrade`] for hyper 1.x (feature
+//!   `hyper`); TLS from PEM files with [`tls::acceptor_from_pem`].
+//!
+//! Idle connections hold no buffers: read and write buffers come from a per-thread pool while
+//! bytes are in flight and go back when they are empty.
+//!
+//! ## Example: an echo server and a client
+//!
+//! ```
+//! use switchboard_tokio::{accept, connect, Config, Message};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(async move {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let mut ws = accept(tcp, Config::default()).await?;
+//!     while let Some(msg) = ws.recv().await? {
+//!         ws.feed(&msg)?;
+//!     }
+//!     Ok::<_, switchboard_tokio::Error>(())
+//! });
+//!
+//! let (mut ws, _response) = connect(&format!("ws://{addr}/")).await?;
+//! ws.send(&Message::text("hello")).await?;
+//! assert_eq!(ws.recv().await?, Some(Message::text("hello")));
+//! ws.close(switchboard_proto::CloseCode::NORMAL, "done").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Optional features
+//!
+//! - `client` (default): [`connect`], [`ClientBuilder`].
+//! - `server` (default): [`accept`], [`accept_with`].
+//! - `rustls` (default): `wss://` and TLS servers.
+//! - `hyper`: [`upgrade`], WebSocket upgrades on hyper 1.x.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "client")]
+pub mod client;
+mod error;
+#[cfg(feature = "client")]
+mod maybe_tls;
+mod pool;
+#[cfg(feature = "server")]
+mod server;
+mod split;
+mod stream;
+#[cfg(feature = "rustls")]
+pub mod tls;
+#[cfg(feature = "hyper")]
+pub mod upgrade;
+
+#[cfg(feature = "client")]
+pub use client::{client_handshake, connect, ClientBuilder};
+pub use error::Error;
+#[cfg(feature = "client")]
+pub use maybe_tls::MaybeTlsStream;
+#[cfg(feature = "server")]
+pub use server::{accept, accept_with, Decision};
+pub use split::{WsReader, WsWriter};
+pub use stream::WebSocket;
+pub use switchboard_proto::handshake::client::Response;
+pub use switchboard_proto::handshake::server::Request;
+pub use switchboard_proto::{
+    self as proto, CloseCode, CloseFrame, Config, Event, Message, Role, Side, State, Text,
+};

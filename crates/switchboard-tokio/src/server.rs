@@ -1,0 +1,165 @@
+//! Accepting WebSocket connections on a raw stream.
+
+use switchboard_proto::handshake::server::{reason_phrase, reject, Request};
+use switchboard_proto::handshake::HandshakeError;
+use switchboard_proto::{Config, Role};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::Error;
+use crate::WebSocket;
+
+/// What to do with an upgrade request, decided by the callback of [`accept_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Complete the handshake.
+    Accept {
+        /// The subprotocol to select; it must be one the client offered.
+        protocol: Option<String>,
+        /// Extra response headers.
+        headers: Vec<(String, String)>,
+    },
+    /// Answer with an HTTP error and close.
+    Reject {
+        /// The status (for example 403 or 404).
+        status: u16,
+        /// A short plain-text body saying why.
+        body: String,
+    },
+}
+
+impl Decision {
+    /// Accept with no subprotocol.
+    pub fn accept() -> Self {
+        Self::Accept {
+            protocol: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Reject with a status and a reason.
+    pub fn reject(status: u16, body: impl Into<String>) -> Self {
+        Self::Reject {
+            status,
+            body: body.into(),
+        }
+    }
+}
+
+/// Accepts a WebSocket on `stream`, whatever the request path.
+pub async fn accept<S>(stream: S, config: Config) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with(stream, config, |_| Decision::accept())
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Accepts a WebSocket on `stream` after `decide` has seen the request (path, headers,
+/// offered subprotocols) and chosen to accept or reject it.
+///
+/// The request is read within [`Config::handshake_timeout`] and
+/// [`Config::max_handshake_size`]; a malformed or refused request is answered with an HTTP
+/// error naming the problem (400, 405, 426 with `Sec-WebSocket-Version: 13`, 431, or the
+/// callback's status) before the error is returned.
+///
+/// ```no_run
+/// # async fn run(stream: tokio::net::TcpStream) -> Result<(), switchboard_tokio::Error> {
+/// use switchboard_tokio::{accept_with, Config, Decision};
+/// let (mut ws, req) = accept_with(stream, Config::default(), |req| {
+///     if req.path_only() != "/chat" {
+///         return Decision::reject(404, "no such endpoint");
+///     }
+///     let protocol = req.choose_protocol(&["chat.v1"]).map(String::from);
+///     Decision::Accept { protocol, headers: vec![] }
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn accept_with<S, F>(
+    mut stream: S,
+    config: Config,
+    decide: F,
+) -> Result<(WebSocket<S>, Request), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> Decision,
+{
+    let timeout = config.handshake_timeout;
+    let (req, leftover) =
+        match tokio::time::timeout(timeout, read_request(&mut stream, &config)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(Error::Handshake(e))) => {
+                let _ = refuse(&mut stream, e.status(), &e.to_string()).await;
+                return Err(Error::Handshake(e));
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let _ = refuse(&mut stream, 408, "handshake timed out").await;
+                return Err(Error::HandshakeTimeout(timeout));
+            }
+        };
+    let (protocol, headers) = match decide(&req) {
+        Decision::Accept { protocol, headers } => (protocol, headers),
+        Decision::Reject { status, body } => {
+            let _ = refuse(&mut stream, status, &body).await;
+            return Err(Error::Rejected {
+                status,
+                reason: reason_phrase(status).to_string(),
+                body,
+            });
+        }
+    };
+    let extra: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let response = match req.accept(protocol.as_deref(), &extra) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = refuse(&mut stream, e.status(), &e.to_string()).await;
+            return Err(Error::Handshake(e));
+        }
+    };
+    stream.write_all(&response).await?;
+    stream.flush().await?;
+    Ok((
+        WebSocket::from_partial(stream, Role::Server, config, &leftover),
+        req,
+    ))
+}
+
+/// Reads until a complete request head; returns it and the bytes after it.
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    config: &Config,
+) -> Result<(Request, Vec<u8>), Error> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if let Some((req, used)) = Request::parse(&buf, config)? {
+            return Ok((req, buf.split_off(used)));
+        }
+        let room = (config.max_handshake_size + 1)
+            .saturating_sub(buf.len())
+            .clamp(1, 4096);
+        let start = buf.len();
+        buf.resize(start + room, 0);
+        let n = stream.read(&mut buf[start..]).await?;
+        buf.truncate(start + n);
+        if n == 0 {
+            return Err(Error::Handshake(HandshakeError::Malformed(
+                "connection closed before the request was complete".into(),
+            )));
+        }
+    }
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    body: &str,
+) -> std::io::Result<()> {
+    stream.write_all(&reject(status, body)).await?;
+    stream.flush().await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,276 @@
+//! `WebSocket<S>`: a connection over any `AsyncRead + AsyncWrite`.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use switchboard_proto::{
+    CloseCode, CloseFrame, Config, Connection, Event, Message, Role, Side, State,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::io::poll_read_buf;
+
+use crate::error::Error;
+use crate::pool;
+
+/// A WebSocket connection after the handshake, over a stream `S` (TCP, TLS, a Unix socket, a
+/// hyper upgrade, an in-memory duplex).
+///
+/// Reading ([`recv`](Self::recv), [`next_event`](Self::next_event)) answers pings and close
+/// frames by itself. Writing is batched: [`feed`](Self::feed) queues a message without a
+/// system call, [`flush`](Self::flush) writes everything queued in as few writes as possible,
+/// and reading flushes what is queued before it waits for the network, so an echo loop
+/// written with `feed` answers a burst of messages with one write.
+///
+/// ```no_run
+/// # async fn run(stream: tokio::net::TcpStream) -> Result<(), switchboard_tokio::Error> {
+/// use switchboard_tokio::{accept, Config};
+/// let mut ws = accept(stream, Config::default()).await?;
+/// while let Some(msg) = ws.recv().await? {
+///     ws.feed(&msg)?; // echo; written before the next read blocks
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// # Cancel safety
+///
+/// [`recv`](Self::recv) and [`next_event`](Self::next_event) are cancel safe: dropping the
+/// future loses no data (bytes already read stay buffered). [`flush`](Self::flush) and
+/// [`send`](Self::send) are not: a cancelled flush may have written part of a frame, and the
+/// connection must then be dropped.
+#[derive(Debug)]
+pub struct WebSocket<S> {
+    stream: S,
+    conn: Connection,
+    tcp_closed: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a stream whose handshake is already done.
+    pub fn from_raw(stream: S, role: Role, config: Config) -> Self {
+        Self::from_partial(stream, role, config, &[])
+    }
+
+    /// Like [`from_raw`](Self::from_raw), with bytes read past the handshake (the start of
+    /// the first frames).
+    pub fn from_partial(stream: S, role: Role, config: Config, leftover: &[u8]) -> Self {
+        let mut conn = Connection::new(role, config);
+        conn.handle_read(leftover);
+        Self {
+            stream,
+            conn,
+            tcp_closed: false,
+        }
+    }
+
+    /// The protocol state: lifecycle, who closed first, the close frames exchanged.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The underlying stream, mutably (writing to it directly corrupts the framing).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// The next text or binary message; `Ok(None)` once the connection closed cleanly.
+    /// Pings, pongs and the peer's close frame are handled on the way.
+    pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
+        loop {
+            match self.next_event().await? {
+                Some(Event::Message(m)) => return Ok(Some(m)),
+                Some(_) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next event of any kind; `Ok(None)` once the connection closed cleanly.
+    ///
+    /// After the peer's close frame the reply is sent and (server) TCP is closed or (client)
+    /// the server is given [`Config::close_timeout`] to close it, before `Close` is returned.
+    pub async fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        loop {
+            match self.conn.poll_event() {
+                Ok(Some(ev)) => {
+                    if matches!(ev, Event::Close(_)) {
+                        self.finish_close().await?;
+                    }
+                    return Ok(Some(ev));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Best effort: the close frame with the error's code, then TCP.
+                    let _ = self.flush().await;
+                    self.shutdown().await;
+                    return Err(Error::Protocol(e));
+                }
+            }
+            if self.conn.state() == State::Closed {
+                return Ok(None);
+            }
+            if !self.conn.pending_transmit().is_empty() {
+                self.flush().await?;
+            }
+            let n = poll_fn(|cx| self.poll_fill(cx)).await?;
+            if n == 0 {
+                self.tcp_closed = true;
+                return Err(Error::Disconnected);
+            }
+        }
+    }
+
+    /// Reads from the stream into the connection's buffer, taking a pooled buffer if it has
+    /// none and giving it back when the read would block with nothing buffered.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let want = self.conn.read_hint().max(pool::BUF_SIZE / 2);
+        let buf = self.conn.read_buf_mut();
+        if buf.capacity() == 0 {
+            *buf = pool::take();
+        }
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want);
+        }
+        let r = poll_read_buf(Pin::new(&mut self.stream), cx, buf);
+        if r.is_pending() && buf.is_empty() {
+            pool::give(std::mem::take(buf));
+        }
+        r
+    }
+
+    /// Queues a message without writing it. Fails with
+    /// [`SendError::WriteBufferFull`](switchboard_proto::SendError::WriteBufferFull) when
+    /// [`Config::max_write_buffer`] bytes are already queued: [`flush`](Self::flush) first.
+    pub fn feed(&mut self, msg: &Message) -> Result<(), Error> {
+        self.ensure_out_buf();
+        self.conn.send(msg)?;
+        Ok(())
+    }
+
+    /// Queues a message and writes everything queued.
+    pub async fn send(&mut self, msg: &Message) -> Result<(), Error> {
+        self.feed(msg)?;
+        self.flush().await
+    }
+
+    /// Sends a ping.
+    pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.ensure_out_buf();
+        self.conn.ping(payload)?;
+        self.flush().await
+    }
+
+    fn ensure_out_buf(&mut self) {
+        let out = self.conn.transmit_buf_mut();
+        if out.capacity() == 0 {
+            *out = pool::take();
+        }
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        while !self.conn.pending_transmit().is_empty() {
+            let n = self.stream.write(self.conn.pending_transmit()).await?;
+            if n == 0 {
+                return Err(Error::Io(io::ErrorKind::WriteZero.into()));
+            }
+            self.conn.advance_transmit(n);
+        }
+        self.stream.flush().await?;
+        let out = self.conn.transmit_buf_mut();
+        if out.capacity() > 0 {
+            pool::give(std::mem::take(out));
+        }
+        Ok(())
+    }
+
+    /// Runs the closing handshake: sends a close frame, waits (up to
+    /// [`Config::close_timeout`]) for the peer's, discarding messages that arrive meanwhile,
+    /// then closes TCP the way RFC 6455 §7.1.1 says.
+    ///
+    /// ```no_run
+    /// # async fn run(mut ws: switchboard_tokio::WebSocket<tokio::net::TcpStream>) -> Result<(), switchboard_tokio::Error> {
+    /// use switchboard_proto::CloseCode;
+    /// ws.close(CloseCode::NORMAL, "bye").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.close_frame(Some(CloseFrame::new(code, reason))).await
+    }
+
+    /// [`close`](Self::close) with an explicit frame (`None`: a close frame without a code).
+    pub async fn close_frame(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        if self.conn.sent_close().is_none() {
+            self.ensure_out_buf();
+            self.conn.close(frame)?;
+        }
+        self.flush().await?;
+        let timeout = self.conn.config().close_timeout;
+        let wait = async {
+            loop {
+                match self.next_event().await {
+                    Ok(Some(Event::Close(_))) | Ok(None) => return Ok(()),
+                    Ok(Some(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.shutdown().await;
+                Err(Error::CloseTimeout(timeout))
+            }
+        }
+    }
+
+    /// After the close handshake: send what is queued, then close TCP. The server closes at
+    /// once; the client waits for the server to close first (up to the close timeout).
+    async fn finish_close(&mut self) -> Result<(), Error> {
+        self.flush().await?;
+        if self.conn.role() == Role::Client && !self.tcp_closed {
+            let timeout = self.conn.config().close_timeout;
+            let _ = tokio::time::timeout(timeout, self.wait_eof()).await;
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Reads and discards until the peer closes TCP.
+    async fn wait_eof(&mut self) {
+        loop {
+            let mut sink = BytesMut::with_capacity(256);
+            match poll_fn(|cx| poll_read_buf(Pin::new(&mut self.stream), cx, &mut sink)).await {
+                Ok(0) | Err(_) => {
+                    self.tcp_closed = true;
+                    return;
+                }
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        if !self.tcp_closed {
+            let _ = self.stream.shutdown().await;
+            self.tcp_closed = true;
+        }
+    }
+
+    /// Who sent the first close frame, once the closing handshake started.
+    pub fn close_initiator(&self) -> Option<Side> {
+        self.conn.close_initiator()
+    }
+
+    /// Splits into a reader and a writer that can be used from different tasks.
+    pub fn split(self) -> (crate::split::WsReader<S>, crate::split::WsWriter<S>) {
+        crate::split::split(self.stream, self.conn, self.tcp_closed)
+    }
+}
