@@ -34,6 +34,9 @@ struct ServeArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert", env = "SWITCHBOARD_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Worker threads (default: one per CPU core).
+    #[arg(long, env = "SWITCHBOARD_WORKERS")]
+    workers: Option<usize>,
     /// Log as JSON lines instead of text (filter with RUST_LOG, default "info").
     #[arg(long)]
     log_json: bool,
