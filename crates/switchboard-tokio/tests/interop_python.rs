@@ -1,0 +1,85 @@
+//! Interop with a real third-party peer: Python's `websockets` library, as client against our
+//! server and as server for our client. The test command installs it (`pip install
+//! websockets`); without it these tests fail with that instruction.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use switchboard_tokio::{connect, CloseCode, Config, Message, Side};
+
+fn python() -> String {
+    std::env::var("SWITCHBOARD_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+fn script(name: &str) -> String {
+    format!("{}/tests/interop/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require_websockets() {
+    let ok = Command::new(python())
+        .args(["-c", "import websockets.sync.client"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "Python `websockets` is missing: run `{} -m pip install 'websockets==15.0.1'` (scripts/test.sh does this)",
+        python()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_against_our_server() {
+    require_websockets();
+    let addr = common::echo_server(Config::default()).await;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script("client.py"))
+            .arg(format!("ws://{addr}/echo"))
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn our_client_against_python_server() {
+    require_websockets();
+    let mut child = Command::new(python())
+        .arg(script("server.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().strip_prefix("PORT ").expect("PORT line").parse().unwrap();
+
+    let (mut ws, resp) = connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap();
+    assert!(resp.extensions.is_empty(), "we offered no extension");
+    for msg in [
+        Message::text("from rust ✓"),
+        Message::binary(vec![1u8, 2, 3]),
+        Message::binary(vec![9u8; 2 << 20]),
+    ] {
+        ws.send(&msg).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(msg));
+    }
+    ws.ping(b"hi").await.unwrap();
+    ws.close(CloseCode(4002), "rust done").await.unwrap();
+    assert_eq!(ws.close_initiator(), Some(Side::Local));
+    let echoed = ws.connection().received_close().cloned().flatten().map(|f| f.code);
+    assert_eq!(echoed, Some(CloseCode(4002)));
+
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
