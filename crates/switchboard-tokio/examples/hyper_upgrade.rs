@@ -18,7 +18,9 @@ type Body = BoxBody<Bytes, Infallible>;
 
 async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if req.uri().path() != "/ws" {
-        return Ok(Response::new(Full::new(Bytes::from("hello from hyper; WebSocket echo at /ws\n")).boxed()));
+        return Ok(Response::new(
+            Full::new(Bytes::from("hello from hyper; WebSocket echo at /ws\n")).boxed(),
+        ));
     }
     match upgrade::upgrade(&mut req, Config::default(), None) {
         Ok((response, fut)) => {
@@ -32,7 +34,9 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             });
             Ok(response.map(|b: Empty<Bytes>| b.boxed()))
         }
-        Err(switchboard_tokio::Error::Handshake(e)) => Ok(upgrade::rejection(&e).map(|b| b.boxed())),
+        Err(switchboard_tokio::Error::Handshake(e)) => {
+            Ok(upgrade::rejection(&e).map(|b| b.boxed()))
+        }
         Err(e) => Ok(Response::builder()
             .status(500)
             .body(Full::new(Bytes::from(e.to_string())).boxed())
@@ -42,7 +46,9 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9002".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9002".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("listening on http://{}", listener.local_addr()?);
     loop {

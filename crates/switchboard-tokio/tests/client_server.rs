@@ -47,7 +47,10 @@ async fn many_messages_batched_in_one_burst() {
     }
     ws.flush().await.unwrap();
     for i in 0..1000 {
-        assert_eq!(ws.recv().await.unwrap(), Some(Message::text(format!("m{i}"))));
+        assert_eq!(
+            ws.recv().await.unwrap(),
+            Some(Message::text(format!("m{i}")))
+        );
     }
 }
 
@@ -62,7 +65,11 @@ async fn subprotocol_is_negotiated() {
         .unwrap();
     // The server's preference wins among what the client offered.
     assert_eq!(resp.protocol.as_deref(), Some("echo.v2"));
-    let (_, resp) = ClientBuilder::new(format!("ws://{addr}/echo")).protocol("other").connect().await.unwrap();
+    let (_, resp) = ClientBuilder::new(format!("ws://{addr}/echo"))
+        .protocol("other")
+        .connect()
+        .await
+        .unwrap();
     assert_eq!(resp.protocol, None);
 }
 
@@ -91,15 +98,26 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
 async fn bad_handshakes_get_http_errors() {
     let addr = common::echo_server(Config::default()).await;
     let base = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-    let resp = raw_exchange(addr, format!("{base}Sec-WebSocket-Version: 8\r\n\r\n").as_bytes()).await;
+    let resp = raw_exchange(
+        addr,
+        format!("{base}Sec-WebSocket-Version: 8\r\n\r\n").as_bytes(),
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 426 "), "{resp}");
     assert!(resp.contains("Sec-WebSocket-Version: 13\r\n"), "{resp}");
 
     let resp = raw_exchange(addr, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 400 "), "{resp}");
-    assert!(resp.contains("Upgrade: websocket"), "the body names the fix: {resp}");
+    assert!(
+        resp.contains("Upgrade: websocket"),
+        "the body names the fix: {resp}"
+    );
 
-    let resp = raw_exchange(addr, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+    let resp = raw_exchange(
+        addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 405 "), "{resp}");
 
     let huge = format!("GET /echo HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(40_000));
@@ -112,7 +130,9 @@ async fn slow_handshake_times_out() {
     let config = Config::default().handshake_timeout(Duration::from_millis(200));
     let addr = common::echo_server(config).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    tcp.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out))
         .await
@@ -148,7 +168,10 @@ async fn client_rejects_wrong_accept_key() {
         tcp.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n").await.unwrap();
     });
     let err = connect(&format!("ws://{addr}/")).await.unwrap_err();
-    assert!(matches!(err, Error::Handshake(HandshakeError::InvalidAccept)), "{err:?}");
+    assert!(
+        matches!(err, Error::Handshake(HandshakeError::InvalidAccept)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +180,10 @@ async fn refused_connection_is_an_io_error() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let err = connect(&format!("ws://{addr}/")).await.unwrap_err();
-    assert!(matches!(err, Error::Io(ref e) if e.kind() == std::io::ErrorKind::ConnectionRefused), "{err:?}");
+    assert!(
+        matches!(err, Error::Io(ref e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -197,7 +223,10 @@ async fn server_initiated_close_and_client_sees_it() {
     let (mut ws, _) = connect(&format!("ws://{addr}/")).await.unwrap();
     assert_eq!(
         ws.next_event().await.unwrap(),
-        Some(Event::Close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "restart"))))
+        Some(Event::Close(Some(CloseFrame::new(
+            CloseCode::GOING_AWAY,
+            "restart"
+        ))))
     );
     assert_eq!(ws.close_initiator(), Some(Side::Peer));
     assert_eq!(ws.recv().await.unwrap(), None);
@@ -225,11 +254,16 @@ async fn close_times_out_when_peer_never_answers() {
         let (mut tcp, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 4096];
         let n = tcp.read(&mut buf).await.unwrap();
-        let req = switchboard_tokio::proto::handshake::server::Request::parse(&buf[..n], &Config::default())
-            .unwrap()
-            .unwrap()
-            .0;
-        tcp.write_all(&req.accept(None, &[]).unwrap()).await.unwrap();
+        let req = switchboard_tokio::proto::handshake::server::Request::parse(
+            &buf[..n],
+            &Config::default(),
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        tcp.write_all(&req.accept(None, &[]).unwrap())
+            .await
+            .unwrap();
         // Read forever, answer nothing.
         while tcp.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
     });
@@ -254,7 +288,9 @@ async fn split_reader_answers_pings_while_writer_sends() {
         loop {
             match ws.next_event().await.unwrap() {
                 Some(Event::Pong(p)) => got.push(format!("pong:{}", String::from_utf8_lossy(&p))),
-                Some(Event::Message(m)) => got.push(format!("msg:{}", String::from_utf8_lossy(m.payload()))),
+                Some(Event::Message(m)) => {
+                    got.push(format!("msg:{}", String::from_utf8_lossy(m.payload())))
+                }
                 Some(Event::Close(_)) | None => break,
                 Some(Event::Ping(_)) => {}
             }

@@ -13,12 +13,19 @@ pub async fn echo_server(config: Config) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let accepted = accept_with(tcp, config, |req| {
                     if req.path_only() == "/echo" {
-                        let protocol = req.choose_protocol(&["echo.v2", "echo.v1"]).map(String::from);
-                        Decision::Accept { protocol, headers: vec![("X-Server".into(), "switchboard-test".into())] }
+                        let protocol = req
+                            .choose_protocol(&["echo.v2", "echo.v1"])
+                            .map(String::from);
+                        Decision::Accept {
+                            protocol,
+                            headers: vec![("X-Server".into(), "switchboard-test".into())],
+                        }
                     } else {
                         Decision::reject(404, format!("nothing at {}", req.path_only()))
                     }

@@ -9,8 +9,14 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use switchboard_tokio::{connect, upgrade, ClientBuilder, CloseCode, Config, Error, Message};
 
-async fn handle(mut req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, std::convert::Infallible>>, std::convert::Infallible> {
-    let protocol = if req.headers().contains_key("sec-websocket-protocol") { Some("p1") } else { None };
+async fn handle(
+    mut req: Request<Incoming>,
+) -> Result<Response<BoxBody<Bytes, std::convert::Infallible>>, std::convert::Infallible> {
+    let protocol = if req.headers().contains_key("sec-websocket-protocol") {
+        Some("p1")
+    } else {
+        None
+    };
     match upgrade::upgrade(&mut req, Config::default(), protocol) {
         Ok((resp, fut)) => {
             tokio::spawn(async move {
@@ -33,10 +39,18 @@ async fn echo_through_hyper_upgrade() {
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(tcp), service_fn(handle)).with_upgrades());
+            tokio::spawn(
+                http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service_fn(handle))
+                    .with_upgrades(),
+            );
         }
     });
-    let (mut ws, resp) = ClientBuilder::new(format!("ws://{addr}/ws")).protocol("p1").connect().await.unwrap();
+    let (mut ws, resp) = ClientBuilder::new(format!("ws://{addr}/ws"))
+        .protocol("p1")
+        .connect()
+        .await
+        .unwrap();
     assert_eq!(resp.protocol.as_deref(), Some("p1"));
     ws.send(&Message::text("via hyper")).await.unwrap();
     assert_eq!(ws.recv().await.unwrap(), Some(Message::text("via hyper")));

@@ -61,8 +61,15 @@ async fn our_client_against_python_server() {
         .spawn()
         .expect("start python server");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port: u16 = line.trim().strip_prefix("PORT ").expect("PORT line").parse().unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("PORT ")
+        .expect("PORT line")
+        .parse()
+        .unwrap();
 
     let (mut ws, resp) = connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap();
     assert!(resp.extensions.is_empty(), "we offered no extension");
@@ -77,7 +84,12 @@ async fn our_client_against_python_server() {
     ws.ping(b"hi").await.unwrap();
     ws.close(CloseCode(4002), "rust done").await.unwrap();
     assert_eq!(ws.close_initiator(), Some(Side::Local));
-    let echoed = ws.connection().received_close().cloned().flatten().map(|f| f.code);
+    let echoed = ws
+        .connection()
+        .received_close()
+        .cloned()
+        .flatten()
+        .map(|f| f.code);
     assert_eq!(echoed, Some(CloseCode(4002)));
 
     drop(child.stdin.take());

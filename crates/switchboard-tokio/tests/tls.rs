@@ -29,8 +29,12 @@ async fn wss_echo_with_custom_ca() {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 // The first client refuses our certificate: its handshake fails here.
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let mut ws = switchboard_tokio::accept(tls, Config::default()).await.unwrap();
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut ws = switchboard_tokio::accept(tls, Config::default())
+                    .await
+                    .unwrap();
                 while let Some(m) = ws.recv().await.unwrap() {
                     ws.feed(&m).unwrap();
                 }
@@ -41,10 +45,17 @@ async fn wss_echo_with_custom_ca() {
     let url = format!("wss://localhost:{port}/");
     // Without the CA the certificate is refused with a TLS error naming the problem.
     let err = ClientBuilder::new(&url).connect().await.unwrap_err();
-    assert!(matches!(err, Error::Tls(ref m) if m.contains("certificate")), "{err:?}");
+    assert!(
+        matches!(err, Error::Tls(ref m) if m.contains("certificate")),
+        "{err:?}"
+    );
 
     let config = tls::client_config(Some(&cert)).unwrap();
-    let (mut ws, _) = ClientBuilder::new(&url).tls_config(Arc::clone(&config)).connect().await.unwrap();
+    let (mut ws, _) = ClientBuilder::new(&url)
+        .tls_config(Arc::clone(&config))
+        .connect()
+        .await
+        .unwrap();
     ws.send(&Message::text("secret")).await.unwrap();
     assert_eq!(ws.recv().await.unwrap(), Some(Message::text("secret")));
     ws.close(CloseCode::NORMAL, "").await.unwrap();
@@ -54,6 +65,8 @@ async fn wss_echo_with_custom_ca() {
 #[test]
 fn pem_errors_name_the_file() {
     let missing = std::path::Path::new("/nonexistent/cert.pem");
-    let Err(err) = tls::acceptor_from_pem(missing, missing) else { panic!("missing files accepted") };
+    let Err(err) = tls::acceptor_from_pem(missing, missing) else {
+        panic!("missing files accepted")
+    };
     assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
 }
