@@ -61,7 +61,10 @@ fn parse(c: &mut Criterion) {
 }
 
 fn encode(c: &mut Criterion) {
-    for (role, group) in [(Role::Server, "encode_server"), (Role::Client, "encode_client_masked")] {
+    for (role, group) in [
+        (Role::Server, "encode_server"),
+        (Role::Client, "encode_client_masked"),
+    ] {
         let mut g = c.benchmark_group(group);
         for (size, name) in SIZES {
             let msg = Message::binary(vec![7u8; size]);
