@@ -404,6 +404,7 @@ struct Snapshot {
     echoed: u64,
     server_ticks: Option<u64>,
     driver_cpu: Duration,
+    cpus: Vec<CpuTicks>,
 }
 
 fn snapshot(pid: Option<i32>) -> anyhow::Result<Snapshot> {
@@ -412,7 +413,36 @@ fn snapshot(pid: Option<i32>) -> anyhow::Result<Snapshot> {
         echoed: ECHOED.load(Relaxed),
         server_ticks: pid.map(proc_cpu_ticks).transpose()?,
         driver_cpu: self_cpu(),
+        cpus: proc_stat_cpus(),
     })
+}
+
+/// Per-CPU tick counters from /proc/stat (cpu0, cpu1, ...).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTicks {
+    total: u64,
+    idle: u64,
+    softirq: u64,
+}
+
+fn proc_stat_cpus() -> Vec<CpuTicks> {
+    let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    s.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal guest guest_nice; guest time is
+            // already included in user.
+            let total = v.iter().take(8).sum();
+            CpuTicks {
+                total,
+                idle: v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0),
+                softirq: v.get(6).copied().unwrap_or(0),
+            }
+        })
+        .collect()
 }
 
 async fn load(a: LoadArgs) -> anyhow::Result<()> {
@@ -471,6 +501,23 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let us_per_echo = server_cpu.map(|c| if echoes > 0 { c * 1e6 / echoes as f64 } else { f64::NAN });
+    // How busy each core was (anything: our processes, softirq, other people's jobs), to spot
+    // runs disturbed by other load on the machine.
+    let mut core_busy = Vec::new();
+    let mut core_softirq = Vec::new();
+    for (c0, c1) in s0.cpus.iter().zip(&s1.cpus) {
+        let total = (c1.total - c0.total).max(1) as f64;
+        core_busy.push(1.0 - (c1.idle - c0.idle) as f64 / total);
+        core_softirq.push((c1.softirq - c0.softirq) as f64 / total);
+    }
+    // Busy core time not explained by the server, the driver or softirq (network stack work
+    // done on their behalf): other load on the machine, in cores.
+    let other_load = if core_busy.is_empty() {
+        None
+    } else {
+        let busy: f64 = core_busy.iter().sum::<f64>() - core_softirq.iter().sum::<f64>();
+        Some((busy - server_cpu.unwrap_or(0.0) / wall - driver_cpu / wall).max(0.0))
+    };
     let bad = BAD_ECHOES.load(Relaxed) - bad0;
     let conn_errors = CONN_ERRORS.load(Relaxed) - err0;
 
@@ -501,6 +548,12 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         "  driver CPU:        {driver_cpu:.2} s ({:.0}% of one core)",
         driver_cpu / wall * 100.0
     );
+    println!(
+        "  cores busy:        {}   (softirq {})   other load: {:.2} cores",
+        core_busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" "),
+        core_softirq.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" "),
+        other_load.unwrap_or(f64::NAN)
+    );
     println!("  bad echoes:        {bad}   connection errors: {conn_errors}");
     let out = json!({
         "mode": "load",
@@ -524,6 +577,9 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         "server_us_per_echo": us_per_echo,
         "driver_cpu_s": driver_cpu,
         "driver_cpu_util": driver_cpu / wall,
+        "core_busy": core_busy,
+        "core_softirq": core_softirq,
+        "other_load_cores": other_load,
         "bad_echoes": bad,
         "conn_errors": conn_errors,
     });

@@ -28,6 +28,7 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::future::Future;
@@ -183,6 +184,8 @@ where
     })
     .await?;
     debug!(path = %req.path, "accepted");
+    // The request (its headers) is not needed any more: don't keep it for the connection's life.
+    drop(req);
     echo(ws, &mut stop).await
 }
 
