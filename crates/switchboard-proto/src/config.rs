@@ -49,6 +49,9 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Whether pings are answered automatically. Default: true.
     pub auto_pong: bool,
+    /// permessage-deflate: the parameters a server accepts or a client offers, or `None` to
+    /// neither accept nor offer it. Default: `None`.
+    pub deflate: Option<crate::extension::DeflateConfig>,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             auto_pong: true,
+            deflate: None,
         }
     }
 }
@@ -100,6 +104,11 @@ impl Config {
     /// Sets [`Config::close_timeout`].
     pub fn close_timeout(mut self, v: Duration) -> Self {
         self.close_timeout = v;
+        self
+    }
+    /// Sets [`Config::deflate`].
+    pub fn deflate(mut self, v: Option<crate::extension::DeflateConfig>) -> Self {
+        self.deflate = v;
         self
     }
     /// Sets [`Config::auto_pong`].

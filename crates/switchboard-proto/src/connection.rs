@@ -5,7 +5,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::config::{Config, Role};
+use crate::deflate::{DeflateCodec, InflateFailure};
 use crate::error::{ProtocolError, SendError};
+use crate::extension::DeflateParams;
 use crate::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 use crate::message::{Message, Text};
@@ -53,14 +55,17 @@ struct InFrame {
     len: usize,
     /// Payload bytes already unmasked (and UTF-8 checked).
     processed: usize,
-    /// Whether the payload is text to validate.
+    /// Whether the payload is text to validate as it arrives (uncompressed text only).
     text: bool,
+    /// Whether the frame belongs to a compressed message (RSV1 on its first frame).
+    compressed: bool,
 }
 
 /// A fragmented message being assembled.
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    compressed: bool,
     buf: BytesMut,
 }
 
@@ -122,6 +127,7 @@ pub struct Connection {
     utf8: Utf8Validator,
     out: BytesMut,
     mask: MaskSource,
+    deflate: Option<Box<DeflateCodec>>,
 }
 
 impl Connection {
@@ -141,7 +147,21 @@ impl Connection {
             utf8: Utf8Validator::default(),
             out: BytesMut::new(),
             mask: MaskSource::Thread,
+            deflate: None,
         }
+    }
+
+    /// Enables permessage-deflate with the parameters agreed in the handshake; level,
+    /// threshold and memory settings come from [`Config::deflate`] (or its defaults).
+    pub fn with_deflate(mut self, params: DeflateParams) -> Self {
+        let cfg = self.config.deflate.unwrap_or_default();
+        self.deflate = Some(Box::new(DeflateCodec::new(self.role, params, &cfg)));
+        self
+    }
+
+    /// The permessage-deflate parameters in force, if it was negotiated.
+    pub fn deflate_params(&self) -> Option<&DeflateParams> {
+        self.deflate.as_deref().map(DeflateCodec::params)
     }
 
     /// Uses a seeded generator for masking keys instead of the thread's CSPRNG. For tests that
@@ -261,7 +281,7 @@ impl Connection {
             }
             self.cur = None;
             let payload = self.read_buf.split_to(frame.len);
-            if let Some(ev) = self.complete_frame(frame.header, payload)? {
+            if let Some(ev) = self.complete_frame(frame.header, frame.compressed, payload)? {
                 return Ok(Some(ev));
             }
         }
@@ -269,7 +289,13 @@ impl Connection {
 
     /// Checks a header against the rules that depend on the connection.
     fn check_header(&self, h: FrameHeader) -> Result<InFrame, ProtocolError> {
-        if h.rsv1 || h.rsv2 || h.rsv3 {
+        if h.rsv2 || h.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        // RSV1 marks a compressed message: only with permessage-deflate, only on the first
+        // frame of a data message (RFC 7692 §6).
+        if h.rsv1 && (self.deflate.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary))
+        {
             return Err(ProtocolError::ReservedBits);
         }
         match (self.role, h.mask.is_some()) {
@@ -306,17 +332,20 @@ impl Connection {
                 max: self.config.max_message_size,
             });
         }
-        let text = match h.opcode {
-            OpCode::Text => true,
-            OpCode::Continuation => self.partial.as_ref().is_some_and(|p| p.text),
-            _ => false,
+        let (text, compressed) = match (h.opcode, &self.partial) {
+            (OpCode::Text, _) => (true, h.rsv1),
+            (OpCode::Binary, _) => (false, h.rsv1),
+            (OpCode::Continuation, Some(p)) => (p.text, p.compressed),
+            _ => (false, false),
         };
         Ok(InFrame {
             header: h,
             // Bounded by max_frame_size above, so it fits in usize.
             len: h.payload_len as usize,
             processed: 0,
-            text,
+            // Compressed text is validated after inflating.
+            text: text && !compressed,
+            compressed,
         })
     }
 
@@ -324,15 +353,20 @@ impl Connection {
     fn complete_frame(
         &mut self,
         h: FrameHeader,
+        compressed: bool,
         payload: BytesMut,
     ) -> Result<Option<Event>, ProtocolError> {
         match h.opcode {
             OpCode::Text | OpCode::Binary => {
                 let text = h.opcode == OpCode::Text;
                 if h.fin {
-                    return self.finish_message(text, payload).map(Some);
+                    return self.finish_message(text, compressed, payload).map(Some);
                 }
-                self.partial = Some(Partial { text, buf: payload });
+                self.partial = Some(Partial {
+                    text,
+                    compressed,
+                    buf: payload,
+                });
                 Ok(None)
             }
             OpCode::Continuation => {
@@ -341,7 +375,7 @@ impl Connection {
                 };
                 p.buf.extend_from_slice(&payload);
                 if h.fin {
-                    return self.finish_message(p.text, p.buf).map(Some);
+                    return self.finish_message(p.text, p.compressed, p.buf).map(Some);
                 }
                 self.partial = Some(p);
                 Ok(None)
@@ -376,7 +410,33 @@ impl Connection {
         }
     }
 
-    fn finish_message(&mut self, text: bool, payload: BytesMut) -> Result<Event, ProtocolError> {
+    fn finish_message(
+        &mut self,
+        text: bool,
+        compressed: bool,
+        payload: BytesMut,
+    ) -> Result<Event, ProtocolError> {
+        if compressed {
+            let max = self.config.max_message_size;
+            let codec = self.deflate.as_mut().ok_or(ProtocolError::ReservedBits)?;
+            let mut out = Vec::new();
+            codec
+                .decompress(&payload, &mut out, max)
+                .map_err(|e| match e {
+                    InflateFailure::TooLarge => ProtocolError::MessageTooLarge {
+                        len: out.len() as u64,
+                        max,
+                    },
+                    InflateFailure::Invalid => ProtocolError::InvalidCompressedData,
+                })?;
+            let bytes = Bytes::from(out);
+            let msg = if text {
+                Message::Text(Text::try_from(bytes).map_err(|_| ProtocolError::InvalidUtf8)?)
+            } else {
+                Message::Binary(bytes)
+            };
+            return Ok(Event::Message(msg));
+        }
         let payload = payload.freeze();
         let msg = if text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -406,10 +466,27 @@ impl Connection {
 
     /// Queues a message.
     pub fn send(&mut self, msg: &Message) -> Result<(), SendError> {
-        match msg {
-            Message::Text(t) => self.send_frame(OpCode::Text, true, t.as_bytes()),
-            Message::Binary(b) => self.send_frame(OpCode::Binary, true, b),
+        let (opcode, payload) = match msg {
+            Message::Text(t) => (OpCode::Text, &t.as_bytes()[..]),
+            Message::Binary(b) => (OpCode::Binary, &b[..]),
+        };
+        if self
+            .deflate
+            .as_ref()
+            .is_some_and(|d| d.wants(payload.len()))
+        {
+            self.check_send(opcode, payload.len())?;
+            let mut codec = self.deflate.take();
+            let sent = codec.as_mut().and_then(|c| {
+                c.compress(payload, |z| self.encode_frame_rsv(opcode, true, true, z))
+            });
+            self.deflate = codec;
+            if sent.is_some() {
+                return Ok(());
+            }
+            // Compression failed (zlib out of memory): send it uncompressed instead.
         }
+        self.send_frame(opcode, true, payload)
     }
 
     /// Queues one data frame. For fragmented sending: the first frame has opcode Text or
@@ -421,19 +498,24 @@ impl Connection {
         fin: bool,
         payload: &[u8],
     ) -> Result<(), SendError> {
+        self.check_send(opcode, payload.len())?;
+        self.encode_frame(opcode, fin, payload);
+        Ok(())
+    }
+
+    fn check_send(&self, opcode: OpCode, len: usize) -> Result<(), SendError> {
         if self.sent_close.is_some() {
             return Err(SendError::Closed);
         }
-        if opcode.is_control() && payload.len() > MAX_CONTROL_PAYLOAD {
+        if opcode.is_control() && len > MAX_CONTROL_PAYLOAD {
             return Err(SendError::ControlFrameTooLong);
         }
-        if self.out.len() + payload.len() > self.config.max_write_buffer {
+        if self.out.len() + len > self.config.max_write_buffer {
             return Err(SendError::WriteBufferFull {
                 buffered: self.out.len(),
                 max: self.config.max_write_buffer,
             });
         }
-        self.encode_frame(opcode, fin, payload);
         Ok(())
     }
 
@@ -491,8 +573,13 @@ impl Connection {
     }
 
     fn encode_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        self.encode_frame_rsv(opcode, fin, false, payload);
+    }
+
+    fn encode_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: &[u8]) {
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
         header.fin = fin;
+        header.rsv1 = rsv1;
         if self.role == Role::Client {
             header.mask = Some(self.mask.next_key());
         }

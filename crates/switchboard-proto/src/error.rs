@@ -45,6 +45,9 @@ pub enum ProtocolError {
     /// A text message or close reason was not valid UTF-8.
     #[error("invalid UTF-8 in text payload")]
     InvalidUtf8,
+    /// A compressed message was not a valid deflate stream (RFC 7692 §6.2).
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
     /// A frame was larger than the configured maximum.
     #[error("frame of {len} bytes exceeds the limit of {max}")]
     FrameTooLarge {
@@ -67,7 +70,7 @@ impl ProtocolError {
     /// The close code the connection answers this error with.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }

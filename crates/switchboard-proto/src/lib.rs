@@ -46,7 +46,9 @@
 pub mod close;
 pub mod config;
 pub mod connection;
+mod deflate;
 pub mod error;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

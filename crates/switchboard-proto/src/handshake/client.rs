@@ -9,6 +9,7 @@ use super::{
     check_header, collect_headers, find, has_token, parse_failure, tokens, HandshakeError, Header,
 };
 use crate::config::Config;
+use crate::extension::{parse_extensions, DeflateConfig, DeflateParams, PERMESSAGE_DEFLATE};
 
 /// The upgrade request a client sends, and the checks for the server's answer.
 ///
@@ -33,7 +34,7 @@ pub struct ClientRequest {
     key: String,
     origin: Option<String>,
     protocols: Vec<String>,
-    extensions: Vec<String>,
+    deflate: Option<DeflateConfig>,
     headers: Vec<Header>,
 }
 
@@ -46,8 +47,11 @@ pub struct Response {
     pub headers: Vec<Header>,
     /// The subprotocol the server selected, if any.
     pub protocol: Option<String>,
-    /// The extensions the server accepted (each one of ours).
+    /// The extensions the server accepted, as it wrote them.
     pub extensions: Vec<String>,
+    /// permessage-deflate, if the server accepted our offer: pass it to
+    /// [`Connection::with_deflate`](crate::Connection::with_deflate).
+    pub deflate: Option<DeflateParams>,
 }
 
 impl Response {
@@ -68,7 +72,7 @@ impl ClientRequest {
             key: base64::engine::general_purpose::STANDARD.encode(key_bytes),
             origin: None,
             protocols: Vec::new(),
-            extensions: Vec::new(),
+            deflate: None,
             headers: Vec::new(),
         }
     }
@@ -91,9 +95,9 @@ impl ClientRequest {
         self
     }
 
-    /// Offers an extension (the whole offer, parameters included).
-    pub fn extension(mut self, e: impl Into<String>) -> Self {
-        self.extensions.push(e.into());
+    /// Offers permessage-deflate with these parameters (see [`DeflateConfig::to_offer`]).
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        self.deflate = Some(config);
         self
     }
 
@@ -135,10 +139,8 @@ impl ClientRequest {
             check_header("Sec-WebSocket-Protocol", &v)?;
             let _ = write!(s, "Sec-WebSocket-Protocol: {v}\r\n");
         }
-        if !self.extensions.is_empty() {
-            let v = self.extensions.join(", ");
-            check_header("Sec-WebSocket-Extensions", &v)?;
-            let _ = write!(s, "Sec-WebSocket-Extensions: {v}\r\n");
+        if let Some(d) = &self.deflate {
+            let _ = write!(s, "Sec-WebSocket-Extensions: {}\r\n", d.to_offer());
         }
         for (n, v) in &self.headers {
             check_header(n, v)?;
@@ -196,15 +198,20 @@ impl ClientRequest {
             Some(p) => return Err(HandshakeError::ProtocolNotOffered(p.to_string())),
         };
         let mut extensions = Vec::new();
+        let mut deflate = None;
         for e in tokens(&headers, "sec-websocket-extensions") {
-            let name = e.split(';').next().unwrap_or_default().trim();
-            let offered = self
-                .extensions
-                .iter()
-                .any(|o| o.split(';').next().unwrap_or_default().trim() == name);
-            if !offered {
+            let items = parse_extensions([e]);
+            let (Some(item), Some(offer)) = (items.first(), &self.deflate) else {
+                return Err(HandshakeError::ExtensionNotOffered(e.to_string()));
+            };
+            if item.name != PERMESSAGE_DEFLATE || deflate.is_some() {
                 return Err(HandshakeError::ExtensionNotOffered(e.to_string()));
             }
+            deflate = Some(
+                offer
+                    .check_response(item)
+                    .map_err(|err| HandshakeError::InvalidExtension(err.0))?,
+            );
             extensions.push(e.to_string());
         }
         Ok(Some((
@@ -213,6 +220,7 @@ impl ClientRequest {
                 headers,
                 protocol,
                 extensions,
+                deflate,
             },
             used,
         )))
@@ -282,6 +290,36 @@ mod tests {
                 reason: "Forbidden".into()
             }
         );
+    }
+
+    #[test]
+    fn deflate_offer_and_response() {
+        let req = ClientRequest::new("h", "/")
+            .with_key(KEY)
+            .deflate(DeflateConfig::default());
+        let head = String::from_utf8(req.encode().unwrap()).unwrap();
+        assert!(
+            head.contains(
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            ),
+            "{head}"
+        );
+        let ok = format!("Sec-WebSocket-Accept: {ACCEPT}\r\n");
+        let r = check(&req, &format!("{ok}Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_max_window_bits=10\r\n")).unwrap();
+        let p = r.deflate.unwrap();
+        assert!(p.server_no_context_takeover);
+        assert_eq!(p.client_max_window_bits, 10);
+        // Out of range, unknown or repeated: the connection fails.
+        for bad in [
+            "permessage-deflate; client_max_window_bits=16",
+            "permessage-deflate; x=1",
+            "permessage-deflate, permessage-deflate",
+        ] {
+            assert!(
+                check(&req, &format!("{ok}Sec-WebSocket-Extensions: {bad}\r\n")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub enum HandshakeError {
     /// The server accepted an extension the client did not offer.
     #[error("server accepted extension {0:?}, which was not offered")]
     ExtensionNotOffered(String),
+    /// The server's permessage-deflate response has parameters we did not offer or allow.
+    #[error("invalid extension response: {0}")]
+    InvalidExtension(String),
     /// A header name or value to send contains characters HTTP does not allow.
     #[error("invalid header {0:?}")]
     InvalidHeader(String),

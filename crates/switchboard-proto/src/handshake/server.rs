@@ -8,6 +8,7 @@ use super::{
     check_header, collect_headers, find, has_token, parse_failure, tokens, HandshakeError, Header,
 };
 use crate::config::Config;
+use crate::extension::{parse_extensions, DeflateParams, Negotiated};
 
 /// An HTTP request head, as a client sends it to open a WebSocket.
 ///
@@ -43,7 +44,7 @@ impl Request {
     /// assert_eq!(r.path, "/chat");
     /// assert!(r.validate().is_ok());
     /// assert_eq!(r.protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
-    /// let resp = String::from_utf8(r.accept(Some("chat"), &[]).unwrap()).unwrap();
+    /// let resp = String::from_utf8(r.accept(Some("chat"), &Config::default(), &[]).unwrap().response).unwrap();
     /// assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
     /// assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     /// ```
@@ -152,13 +153,35 @@ impl Request {
             .find(|s| self.protocols().any(|p| p == *s))
     }
 
-    /// The `101 Switching Protocols` response, after [`validate`](Self::validate). `protocol` must be one the client offered (else
-    /// `HandshakeError::ProtocolNotOffered`); `extra` headers are appended.
+    /// Negotiates the extensions the client offers against [`Config::deflate`] (RFC 7692 §7.1).
+    pub fn negotiate_extensions(&self, config: &Config) -> Negotiated {
+        match &config.deflate {
+            Some(d) => d.negotiate_server(&parse_extensions(self.extensions_raw())),
+            None => Negotiated::default(),
+        }
+    }
+
+    /// Every `Sec-WebSocket-Extensions` header value.
+    fn extensions_raw(&self) -> impl Iterator<Item = &str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Completes the negotiation and builds the `101 Switching Protocols` response, after
+    /// [`validate`](Self::validate).
+    ///
+    /// `protocol` is the subprotocol the server chose (it must be one the client offered, else
+    /// [`HandshakeError::ProtocolNotOffered`]; see [`choose_protocol`](Self::choose_protocol));
+    /// extensions are negotiated from `config` ([`negotiate_extensions`](Self::negotiate_extensions));
+    /// `extra` headers are appended.
     pub fn accept(
         &self,
         protocol: Option<&str>,
+        config: &Config,
         extra: &[(&str, &str)],
-    ) -> Result<Vec<u8>, HandshakeError> {
+    ) -> Result<Accepted, HandshakeError> {
         let key = self.validate()?;
         if let Some(p) = protocol {
             if !self.protocols().any(|o| o == p) {
@@ -177,13 +200,33 @@ impl Request {
         if let Some(p) = protocol {
             let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
         }
+        let negotiated = self.negotiate_extensions(config);
+        if let Some(ext) = &negotiated.response {
+            let _ = write!(s, "Sec-WebSocket-Extensions: {ext}\r\n");
+        }
         for (n, v) in extra {
             check_header(n, v)?;
             let _ = write!(s, "{n}: {v}\r\n");
         }
         s.push_str("\r\n");
-        Ok(s.into_bytes())
+        Ok(Accepted {
+            response: s.into_bytes(),
+            protocol: protocol.map(str::to_string),
+            deflate: negotiated.deflate,
+        })
     }
+}
+
+/// What a server agreed to, and the response that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The `101 Switching Protocols` response head.
+    pub response: Vec<u8>,
+    /// The subprotocol selected.
+    pub protocol: Option<String>,
+    /// permessage-deflate, if negotiated: pass it to
+    /// [`Connection::with_deflate`](crate::Connection::with_deflate).
+    pub deflate: Option<DeflateParams>,
 }
 
 /// An HTTP error response with a plain-text body saying why, for a refused handshake.
@@ -348,8 +391,31 @@ mod tests {
         let r = parse(&l).unwrap();
         assert_eq!(r.choose_protocol(&["b", "a"]), Some("b"));
         assert_eq!(r.choose_protocol(&["c"]), None);
-        assert!(r.accept(Some("c"), &[]).is_err());
-        assert!(r.accept(Some("a"), &[("X-Ok", "1")]).is_ok());
-        assert!(r.accept(None, &[("X-Bad", "a\r\nInjected: 1")]).is_err());
+        let cfg = Config::default();
+        assert!(r.accept(Some("c"), &cfg, &[]).is_err());
+        assert!(r.accept(Some("a"), &cfg, &[("X-Ok", "1")]).is_ok());
+        assert!(r
+            .accept(None, &cfg, &[("X-Bad", "a\r\nInjected: 1")])
+            .is_err());
+    }
+
+    #[test]
+    fn deflate_negotiated_only_when_configured() {
+        let mut l = good();
+        l.push("Sec-WebSocket-Extensions: x-unknown, permessage-deflate; client_max_window_bits");
+        let r = parse(&l).unwrap();
+        let off = r.accept(None, &Config::default(), &[]).unwrap();
+        assert_eq!(off.deflate, None);
+        assert!(!String::from_utf8(off.response)
+            .unwrap()
+            .contains("Extensions"));
+        let cfg = Config::default().deflate(Some(crate::extension::DeflateConfig::default()));
+        let on = r.accept(None, &cfg, &[]).unwrap();
+        assert!(on.deflate.is_some());
+        let resp = String::from_utf8(on.response).unwrap();
+        assert!(
+            resp.contains("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+            "{resp}"
+        );
     }
 }
