@@ -5,7 +5,7 @@
 #                              # fuzz smoke run, Autobahn server and client suites
 #
 # Environment:
-#   AUTOBAHN_CASES     case preset for both Autobahn roles (default: core = 1.x-10.x; see autobahn/README.md)
+#   AUTOBAHN_CASES     case preset for both Autobahn roles (default: ci = 1.x-10.x plus a fixed sample of 12.x/13.x; see autobahn/README.md)
 #   FUZZ_SECONDS       seconds per fuzz target (default 10; 0 skips the fuzz smoke run)
 #   CARGO_TARGET_DIR   cargo's build directory (a persistent one makes reruns fast)
 #   SWITCHBOARD_CACHE  where installed test tools live (default ~/.cache/switchboard)
@@ -74,7 +74,7 @@ step "building release binaries for Autobahn"
 cargo build --release --locked -p switchboard -p switchboard-tokio --bins --example autobahn_client
 export SWITCHBOARD_BIN="$target/release/switchboard"
 export AUTOBAHN_CLIENT_CMD="$target/release/examples/autobahn_client"
-cases="${AUTOBAHN_CASES:-core}"
+cases="${AUTOBAHN_CASES:-ci}"
 ab_failed=0
 for role in server client; do
   step "Autobahn $role suite (cases: $cases)"

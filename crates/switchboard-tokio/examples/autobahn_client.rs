@@ -7,6 +7,7 @@
 //! It asks the fuzzing server for the number of cases, echoes every message of each case
 //! until the server closes, then asks the server to write its reports.
 
+use switchboard_tokio::proto::extension::DeflateConfig;
 use switchboard_tokio::{ClientBuilder, Config, Error};
 
 #[tokio::main(flavor = "current_thread")]
@@ -18,10 +19,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = base.trim_end_matches('/').to_string();
     let agent = args.next().unwrap_or_else(|| "switchboard".to_string());
     // 9.x sends 16 MiB messages and 4 MiB messages in 65,536 fragments.
+    // Offer permessage-deflate (12.x/13.x). `client_no_context_takeover` in the offer lets the
+    // suite's servers that require it (13.2, 13.5-13.7) accept; we then never keep context.
+    let deflate = DeflateConfig::default()
+        .client_no_context_takeover(true)
+        .threshold(0);
     let config = Config::default()
         .max_message_size(64 << 20)
         .max_frame_size(64 << 20)
-        .max_write_buffer(128 << 20);
+        .max_write_buffer(128 << 20)
+        .deflate(Some(deflate));
 
     let count: u32 = {
         let (mut ws, _) = ClientBuilder::new(format!("{base}/getCaseCount"))

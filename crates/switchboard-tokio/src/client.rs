@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use switchboard_proto::handshake::client::{ClientRequest, Response};
 use switchboard_proto::handshake::HandshakeError;
-use switchboard_proto::{Config, Role};
+use switchboard_proto::{Config, Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -144,7 +144,7 @@ impl ClientBuilder {
         }
     }
 
-    /// Sets the limits and timeouts.
+    /// Sets the limits and timeouts, and with [`Config::deflate`] the permessage-deflate offer.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
@@ -193,6 +193,9 @@ impl ClientBuilder {
         }
         for (n, v) in &self.headers {
             req = req.header(n.clone(), v.clone());
+        }
+        if let Some(d) = self.config.deflate {
+            req = req.deflate(d);
         }
         req
     }
@@ -290,10 +293,12 @@ where
     let (resp, leftover) = tokio::time::timeout(timeout, run)
         .await
         .map_err(|_| Error::HandshakeTimeout(timeout))??;
-    Ok((
-        WebSocket::from_partial(stream, Role::Client, config, &leftover),
-        resp,
-    ))
+    let mut conn = Connection::new(Role::Client, config);
+    if let Some(params) = resp.deflate {
+        conn = conn.with_deflate(params);
+    }
+    conn.handle_read(&leftover);
+    Ok((WebSocket::from_connection(stream, conn), resp))
 }
 
 /// The first line of an error response's body (best effort, a short wait, at most 4 KiB).

@@ -2,7 +2,7 @@
 
 use switchboard_proto::handshake::server::{reason_phrase, reject, Request};
 use switchboard_proto::handshake::HandshakeError;
-use switchboard_proto::{Config, Role};
+use switchboard_proto::{Config, Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::Error;
@@ -114,19 +114,21 @@ where
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let response = match req.accept(protocol.as_deref(), &extra) {
+    let accepted = match req.accept(protocol.as_deref(), &config, &extra) {
         Ok(r) => r,
         Err(e) => {
             let _ = refuse(&mut stream, e.status(), &e.to_string()).await;
             return Err(Error::Handshake(e));
         }
     };
-    stream.write_all(&response).await?;
+    stream.write_all(&accepted.response).await?;
     stream.flush().await?;
-    Ok((
-        WebSocket::from_partial(stream, Role::Server, config, &leftover),
-        req,
-    ))
+    let mut conn = Connection::new(Role::Server, config);
+    if let Some(params) = accepted.deflate {
+        conn = conn.with_deflate(params);
+    }
+    conn.handle_read(&leftover);
+    Ok((WebSocket::from_connection(stream, conn), req))
 }
 
 /// Reads until a complete request head; returns it and the bytes after it.

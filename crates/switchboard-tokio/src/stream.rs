@@ -58,6 +58,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub fn from_partial(stream: S, role: Role, config: Config, leftover: &[u8]) -> Self {
         let mut conn = Connection::new(role, config);
         conn.handle_read(leftover);
+        Self::from_connection(stream, conn)
+    }
+
+    /// Wraps a stream and a protocol state built by the caller (for example with
+    /// [`Connection::with_deflate`] after a handshake that negotiated compression). Bytes read
+    /// past the handshake go in with [`Connection::handle_read`] first.
+    pub fn from_connection(stream: S, conn: Connection) -> Self {
         Self {
             stream,
             conn,

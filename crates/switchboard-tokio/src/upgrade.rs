@@ -26,9 +26,10 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use switchboard_proto::extension::DeflateParams;
 use switchboard_proto::handshake::server::Request;
 use switchboard_proto::handshake::{accept_key, HandshakeError};
-use switchboard_proto::{Config, Role};
+use switchboard_proto::{Config, Connection, Role};
 
 use crate::error::Error;
 use crate::WebSocket;
@@ -92,11 +93,22 @@ pub fn upgrade<B>(
     if let Some(proto) = protocol {
         resp = resp.header(http::header::SEC_WEBSOCKET_PROTOCOL, proto);
     }
+    let negotiated = p.negotiate_extensions(&config);
+    if let Some(ext) = &negotiated.response {
+        resp = resp.header(http::header::SEC_WEBSOCKET_EXTENSIONS, ext.as_str());
+    }
     let resp = resp
         .body(Empty::new())
         .map_err(|e| Error::Handshake(HandshakeError::InvalidHeader(e.to_string())))?;
     let on = hyper::upgrade::on(req);
-    Ok((resp, UpgradeFut { on, config }))
+    Ok((
+        resp,
+        UpgradeFut {
+            on,
+            config,
+            deflate: negotiated.deflate,
+        },
+    ))
 }
 
 /// An HTTP error response for a failed upgrade, with the headers RFC 6455 asks for (426 carries
@@ -118,6 +130,7 @@ pub fn rejection(e: &HandshakeError) -> http::Response<http_body_util::Full<Byte
 pub struct UpgradeFut {
     on: OnUpgrade,
     config: Config,
+    deflate: Option<DeflateParams>,
 }
 
 impl Future for UpgradeFut {
@@ -127,11 +140,13 @@ impl Future for UpgradeFut {
         let this = self.get_mut();
         match Pin::new(&mut this.on).poll(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(upgraded)) => Poll::Ready(Ok(WebSocket::from_raw(
-                TokioIo::new(upgraded),
-                Role::Server,
-                this.config,
-            ))),
+            Poll::Ready(Ok(upgraded)) => {
+                let mut conn = Connection::new(Role::Server, this.config);
+                if let Some(params) = this.deflate {
+                    conn = conn.with_deflate(params);
+                }
+                Poll::Ready(Ok(WebSocket::from_connection(TokioIo::new(upgraded), conn)))
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Io(std::io::Error::other(e)))),
         }
     }

@@ -261,7 +261,7 @@ async fn close_times_out_when_peer_never_answers() {
         .unwrap()
         .unwrap()
         .0;
-        tcp.write_all(&req.accept(None, &[]).unwrap())
+        tcp.write_all(&req.accept(None, &Config::default(), &[]).unwrap().response)
             .await
             .unwrap();
         // Read forever, answer nothing.

@@ -34,6 +34,20 @@ struct ServeArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert", env = "SWITCHBOARD_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// permessage-deflate: negotiate compression with clients that offer it.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"], env = "SWITCHBOARD_DEFLATE")]
+    deflate: String,
+    /// Keep compression context across messages (better ratio; costs ~300 KiB of zlib state
+    /// per connection that sends compressed messages). Off: each message is compressed on its
+    /// own with per-thread shared zlib streams, so idle connections hold no zlib memory.
+    #[arg(long, env = "SWITCHBOARD_DEFLATE_CONTEXT_TAKEOVER")]
+    deflate_context_takeover: bool,
+    /// Largest LZ77 window for compression, 8-15 (2^N bytes; smaller saves memory).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u8).range(8..=15), env = "SWITCHBOARD_DEFLATE_WINDOW_BITS")]
+    deflate_window_bits: u8,
+    /// Messages smaller than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = 64, env = "SWITCHBOARD_DEFLATE_THRESHOLD")]
+    deflate_threshold: usize,
     /// Worker threads (default: one per CPU core).
     #[arg(long, env = "SWITCHBOARD_WORKERS")]
     workers: Option<usize>,
@@ -67,7 +81,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ws = switchboard_proto::Config::default()
         .max_message_size(args.max_message_size)
         .max_frame_size(args.max_message_size)
-        .max_write_buffer(args.max_message_size.saturating_mul(2).max(1 << 20));
+        .max_write_buffer(args.max_message_size.saturating_mul(2).max(1 << 20))
+        .deflate((args.deflate == "on").then(|| {
+            let no_context = !args.deflate_context_takeover;
+            switchboard_proto::extension::DeflateConfig::default()
+                .server_no_context_takeover(no_context)
+                .client_no_context_takeover(no_context)
+                .server_max_window_bits(args.deflate_window_bits)
+                .client_max_window_bits(args.deflate_window_bits)
+                .threshold(args.deflate_threshold)
+        }));
     let mut config = switchboard_server::ServerConfig::default().ws(ws);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let acceptor = switchboard_tokio::tls::acceptor_from_pem(cert, key)
