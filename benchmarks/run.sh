@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Switchboard echo benchmarks against fastwebsockets and tokio-tungstenite.
 #
-#   benchmarks/run.sh                         # full run (~10 min), see docs/benchmarks.md
+#   benchmarks/run.sh                         # full run (~14 min), see docs/benchmarks.md
 #   DURATION=2 WARMUP=1 REPEATS=1 IDLE_CONNS=1000 benchmarks/run.sh   # quick smoke run
 #
 # For every repeat, scenario (connections x payload) and server: start the server pinned to
@@ -13,7 +13,7 @@
 #
 # Environment (defaults in brackets):
 #   DURATION [10]  measured seconds per run      WARMUP [2]   warm-up seconds before it
-#   INFLIGHT [1]   messages in flight per conn   REPEATS [3]  runs per cell (median reported)
+#   INFLIGHT [1]   messages in flight per conn   REPEATS [5]  runs per cell (median reported)
 #   SCENARIOS ["100x20 100x1024 10x16384 500x20"]  CONNECTIONSxPAYLOAD_BYTES
 #   SERVERS ["switchboard fastwebsockets tokio-tungstenite"]
 #   IDLE_CONNS [10000]  0 skips the idle test
@@ -39,7 +39,7 @@ fi
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 INFLIGHT=${INFLIGHT:-1}
-REPEATS=${REPEATS:-3}
+REPEATS=${REPEATS:-5}
 SCENARIOS=${SCENARIOS:-"100x20 100x1024 10x16384 500x20"}
 SERVERS=${SERVERS:-"switchboard fastwebsockets tokio-tungstenite"}
 IDLE_CONNS=${IDLE_CONNS:-10000}
@@ -72,7 +72,7 @@ cargo_() {
 if [[ $SKIP_BUILD != 1 ]]; then
     echo "== building (release)" >&2
     (cd "$ROOT" && unset CARGO_TARGET_DIR && cargo_ build --release -p switchboard)
-    (cd "$HERE" && CARGO_TARGET_DIR="$HERE/target" cargo_ build --release --locked)
+    (cd "$HERE" && CARGO_TARGET_DIR="$HERE/target" cargo_ build --release)
 fi
 for b in "$SB_BIN" "$BT/fastwebsockets-echo" "$BT/tungstenite-echo" "$DRIVER"; do
     [[ -x $b ]] || { echo "run.sh: missing $b (build first)" >&2; exit 1; }
@@ -165,7 +165,7 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
             timeout $((WARMUP + DURATION + 90)) taskset -c "$DRIVER_CORE" "$DRIVER" \
                 --url "ws://127.0.0.1:$PORT/echo" --connections "$conns" --inflight "$INFLIGHT" \
                 --payload "$payload" --duration "$DURATION" --warmup "$WARMUP" \
-                --server-pid "$SPID" --server-name "$name" --scenario "$lbl" \
+                --server-pid "$SPID" --server-name "$name" --scenario "$lbl" --repeat "$rep" \
                 >"$log" 2>&1 || echo "run.sh: driver failed (see $log)" >&2
             grep -E 'msgs/s|per echo|driver CPU|other load|errors' "$log" | sed 's/^/   /' >&2 || true
             record "$log"
@@ -190,11 +190,12 @@ if ((IDLE_CONNS > 0)); then
     done
 fi
 
+SB_SHA=$(sha256sum "$SB_BIN" | cut -c1-16)
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 GIT_DIRTY=$(git -C "$ROOT" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | wc -l)
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 "$DRIVER" report --input "$JSONL" --json-out "$RESULTS/$TS.json" \
-    --meta "timestamp=$TS" --meta "git_rev=$GIT_REV" --meta "git_dirty_files=$GIT_DIRTY" \
+    --meta "timestamp=$TS" --meta "git_rev=$GIT_REV" --meta "switchboard_bin_sha256=$SB_SHA" --meta "git_dirty_files=$GIT_DIRTY" \
     --meta "nproc=$(nproc)" --meta "cpu_model=$CPU_MODEL" --meta "kernel=$(uname -r)" \
     --meta "rustc=$(rustc --version 2>/dev/null || echo unknown)" \
     --meta "duration_s=$DURATION" --meta "warmup_s=$WARMUP" --meta "inflight=$INFLIGHT" \

@@ -197,7 +197,7 @@ fn raise_nofile() {
     }
 }
 
-fn nofile_limit() -> u64 {
+fn nofile_limit() -> libc::rlim_t {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -206,7 +206,7 @@ fn nofile_limit() -> u64 {
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,6 +370,9 @@ struct LoadArgs {
     scenario: String,
     text: bool,
     connect_concurrency: usize,
+    /// Which repeat of the benchmark matrix this run belongs to (the report pairs runs of
+    /// different servers by it).
+    repeat: Option<u64>,
 }
 
 impl LoadArgs {
@@ -391,6 +394,7 @@ impl LoadArgs {
                 .unwrap_or_else(|| format!("{connections}x{payload}B")),
             text: a.flag("--text"),
             connect_concurrency: a.num("--connect-concurrency", Some(64))?,
+            repeat: a.str("--repeat").map(str::parse).transpose()?,
         };
         if s.connections == 0 || s.inflight == 0 || s.duration <= 0.0 {
             bail!("--connections, --inflight and --duration must be > 0");
@@ -510,12 +514,14 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         core_busy.push(1.0 - (c1.idle - c0.idle) as f64 / total);
         core_softirq.push((c1.softirq - c0.softirq) as f64 / total);
     }
-    // Busy core time not explained by the server, the driver or softirq (network stack work
-    // done on their behalf): other load on the machine, in cores.
-    let other_load = if core_busy.is_empty() {
+    // Busy core time not explained by the server or the driver: other load on the machine,
+    // in cores. (Softirq network work done in a task's context is charged to that task's
+    // utime+stime here, so it is not subtracted separately; on kernels where it is not, this
+    // over-reports "other load" by the softirq share.)
+    let other_load = if core_busy.is_empty() || a.server_pid.is_none() {
         None
     } else {
-        let busy: f64 = core_busy.iter().sum::<f64>() - core_softirq.iter().sum::<f64>();
+        let busy: f64 = core_busy.iter().sum::<f64>();
         Some((busy - server_cpu.unwrap_or(0.0) / wall - driver_cpu / wall).max(0.0))
     };
     let bad = BAD_ECHOES.load(Relaxed) - bad0;
@@ -559,6 +565,7 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         "mode": "load",
         "server": a.server_name,
         "scenario": a.scenario,
+        "repeat": a.repeat,
         "url": a.url,
         "connections": a.connections,
         "inflight": a.inflight,
@@ -903,8 +910,8 @@ fn report(a: &Args) -> anyhow::Result<()> {
     let mut md = String::new();
     if !load.is_empty() {
         md.push_str(&format!(
-            "| scenario | server | server CPU µs/echo | vs {baseline} | msgs/s | server CPU | driver CPU | runs | errors |\n\
-             |---|---|--:|--:|--:|--:|--:|--:|--:|\n"
+            "| scenario | server | server CPU µs/echo | vs {baseline} (min–max) | msgs/s | server CPU | driver CPU | other load | runs | errors |\n\
+             |---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n"
         ));
     }
     for sc in &scenarios {
@@ -920,6 +927,11 @@ fn report(a: &Args) -> anyhow::Result<()> {
             let rate = median(rs.iter().map(|r| f(r, "msgs_per_sec")).collect());
             let sutil = median(rs.iter().map(|r| f(r, "server_cpu_util")).collect());
             let dutil = median(rs.iter().map(|r| f(r, "driver_cpu_util")).collect());
+            let other = rs
+                .iter()
+                .map(|r| f(r, "other_load_cores"))
+                .filter(|x| x.is_finite())
+                .fold(f64::NAN, f64::max);
             let all_us: Vec<f64> = rs.iter().map(|r| f(r, "server_us_per_echo")).collect();
             let errors: u64 = rs
                 .iter()
@@ -927,7 +939,34 @@ fn report(a: &Args) -> anyhow::Result<()> {
                     r["bad_echoes"].as_u64().unwrap_or(0) + r["conn_errors"].as_u64().unwrap_or(0)
                 })
                 .sum();
-            let ratio = us / base;
+            // Ratio to the baseline: each run is paired with the baseline's run of the same
+            // repeat (run back to back, so slow drifts of the machine cancel out); the median
+            // of the paired ratios is reported, with their range. Without repeat numbers:
+            // ratio of the medians.
+            let base_runs = load.get(&(sc.clone(), baseline.clone()));
+            let paired: Vec<f64> = rs
+                .iter()
+                .filter_map(|r| {
+                    let rep = r.get("repeat").and_then(Value::as_u64)?;
+                    let b = base_runs?
+                        .iter()
+                        .find(|b| b.get("repeat").and_then(Value::as_u64) == Some(rep))?;
+                    Some(f(r, "server_us_per_echo") / f(b, "server_us_per_echo"))
+                })
+                .filter(|x| x.is_finite())
+                .collect();
+            let (ratio, range) = if paired.is_empty() {
+                (us / base, String::new())
+            } else {
+                let lo = paired.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = paired.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let range = if paired.len() > 1 && *s != baseline {
+                    format!(" ({lo:.2}–{hi:.2})")
+                } else {
+                    String::new()
+                };
+                (median(paired.clone()), range)
+            };
             let verdict = if *s == ours && ratio.is_finite() {
                 if ratio <= cpu_target {
                     format!(" (target ≤{cpu_target}x: met)")
@@ -938,10 +977,11 @@ fn report(a: &Args) -> anyhow::Result<()> {
                 String::new()
             };
             md.push_str(&format!(
-                "| {sc} | {s} | {us:.2} | {}{verdict} | {rate:.0} | {:.0}% | {:.0}% | {} | {errors} |\n",
+                "| {sc} | {s} | {us:.2} | {}{range}{verdict} | {rate:.0} | {:.0}% | {:.0}% | {} | {} | {errors} |\n",
                 fmt_ratio(ratio),
                 sutil * 100.0,
                 dutil * 100.0,
+                if other.is_finite() { format!("{:.0}%", other * 100.0) } else { "-".into() },
                 rs.len()
             ));
             summary_load.push(json!({
@@ -949,9 +989,12 @@ fn report(a: &Args) -> anyhow::Result<()> {
                 "server_us_per_echo_median": us,
                 "server_us_per_echo_all": all_us,
                 "ratio_vs_baseline": ratio,
+                "ratio_vs_baseline_paired": paired,
+                "ratio_of_medians": us / base,
                 "msgs_per_sec_median": rate,
                 "server_cpu_util_median": sutil,
                 "driver_cpu_util_median": dutil,
+                "other_load_cores_max": other,
                 "errors": errors,
             }));
         }
