@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
         // The prefix so far is hopeless iff from_utf8 reports an error with a length (an
         // error at end of input, `error_len() == None`, may still be completed).
         let hopeless = matches!(std::str::from_utf8(&text[..c]), Err(e) if e.error_len().is_some());
-        assert_eq!(r.is_err(), hopeless, "feed verdict for prefix of {c} bytes, cuts {cuts:?}");
+        assert_eq!(
+            r.is_err(),
+            hopeless,
+            "feed verdict for prefix of {c} bytes, cuts {cuts:?}"
+        );
         at = c;
         if r.is_err() {
             verdict = r;
@@ -37,5 +41,9 @@ fuzz_target!(|data: &[u8]| {
     if verdict.is_ok() {
         verdict = v.finish();
     }
-    assert_eq!(verdict.is_ok(), std::str::from_utf8(text).is_ok(), "cuts {cuts:?}");
+    assert_eq!(
+        verdict.is_ok(),
+        std::str::from_utf8(text).is_ok(),
+        "cuts {cuts:?}"
+    );
 });

@@ -47,9 +47,15 @@ pub fn decode_sent(role: Role, out: &[u8]) -> (u8, Vec<u8>, usize) {
         "{role:?} queued a frame with the wrong mask bit: {out:02x?}"
     );
     let len = usize::from(out[1] & 0x7f);
-    assert!(len <= MAX_CONTROL_PAYLOAD, "control frame too long: {out:02x?}");
+    assert!(
+        len <= MAX_CONTROL_PAYLOAD,
+        "control frame too long: {out:02x?}"
+    );
     let head = if masked { 6 } else { 2 };
-    assert!(out.len() >= head + len, "truncated frame queued: {out:02x?}");
+    assert!(
+        out.len() >= head + len,
+        "truncated frame queued: {out:02x?}"
+    );
     let mut payload = out[head..head + len].to_vec();
     if masked {
         let key = &out[2..6];
@@ -68,7 +74,11 @@ fn assert_close_frame(role: Role, out: &[u8], code: Option<CloseCode>) {
         Some(c) => assert_eq!(&payload[..], &c.0.to_be_bytes()[..], "close code"),
         None => assert!(payload.is_empty(), "close frame should be empty"),
     }
-    assert_eq!(used, out.len(), "bytes queued after the close frame: {out:02x?}");
+    assert_eq!(
+        used,
+        out.len(),
+        "bytes queued after the close frame: {out:02x?}"
+    );
 }
 
 /// Feeds `stream` to a fresh connection, `chunk_ceil` bytes (at most) per read, polling after
@@ -98,7 +108,11 @@ fn run(role: Role, stream: &[u8], mode: u8, chunked: bool) -> Outcome {
     };
     drain(&mut conn, &mut transmitted);
 
-    let ceil = if chunked { CHUNK_CEIL[usize::from(mode & 7)] } else { usize::MAX };
+    let ceil = if chunked {
+        CHUNK_CEIL[usize::from(mode & 7)]
+    } else {
+        usize::MAX
+    };
     let mut rng = Rng(0x9e37_79b9 ^ u32::from(mode));
     let mut rest = stream;
     'outer: while !rest.is_empty() {
@@ -127,7 +141,10 @@ fn run(role: Role, stream: &[u8], mode: u8, chunked: bool) -> Outcome {
                     assert_eq!(conn.failure(), Some(&e));
                     if close_first {
                         // Our close frame was already sent: no second one.
-                        assert!(conn.pending_transmit().is_empty(), "second close frame queued");
+                        assert!(
+                            conn.pending_transmit().is_empty(),
+                            "second close frame queued"
+                        );
                     } else {
                         assert_close_frame(role, conn.pending_transmit(), Some(e.close_code()));
                     }

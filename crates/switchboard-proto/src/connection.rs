@@ -1,5 +1,7 @@
 //! The connection state machine: frames in, events out, frames to send.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes, BytesMut};
 use rand::{Rng, SeedableRng};
 
@@ -115,12 +117,14 @@ impl MaskSource {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Shared: a server hands every connection the same `Arc`.
+    config: Arc<Config>,
     state: State,
     initiator: Option<Side>,
-    received_close: Option<Option<CloseFrame>>,
-    sent_close: Option<Option<CloseFrame>>,
-    failure: Option<ProtocolError>,
+    // The rarely used close details are boxed to keep an idle connection small.
+    received_close: Option<Box<Option<CloseFrame>>>,
+    sent_close: Option<Box<Option<CloseFrame>>>,
+    failure: Option<Box<ProtocolError>>,
     read_buf: BytesMut,
     cur: Option<InFrame>,
     partial: Option<Partial>,
@@ -131,11 +135,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection in the given role whose handshake has completed.
-    pub fn new(role: Role, config: Config) -> Self {
+    /// A connection in the given role whose handshake has completed. Pass an `Arc<Config>`
+    /// to share one configuration between many connections.
+    pub fn new(role: Role, config: impl Into<Arc<Config>>) -> Self {
         Self {
             role,
-            config,
+            config: config.into(),
             state: State::Open,
             initiator: None,
             received_close: None,
@@ -193,17 +198,17 @@ impl Connection {
 
     /// The peer's close frame, once received (`Some(None)`: it carried no code).
     pub fn received_close(&self) -> Option<&Option<CloseFrame>> {
-        self.received_close.as_ref()
+        self.received_close.as_deref()
     }
 
     /// The close frame we sent, once sent.
     pub fn sent_close(&self) -> Option<&Option<CloseFrame>> {
-        self.sent_close.as_ref()
+        self.sent_close.as_deref()
     }
 
     /// The protocol error that failed the connection, if one did.
     pub fn failure(&self) -> Option<&ProtocolError> {
-        self.failure.as_ref()
+        self.failure.as_deref()
     }
 
     // ----- input -------------------------------------------------------------------------
@@ -401,7 +406,7 @@ impl Connection {
                     });
                     self.queue_close(reply);
                 }
-                self.received_close = Some(frame.clone());
+                self.received_close = Some(Box::new(frame.clone()));
                 self.state = State::Closed;
                 self.read_buf = BytesMut::new();
                 self.partial = None;
@@ -454,7 +459,7 @@ impl Connection {
             let code = e.close_code();
             self.queue_close(Some(CloseFrame::new(code, "")));
         }
-        self.failure = Some(e.clone());
+        self.failure = Some(Box::new(e.clone()));
         self.state = State::Closed;
         self.read_buf = BytesMut::new();
         self.partial = None;
@@ -569,7 +574,7 @@ impl Connection {
             None => 0,
         };
         self.encode_frame(OpCode::Close, true, &buf[..n]);
-        self.sent_close = Some(frame);
+        self.sent_close = Some(Box::new(frame));
     }
 
     fn encode_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {

@@ -255,11 +255,12 @@ impl ClientBuilder {
 pub async fn client_handshake<S>(
     mut stream: S,
     request: &ClientRequest,
-    config: Config,
+    config: impl Into<std::sync::Arc<Config>>,
 ) -> Result<(WebSocket<S>, Response), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let config: std::sync::Arc<Config> = config.into();
     let timeout = config.handshake_timeout;
     let run = async {
         stream.write_all(&request.encode()?).await?;

@@ -1,7 +1,9 @@
 //! Accepting WebSocket connections on a raw stream.
 
+use std::sync::Arc;
 use switchboard_proto::handshake::server::{reason_phrase, reject, Request};
 use switchboard_proto::handshake::HandshakeError;
+
 use switchboard_proto::{Config, Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -46,7 +48,7 @@ impl Decision {
 }
 
 /// Accepts a WebSocket on `stream`, whatever the request path.
-pub async fn accept<S>(stream: S, config: Config) -> Result<WebSocket<S>, Error>
+pub async fn accept<S>(stream: S, config: impl Into<Arc<Config>>) -> Result<WebSocket<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -78,13 +80,14 @@ where
 /// ```
 pub async fn accept_with<S, F>(
     mut stream: S,
-    config: Config,
+    config: impl Into<Arc<Config>>,
     decide: F,
 ) -> Result<(WebSocket<S>, Request), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Request) -> Decision,
 {
+    let config: Arc<Config> = config.into();
     let timeout = config.handshake_timeout;
     let (req, leftover) =
         match tokio::time::timeout(timeout, read_request(&mut stream, &config)).await {

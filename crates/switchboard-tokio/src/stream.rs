@@ -3,6 +3,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -45,17 +46,25 @@ pub struct WebSocket<S> {
     stream: S,
     conn: Connection,
     tcp_closed: bool,
+    /// Adaptive read size: doubles while reads fill the buffer (large messages arrive in
+    /// one read), halves when they use little of it.
+    read_size: u32,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a stream whose handshake is already done.
-    pub fn from_raw(stream: S, role: Role, config: Config) -> Self {
+    pub fn from_raw(stream: S, role: Role, config: impl Into<Arc<Config>>) -> Self {
         Self::from_partial(stream, role, config, &[])
     }
 
     /// Like [`from_raw`](Self::from_raw), with bytes read past the handshake (the start of
     /// the first frames).
-    pub fn from_partial(stream: S, role: Role, config: Config, leftover: &[u8]) -> Self {
+    pub fn from_partial(
+        stream: S,
+        role: Role,
+        config: impl Into<Arc<Config>>,
+        leftover: &[u8],
+    ) -> Self {
         let mut conn = Connection::new(role, config);
         conn.handle_read(leftover);
         Self::from_connection(stream, conn)
@@ -69,6 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             stream,
             conn,
             tcp_closed: false,
+            read_size: pool::BUF_SIZE as u32,
         }
     }
 
@@ -108,7 +118,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             match self.conn.poll_event() {
                 Ok(Some(ev)) => {
                     if matches!(ev, Event::Close(_)) {
-                        self.finish_close().await?;
+                        // Boxed: this cold path would otherwise grow every connection's future.
+                        Box::pin(self.finish_close()).await?;
                     }
                     return Ok(Some(ev));
                 }
@@ -137,7 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Reads from the stream into the connection's buffer, taking a pooled buffer if it has
     /// none and giving it back when the read would block with nothing buffered.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let want = self.conn.read_hint().max(pool::BUF_SIZE / 2);
+        let want = self.conn.read_hint().max(self.read_size as usize);
         let buf = self.conn.read_buf_mut();
         if buf.capacity() == 0 {
             *buf = pool::take();
@@ -145,9 +156,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if buf.capacity() - buf.len() < want {
             buf.reserve(want);
         }
+        let room = buf.capacity() - buf.len();
         let r = poll_read_buf(Pin::new(&mut self.stream), cx, buf);
-        if r.is_pending() && buf.is_empty() {
-            pool::give(std::mem::take(buf));
+        match &r {
+            Poll::Ready(Ok(n)) if *n == room => {
+                self.read_size = (self.read_size * 2).min(pool::MAX_READ_SIZE as u32);
+            }
+            Poll::Ready(Ok(n)) if *n < room / 4 => {
+                self.read_size = (self.read_size / 2).max(pool::BUF_SIZE as u32);
+            }
+            Poll::Pending if buf.is_empty() => pool::give(std::mem::take(buf)),
+            _ => {}
         }
         r
     }
@@ -229,7 +248,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
             }
         };
-        match tokio::time::timeout(timeout, wait).await {
+        // Boxed: the timer and the nested read loop are only needed while closing.
+        match Box::pin(tokio::time::timeout(timeout, wait)).await {
             Ok(r) => r,
             Err(_) => {
                 self.shutdown().await;

@@ -70,9 +70,10 @@ fn to_proto<B>(req: &http::Request<B>) -> Request {
 /// [`HandshakeError::status`] (for example via [`rejection`]).
 pub fn upgrade<B>(
     req: &mut http::Request<B>,
-    config: Config,
+    config: impl Into<std::sync::Arc<Config>>,
     protocol: Option<&str>,
 ) -> Result<(http::Response<Empty<Bytes>>, UpgradeFut), Error> {
+    let config: std::sync::Arc<Config> = config.into();
     let p = to_proto(req);
     let key = p.validate()?;
     if let Some(proto) = protocol {
@@ -129,7 +130,7 @@ pub fn rejection(e: &HandshakeError) -> http::Response<http_body_util::Full<Byte
 #[must_use = "the upgrade only completes when this future is awaited"]
 pub struct UpgradeFut {
     on: OnUpgrade,
-    config: Config,
+    config: std::sync::Arc<Config>,
     deflate: Option<DeflateParams>,
 }
 
@@ -141,7 +142,7 @@ impl Future for UpgradeFut {
         match Pin::new(&mut this.on).poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(upgraded)) => {
-                let mut conn = Connection::new(Role::Server, this.config);
+                let mut conn = Connection::new(Role::Server, std::sync::Arc::clone(&this.config));
                 if let Some(params) = this.deflate {
                     conn = conn.with_deflate(params);
                 }

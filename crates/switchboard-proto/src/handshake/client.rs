@@ -171,6 +171,9 @@ impl ClientRequest {
             }
             Err(e) => return Err(parse_failure(e, config.max_handshake_headers)),
         };
+        if used > config.max_handshake_size {
+            return Err(HandshakeError::TooLarge(config.max_handshake_size));
+        }
         if resp.version != Some(1) {
             return Err(HandshakeError::HttpVersion);
         }
@@ -320,6 +323,20 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn complete_but_oversized_response_is_refused() {
+        // Found by the handshake_response fuzz target: a whole head in one read skipped the limit.
+        let req = ClientRequest::new("h", "/").with_key(KEY);
+        let big = format!(
+            "Sec-WebSocket-Accept: {ACCEPT}\r\nX-Pad: {}\r\n",
+            "a".repeat(1000)
+        );
+        let err = req
+            .parse_response(&resp(&big), &Config::default().max_handshake_size(1024))
+            .unwrap_err();
+        assert_eq!(err, HandshakeError::TooLarge(1024));
     }
 
     #[test]
