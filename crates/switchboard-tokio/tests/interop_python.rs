@@ -7,7 +7,8 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use switchboard_tokio::{connect, CloseCode, Config, Message, Side};
+use switchboard_tokio::proto::extension::DeflateConfig;
+use switchboard_tokio::{ClientBuilder, CloseCode, Config, Message, Side};
 
 fn python() -> String {
     std::env::var("SWITCHBOARD_PYTHON").unwrap_or_else(|_| "python3".to_string())
@@ -33,13 +34,35 @@ fn require_websockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_against_our_server() {
     require_websockets();
-    let addr = common::echo_server(Config::default()).await;
+    run_python_client(Config::default(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_with_compression_against_our_server() {
+    require_websockets();
+    for deflate in [
+        DeflateConfig::default(),
+        DeflateConfig::default()
+            .server_no_context_takeover(true)
+            .client_no_context_takeover(true),
+        DeflateConfig::default()
+            .client_max_window_bits(10)
+            .server_max_window_bits(9),
+    ] {
+        run_python_client(Config::default().deflate(Some(deflate.threshold(0))), true).await;
+    }
+}
+
+async fn run_python_client(config: Config, expect_deflate: bool) {
+    let addr = common::echo_server(config).await;
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script("client.py"))
-            .arg(format!("ws://{addr}/echo"))
-            .output()
-            .expect("run python")
+        let mut cmd = Command::new(python());
+        cmd.arg(script("client.py"))
+            .arg(format!("ws://{addr}/echo"));
+        if expect_deflate {
+            cmd.arg("--expect-deflate");
+        }
+        cmd.output().expect("run python")
     })
     .await
     .unwrap();
@@ -54,6 +77,24 @@ async fn python_client_against_our_server() {
 #[tokio::test]
 async fn our_client_against_python_server() {
     require_websockets();
+    run_against_python_server(Config::default()).await;
+}
+
+#[tokio::test]
+async fn our_compressing_client_against_python_server() {
+    require_websockets();
+    for deflate in [
+        DeflateConfig::default(),
+        DeflateConfig::default().client_no_context_takeover(true),
+        DeflateConfig::default()
+            .server_no_context_takeover(true)
+            .server_max_window_bits(10),
+    ] {
+        run_against_python_server(Config::default().deflate(Some(deflate.threshold(0)))).await;
+    }
+}
+
+async fn run_against_python_server(config: Config) {
     let mut child = Command::new(python())
         .arg(script("server.py"))
         .stdin(Stdio::piped())
@@ -71,9 +112,19 @@ async fn our_client_against_python_server() {
         .parse()
         .unwrap();
 
-    let (mut ws, resp) = connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap();
-    assert!(resp.extensions.is_empty(), "we offered no extension");
+    let (mut ws, resp) = ClientBuilder::new(format!("ws://127.0.0.1:{port}/"))
+        .config(config)
+        .connect()
+        .await
+        .unwrap();
+    // Python's server accepts permessage-deflate whenever it is offered.
+    assert_eq!(resp.deflate.is_some(), config.deflate.is_some(), "{resp:?}");
+    assert_eq!(
+        ws.connection().deflate_params().is_some(),
+        config.deflate.is_some()
+    );
     for msg in [
+        Message::text(format!("{{\"text\":\"{}\"}}", "compress me ".repeat(300))),
         Message::text("from rust ✓"),
         Message::binary(vec![1u8, 2, 3]),
         Message::binary(vec![9u8; 2 << 20]),

@@ -45,9 +45,11 @@ struct ServeArgs {
     /// Largest LZ77 window for compression, 8-15 (2^N bytes; smaller saves memory).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u8).range(8..=15), env = "SWITCHBOARD_DEFLATE_WINDOW_BITS")]
     deflate_window_bits: u8,
-    /// Messages smaller than this many bytes are sent uncompressed.
-    #[arg(long, default_value_t = 64, env = "SWITCHBOARD_DEFLATE_THRESHOLD")]
-    deflate_threshold: usize,
+    /// Messages smaller than this many bytes are sent uncompressed. Default: 256 without
+    /// context takeover (smaller JSON messages do not shrink on their own), 32 with it
+    /// (docs/deflate.md has the measurements).
+    #[arg(long, env = "SWITCHBOARD_DEFLATE_THRESHOLD")]
+    deflate_threshold: Option<usize>,
     /// Worker threads (default: one per CPU core).
     #[arg(long, env = "SWITCHBOARD_WORKERS")]
     workers: Option<usize>,
@@ -89,7 +91,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .client_no_context_takeover(no_context)
                 .server_max_window_bits(args.deflate_window_bits)
                 .client_max_window_bits(args.deflate_window_bits)
-                .threshold(args.deflate_threshold)
+                .threshold(
+                    args.deflate_threshold
+                        .unwrap_or(if no_context { 256 } else { 32 }),
+                )
         }));
     let mut config = switchboard_server::ServerConfig::default().ws(ws);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {

@@ -8,9 +8,18 @@ import sys
 from websockets.sync.client import connect
 
 
-def main(url: str) -> None:
+def main(url: str, expect_deflate: bool) -> None:
     # websockets offers permessage-deflate by default; a server without it must decline.
     with connect(url, max_size=8 << 20) as ws:
+        names = [e.name for e in ws.protocol.extensions]
+        if expect_deflate:
+            assert names == ["permessage-deflate"], f"deflate negotiated, got {names}"
+        else:
+            assert names == [], f"nothing negotiated, got {names}"
+        # Compressible text, well above any compression threshold.
+        chat = '{"type":"message","text":"' + "hello world " * 200 + '"}'
+        ws.send(chat)
+        assert ws.recv() == chat, "compressible text echo"
         ws.send("héllo from python")
         assert ws.recv() == "héllo from python", "text echo"
         ws.send(b"\x00\x01\xff")
@@ -29,4 +38,4 @@ def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--expect-deflate" in sys.argv[2:])
