@@ -114,35 +114,82 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// After the peer's close frame the reply is sent and (server) TCP is closed or (client)
     /// the server is given [`Config::close_timeout`] to close it, before `Close` is returned.
     pub async fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        match poll_fn(|cx| self.poll_next_event(cx)).await {
+            Ok(Some(ev)) => {
+                if matches!(ev, Event::Close(_)) {
+                    // Boxed: this cold path would otherwise grow every connection's future.
+                    Box::pin(self.finish()).await?;
+                }
+                Ok(Some(ev))
+            }
+            Err(Error::Protocol(e)) => {
+                // Best effort: the close frame with the error's code, then TCP.
+                let _ = Box::pin(self.finish()).await;
+                Err(Error::Protocol(e))
+            }
+            other => other,
+        }
+    }
+
+    /// The poll-based core of [`next_event`](Self::next_event), for hand-written futures
+    /// that keep a connection's state small: reads, answers pings, flushes queued frames, and
+    /// returns the next event.
+    ///
+    /// Unlike `next_event` it does not run the closing steps: after it returns
+    /// `Event::Close` or a protocol error, await [`finish`](Self::finish) (the reply or the
+    /// error's close frame is already queued).
+    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
         loop {
             match self.conn.poll_event() {
-                Ok(Some(ev)) => {
-                    if matches!(ev, Event::Close(_)) {
-                        // Boxed: this cold path would otherwise grow every connection's future.
-                        Box::pin(self.finish_close()).await?;
-                    }
-                    return Ok(Some(ev));
-                }
+                Ok(Some(ev)) => return Poll::Ready(Ok(Some(ev))),
                 Ok(None) => {}
-                Err(e) => {
-                    // Best effort: the close frame with the error's code, then TCP.
-                    let _ = self.flush().await;
-                    self.shutdown().await;
-                    return Err(Error::Protocol(e));
-                }
+                Err(e) => return Poll::Ready(Err(Error::Protocol(e))),
             }
             if self.conn.state() == State::Closed {
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             }
             if !self.conn.pending_transmit().is_empty() {
-                self.flush().await?;
+                match self.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
             }
-            let n = poll_fn(|cx| self.poll_fill(cx)).await?;
-            if n == 0 {
-                self.tcp_closed = true;
-                return Err(Error::Disconnected);
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    self.tcp_closed = true;
+                    return Poll::Ready(Err(Error::Disconnected));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Writes everything queued, poll-based (see [`flush`](Self::flush)).
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while !self.conn.pending_transmit().is_empty() {
+            let n = match Pin::new(&mut self.stream).poll_write(cx, self.conn.pending_transmit()) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Pending => return Poll::Pending,
+            };
+            self.conn.advance_transmit(n);
+        }
+        match Pin::new(&mut self.stream).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+            Poll::Pending => return Poll::Pending,
+        }
+        let out = self.conn.transmit_buf_mut();
+        if out.capacity() > 0 {
+            pool::give(std::mem::take(out));
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Reads from the stream into the connection's buffer, taking a pooled buffer if it has
@@ -202,19 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        while !self.conn.pending_transmit().is_empty() {
-            let n = self.stream.write(self.conn.pending_transmit()).await?;
-            if n == 0 {
-                return Err(Error::Io(io::ErrorKind::WriteZero.into()));
-            }
-            self.conn.advance_transmit(n);
-        }
-        self.stream.flush().await?;
-        let out = self.conn.transmit_buf_mut();
-        if out.capacity() > 0 {
-            pool::give(std::mem::take(out));
-        }
-        Ok(())
+        poll_fn(|cx| self.poll_flush(cx)).await
     }
 
     /// Runs the closing handshake: sends a close frame, waits (up to
@@ -258,9 +293,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    /// After the close handshake: send what is queued, then close TCP. The server closes at
-    /// once; the client waits for the server to close first (up to the close timeout).
-    async fn finish_close(&mut self) -> Result<(), Error> {
+    /// After the close handshake (or a protocol error): sends what is queued, then closes TCP.
+    /// The server closes at once; the client waits for the server to close first (up to the
+    /// close timeout). [`next_event`](Self::next_event) calls it by itself; users of
+    /// [`poll_next_event`](Self::poll_next_event) await it after `Event::Close` or an error.
+    pub async fn finish(&mut self) -> Result<(), Error> {
         self.flush().await?;
         if self.conn.role() == Role::Client && !self.tcp_closed {
             let timeout = self.conn.config().close_timeout;
