@@ -54,13 +54,31 @@ pub enum Event {
 #[derive(Debug, Clone, Copy)]
 struct InFrame {
     header: FrameHeader,
-    len: usize,
     /// Payload bytes already unmasked (and UTF-8 checked).
     processed: usize,
     /// Whether the payload is text to validate as it arrives (uncompressed text only).
     text: bool,
     /// Whether the frame belongs to a compressed message (RSV1 on its first frame).
     compressed: bool,
+}
+
+/// What happened in the closing handshake.
+#[derive(Debug, Default)]
+struct Closing {
+    /// The peer's close frame (`Some(None)`: it had no code).
+    received: Option<Option<CloseFrame>>,
+    /// Ours.
+    sent: Option<Option<CloseFrame>>,
+    /// The protocol error that failed the connection.
+    failure: Option<ProtocolError>,
+}
+
+impl InFrame {
+    /// The payload length; bounded by `max_frame_size` when the header was checked, so it
+    /// fits in `usize`.
+    fn len(&self) -> usize {
+        self.header.payload_len as usize
+    }
 }
 
 /// A fragmented message being assembled.
@@ -121,13 +139,12 @@ pub struct Connection {
     config: Arc<Config>,
     state: State,
     initiator: Option<Side>,
-    // The rarely used close details are boxed to keep an idle connection small.
-    received_close: Option<Box<Option<CloseFrame>>>,
-    sent_close: Option<Box<Option<CloseFrame>>>,
-    failure: Option<Box<ProtocolError>>,
+    /// The close details, boxed on first use to keep an open connection small.
+    closing: Option<Box<Closing>>,
     read_buf: BytesMut,
     cur: Option<InFrame>,
-    partial: Option<Partial>,
+    /// Boxed: fragmented messages are rare, and an idle connection should stay small.
+    partial: Option<Box<Partial>>,
     utf8: Utf8Validator,
     out: BytesMut,
     mask: MaskSource,
@@ -143,9 +160,7 @@ impl Connection {
             config: config.into(),
             state: State::Open,
             initiator: None,
-            received_close: None,
-            sent_close: None,
-            failure: None,
+            closing: None,
             read_buf: BytesMut::new(),
             cur: None,
             partial: None,
@@ -198,17 +213,21 @@ impl Connection {
 
     /// The peer's close frame, once received (`Some(None)`: it carried no code).
     pub fn received_close(&self) -> Option<&Option<CloseFrame>> {
-        self.received_close.as_deref()
+        self.closing.as_ref().and_then(|c| c.received.as_ref())
     }
 
     /// The close frame we sent, once sent.
     pub fn sent_close(&self) -> Option<&Option<CloseFrame>> {
-        self.sent_close.as_deref()
+        self.closing.as_ref().and_then(|c| c.sent.as_ref())
+    }
+
+    fn closing_mut(&mut self) -> &mut Closing {
+        self.closing.get_or_insert_with(Box::default)
     }
 
     /// The protocol error that failed the connection, if one did.
     pub fn failure(&self) -> Option<&ProtocolError> {
-        self.failure.as_deref()
+        self.closing.as_ref().and_then(|c| c.failure.as_ref())
     }
 
     // ----- input -------------------------------------------------------------------------
@@ -229,14 +248,16 @@ impl Connection {
     /// the transport size its next read.
     pub fn read_hint(&self) -> usize {
         match &self.cur {
-            Some(f) => f.len.saturating_sub(self.read_buf.len()),
+            Some(f) => f.len().saturating_sub(self.read_buf.len()),
             None => 0,
         }
     }
 
     /// Whether input is still processed (false after the peer's close or a failure).
     fn reading(&self) -> bool {
-        self.received_close.is_none() && self.failure.is_none()
+        self.closing
+            .as_ref()
+            .is_none_or(|c| c.received.is_none() && c.failure.is_none())
     }
 
     /// Processes buffered input and returns the next event, `Ok(None)` when more bytes are
@@ -267,7 +288,7 @@ impl Connection {
                     }
                 },
             };
-            let avail = self.read_buf.len().min(frame.len);
+            let avail = self.read_buf.len().min(frame.len());
             if avail > frame.processed {
                 let fresh = &mut self.read_buf[frame.processed..avail];
                 if let Some(key) = frame.header.mask {
@@ -280,12 +301,12 @@ impl Connection {
                 }
                 frame.processed = avail;
             }
-            if avail < frame.len {
+            if avail < frame.len() {
                 self.cur = Some(frame);
                 return Ok(None);
             }
             self.cur = None;
-            let payload = self.read_buf.split_to(frame.len);
+            let payload = self.read_buf.split_to(frame.len());
             if let Some(ev) = self.complete_frame(frame.header, frame.compressed, payload)? {
                 return Ok(Some(ev));
             }
@@ -345,8 +366,6 @@ impl Connection {
         };
         Ok(InFrame {
             header: h,
-            // Bounded by max_frame_size above, so it fits in usize.
-            len: h.payload_len as usize,
             processed: 0,
             // Compressed text is validated after inflating.
             text: text && !compressed,
@@ -367,11 +386,11 @@ impl Connection {
                 if h.fin {
                     return self.finish_message(text, compressed, payload).map(Some);
                 }
-                self.partial = Some(Partial {
+                self.partial = Some(Box::new(Partial {
                     text,
                     compressed,
                     buf: payload,
-                });
+                }));
                 Ok(None)
             }
             OpCode::Continuation => {
@@ -388,7 +407,7 @@ impl Connection {
             OpCode::Ping => {
                 let payload = payload.freeze();
                 if self.config.auto_pong
-                    && self.sent_close.is_none()
+                    && self.sent_close().is_none()
                     && self.out.len() <= self.config.max_write_buffer
                 {
                     self.encode_frame(OpCode::Pong, true, &payload);
@@ -398,7 +417,7 @@ impl Connection {
             OpCode::Pong => Ok(Some(Event::Pong(payload.freeze()))),
             OpCode::Close => {
                 let frame = CloseFrame::parse(payload.freeze())?;
-                if self.sent_close.is_none() {
+                if self.sent_close().is_none() {
                     self.initiator = Some(Side::Peer);
                     let reply = frame.as_ref().map(|f| CloseFrame {
                         code: f.code,
@@ -406,7 +425,7 @@ impl Connection {
                     });
                     self.queue_close(reply);
                 }
-                self.received_close = Some(Box::new(frame.clone()));
+                self.closing_mut().received = Some(frame.clone());
                 self.state = State::Closed;
                 self.read_buf = BytesMut::new();
                 self.partial = None;
@@ -454,12 +473,12 @@ impl Connection {
 
     /// Fails the connection: queues the close frame for `e` and stops reading.
     fn fail(&mut self, e: ProtocolError) -> ProtocolError {
-        if self.sent_close.is_none() {
+        if self.sent_close().is_none() {
             self.initiator = Some(Side::Local);
             let code = e.close_code();
             self.queue_close(Some(CloseFrame::new(code, "")));
         }
-        self.failure = Some(Box::new(e.clone()));
+        self.closing_mut().failure = Some(e.clone());
         self.state = State::Closed;
         self.read_buf = BytesMut::new();
         self.partial = None;
@@ -509,7 +528,7 @@ impl Connection {
     }
 
     fn check_send(&self, opcode: OpCode, len: usize) -> Result<(), SendError> {
-        if self.sent_close.is_some() {
+        if self.sent_close().is_some() {
             return Err(SendError::Closed);
         }
         if opcode.is_control() && len > MAX_CONTROL_PAYLOAD {
@@ -537,7 +556,7 @@ impl Connection {
     /// Starts the closing handshake: queues a close frame (`None`: no status code) and moves
     /// to [`State::Closing`]. Nothing but control replies is sent after it.
     pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
-        if self.sent_close.is_some() {
+        if self.sent_close().is_some() {
             return Err(SendError::Closed);
         }
         if let Some(f) = &frame {
@@ -574,7 +593,7 @@ impl Connection {
             None => 0,
         };
         self.encode_frame(OpCode::Close, true, &buf[..n]);
-        self.sent_close = Some(Box::new(frame));
+        self.closing_mut().sent = Some(frame);
     }
 
     fn encode_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {

@@ -44,7 +44,7 @@ use switchboard_tokio::{accept_with, Decision, Error as WsError, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 /// Server settings.
 #[derive(Clone)]
@@ -118,7 +118,7 @@ pub async fn run(
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
                     let span = info_span!("conn", id, %peer);
                     let stop = shutdown::Registration::new(Arc::clone(&shutdown_signal));
-                    tasks.spawn(ConnTask::new(tcp, &config, Arc::clone(&ws_config), stop).instrument(span));
+                    tasks.spawn(ConnTask::new(tcp, &config, Arc::clone(&ws_config), stop, span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -161,14 +161,17 @@ enum ConnTask {
     Handshake {
         fut: BoxFuture<Result<WebSocket<TcpStream>, WsError>>,
         shutdown: Option<shutdown::Registration>,
+        span: Option<Box<Span>>,
     },
-    /// The echo loop (plain TCP).
+    /// The echo loop (plain TCP). Nothing logs here; the connection's span (boxed, and only
+    /// when enabled) is kept for the closing steps.
     Open {
         ws: WebSocket<TcpStream>,
         shutdown: shutdown::Registration,
+        span: Option<Box<Span>>,
     },
     /// A whole TLS connection, or the closing steps of a plain one.
-    Boxed(BoxFuture<Result<(), WsError>>),
+    Boxed(BoxFuture<()>),
     /// Finished.
     Done,
 }
@@ -179,15 +182,17 @@ impl ConnTask {
         config: &ServerConfig,
         ws_config: Arc<Config>,
         stop: shutdown::Registration,
+        span: Span,
     ) -> Self {
         let _ = tcp.set_nodelay(true);
         match &config.tls {
-            Some(acceptor) => {
-                Self::Boxed(Box::pin(serve_tls(tcp, acceptor.clone(), ws_config, stop)))
-            }
+            Some(acceptor) => Self::Boxed(Box::pin(
+                serve_tls(tcp, acceptor.clone(), ws_config, stop).instrument(span),
+            )),
             None => Self::Handshake {
-                fut: Box::pin(accept_echo(tcp, ws_config)),
+                fut: Box::pin(accept_echo(tcp, ws_config).instrument(span.clone())),
                 shutdown: Some(stop),
+                span: (!span.is_disabled()).then(|| Box::new(span)),
             },
         }
     }
@@ -200,40 +205,42 @@ impl Future for ConnTask {
         let this = self.get_mut();
         loop {
             match this {
-                Self::Handshake { fut, shutdown } => {
+                Self::Handshake {
+                    fut,
+                    shutdown,
+                    span,
+                } => {
                     let ws = match fut.as_mut().poll(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Ok(ws)) => ws,
                         Poll::Ready(Err(e)) => {
+                            let _enter = span.as_deref().map(Span::enter);
                             debug!(error = %e, "handshake failed");
+                            drop(_enter);
                             *this = Self::Done;
                             return Poll::Ready(());
                         }
                     };
-                    let Some(shutdown) = shutdown.take() else {
+                    let (Some(shutdown), span) = (shutdown.take(), span.take()) else {
                         *this = Self::Done;
                         return Poll::Ready(());
                     };
-                    *this = Self::Open { ws, shutdown };
+                    *this = Self::Open { ws, shutdown, span };
                 }
-                Self::Open { ws, shutdown } => {
+                Self::Open { ws, shutdown, .. } => {
                     let stop = match poll_echo(ws, shutdown, cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(stop) => stop,
                     };
-                    let Self::Open { ws, .. } = std::mem::replace(this, Self::Done) else {
+                    let Self::Open { ws, span, .. } = std::mem::replace(this, Self::Done) else {
                         return Poll::Ready(());
                     };
-                    *this = Self::Boxed(Box::pin(finish(ws, stop)));
+                    let span = span.map_or_else(Span::none, |s| *s);
+                    *this = Self::Boxed(Box::pin(finish_logged(ws, stop).instrument(span)));
                 }
                 Self::Boxed(fut) => {
-                    let result = match fut.as_mut().poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(r) => r,
-                    };
-                    match result {
-                        Ok(()) => debug!("closed"),
-                        Err(e) => debug!(error = %e, "ended"),
+                    if fut.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
                     }
                     *this = Self::Done;
                     return Poll::Ready(());
@@ -249,16 +256,19 @@ async fn serve_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     ws_config: Arc<Config>,
     mut stop: shutdown::Registration,
-) -> Result<(), WsError> {
+) {
     let timeout = ws_config.handshake_timeout;
     let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return Err(WsError::Tls(e.to_string())),
-        Err(_) => return Err(WsError::HandshakeTimeout(timeout)),
+        Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+        Err(_) => return debug!("TLS handshake timed out after {timeout:?}"),
     };
-    let mut ws = accept_echo(tls, ws_config).await?;
+    let mut ws = match accept_echo(tls, ws_config).await {
+        Ok(ws) => ws,
+        Err(e) => return debug!(error = %e, "handshake failed"),
+    };
     let stop = std::future::poll_fn(|cx| poll_echo(&mut ws, &mut stop, cx)).await;
-    finish(ws, stop).await
+    finish_logged(ws, stop).await;
 }
 
 /// The WebSocket handshake: `/echo` is accepted, anything else gets 404.
@@ -321,6 +331,17 @@ where
                 };
             }
         }
+    }
+}
+
+/// [`finish`], then a log line saying how the connection ended.
+async fn finish_logged<S>(ws: WebSocket<S>, stop: Stop)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match finish(ws, stop).await {
+        Ok(()) => debug!("closed"),
+        Err(e) => debug!(error = %e, "ended"),
     }
 }
 
@@ -435,10 +456,9 @@ mod shutdown {
 #[cfg(test)]
 mod tests {
     /// An idle connection's memory is mostly its task: keep the per-connection future small
-    /// (328 bytes today with its tracing span: the socket, its protocol state and a shutdown
-    /// registration; it was
-    /// 6,776 bytes as a plain `async fn`). The target for a whole idle connection is 1 KB
-    /// (docs/benchmarks.md).
+    /// (240 bytes today: the socket, its protocol state, a shutdown registration and a boxed
+    /// span when tracing wants one; it was 6,776 bytes as a plain `async fn`). The target for
+    /// a whole idle connection is 1 KB (docs/benchmarks.md).
     #[tokio::test]
     async fn connection_future_stays_small() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -449,9 +469,14 @@ mod tests {
         let signal = std::sync::Arc::new(super::shutdown::Signal::default());
         let cfg = std::sync::Arc::new(super::ServerConfig::default());
         let ws = std::sync::Arc::new(switchboard_proto::Config::default());
-        let f = super::ConnTask::new(s, &cfg, ws, super::shutdown::Registration::new(signal));
-        let f = tracing::Instrument::instrument(f, tracing::info_span!("conn"));
+        let f = super::ConnTask::new(
+            s,
+            &cfg,
+            ws,
+            super::shutdown::Registration::new(signal),
+            tracing::info_span!("conn"),
+        );
         let size = std::mem::size_of_val(&f);
-        assert!(size <= 352, "per-connection future is {size} bytes");
+        assert!(size <= 256, "per-connection future is {size} bytes");
     }
 }

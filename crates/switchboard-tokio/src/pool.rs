@@ -14,7 +14,7 @@ pub(crate) const BUF_SIZE: usize = 8 * 1024;
 /// The largest adaptive read size (a buffer this big is still pooled).
 pub(crate) const MAX_READ_SIZE: usize = 32 * 1024;
 /// Buffers kept per thread.
-const POOL_MAX: usize = 128;
+const POOL_MAX: usize = 32;
 /// Buffers grown past this (by a large message) are freed rather than kept.
 const POOL_MAX_CAPACITY: usize = 64 * 1024;
 

@@ -142,7 +142,10 @@ async fn read_request<S: AsyncRead + Unpin>(
     let mut buf = Vec::with_capacity(1024);
     loop {
         if let Some((req, used)) = Request::parse(&buf, config)? {
-            return Ok((req, buf.split_off(used)));
+            // Usually nothing follows the request; don't keep the read buffer's capacity.
+            let mut leftover = buf.split_off(used);
+            leftover.shrink_to_fit();
+            return Ok((req, leftover));
         }
         let room = (config.max_handshake_size + 1)
             .saturating_sub(buf.len())
