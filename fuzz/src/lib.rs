@@ -1,5 +1,6 @@
 //! Shared harness code for the fuzz targets in `fuzz_targets/`.
 
+use switchboard_proto::extension::{DeflateConfig, DeflateParams};
 use switchboard_proto::frame::MAX_CONTROL_PAYLOAD;
 use switchboard_proto::{
     CloseCode, CloseFrame, Config, Connection, Event, Message, ProtocolError, Role, State,
@@ -86,11 +87,24 @@ fn assert_close_frame(role: Role, out: &[u8], code: Option<CloseCode>) {
 fn run(role: Role, stream: &[u8], mode: u8, chunked: bool) -> Outcome {
     let auto_pong = mode & 0x08 == 0;
     let close_first = mode & 0x10 != 0;
+    // Bit 0x20: permessage-deflate negotiated (0x40: no context takeover, 0x80: 9-bit
+    // windows), so RSV1 frames are inflated and the inflated size is held to the limit.
+    let deflate = mode & 0x20 != 0;
     let config = Config::default()
         .max_frame_size(MAX_FRAME)
         .max_message_size(MAX_MESSAGE)
-        .auto_pong(auto_pong);
+        .auto_pong(auto_pong)
+        .deflate(deflate.then(DeflateConfig::default));
     let mut conn = Connection::new(role, config).with_mask_seed(7);
+    if deflate {
+        let bits = if mode & 0x80 != 0 { 9 } else { 15 };
+        conn = conn.with_deflate(DeflateParams {
+            server_no_context_takeover: mode & 0x40 != 0,
+            client_no_context_takeover: mode & 0x40 != 0,
+            server_max_window_bits: bits,
+            client_max_window_bits: bits,
+        });
+    }
     let mut transmitted = Vec::new();
     let mut events = Vec::new();
     let mut error = None;
