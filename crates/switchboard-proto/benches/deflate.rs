@@ -141,6 +141,52 @@ fn engines(c: &mut Criterion) {
     g.finish();
 }
 
+/// Inflating the same streams, in order, with each engine.
+fn decompress(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decompress");
+    for (size, name) in SIZES {
+        let msgs: Vec<Vec<u8>> = (0..256).map(|i| payload(size, i * 37)).collect();
+        let avg = msgs.iter().map(Vec::len).sum::<usize>() / msgs.len();
+        // One compressed stream (level 1, context kept), trailer left on each message.
+        let mut d = zlib_rs::Deflate::new(1, false, 15);
+        let mut tmp = Vec::new();
+        let wire: Vec<Vec<u8>> = msgs
+            .iter()
+            .map(|m| {
+                zlib_rs_compress(1, m, &mut tmp, &mut d);
+                tmp.clone()
+            })
+            .collect();
+        g.throughput(Throughput::Bytes(avg as u64));
+        let mut out = vec![0u8; size * 2 + 1024];
+        let mut inf = zlib_rs::Inflate::new(false, 15);
+        let mut i = 0;
+        g.bench_function(BenchmarkId::new("zlib-rs", name), |b| {
+            b.iter(|| {
+                inf.decompress(
+                    black_box(&wire[i]),
+                    &mut out,
+                    zlib_rs::InflateFlush::SyncFlush,
+                )
+                .unwrap();
+                i = (i + 1) % wire.len();
+            })
+        });
+        let mut m = flate2::Decompress::new(false);
+        let mut i = 0;
+        let mut out = Vec::with_capacity(size * 2 + 1024);
+        g.bench_function(BenchmarkId::new("miniz", name), |b| {
+            b.iter(|| {
+                out.clear();
+                m.decompress_vec(black_box(&wire[i]), &mut out, flate2::FlushDecompress::Sync)
+                    .unwrap();
+                i = (i + 1) % wire.len();
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Our path end to end: a client compresses (level 1), a server inflates.
 fn connection(c: &mut Criterion) {
     let mut g = c.benchmark_group("connection_round_trip");
@@ -180,5 +226,5 @@ fn connection(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engines, connection);
+criterion_group!(benches, engines, decompress, connection);
 criterion_main!(benches);
