@@ -6,7 +6,7 @@ use base64::Engine;
 use rand::Rng;
 
 use super::{
-    check_header, collect_headers, find, has_token, parse_failure, tokens, HandshakeError, Header,
+    check_header, collect_headers, find, has_token, head_len, tokens, HandshakeError, Header,
 };
 use crate::config::Config;
 use crate::extension::{parse_extensions, DeflateConfig, DeflateParams, PERMESSAGE_DEFLATE};
@@ -161,19 +161,9 @@ impl ClientRequest {
     ) -> Result<Option<(Response, usize)>, HandshakeError> {
         let mut storage = vec![httparse::EMPTY_HEADER; config.max_handshake_headers];
         let mut resp = httparse::Response::new(&mut storage);
-        let used = match resp.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                if buf.len() > config.max_handshake_size {
-                    return Err(HandshakeError::TooLarge(config.max_handshake_size));
-                }
-                return Ok(None);
-            }
-            Err(e) => return Err(parse_failure(e, config.max_handshake_headers)),
+        let Some(used) = head_len(resp.parse(buf), buf.len(), config)? else {
+            return Ok(None);
         };
-        if used > config.max_handshake_size {
-            return Err(HandshakeError::TooLarge(config.max_handshake_size));
-        }
         if resp.version != Some(1) {
             return Err(HandshakeError::HttpVersion);
         }

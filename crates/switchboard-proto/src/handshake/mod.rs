@@ -144,11 +144,23 @@ pub(crate) fn collect_headers(raw: &[httparse::Header<'_>]) -> Vec<Header> {
         .collect()
 }
 
-/// Maps an httparse failure or partial result to our error, checking the size limit.
-pub(crate) fn parse_failure(e: httparse::Error, max_headers: usize) -> HandshakeError {
-    match e {
-        httparse::Error::TooManyHeaders => HandshakeError::TooManyHeaders(max_headers),
-        other => HandshakeError::Malformed(other.to_string()),
+/// The length of a complete head, `None` while it is incomplete, or the error: malformed,
+/// too many headers, or (complete or not) larger than `max_handshake_size`.
+pub(crate) fn head_len(
+    parsed: Result<httparse::Status<usize>, httparse::Error>,
+    buffered: usize,
+    config: &crate::Config,
+) -> Result<Option<usize>, HandshakeError> {
+    let too_large = HandshakeError::TooLarge(config.max_handshake_size);
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n > config.max_handshake_size => Err(too_large),
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buffered > config.max_handshake_size => Err(too_large),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            Err(HandshakeError::TooManyHeaders(config.max_handshake_headers))
+        }
+        Err(other) => Err(HandshakeError::Malformed(other.to_string())),
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use base64::Engine;
 
 use super::{
-    check_header, collect_headers, find, has_token, parse_failure, tokens, HandshakeError, Header,
+    check_header, collect_headers, find, has_token, head_len, tokens, HandshakeError, Header,
 };
 use crate::config::Config;
 use crate::extension::{parse_extensions, DeflateParams, Negotiated};
@@ -51,19 +51,9 @@ impl Request {
     pub fn parse(buf: &[u8], config: &Config) -> Result<Option<(Self, usize)>, HandshakeError> {
         let mut storage = vec![httparse::EMPTY_HEADER; config.max_handshake_headers];
         let mut req = httparse::Request::new(&mut storage);
-        let used = match req.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                if buf.len() > config.max_handshake_size {
-                    return Err(HandshakeError::TooLarge(config.max_handshake_size));
-                }
-                return Ok(None);
-            }
-            Err(e) => return Err(parse_failure(e, config.max_handshake_headers)),
+        let Some(used) = head_len(req.parse(buf), buf.len(), config)? else {
+            return Ok(None);
         };
-        if used > config.max_handshake_size {
-            return Err(HandshakeError::TooLarge(config.max_handshake_size));
-        }
         Ok(Some((
             Self {
                 method: req.method.unwrap_or_default().to_string(),
