@@ -125,6 +125,7 @@ pub struct ClientBuilder {
     headers: Vec<(String, String)>,
     origin: Option<String>,
     connect_timeout: Duration,
+    more_deflate_offers: Vec<switchboard_proto::extension::DeflateConfig>,
     #[cfg(feature = "rustls")]
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
@@ -139,6 +140,7 @@ impl ClientBuilder {
             headers: Vec::new(),
             origin: None,
             connect_timeout: Duration::from_secs(10),
+            more_deflate_offers: Vec::new(),
             #[cfg(feature = "rustls")]
             tls: None,
         }
@@ -165,6 +167,13 @@ impl ClientBuilder {
     /// Sets the `Origin` header.
     pub fn origin(mut self, origin: impl Into<String>) -> Self {
         self.origin = Some(origin.into());
+        self
+    }
+
+    /// Adds a permessage-deflate offer after the one in [`Config::deflate`], in order of
+    /// preference (for example a strict low-memory offer first, a plain one as fallback).
+    pub fn deflate_offer(mut self, offer: switchboard_proto::extension::DeflateConfig) -> Self {
+        self.more_deflate_offers.push(offer);
         self
     }
 
@@ -196,6 +205,9 @@ impl ClientBuilder {
         }
         if let Some(d) = self.config.deflate {
             req = req.deflate(d);
+        }
+        for d in &self.more_deflate_offers {
+            req = req.deflate(*d);
         }
         req
     }

@@ -34,7 +34,8 @@ pub struct ClientRequest {
     key: String,
     origin: Option<String>,
     protocols: Vec<String>,
-    deflate: Option<DeflateConfig>,
+    /// permessage-deflate offers, in order of preference.
+    deflate: Vec<DeflateConfig>,
     headers: Vec<Header>,
 }
 
@@ -72,7 +73,7 @@ impl ClientRequest {
             key: base64::engine::general_purpose::STANDARD.encode(key_bytes),
             origin: None,
             protocols: Vec::new(),
-            deflate: None,
+            deflate: Vec::new(),
             headers: Vec::new(),
         }
     }
@@ -96,8 +97,9 @@ impl ClientRequest {
     }
 
     /// Offers permessage-deflate with these parameters (see [`DeflateConfig::to_offer`]).
+    /// Call again to add more offers, in order of preference; the server accepts at most one.
     pub fn deflate(mut self, config: DeflateConfig) -> Self {
-        self.deflate = Some(config);
+        self.deflate.push(config);
         self
     }
 
@@ -139,8 +141,9 @@ impl ClientRequest {
             check_header("Sec-WebSocket-Protocol", &v)?;
             let _ = write!(s, "Sec-WebSocket-Protocol: {v}\r\n");
         }
-        if let Some(d) = &self.deflate {
-            let _ = write!(s, "Sec-WebSocket-Extensions: {}\r\n", d.to_offer());
+        if !self.deflate.is_empty() {
+            let offers: Vec<String> = self.deflate.iter().map(DeflateConfig::to_offer).collect();
+            let _ = write!(s, "Sec-WebSocket-Extensions: {}\r\n", offers.join(", "));
         }
         for (n, v) in &self.headers {
             check_header(n, v)?;
@@ -194,17 +197,29 @@ impl ClientRequest {
         let mut deflate = None;
         for e in tokens(&headers, "sec-websocket-extensions") {
             let items = parse_extensions([e]);
-            let (Some(item), Some(offer)) = (items.first(), &self.deflate) else {
+            let Some(item) = items.first() else {
                 return Err(HandshakeError::ExtensionNotOffered(e.to_string()));
             };
-            if item.name != PERMESSAGE_DEFLATE || deflate.is_some() {
+            if item.name != PERMESSAGE_DEFLATE || self.deflate.is_empty() || deflate.is_some() {
                 return Err(HandshakeError::ExtensionNotOffered(e.to_string()));
             }
-            deflate = Some(
-                offer
-                    .check_response(item)
-                    .map_err(|err| HandshakeError::InvalidExtension(err.0))?,
-            );
+            // The response must fit one of our offers (the server answers the one it took).
+            let mut first_error = None;
+            for offer in &self.deflate {
+                match offer.check_response(item) {
+                    Ok(p) => {
+                        deflate = Some(p);
+                        break;
+                    }
+                    Err(err) => {
+                        first_error.get_or_insert(err);
+                    }
+                }
+            }
+            if deflate.is_none() {
+                let reason = first_error.map(|e| e.0).unwrap_or_else(|| e.to_string());
+                return Err(HandshakeError::InvalidExtension(reason));
+            }
             extensions.push(e.to_string());
         }
         Ok(Some((
@@ -327,6 +342,58 @@ mod tests {
             .parse_response(&resp(&big), &Config::default().max_handshake_size(1024))
             .unwrap_err();
         assert_eq!(err, HandshakeError::TooLarge(1024));
+    }
+
+    #[test]
+    fn several_deflate_offers_in_order() {
+        let strict = DeflateConfig::default()
+            .server_max_window_bits(10)
+            .server_no_context_takeover(true);
+        let req = ClientRequest::new("h", "/")
+            .with_key(KEY)
+            .deflate(strict)
+            .deflate(DeflateConfig::default());
+        let head = String::from_utf8(req.encode().unwrap()).unwrap();
+        assert!(
+            head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits, permessage-deflate; client_max_window_bits\r\n"),
+            "{head}"
+        );
+        let ok = format!("Sec-WebSocket-Accept: {ACCEPT}\r\n");
+        // The server took the second offer: plain.
+        let r = check(
+            &req,
+            &format!("{ok}Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+        )
+        .unwrap();
+        assert_eq!(r.deflate.unwrap().server_max_window_bits, 15);
+        // It took the first.
+        let r = check(&req, &format!("{ok}Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; server_max_window_bits=9\r\n")).unwrap();
+        assert_eq!(r.deflate.unwrap().server_max_window_bits, 9);
+        // Fits neither.
+        assert!(check(
+            &req,
+            &format!(
+                "{ok}Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            )
+        )
+        .is_err());
+        // And the server's side picks the first offer it can accept.
+        let (server_req, _) = crate::handshake::server::Request::parse(
+            format!(
+                "{}Sec-WebSocket-Key: {KEY}\r\n\r\n",
+                head.trim_end_matches("\r\n")
+                    .replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), "")
+            )
+            .as_bytes(),
+            &Config::default(),
+        )
+        .unwrap()
+        .unwrap();
+        let n = server_req
+            .negotiate_extensions(&Config::default().deflate(Some(DeflateConfig::default())));
+        let p = n.deflate.unwrap();
+        assert!(p.server_no_context_takeover);
+        assert_eq!(p.server_max_window_bits, 10);
     }
 
     #[test]
