@@ -1,5 +1,7 @@
 //! The connection state machine: frames in, events out, frames to send.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -147,8 +149,24 @@ pub struct Connection {
     partial: Option<Box<Partial>>,
     utf8: Utf8Validator,
     out: BytesMut,
+    /// Frames queued as shared [`Bytes`] (a broadcast encoded once for many connections, or
+    /// a large payload sent without copying), written before `out`. Boxed on first use.
+    chunks: Option<Box<Chunks>>,
     mask: MaskSource,
     deflate: Option<Box<DeflateCodec>>,
+}
+
+/// Payloads at least this large are queued by reference (a vectored write sends them)
+/// instead of being copied into the transmit buffer, when no masking or compression must
+/// touch them (server role).
+const ZERO_COPY_MIN: usize = 4096;
+
+/// The shared part of the transmit queue: chunks in order, written before `out`.
+#[derive(Debug, Default)]
+struct Chunks {
+    queue: VecDeque<Bytes>,
+    /// Total bytes in `queue`.
+    len: usize,
 }
 
 impl Connection {
@@ -166,6 +184,7 @@ impl Connection {
             partial: None,
             utf8: Utf8Validator::default(),
             out: BytesMut::new(),
+            chunks: None,
             mask: MaskSource::Thread,
             deflate: None,
         }
@@ -408,7 +427,7 @@ impl Connection {
                 let payload = payload.freeze();
                 if self.config.auto_pong
                     && self.sent_close().is_none()
-                    && self.out.len() <= self.config.max_write_buffer
+                    && self.queued_transmit() <= self.config.max_write_buffer
                 {
                     self.encode_frame(OpCode::Pong, true, &payload);
                 }
@@ -510,7 +529,95 @@ impl Connection {
             }
             // Compression failed (zlib out of memory): send it uncompressed instead.
         }
+        if self.role == Role::Server && payload.len() >= ZERO_COPY_MIN {
+            // Only the header is written here; the payload goes out by reference.
+            self.check_send(opcode, payload.len())?;
+            let bytes = match msg {
+                Message::Text(t) => t.as_bytes().clone(),
+                Message::Binary(b) => b.clone(),
+            };
+            let mut head = [0u8; MAX_HEADER_LEN];
+            let n = FrameHeader::new(opcode, payload.len() as u64).encode(&mut head);
+            self.out.extend_from_slice(&head[..n]);
+            self.push_chunk(bytes);
+            return Ok(());
+        }
         self.send_frame(opcode, true, payload)
+    }
+
+    /// Queues a complete frame encoded elsewhere, without copying it: the way to send one
+    /// broadcast to many connections, encoded once with
+    /// [`frame::encode_shared`](crate::frame::encode_shared).
+    ///
+    /// Server role only (a client must mask every frame with its own key). The frame must be
+    /// one whole, unmasked Text or Binary message; RSV1 (compressed) only when
+    /// permessage-deflate was negotiated without server context takeover, so the message
+    /// decodes the same whatever this connection sent before.
+    ///
+    /// ```
+    /// use switchboard_proto::{frame::encode_shared, Config, Connection, Message, Role};
+    /// let frame = encode_shared(&Message::text("to everyone"));
+    /// let mut a = Connection::new(Role::Server, Config::default());
+    /// let mut b = Connection::new(Role::Server, Config::default());
+    /// a.send_shared(frame.clone()).unwrap();
+    /// b.send_shared(frame.clone()).unwrap();
+    /// assert_eq!(a.pending_transmit(), &frame[..]);
+    /// assert!(Connection::new(Role::Client, Config::default()).send_shared(frame).is_err());
+    /// ```
+    pub fn send_shared(&mut self, frame: Bytes) -> Result<(), SendError> {
+        if self.role != Role::Server {
+            return Err(SendError::InvalidSharedFrame(
+                "only a server may send shared frames",
+            ));
+        }
+        let (h, n) = match FrameHeader::parse(&frame) {
+            Ok(Some(v)) => v,
+            _ => return Err(SendError::InvalidSharedFrame("not a frame")),
+        };
+        if n as u64 + h.payload_len != frame.len() as u64 {
+            return Err(SendError::InvalidSharedFrame("not exactly one whole frame"));
+        }
+        if !h.fin || h.mask.is_some() || h.rsv2 || h.rsv3 {
+            return Err(SendError::InvalidSharedFrame(
+                "must be final, unmasked, without RSV2/RSV3",
+            ));
+        }
+        if !matches!(h.opcode, OpCode::Text | OpCode::Binary) {
+            return Err(SendError::InvalidSharedFrame(
+                "must be a Text or Binary frame",
+            ));
+        }
+        if h.rsv1
+            && !self
+                .deflate_params()
+                .is_some_and(|p| p.server_no_context_takeover)
+        {
+            return Err(SendError::InvalidSharedFrame(
+                "compressed, but this connection did not agree to server_no_context_takeover",
+            ));
+        }
+        self.check_send(h.opcode, frame.len())?;
+        self.push_chunk(frame);
+        Ok(())
+    }
+
+    /// Moves what `out` holds into the chunk queue, then appends `b` after it.
+    fn push_chunk(&mut self, b: Bytes) {
+        let chunks = self.chunks.get_or_insert_with(Box::default);
+        if !self.out.is_empty() {
+            let head = self.out.split().freeze();
+            chunks.len += head.len();
+            chunks.queue.push_back(head);
+        }
+        if !b.is_empty() {
+            chunks.len += b.len();
+            chunks.queue.push_back(b);
+        }
+    }
+
+    /// Bytes queued for the network, shared chunks and the transmit buffer together.
+    pub fn queued_transmit(&self) -> usize {
+        self.out.len() + self.chunks.as_ref().map_or(0, |c| c.len)
     }
 
     /// Queues one data frame. For fragmented sending: the first frame has opcode Text or
@@ -534,9 +641,10 @@ impl Connection {
         if opcode.is_control() && len > MAX_CONTROL_PAYLOAD {
             return Err(SendError::ControlFrameTooLong);
         }
-        if self.out.len() + len > self.config.max_write_buffer {
+        let queued = self.queued_transmit();
+        if queued + len > self.config.max_write_buffer {
             return Err(SendError::WriteBufferFull {
-                buffered: self.out.len(),
+                buffered: queued,
                 max: self.config.max_write_buffer,
             });
         }
@@ -620,18 +728,73 @@ impl Connection {
 
     // ----- output ------------------------------------------------------------------------
 
-    /// Bytes waiting to be written to the network.
+    /// The first contiguous run of bytes waiting to be written to the network (empty when
+    /// nothing is queued). When shared frames are queued ([`send_shared`](Self::send_shared),
+    /// large server payloads) there may be more after it: write it, call
+    /// [`advance_transmit`](Self::advance_transmit), and ask again, or take every run at once
+    /// with [`transmit_slices`](Self::transmit_slices) for a vectored write.
     pub fn pending_transmit(&self) -> &[u8] {
-        &self.out
+        match self.chunks.as_ref().and_then(|c| c.queue.front()) {
+            Some(front) => front,
+            None => &self.out,
+        }
     }
 
-    /// Marks `n` bytes of [`pending_transmit`](Self::pending_transmit) as written.
-    pub fn advance_transmit(&mut self, n: usize) {
+    /// Fills `dst` with the queued runs of bytes, in order, for a vectored write; returns how
+    /// many slices it filled.
+    pub fn transmit_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        let chunks = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.queue.iter().map(|b| &b[..]));
+        let runs = chunks.chain((!self.out.is_empty()).then_some(&self.out[..]));
+        for (slot, run) in dst.iter_mut().zip(runs) {
+            *slot = IoSlice::new(run);
+            n += 1;
+        }
+        n
+    }
+
+    /// Marks `n` queued bytes as written (across runs, in order).
+    pub fn advance_transmit(&mut self, mut n: usize) {
+        if let Some(c) = self.chunks.as_deref_mut() {
+            while n > 0 {
+                let Some(front) = c.queue.front_mut() else {
+                    break;
+                };
+                let step = n.min(front.len());
+                front.advance(step);
+                c.len -= step;
+                n -= step;
+                if front.is_empty() {
+                    c.queue.pop_front();
+                }
+            }
+        }
         let n = n.min(self.out.len());
         self.out.advance(n);
     }
 
-    /// The outgoing buffer, for transports that hand it to a vectored or owned write.
+    /// Whether nothing is queued for the network.
+    pub fn transmit_is_empty(&self) -> bool {
+        self.out.is_empty() && self.chunks.as_ref().is_none_or(|c| c.queue.is_empty())
+    }
+
+    /// Takes the first queued run of bytes as an owned [`Bytes`], for transports that hand
+    /// buffers to an owned write (the same order as [`pending_transmit`](Self::pending_transmit)).
+    pub fn take_transmit_chunk(&mut self) -> Option<Bytes> {
+        if let Some(c) = self.chunks.as_deref_mut() {
+            if let Some(b) = c.queue.pop_front() {
+                c.len -= b.len();
+                return Some(b);
+            }
+        }
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
+    }
+
+    /// The transmit buffer that new frames are encoded into (after any shared chunks), for
+    /// transports that lend it pooled memory.
     pub fn transmit_buf_mut(&mut self) -> &mut BytesMut {
         &mut self.out
     }
@@ -642,7 +805,7 @@ impl Connection {
     /// RFC 6455 §7.1.1 wants the server to close TCP first; a client should give the server
     /// [`Config::close_timeout`] to do so before closing itself.
     pub fn should_close_tcp(&self) -> bool {
-        self.state == State::Closed && self.out.is_empty()
+        self.state == State::Closed && self.transmit_is_empty()
     }
 
     /// Drops the read and write buffers' memory when both are empty, so an idle connection

@@ -98,4 +98,8 @@ pub enum SendError {
     /// A close code that may not be sent (see [`CloseCode::is_valid_on_wire`]).
     #[error("close code {0} may not be sent")]
     InvalidCloseCode(u16),
+    /// A frame given to [`Connection::send_shared`](crate::Connection::send_shared) that this
+    /// connection may not send as it is.
+    #[error("shared frame refused: {0}")]
+    InvalidSharedFrame(&'static str),
 }

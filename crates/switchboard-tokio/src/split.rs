@@ -39,13 +39,8 @@ impl<S: AsyncWrite> Shared<S> {
         let mut w = self.writer.lock().await;
         loop {
             // Taken under the writer lock, so chunks go out in the order they were queued.
-            let chunk: Bytes = {
-                let mut c = self.conn();
-                let out = c.transmit_buf_mut();
-                if out.is_empty() {
-                    break;
-                }
-                out.split().freeze()
+            let Some(chunk) = self.conn().take_transmit_chunk() else {
+                break;
             };
             w.write_all(&chunk).await?;
         }
@@ -119,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
             let (result, state, pending, role) = {
                 let mut c = self.shared.conn();
                 let r = c.poll_event();
-                (r, c.state(), !c.pending_transmit().is_empty(), c.role())
+                (r, c.state(), !c.transmit_is_empty(), c.role())
             };
             match result {
                 Ok(Some(ev)) => {
@@ -199,6 +194,13 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     /// Queues a message without writing (see [`flush`](Self::flush)).
     pub fn feed(&self, msg: &Message) -> Result<(), Error> {
         self.shared.conn().send(msg)?;
+        Ok(())
+    }
+
+    /// Queues a frame encoded once for many connections (see
+    /// [`WebSocket::feed_shared`](crate::WebSocket::feed_shared)).
+    pub fn feed_shared(&self, frame: Bytes) -> Result<(), Error> {
+        self.shared.conn().send_shared(frame)?;
         Ok(())
     }
 

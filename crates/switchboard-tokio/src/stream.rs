@@ -1,7 +1,7 @@
 //! `WebSocket<S>`: a connection over any `AsyncRead + AsyncWrite`.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,6 +15,9 @@ use tokio_util::io::poll_read_buf;
 
 use crate::error::Error;
 use crate::pool;
+
+/// Runs of queued bytes handed to one vectored write (a burst of broadcast frames).
+const MAX_WRITE_SLICES: usize = 64;
 
 /// A WebSocket connection after the handshake, over a stream `S` (TCP, TLS, a Unix socket, a
 /// hyper upgrade, an in-memory duplex).
@@ -148,7 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if self.conn.state() == State::Closed {
                 return Poll::Ready(Ok(None));
             }
-            if !self.conn.pending_transmit().is_empty() {
+            if !self.conn.transmit_is_empty() {
                 match self.poll_flush(cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -169,8 +172,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Writes everything queued, poll-based (see [`flush`](Self::flush)).
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        while !self.conn.pending_transmit().is_empty() {
-            let n = match Pin::new(&mut self.stream).poll_write(cx, self.conn.pending_transmit()) {
+        while !self.conn.transmit_is_empty() {
+            let r = if self.stream.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+                let n = self.conn.transmit_slices(&mut slices);
+                Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n])
+            } else {
+                Pin::new(&mut self.stream).poll_write(cx, self.conn.pending_transmit())
+            };
+            let n = match r {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())))
                 }
@@ -224,6 +234,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub fn feed(&mut self, msg: &Message) -> Result<(), Error> {
         self.ensure_out_buf();
         self.conn.send(msg)?;
+        Ok(())
+    }
+
+    /// Queues a complete server frame encoded once for many connections
+    /// ([`proto::frame::encode_shared`](switchboard_proto::frame::encode_shared)), by
+    /// reference: broadcasting to N connections copies the payload zero times in user space
+    /// (the next flush hands it to one vectored write). See
+    /// [`Connection::send_shared`] for which frames are accepted.
+    ///
+    /// ```no_run
+    /// # async fn run(mut sockets: Vec<switchboard_tokio::WebSocket<tokio::net::TcpStream>>) -> Result<(), switchboard_tokio::Error> {
+    /// use switchboard_tokio::{proto::frame::encode_shared, Message};
+    /// let frame = encode_shared(&Message::text("to everyone"));
+    /// for ws in &mut sockets {
+    ///     ws.feed_shared(frame.clone())?;
+    ///     ws.flush().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn feed_shared(&mut self, frame: bytes::Bytes) -> Result<(), Error> {
+        self.conn.send_shared(frame)?;
         Ok(())
     }
 
