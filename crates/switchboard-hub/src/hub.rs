@@ -289,9 +289,7 @@ impl Hub {
     pub fn unsubscribe(&self, sub: &Subscription) -> Option<Member> {
         let (removed, now_empty) = {
             let topics = read(&self.local.topics);
-            let Some(t) = topics.get(&sub.topic) else {
-                return None;
-            };
+            let t = topics.get(&sub.topic)?;
             let mut subs = write(&t.subs);
             let removed = subs.remove(&sub.id);
             (removed, subs.is_empty())
@@ -311,15 +309,20 @@ impl Hub {
     }
 
     /// Publishes `msg` to every subscriber of `topic`: encoded once, then shared. `history`
-    /// keeps it for newcomers. Returns how many subscribers it reached on this node (`None`
-    /// when the broker delivers later).
+    /// keeps it for newcomers. It takes no sequence number (presence events, say); see
+    /// [`publish_with`](Self::publish_with). Returns how many subscribers it reached on this
+    /// node (`None` when the broker delivers later).
     pub fn publish(
         &self,
         topic: &str,
         msg: Message,
         history: bool,
     ) -> Result<Option<usize>, PublishError> {
-        self.publish_with(topic, history, |_| msg)
+        Ok(self.broker.publish(Publication {
+            topic: Arc::from(topic),
+            frame: encode_shared(&msg),
+            history,
+        })?)
     }
 
     /// Like [`publish`](Self::publish), with the message rendered from the topic's next

@@ -570,9 +570,8 @@ impl Connection {
                 "only a server may send shared frames",
             ));
         }
-        let (h, n) = match FrameHeader::parse(&frame) {
-            Ok(Some(v)) => v,
-            _ => return Err(SendError::InvalidSharedFrame("not a frame")),
+        let Ok(Some((h, n))) = FrameHeader::parse(&frame) else {
+            return Err(SendError::InvalidSharedFrame("not a frame"));
         };
         if n as u64 + h.payload_len != frame.len() as u64 {
             return Err(SendError::InvalidSharedFrame("not exactly one whole frame"));

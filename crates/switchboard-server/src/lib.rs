@@ -1,7 +1,15 @@
 //! # switchboard-server
 //!
-//! The Switchboard server as a library. Today it serves the WebSocket echo endpoint at
-//! `/echo` (used by the Autobahn TestSuite and the benchmarks); unknown paths get 404.
+//! The Switchboard real-time server as a library. On one port it serves:
+//!
+//! - `GET /`: the chat page; `GET /chat?room=R&name=N`: chat rooms over WebSocket;
+//! - `GET /ws`: publish/subscribe for applications; `POST /api/publish`: publishing from a
+//!   backend (with an API key);
+//! - `GET /echo`: a WebSocket echo (conformance, benchmarks);
+//! - `GET /healthz`, `GET /metrics` (Prometheus).
+//!
+//! The protocols are in `docs/protocol.md`. Every topic lives in a [`Hub`]: one publish is
+//! encoded once and handed to every subscriber's bounded outbox.
 //!
 //! The binary only binds, wires the shutdown signal and calls [`run`]; tests do the same on
 //! `127.0.0.1:0`:
@@ -31,143 +39,213 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chat;
+mod config;
+mod echo;
+mod http;
+mod metrics;
+mod pubsub;
+mod registry;
+mod session;
+
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+pub use config::{HeartbeatConfig, Limits, OriginPolicy, ServerConfig};
+pub use metrics::Metrics;
+pub use switchboard_hub::{Hub, HubConfig, OutboxLimits, SlowConsumerPolicy};
 
-use switchboard_proto::{Config, Event};
-use switchboard_tokio::{accept_with, Decision, Error as WsError, WebSocket};
+use switchboard_hub::Outbox;
+use switchboard_proto::handshake::server::Request;
+use switchboard_proto::Config;
+use switchboard_tokio::{read_request, refuse, upgrade_request, Error as WsError, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
-/// Server settings.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Protocol limits for every connection. The default lets the Autobahn 9.x cases
-    /// through: 16 MiB messages and frames.
-    pub ws: Config,
-    /// TLS: serve `wss://` with this acceptor.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// How long shutdown waits for open connections to finish their close handshakes.
-    pub shutdown_timeout: Duration,
+use crate::echo::{finish, poll_echo, Stop};
+use crate::metrics::Handshake;
+use crate::registry::{Registration, Registry};
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) ws: Arc<Config>,
+    pub(crate) echo: Arc<Config>,
+    pub(crate) hub: Hub,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) registry: Arc<Registry>,
+    next_id: AtomicU64,
 }
 
-impl std::fmt::Debug for ServerConfig {
+/// A server: its configuration, its hub and its counters. [`run`] is the short way.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use switchboard_server::{Server, ServerConfig};
+/// let server = Server::new(ServerConfig::default().api_key("secret"));
+/// let hub = server.hub().clone(); // publish from your own code too
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// server.run(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("ws", &self.ws)
-            .field("tls", &self.tls.is_some())
-            .field("shutdown_timeout", &self.shutdown_timeout)
+        f.debug_struct("Server")
+            .field("config", &self.shared.config)
             .finish()
     }
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
+impl Server {
+    /// A server with an in-memory hub.
+    pub fn new(config: ServerConfig) -> Self {
+        let hub = Hub::new(config.hub);
+        Self::with_hub(config, hub)
+    }
+
+    /// A server on a hub built by the caller (for example with a broker for several nodes).
+    pub fn with_hub(config: ServerConfig, hub: Hub) -> Self {
+        let registry = Arc::new(Registry::new(config.limits, config.heartbeat));
         Self {
-            ws: Config::default(),
-            tls: None,
-            shutdown_timeout: Duration::from_secs(10),
+            shared: Arc::new(Shared {
+                ws: Arc::new(config.ws),
+                echo: Arc::new(config.echo),
+                hub,
+                metrics: Arc::new(Metrics::default()),
+                registry,
+                next_id: AtomicU64::new(1),
+                config,
+            }),
         }
     }
-}
 
-impl ServerConfig {
-    /// Sets the protocol limits.
-    pub fn ws(mut self, ws: Config) -> Self {
-        self.ws = ws;
-        self
+    /// The hub: publish to topics from the embedding program.
+    pub fn hub(&self) -> &Hub {
+        &self.shared.hub
     }
 
-    /// Serves TLS with this acceptor.
-    pub fn tls(mut self, tls: tokio_rustls::TlsAcceptor) -> Self {
-        self.tls = Some(tls);
-        self
+    /// The counters `/metrics` reports.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Accepts connections on `listener` until `shutdown` completes; then stops accepting,
+    /// flushes what every connection has queued, closes each with 1001 Going Away and waits
+    /// (up to [`ServerConfig::shutdown_timeout`]) for the close handshakes.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let shared = self.shared;
+        // A TaskTracker rather than a JoinSet: no JoinHandle entry is kept per connection.
+        let tasks = TaskTracker::new();
+        let ticker = shared.registry.tick_interval().map(|every| {
+            let registry = Arc::clone(&shared.registry);
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(every);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    t.tick().await;
+                    registry.tick();
+                }
+            })
+        });
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        backoff = Duration::from_millis(5);
+                        shared.metrics.tcp_accepted.add(1);
+                        tasks.spawn(ConnTask::new(tcp, peer, &shared));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                },
+            }
+        }
+        drop(listener);
+        info!(
+            open = shared.registry.open(),
+            "shutting down: closing connections with 1001"
+        );
+        shared.registry.trigger();
+        tasks.close();
+        if tokio::time::timeout(shared.config.shutdown_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = tasks.len(),
+                "shutdown deadline passed; dropping remaining connections"
+            );
+        }
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        Ok(())
     }
 }
 
-/// Accepts connections on `listener` until `shutdown` completes, then closes every open
-/// connection with 1001 Going Away and waits (up to [`ServerConfig::shutdown_timeout`]) for
-/// them to finish.
+/// Runs a server with `config` on `listener` until `shutdown` completes (see
+/// [`Server::run`]).
 pub async fn run(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let config = Arc::new(config);
-    let ws_config = Arc::new(config.ws);
-    let shutdown_signal = Arc::new(shutdown::Signal::default());
-    // A TaskTracker rather than a JoinSet: no JoinHandle entry is kept per connection.
-    let tasks = TaskTracker::new();
-    let next_id = AtomicU64::new(1);
-    tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    backoff = Duration::from_millis(5);
-                    let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    let span = info_span!("conn", id, %peer);
-                    let stop = shutdown::Registration::new(Arc::clone(&shutdown_signal));
-                    tasks.spawn(ConnTask::new(tcp, &config, Arc::clone(&ws_config), stop, span));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accept failed; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            },
-        }
-    }
-    info!(
-        open = tasks.len(),
-        "shutting down: closing connections with 1001"
-    );
-    shutdown_signal.trigger();
-    tasks.close();
-    if tokio::time::timeout(config.shutdown_timeout, tasks.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            open = tasks.len(),
-            "shutdown deadline passed; dropping remaining connections"
-        );
-    }
-    Ok(())
+    Server::new(config).run(listener, shutdown).await
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Where a connection went after its first request.
+// Returned once per connection, moved straight into the task's state.
+#[allow(clippy::large_enum_variant)]
+enum Routed<S> {
+    /// Handled completely (HTTP, chat, pub/sub, refused).
+    Done,
+    /// An `/echo` WebSocket, to run in the lean state machine.
+    Echo(WebSocket<S>, Registration),
+}
+
 /// One connection's task, written as a state machine rather than an `async fn` so that an
-/// idle connection holds only what it needs: the socket with its protocol state and a
-/// shutdown registration (an `async fn` keeps room for its largest await point, here the
-/// handshake, for the connection's whole life). The handshake, TLS and closing steps are
-/// short-lived and run boxed.
+/// idle echo connection holds only what it needs: the socket with its protocol state and
+/// its registration (an `async fn` keeps room for its largest await point, here the
+/// handshake, for the connection's whole life). Everything else runs boxed.
 // The open state is the long-lived one: it is meant to be the largest, inline.
 #[allow(clippy::large_enum_variant)]
 enum ConnTask {
-    /// Reading and answering the upgrade request.
-    Handshake {
-        fut: BoxFuture<Result<WebSocket<TcpStream>, WsError>>,
-        shutdown: Option<shutdown::Registration>,
+    /// Reading the first request and routing it.
+    Start {
+        fut: BoxFuture<Routed<TcpStream>>,
+        shared: Arc<Shared>,
         span: Option<Box<Span>>,
     },
     /// The echo loop (plain TCP). Nothing logs here; the connection's span (boxed, and only
     /// when enabled) is kept for the closing steps.
-    Open {
+    Echo {
         ws: WebSocket<TcpStream>,
-        shutdown: shutdown::Registration,
+        reg: Registration,
+        shared: Arc<Shared>,
         span: Option<Box<Span>>,
     },
     /// A whole TLS connection, or the closing steps of a plain one.
@@ -177,21 +255,40 @@ enum ConnTask {
 }
 
 impl ConnTask {
-    fn new(
-        tcp: TcpStream,
-        config: &ServerConfig,
-        ws_config: Arc<Config>,
-        stop: shutdown::Registration,
-        span: Span,
-    ) -> Self {
+    fn new(tcp: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) -> Self {
         let _ = tcp.set_nodelay(true);
-        match &config.tls {
-            Some(acceptor) => Self::Boxed(Box::pin(
-                serve_tls(tcp, acceptor.clone(), ws_config, stop).instrument(span),
-            )),
-            None => Self::Handshake {
-                fut: Box::pin(accept_echo(tcp, ws_config).instrument(span.clone())),
-                shutdown: Some(stop),
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("conn", id, %peer);
+        let reg = Registration::new(Arc::clone(&shared.registry), peer.ip());
+        match &shared.config.tls {
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let shared = Arc::clone(shared);
+                Self::Boxed(Box::pin(
+                    async move {
+                        let timeout = shared.config.ws.handshake_timeout;
+                        let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => return debug!("TLS handshake timed out after {timeout:?}"),
+                        };
+                        if let Routed::Echo(mut ws, mut reg) =
+                            route(tls, id, reg, Arc::clone(&shared)).await
+                        {
+                            let metrics = &shared.metrics;
+                            let stop = std::future::poll_fn(|cx| {
+                                poll_echo(&mut ws, &mut reg, metrics, cx)
+                            })
+                            .await;
+                            end_echo(ws, reg, stop, &shared).await;
+                        }
+                    }
+                    .instrument(span),
+                ))
+            }
+            None => Self::Start {
+                fut: Box::pin(route(tcp, id, reg, Arc::clone(shared)).instrument(span.clone())),
+                shared: Arc::clone(shared),
                 span: (!span.is_disabled()).then(|| Box::new(span)),
             },
         }
@@ -205,38 +302,44 @@ impl Future for ConnTask {
         let this = self.get_mut();
         loop {
             match this {
-                Self::Handshake {
-                    fut,
-                    shutdown,
-                    span,
-                } => {
-                    let ws = match fut.as_mut().poll(cx) {
+                Self::Start { fut, shared, span } => {
+                    let (ws, reg) = match fut.as_mut().poll(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(ws)) => ws,
-                        Poll::Ready(Err(e)) => {
-                            let _enter = span.as_deref().map(Span::enter);
-                            debug!(error = %e, "handshake failed");
-                            drop(_enter);
+                        Poll::Ready(Routed::Done) => {
                             *this = Self::Done;
                             return Poll::Ready(());
                         }
+                        Poll::Ready(Routed::Echo(ws, reg)) => (ws, reg),
                     };
-                    let (Some(shutdown), span) = (shutdown.take(), span.take()) else {
-                        *this = Self::Done;
-                        return Poll::Ready(());
+                    let shared = Arc::clone(shared);
+                    let span = span.take();
+                    *this = Self::Echo {
+                        ws,
+                        reg,
+                        shared,
+                        span,
                     };
-                    *this = Self::Open { ws, shutdown, span };
                 }
-                Self::Open { ws, shutdown, .. } => {
-                    let stop = match poll_echo(ws, shutdown, cx) {
+                Self::Echo {
+                    ws, reg, shared, ..
+                } => {
+                    let stop = match poll_echo(ws, reg, &shared.metrics, cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(stop) => stop,
                     };
-                    let Self::Open { ws, span, .. } = std::mem::replace(this, Self::Done) else {
+                    let Self::Echo {
+                        ws,
+                        reg,
+                        shared,
+                        span,
+                    } = std::mem::replace(this, Self::Done)
+                    else {
                         return Poll::Ready(());
                     };
                     let span = span.map_or_else(Span::none, |s| *s);
-                    *this = Self::Boxed(Box::pin(finish_logged(ws, stop).instrument(span)));
+                    *this = Self::Boxed(Box::pin(
+                        async move { end_echo(ws, reg, stop, &shared).await }.instrument(span),
+                    ));
                 }
                 Self::Boxed(fut) => {
                     if fut.as_mut().poll(cx).is_pending() {
@@ -251,232 +354,202 @@ impl Future for ConnTask {
     }
 }
 
-async fn serve_tls(
-    tcp: TcpStream,
-    acceptor: tokio_rustls::TlsAcceptor,
-    ws_config: Arc<Config>,
-    mut stop: shutdown::Registration,
-) {
-    let timeout = ws_config.handshake_timeout;
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-        Err(_) => return debug!("TLS handshake timed out after {timeout:?}"),
+async fn end_echo<S>(ws: WebSocket<S>, reg: Registration, stop: Stop, shared: &Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = shared.echo.close_timeout;
+    // The connection stops counting against the limits once it is closing.
+    drop(reg);
+    shared
+        .metrics
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+    finish(ws, stop, Arc::clone(&shared.metrics), timeout).await;
+}
+
+/// The WebSocket endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Echo,
+    Chat,
+    PubSub,
+}
+
+/// Reads the first request and serves it: plain HTTP, or a WebSocket on one of the
+/// endpoints (the echo one is handed back to run in the connection's state machine).
+async fn route<S>(
+    mut stream: S,
+    id: u64,
+    reg: Result<Registration, (Registration, registry::Refusal)>,
+    shared: Arc<Shared>,
+) -> Routed<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (req, leftover) = match read_request(&mut stream, &shared.echo).await {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(error = %e, "bad request");
+            if !matches!(e, WsError::Io(_)) {
+                shared.metrics.handshake(Handshake::Failed);
+            }
+            return Routed::Done;
+        }
     };
-    let mut ws = match accept_echo(tls, ws_config).await {
-        Ok(ws) => ws,
-        Err(e) => return debug!(error = %e, "handshake failed"),
+    if !req.is_upgrade() {
+        http::handle(stream, req, leftover, &shared).await;
+        return Routed::Done;
+    }
+    let reject = |status: u16, body: String| async move {
+        debug!(status, %body, "handshake refused");
+        Err::<(), _>((status, body))
     };
-    let stop = std::future::poll_fn(|cx| poll_echo(&mut ws, &mut stop, cx)).await;
-    finish_logged(ws, stop).await;
-}
-
-/// The WebSocket handshake: `/echo` is accepted, anything else gets 404.
-async fn accept_echo<S>(stream: S, ws_config: Arc<Config>) -> Result<WebSocket<S>, WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (ws, req) = accept_with(stream, ws_config, |req| match req.path_only() {
-        "/echo" => Decision::accept(),
-        other => Decision::reject(404, format!("no WebSocket endpoint at {other}; try /echo")),
-    })
-    .await?;
-    debug!(path = %req.path, "accepted");
-    Ok(ws)
-}
-
-/// Why the echo loop stopped.
-enum Stop {
-    /// The peer's close frame arrived (the reply is queued).
-    PeerClosed,
-    /// The connection ended cleanly.
-    Ended,
-    /// The server is shutting down.
-    Shutdown,
-    /// The connection failed.
-    Failed(WsError),
-}
-
-/// Echoes every message back, batching the replies to a burst into one write, until the
-/// connection ends or the server shuts down.
-fn poll_echo<S>(
-    ws: &mut WebSocket<S>,
-    shutdown: &mut shutdown::Registration,
-    cx: &mut Context<'_>,
-) -> Poll<Stop>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        if shutdown.is_triggered() {
-            return Poll::Ready(Stop::Shutdown);
+    let endpoint = match req.path_only() {
+        "/echo" => Endpoint::Echo,
+        "/chat" => Endpoint::Chat,
+        "/ws" => Endpoint::PubSub,
+        other => {
+            let body = format!("no WebSocket endpoint at {other}; try /chat, /ws or /echo");
+            return refused(stream, &shared, reject(404, body).await).await;
         }
-        match ws.poll_next_event(cx) {
-            Poll::Ready(Ok(Some(Event::Message(m)))) => {
-                // Queued only: written in one batch before the next read blocks. The queue
-                // is flushed before every read, so it never nears its limit here.
-                if let Err(e) = ws.feed(&m) {
-                    return Poll::Ready(Stop::Failed(e));
+    };
+    let reg = match reg {
+        Ok(reg) => reg,
+        Err((_, why)) => return refused(stream, &shared, reject(503, why.message()).await).await,
+    };
+    if !shared.config.origins.allows(req.origin(), req.host()) {
+        let origin = req.origin().unwrap_or_default();
+        let body = format!(
+            "origin {origin} may not open WebSockets here (cross-site WebSocket hijacking protection); operators: allow it with --allow-origin {origin}"
+        );
+        return refused(stream, &shared, reject(403, body).await).await;
+    }
+    match endpoint {
+        Endpoint::Echo => match upgrade(stream, &req, &leftover, &shared.echo, None, &shared).await
+        {
+            Some(ws) => Routed::Echo(ws, reg),
+            None => Routed::Done,
+        },
+        Endpoint::Chat => {
+            let room = match http::query_param(req.query(), "room") {
+                None => Ok(chat::DEFAULT_ROOM.to_string()),
+                Some(r) => r.and_then(|r| chat::valid_room(&r).map(|()| r)),
+            };
+            let name = match http::query_param(req.query(), "name") {
+                None => Ok(format!(
+                    "guest-{:04x}",
+                    (id.wrapping_mul(0x9e37_79b9)) & 0xffff
+                )),
+                Some(n) => n.and_then(|n| chat::clean_name(&n)),
+            };
+            let (room, name) = match (room, name) {
+                (Ok(r), Ok(n)) => (r, n),
+                (Err(e), _) | (_, Err(e)) => {
+                    return refused(stream, &shared, reject(400, e).await).await
                 }
-            }
-            Poll::Ready(Ok(Some(Event::Close(_)))) => return Poll::Ready(Stop::PeerClosed),
-            Poll::Ready(Ok(Some(_))) => {}
-            Poll::Ready(Ok(None)) => return Poll::Ready(Stop::Ended),
-            Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e)),
-            Poll::Pending => {
-                return if shutdown.register(cx.waker()) {
-                    Poll::Ready(Stop::Shutdown)
-                } else {
-                    Poll::Pending
-                };
-            }
+            };
+            let protocol = req.choose_protocol(&[chat::SUBPROTOCOL]);
+            let Some(ws) = upgrade(stream, &req, &leftover, &shared.ws, protocol, &shared).await
+            else {
+                return Routed::Done;
+            };
+            debug!(%room, %name, "chat opened");
+            let app = chat::Chat::new(id, name, room, shared.config.limits.max_chat_text);
+            run_session(ws, app, reg, &shared).await;
+            Routed::Done
+        }
+        Endpoint::PubSub => {
+            let protocol = req.choose_protocol(&[pubsub::SUBPROTOCOL]);
+            let Some(ws) = upgrade(stream, &req, &leftover, &shared.ws, protocol, &shared).await
+            else {
+                return Routed::Done;
+            };
+            debug!("pub/sub opened");
+            let app = pubsub::PubSub::new(shared.config.limits.max_subscriptions);
+            run_session(ws, app, reg, &shared).await;
+            Routed::Done
         }
     }
 }
 
-/// [`finish`], then a log line saying how the connection ended.
-async fn finish_logged<S>(ws: WebSocket<S>, stop: Stop)
+async fn run_session<S, A>(ws: WebSocket<S>, app: A, reg: Registration, shared: &Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    A: session::App,
+{
+    let outbox = Arc::new(Outbox::new(shared.config.outbox));
+    Box::pin(session::run(
+        ws,
+        app,
+        shared.hub.clone(),
+        outbox,
+        Arc::clone(&shared.metrics),
+        reg,
+    ))
+    .await;
+    shared
+        .metrics
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn refused<S>(mut stream: S, shared: &Shared, why: Result<(), (u16, String)>) -> Routed<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match finish(ws, stop).await {
-        Ok(()) => debug!("closed"),
-        Err(e) => debug!(error = %e, "ended"),
+    if let Err((status, body)) = why {
+        shared.metrics.handshake(Handshake::Rejected);
+        let _ = refuse(&mut stream, status, &body).await;
     }
+    Routed::Done
 }
 
-/// The closing steps after the echo loop stopped.
-async fn finish<S>(mut ws: WebSocket<S>, stop: Stop) -> Result<(), WsError>
+async fn upgrade<S>(
+    stream: S,
+    req: &Request,
+    leftover: &[u8],
+    config: &Arc<Config>,
+    protocol: Option<&str>,
+    shared: &Shared,
+) -> Option<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match stop {
-        Stop::PeerClosed => ws.finish().await,
-        Stop::Ended => Ok(()),
-        Stop::Shutdown => going_away(&mut ws).await,
-        Stop::Failed(e @ WsError::Protocol(_)) => {
-            let _ = ws.finish().await;
-            Err(e)
+    match upgrade_request(stream, req, leftover, Arc::clone(config), protocol, &[]).await {
+        Ok(ws) => {
+            shared.metrics.handshake(Handshake::Accepted);
+            shared
+                .metrics
+                .connections_open
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(path = %req.path, "accepted");
+            Some(ws)
         }
-        Stop::Failed(e) => Err(e),
-    }
-}
-
-async fn going_away<S>(ws: &mut WebSocket<S>) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    ws.flush().await?;
-    ws.close(
-        switchboard_proto::CloseCode::GOING_AWAY,
-        "server shutting down",
-    )
-    .await
-}
-
-mod shutdown {
-    //! Telling every connection to go away, without a future per connection: each one
-    //! registers its task's waker once (a slot in a slab) and shutdown wakes them all.
-
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex, MutexGuard};
-    use std::task::Waker;
-
-    #[derive(Debug, Default)]
-    pub(crate) struct Signal {
-        triggered: AtomicBool,
-        wakers: Mutex<slab::Slab<Waker>>,
-    }
-
-    impl Signal {
-        fn wakers(&self) -> MutexGuard<'_, slab::Slab<Waker>> {
-            self.wakers.lock().unwrap_or_else(|p| p.into_inner())
-        }
-
-        /// Marks shutdown and wakes every registered connection.
-        pub(crate) fn trigger(&self) {
-            self.triggered.store(true, Ordering::Release);
-            let wakers: Vec<Waker> = self.wakers().drain().collect();
-            for w in wakers {
-                w.wake();
-            }
-        }
-    }
-
-    /// One connection's registration.
-    #[derive(Debug)]
-    pub(crate) struct Registration {
-        signal: Arc<Signal>,
-        slot: Option<(usize, Waker)>,
-    }
-
-    impl Registration {
-        pub(crate) fn new(signal: Arc<Signal>) -> Self {
-            Self { signal, slot: None }
-        }
-
-        pub(crate) fn is_triggered(&self) -> bool {
-            self.signal.triggered.load(Ordering::Acquire)
-        }
-
-        /// Makes sure `waker` is woken on shutdown; returns whether shutdown already began.
-        /// Takes the lock only when the task's waker changed (normally once per connection).
-        pub(crate) fn register(&mut self, waker: &Waker) -> bool {
-            let current = matches!(&self.slot, Some((_, w)) if w.will_wake(waker));
-            if !current {
-                let mut wakers = self.signal.wakers();
-                match &mut self.slot {
-                    Some((key, w)) if wakers.contains(*key) => {
-                        wakers[*key] = waker.clone();
-                        *w = waker.clone();
-                    }
-                    _ => {
-                        let key = wakers.insert(waker.clone());
-                        self.slot = Some((key, waker.clone()));
-                    }
-                }
-            }
-            // Checked after registering, so a trigger in between is not missed.
-            self.is_triggered()
-        }
-    }
-
-    impl Drop for Registration {
-        fn drop(&mut self) {
-            if let Some((key, _)) = self.slot.take() {
-                let mut wakers = self.signal.wakers();
-                if wakers.contains(key) {
-                    wakers.remove(key);
-                }
-            }
+        Err(e) => {
+            shared.metrics.handshake(Handshake::Failed);
+            debug!(error = %e, "handshake failed");
+            None
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    /// An idle connection's memory is mostly its task: keep the per-connection future small
-    /// (240 bytes today: the socket, its protocol state, a shutdown registration and a boxed
-    /// span when tracing wants one; it was 6,776 bytes as a plain `async fn`). The target for
-    /// a whole idle connection is 1 KB (docs/benchmarks.md).
+    /// An idle echo connection's memory is mostly its task: keep the per-connection future
+    /// small. It was 6,776 bytes as a plain `async fn`, 240 bytes before the registration
+    /// grew heartbeat state and the per-IP accounting (docs/benchmarks.md has the whole
+    /// connection's cost).
     #[tokio::test]
     async fn connection_future_stays_small() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
             .await
             .unwrap();
-        let (s, _) = l.accept().await.unwrap();
-        let signal = std::sync::Arc::new(super::shutdown::Signal::default());
-        let cfg = std::sync::Arc::new(super::ServerConfig::default());
-        let ws = std::sync::Arc::new(switchboard_proto::Config::default());
-        let f = super::ConnTask::new(
-            s,
-            &cfg,
-            ws,
-            super::shutdown::Registration::new(signal),
-            tracing::info_span!("conn"),
-        );
+        let (s, peer) = l.accept().await.unwrap();
+        let server = super::Server::new(super::ServerConfig::default());
+        let f = super::ConnTask::new(s, peer, &server.shared);
         let size = std::mem::size_of_val(&f);
-        assert!(size <= 256, "per-connection future is {size} bytes");
+        assert!(size <= 320, "per-connection future is {size} bytes");
     }
 }

@@ -61,7 +61,7 @@ mod error;
 mod maybe_tls;
 mod pool;
 #[cfg(feature = "server")]
-mod server;
+pub mod server;
 mod split;
 mod stream;
 #[cfg(feature = "rustls")]
@@ -75,7 +75,7 @@ pub use error::Error;
 #[cfg(feature = "client")]
 pub use maybe_tls::MaybeTlsStream;
 #[cfg(feature = "server")]
-pub use server::{accept, accept_with, Decision};
+pub use server::{accept, accept_with, read_request, refuse, upgrade_request, Decision};
 pub use split::{WsReader, WsWriter};
 pub use stream::WebSocket;
 pub use switchboard_proto::handshake::client::Response;

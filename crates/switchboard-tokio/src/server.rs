@@ -88,20 +88,7 @@ where
     F: FnOnce(&Request) -> Decision,
 {
     let config: Arc<Config> = config.into();
-    let timeout = config.handshake_timeout;
-    let (req, leftover) =
-        match tokio::time::timeout(timeout, read_request(&mut stream, &config)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(Error::Handshake(e))) => {
-                let _ = refuse(&mut stream, e.status(), &e.to_string()).await;
-                return Err(Error::Handshake(e));
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                let _ = refuse(&mut stream, 408, "handshake timed out").await;
-                return Err(Error::HandshakeTimeout(timeout));
-            }
-        };
+    let (req, leftover) = read_request(&mut stream, &config).await?;
     let (protocol, headers) = match decide(&req) {
         Decision::Accept { protocol, headers } => (protocol, headers),
         Decision::Reject { status, body } => {
@@ -117,7 +104,54 @@ where
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let accepted = match req.accept(protocol.as_deref(), &config, &extra) {
+    let ws = upgrade_request(stream, &req, &leftover, config, protocol.as_deref(), &extra).await?;
+    Ok((ws, req))
+}
+
+/// The first half of [`accept_with`], for servers that also answer plain HTTP on the same
+/// port: reads one request head within [`Config::handshake_timeout`] and
+/// [`Config::max_handshake_size`], and returns it with the bytes that followed it (a request
+/// body, or the first WebSocket frames). A malformed or late request is answered with the
+/// HTTP error that names the problem (400, 408, 431, …) before the error is returned.
+///
+/// Then either [`upgrade_request`] completes a WebSocket handshake, or the caller answers it
+/// as plain HTTP.
+pub async fn read_request<S>(stream: &mut S, config: &Config) -> Result<(Request, Vec<u8>), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = config.handshake_timeout;
+    match tokio::time::timeout(timeout, read_head(stream, config)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(Error::Handshake(e))) => {
+            let _ = refuse(stream, e.status(), &e.to_string()).await;
+            Err(Error::Handshake(e))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            let _ = refuse(stream, 408, "handshake timed out").await;
+            Err(Error::HandshakeTimeout(timeout))
+        }
+    }
+}
+
+/// The second half of [`accept_with`]: checks `req` against RFC 6455, writes the
+/// `101 Switching Protocols` response (with `protocol`, the negotiated extensions and
+/// `headers`), and returns the connection, fed with `leftover` (bytes read past the head).
+/// A request that fails the checks is answered with its HTTP error.
+pub async fn upgrade_request<S>(
+    mut stream: S,
+    req: &Request,
+    leftover: &[u8],
+    config: impl Into<Arc<Config>>,
+    protocol: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config: Arc<Config> = config.into();
+    let accepted = match req.accept(protocol, &config, headers) {
         Ok(r) => r,
         Err(e) => {
             let _ = refuse(&mut stream, e.status(), &e.to_string()).await;
@@ -130,12 +164,12 @@ where
     if let Some(params) = accepted.deflate {
         conn = conn.with_deflate(params);
     }
-    conn.handle_read(&leftover);
-    Ok((WebSocket::from_connection(stream, conn), req))
+    conn.handle_read(leftover);
+    Ok(WebSocket::from_connection(stream, conn))
 }
 
 /// Reads until a complete request head; returns it and the bytes after it.
-async fn read_request<S: AsyncRead + Unpin>(
+async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     config: &Config,
 ) -> Result<(Request, Vec<u8>), Error> {
@@ -162,7 +196,9 @@ async fn read_request<S: AsyncRead + Unpin>(
     }
 }
 
-async fn refuse<S: AsyncWrite + Unpin>(
+/// Answers with an HTTP error (`status`, a plain-text `body`, `Connection: close`) and closes
+/// the stream.
+pub async fn refuse<S: AsyncWrite + Unpin>(
     stream: &mut S,
     status: u16,
     body: &str,

@@ -264,6 +264,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.flush().await
     }
 
+    /// Queues a ping without writing it (see [`feed`](Self::feed)).
+    pub fn feed_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.ensure_out_buf();
+        self.conn.ping(payload)?;
+        Ok(())
+    }
+
     /// Sends a ping.
     pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.ensure_out_buf();

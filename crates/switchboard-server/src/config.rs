@@ -1,0 +1,271 @@
+//! Server settings, each with a bounded default.
+
+use std::time::Duration;
+
+use switchboard_hub::{HubConfig, OutboxLimits};
+use switchboard_proto::Config;
+
+/// Connection and usage limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Open connections at most (HTTP and WebSocket); past it handshakes get 503.
+    /// Default 100,000.
+    pub max_connections: usize,
+    /// Open connections per client IP address; past it, 503. Default 1,000.
+    pub max_connections_per_ip: u32,
+    /// Topics one `/ws` connection may subscribe to. Default 64.
+    pub max_subscriptions: usize,
+    /// Largest chat message text, in characters. Default 4,000.
+    pub max_chat_text: usize,
+    /// Largest `POST /api/publish` body. Default 1 MiB.
+    pub max_api_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            max_subscriptions: 64,
+            max_chat_text: 4_000,
+            max_api_body: 1 << 20,
+        }
+    }
+}
+
+/// Heartbeats and idle connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeartbeatConfig {
+    /// Ping a connection after this long without hearing from it. Default 30 s; `None`
+    /// sends no pings.
+    pub ping_interval: Option<Duration>,
+    /// Close (1011, "ping timeout") a connection that has not answered a ping after this
+    /// long. Default 20 s.
+    pub pong_timeout: Option<Duration>,
+    /// Close (1001, "idle timeout") a connection after this long without a message in
+    /// either direction (pings and pongs do not count). Default 1 hour; `None`: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Some(Duration::from_secs(20)),
+            idle_timeout: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// Which browser origins may open WebSockets (see the README on cross-site WebSocket
+/// hijacking). Requests without an `Origin` header (non-browser clients) always pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OriginPolicy {
+    /// Allow the server's own origin (the `Origin` names the `Host` the request was sent to).
+    /// Default on.
+    pub same_origin: bool,
+    /// Allow `http(s)://localhost:*`, `http(s)://127.0.0.1:*` and `http(s)://[::1]:*`.
+    /// Default on.
+    pub loopback: bool,
+    /// More allowed origins, exactly as browsers send them (`https://app.example.com`), or
+    /// `*` for any.
+    pub allowed: Vec<String>,
+}
+
+impl Default for OriginPolicy {
+    fn default() -> Self {
+        Self {
+            same_origin: true,
+            loopback: true,
+            allowed: Vec::new(),
+        }
+    }
+}
+
+impl OriginPolicy {
+    /// Whether a request with `origin` (its `Origin` header) sent to `host` (its `Host`
+    /// header) may open a WebSocket.
+    ///
+    /// ```
+    /// use switchboard_server::OriginPolicy;
+    /// let p = OriginPolicy::default();
+    /// assert!(p.allows(None, "chat.example.com"));
+    /// assert!(p.allows(Some("https://chat.example.com"), "chat.example.com"));
+    /// assert!(p.allows(Some("http://localhost:5173"), "127.0.0.1:8080"));
+    /// assert!(!p.allows(Some("https://evil.example"), "chat.example.com"));
+    /// assert!(!p.allows(Some("http://localhost.evil.example"), "chat.example.com"));
+    /// ```
+    pub fn allows(&self, origin: Option<&str>, host: &str) -> bool {
+        let Some(origin) = origin.map(str::trim) else {
+            return true;
+        };
+        if self
+            .allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+        {
+            return true;
+        }
+        let Some((scheme, rest)) = origin.split_once("://") else {
+            return false;
+        };
+        if !matches!(scheme, "http" | "https") {
+            return false;
+        }
+        if self.same_origin && !host.is_empty() && rest.eq_ignore_ascii_case(host.trim()) {
+            return true;
+        }
+        if self.loopback {
+            let hostname = match rest.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")),
+                None => rest.split(':').next().map(str::to_string),
+            };
+            let port_ok = |h: &str| {
+                let after = &rest[h.len()..];
+                after.is_empty()
+                    || after
+                        .strip_prefix(':')
+                        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            };
+            if let Some(h) = hostname {
+                if matches!(
+                    h.to_ascii_lowercase().as_str(),
+                    "localhost" | "127.0.0.1" | "[::1]"
+                ) && port_ok(&h)
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Server settings.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Protocol limits for `/chat` and `/ws` connections. Default: 64 KiB messages.
+    pub ws: Config,
+    /// Protocol limits for `/echo` (conformance and benchmarks). The default lets the
+    /// Autobahn 9.x cases through: 16 MiB messages and frames.
+    pub echo: Config,
+    /// TLS: serve `wss://` and `https://` with this acceptor.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// How long shutdown waits for open connections to finish their close handshakes.
+    pub shutdown_timeout: Duration,
+    /// Connection and usage limits.
+    pub limits: Limits,
+    /// Heartbeats and idle timeout.
+    pub heartbeat: HeartbeatConfig,
+    /// Allowed browser origins.
+    pub origins: OriginPolicy,
+    /// Each subscriber's outbound queue bound and slow-consumer policy.
+    pub outbox: OutboxLimits,
+    /// Topics' history.
+    pub hub: HubConfig,
+    /// The key `POST /api/publish` requires (`None`: the API answers 403).
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("ws", &self.ws)
+            .field("echo", &self.echo)
+            .field("tls", &self.tls.is_some())
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("limits", &self.limits)
+            .field("heartbeat", &self.heartbeat)
+            .field("origins", &self.origins)
+            .field("outbox", &self.outbox)
+            .field("hub", &self.hub)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            ws: Config::default()
+                .max_message_size(64 << 10)
+                .max_frame_size(64 << 10)
+                .max_write_buffer(4 << 20),
+            echo: Config::default(),
+            tls: None,
+            shutdown_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+            heartbeat: HeartbeatConfig::default(),
+            origins: OriginPolicy::default(),
+            outbox: OutboxLimits::default(),
+            hub: HubConfig::default(),
+            api_key: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets the protocol limits of `/chat` and `/ws`.
+    pub fn ws(mut self, ws: Config) -> Self {
+        self.ws = ws;
+        self
+    }
+
+    /// Sets the protocol limits of `/echo`.
+    pub fn echo(mut self, echo: Config) -> Self {
+        self.echo = echo;
+        self
+    }
+
+    /// Serves TLS with this acceptor.
+    pub fn tls(mut self, tls: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets heartbeats and the idle timeout.
+    pub fn heartbeat(mut self, heartbeat: HeartbeatConfig) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Sets the origin policy.
+    pub fn origins(mut self, origins: OriginPolicy) -> Self {
+        self.origins = origins;
+        self
+    }
+
+    /// Sets the outbox bounds and slow-consumer policy.
+    pub fn outbox(mut self, outbox: OutboxLimits) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Sets the hub's settings.
+    pub fn hub(mut self, hub: HubConfig) -> Self {
+        self.hub = hub;
+        self
+    }
+
+    /// Sets the API key of `POST /api/publish`.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Sets how long shutdown waits for connections.
+    pub fn shutdown_timeout(mut self, t: Duration) -> Self {
+        self.shutdown_timeout = t;
+        self
+    }
+}

@@ -1,0 +1,183 @@
+//! `/echo`: every message straight back, batched per burst. Used by the Autobahn TestSuite
+//! and the benchmarks, so it is the lean path: a hand-written state machine per
+//! connection, no hub, no outbox.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use switchboard_proto::{CloseCode, Event};
+use switchboard_tokio::{Error as WsError, WebSocket};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::metrics::Metrics;
+use crate::registry::{Beat, Registration};
+
+/// Why a connection's loop stopped.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The peer's close frame arrived (the reply is queued).
+    PeerClosed,
+    /// The connection ended cleanly.
+    Ended,
+    /// The server is shutting down.
+    Shutdown,
+    /// No pong came back in time.
+    PingTimeout,
+    /// No message either way for the idle timeout.
+    Idle,
+    /// The subscriber's outbox overflowed.
+    SlowConsumer,
+    /// The connection failed.
+    Failed(WsError),
+}
+
+/// Heartbeat and shutdown checks shared by every WebSocket loop. `Some` means stop.
+pub(crate) fn check_registration<S>(ws: &mut WebSocket<S>, reg: &mut Registration) -> Option<Stop>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if reg.is_triggered() {
+        return Some(Stop::Shutdown);
+    }
+    match reg.beat() {
+        Beat::Nothing => None,
+        Beat::Ping => ws.feed_ping(b"").err().map(Stop::Failed),
+        Beat::Dead => Some(Stop::PingTimeout),
+        Beat::Idle => Some(Stop::Idle),
+    }
+}
+
+/// Echoes every message back, batching the replies to a burst into one write, until the
+/// connection ends or the server shuts down.
+pub(crate) fn poll_echo<S>(
+    ws: &mut WebSocket<S>,
+    reg: &mut Registration,
+    metrics: &Metrics,
+    cx: &mut Context<'_>,
+) -> Poll<Stop>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some(stop) = check_registration(ws, reg) {
+        return Poll::Ready(stop);
+    }
+    let (mut msgs, mut bytes) = (0u64, 0u64);
+    let r = loop {
+        match ws.poll_next_event(cx) {
+            Poll::Ready(Ok(Some(Event::Message(m)))) => {
+                msgs += 1;
+                bytes += m.payload().len() as u64;
+                // Queued only: written in one batch before the next read blocks. The queue
+                // is flushed before every read, so it never nears its limit here.
+                if let Err(e) = ws.feed(&m) {
+                    break Poll::Ready(Stop::Failed(e));
+                }
+            }
+            Poll::Ready(Ok(Some(Event::Close(_)))) => break Poll::Ready(Stop::PeerClosed),
+            Poll::Ready(Ok(Some(_))) => reg.received(false),
+            Poll::Ready(Ok(None)) => break Poll::Ready(Stop::Ended),
+            Poll::Ready(Err(e)) => break Poll::Ready(Stop::Failed(e)),
+            Poll::Pending => {
+                break if reg.register(cx.waker()) {
+                    Poll::Ready(Stop::Shutdown)
+                } else {
+                    Poll::Pending
+                };
+            }
+        }
+    };
+    if msgs > 0 {
+        reg.received(true);
+        reg.sent();
+        metrics.messages_in.add(msgs);
+        metrics.messages_out.add(msgs);
+        metrics.bytes_in.add(bytes);
+        metrics.bytes_out.add(bytes);
+    }
+    r
+}
+
+/// The closing steps after a loop stopped, then a log line saying how it ended.
+pub(crate) async fn finish<S>(
+    mut ws: WebSocket<S>,
+    stop: Stop,
+    metrics: Arc<Metrics>,
+    timeout: std::time::Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let r = match stop {
+        Stop::PeerClosed => ws.finish().await,
+        Stop::Ended => Ok(()),
+        Stop::Shutdown => {
+            let r = going_away(&mut ws, CloseCode::GOING_AWAY, "server shutting down").await;
+            if r.is_ok() {
+                debug!("closed for shutdown");
+            }
+            r
+        }
+        Stop::PingTimeout => {
+            metrics.ping_timeouts.add(1);
+            bounded(
+                timeout,
+                going_away(&mut ws, CloseCode::INTERNAL_ERROR, "ping timeout"),
+            )
+            .await
+        }
+        Stop::Idle => {
+            bounded(
+                timeout,
+                going_away(&mut ws, CloseCode::GOING_AWAY, "idle timeout"),
+            )
+            .await
+        }
+        Stop::SlowConsumer => {
+            metrics.slow_consumer_disconnects.add(1);
+            bounded(
+                timeout,
+                going_away(
+                    &mut ws,
+                    CloseCode::POLICY_VIOLATION,
+                    "slow consumer: too many messages queued",
+                ),
+            )
+            .await
+        }
+        Stop::Failed(e @ WsError::Protocol(_)) => {
+            let _ = bounded(timeout, ws.finish()).await;
+            Err(e)
+        }
+        Stop::Failed(e) => Err(e),
+    };
+    let conn = ws.connection();
+    if let Some(Some(f)) = conn.sent_close() {
+        metrics.close_code(f.code.0, "sent");
+    }
+    if let Some(Some(f)) = conn.received_close() {
+        metrics.close_code(f.code.0, "received");
+    }
+    match r {
+        Ok(()) => debug!("closed"),
+        Err(e) => debug!(error = %e, "ended"),
+    }
+}
+
+async fn bounded(
+    timeout: std::time::Duration,
+    f: impl std::future::Future<Output = Result<(), WsError>>,
+) -> Result<(), WsError> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => r,
+        Err(_) => Err(WsError::CloseTimeout(timeout)),
+    }
+}
+
+/// Flushes what is queued, then runs the closing handshake with `code`.
+async fn going_away<S>(ws: &mut WebSocket<S>, code: CloseCode, reason: &str) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.flush().await?;
+    ws.close(code, reason).await
+}

@@ -1,0 +1,198 @@
+//! Server counters and their Prometheus text rendering.
+//!
+//! Counters on the message path are sharded per thread (one cache line each), so counting a
+//! message costs an uncontended relaxed add, not a cache line bouncing between cores.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use switchboard_hub::HubStats;
+
+const SHARDS: usize = 16;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(AtomicU64);
+
+/// A monotonically increasing counter, sharded per thread.
+#[derive(Debug, Default)]
+pub struct Counter([Shard; SHARDS]);
+
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0[shard()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total.
+    pub fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// How a handshake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    Accepted,
+    /// Refused on purpose: 403 origin, 404 path, 503 limits.
+    Rejected,
+    /// Malformed, timed out, or the peer went away.
+    Failed,
+}
+
+/// Everything `/metrics` reports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// WebSocket connections open now.
+    pub connections_open: AtomicI64,
+    /// TCP connections accepted.
+    pub tcp_accepted: Counter,
+    pub(crate) handshakes_accepted: Counter,
+    pub(crate) handshakes_rejected: Counter,
+    pub(crate) handshakes_failed: Counter,
+    /// Plain HTTP requests answered.
+    pub http_requests: Counter,
+    /// WebSocket messages received.
+    pub messages_in: Counter,
+    /// WebSocket payload bytes received.
+    pub bytes_in: Counter,
+    /// WebSocket messages sent (each broadcast delivery counts once per receiver).
+    pub messages_out: Counter,
+    /// WebSocket payload bytes sent.
+    pub bytes_out: Counter,
+    /// Connections closed because their outbox overflowed.
+    pub slow_consumer_disconnects: Counter,
+    /// Connections closed because a ping went unanswered.
+    pub ping_timeouts: Counter,
+    /// Close codes sent or received, by code.
+    close_codes: Mutex<BTreeMap<(u16, &'static str), u64>>,
+}
+
+impl Metrics {
+    pub(crate) fn handshake(&self, h: Handshake) {
+        match h {
+            Handshake::Accepted => self.handshakes_accepted.add(1),
+            Handshake::Rejected => self.handshakes_rejected.add(1),
+            Handshake::Failed => self.handshakes_failed.add(1),
+        }
+    }
+
+    /// Counts a close code; `side` is `"sent"` or `"received"`.
+    pub(crate) fn close_code(&self, code: u16, side: &'static str) {
+        let mut m = self.close_codes.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((code, side)).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, hub: &HubStats, topics: usize) -> String {
+        let mut s = String::with_capacity(2048);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = write!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            );
+        };
+        counter(
+            "switchboard_tcp_connections_total",
+            "TCP connections accepted.",
+            self.tcp_accepted.get(),
+        );
+        counter(
+            "switchboard_http_requests_total",
+            "Plain HTTP requests answered (pages, API, metrics).",
+            self.http_requests.get(),
+        );
+        counter(
+            "switchboard_messages_received_total",
+            "WebSocket messages received.",
+            self.messages_in.get(),
+        );
+        counter(
+            "switchboard_bytes_received_total",
+            "WebSocket message payload bytes received.",
+            self.bytes_in.get(),
+        );
+        counter(
+            "switchboard_messages_sent_total",
+            "WebSocket messages sent.",
+            self.messages_out.get(),
+        );
+        counter(
+            "switchboard_bytes_sent_total",
+            "WebSocket message payload bytes sent (frames for broadcasts).",
+            self.bytes_out.get(),
+        );
+        counter(
+            "switchboard_publications_total",
+            "Publications delivered on this node.",
+            hub.publications.load(Ordering::Relaxed),
+        );
+        counter(
+            "switchboard_broadcast_deliveries_total",
+            "Broadcast frames handed to subscribers.",
+            hub.deliveries.load(Ordering::Relaxed),
+        );
+        counter(
+            "switchboard_slow_consumer_drops_total",
+            "Frames dropped for slow consumers (drop-oldest policy).",
+            hub.dropped.load(Ordering::Relaxed),
+        );
+        counter(
+            "switchboard_slow_consumer_disconnects_total",
+            "Connections closed because they could not keep up.",
+            self.slow_consumer_disconnects.get(),
+        );
+        counter(
+            "switchboard_ping_timeouts_total",
+            "Connections closed because a ping went unanswered.",
+            self.ping_timeouts.get(),
+        );
+        let _ = write!(
+            s,
+            "# HELP switchboard_connections_open WebSocket connections open.\n\
+             # TYPE switchboard_connections_open gauge\n\
+             switchboard_connections_open {}\n\
+             # HELP switchboard_topics Topics with subscribers on this node.\n\
+             # TYPE switchboard_topics gauge\n\
+             switchboard_topics {topics}\n",
+            self.connections_open.load(Ordering::Relaxed).max(0)
+        );
+        s.push_str(
+            "# HELP switchboard_handshakes_total WebSocket handshakes by outcome.\n\
+             # TYPE switchboard_handshakes_total counter\n",
+        );
+        for (outcome, c) in [
+            ("accepted", &self.handshakes_accepted),
+            ("rejected", &self.handshakes_rejected),
+            ("failed", &self.handshakes_failed),
+        ] {
+            let _ = writeln!(
+                s,
+                "switchboard_handshakes_total{{outcome=\"{outcome}\"}} {}",
+                c.get()
+            );
+        }
+        s.push_str(
+            "# HELP switchboard_close_codes_total Close frames by code and direction.\n\
+             # TYPE switchboard_close_codes_total counter\n",
+        );
+        let codes = self.close_codes.lock().unwrap_or_else(|p| p.into_inner());
+        for ((code, side), n) in codes.iter() {
+            let _ = writeln!(
+                s,
+                "switchboard_close_codes_total{{code=\"{code}\",direction=\"{side}\"}} {n}"
+            );
+        }
+        s
+    }
+}

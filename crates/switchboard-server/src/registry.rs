@@ -1,0 +1,274 @@
+//! Every connection's link to the server: shutdown, heartbeat ticks and connection limits,
+//! without a future or a timer per connection.
+//!
+//! Each connection registers its task's waker once (a slot in a slab). Shutdown wakes them
+//! all for good; a ticker task advances a coarse clock and wakes them all every tick, and
+//! each connection then checks its own heartbeat deadlines against that clock. The clock is
+//! in centiseconds since the server started, in a `u32` compared with wrapping arithmetic.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use crate::config::{HeartbeatConfig, Limits};
+
+#[derive(Debug)]
+pub(crate) struct Registry {
+    triggered: AtomicBool,
+    wakers: Mutex<slab::Slab<Waker>>,
+    start: Instant,
+    now: AtomicU32,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    limits: Limits,
+    heartbeat: HeartbeatConfig,
+}
+
+/// Why a connection may not be admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Full(usize),
+    PerIp(u32),
+}
+
+impl Refusal {
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Self::Full(n) => format!(
+                "server is at its connection limit ({n}); try again later (operators: raise --max-connections)"
+            ),
+            Self::PerIp(n) => format!(
+                "too many connections from your address (limit {n}); operators: raise --max-connections-per-ip"
+            ),
+        }
+    }
+}
+
+fn cs(d: Duration) -> u32 {
+    (d.as_millis() / 10).min(u128::from(u32::MAX / 2)) as u32
+}
+
+impl Registry {
+    pub(crate) fn new(limits: Limits, heartbeat: HeartbeatConfig) -> Self {
+        Self {
+            triggered: AtomicBool::new(false),
+            wakers: Mutex::new(slab::Slab::new()),
+            start: Instant::now(),
+            now: AtomicU32::new(0),
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            limits,
+            heartbeat,
+        }
+    }
+
+    fn wakers(&self) -> MutexGuard<'_, slab::Slab<Waker>> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn is_triggered(&self) -> bool {
+        self.triggered.load(Ordering::Acquire)
+    }
+
+    /// Marks shutdown and wakes every registered connection.
+    pub(crate) fn trigger(&self) {
+        self.triggered.store(true, Ordering::Release);
+        let wakers: Vec<Waker> = self.wakers().drain().collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// How often the ticker should run: often enough to keep heartbeat deadlines to about a
+    /// quarter of their length.
+    pub(crate) fn tick_interval(&self) -> Option<Duration> {
+        let h = &self.heartbeat;
+        let shortest = [h.ping_interval, h.pong_timeout, h.idle_timeout]
+            .into_iter()
+            .flatten()
+            .min()?;
+        Some((shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(5)))
+    }
+
+    /// Advances the clock and wakes every connection to check its deadlines.
+    pub(crate) fn tick(&self) {
+        self.now.store(cs(self.start.elapsed()), Ordering::Relaxed);
+        for (_, w) in self.wakers().iter() {
+            w.wake_by_ref();
+        }
+    }
+
+    pub(crate) fn now(&self) -> u32 {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let max = self.limits.max_connections;
+        if self.open.fetch_add(1, Ordering::AcqRel) >= max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::Full(max));
+        }
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per_ip.entry(ip).or_default();
+        if *n >= self.limits.max_connections_per_ip {
+            let limit = self.limits.max_connections_per_ip;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+            drop(per_ip);
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::PerIp(limit));
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+        drop(per_ip);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a connection's heartbeat check asks it to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Beat {
+    Nothing,
+    /// Send a ping now.
+    Ping,
+    /// The last ping went unanswered: close (1011) and drop.
+    Dead,
+    /// No message either way for the idle timeout: close (1001).
+    Idle,
+}
+
+/// One connection's registration: its waker slot, its place in the connection count, and
+/// its heartbeat state.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    registry: Arc<Registry>,
+    slot: Option<(usize, Waker)>,
+    ip: IpAddr,
+    admitted: bool,
+    /// Last time anything arrived.
+    last_rx: u32,
+    /// Last time a message went either way.
+    last_msg: u32,
+    /// When the outstanding ping was sent (0: none).
+    ping_at: u32,
+}
+
+impl Registration {
+    /// Registers a connection from `ip`; `Err` carries the registration (not counted) and
+    /// why it may not be admitted, so the caller can still answer 503.
+    pub(crate) fn new(registry: Arc<Registry>, ip: IpAddr) -> Result<Self, (Self, Refusal)> {
+        let admitted = registry.admit(ip);
+        let now = registry.now();
+        let reg = Self {
+            registry,
+            slot: None,
+            ip,
+            admitted: admitted.is_ok(),
+            last_rx: now,
+            last_msg: now,
+            ping_at: 0,
+        };
+        match admitted {
+            Ok(()) => Ok(reg),
+            Err(why) => Err((reg, why)),
+        }
+    }
+
+    pub(crate) fn is_triggered(&self) -> bool {
+        self.registry.is_triggered()
+    }
+
+    /// Makes sure `waker` is woken on shutdown and on every tick; returns whether shutdown
+    /// already began. Takes the lock only when the task's waker changed (normally once).
+    pub(crate) fn register(&mut self, waker: &Waker) -> bool {
+        let current = matches!(&self.slot, Some((_, w)) if w.will_wake(waker));
+        if !current {
+            let mut wakers = self.registry.wakers();
+            match &mut self.slot {
+                Some((key, w)) if wakers.contains(*key) => {
+                    wakers[*key] = waker.clone();
+                    *w = waker.clone();
+                }
+                _ => {
+                    let key = wakers.insert(waker.clone());
+                    self.slot = Some((key, waker.clone()));
+                }
+            }
+        }
+        // Checked after registering, so a trigger in between is not missed.
+        self.is_triggered()
+    }
+
+    /// Something arrived from the peer (any frame proves it alive).
+    pub(crate) fn received(&mut self, message: bool) {
+        let now = self.registry.now();
+        self.last_rx = now;
+        self.ping_at = 0;
+        if message {
+            self.last_msg = now;
+        }
+    }
+
+    /// A message was sent.
+    pub(crate) fn sent(&mut self) {
+        self.last_msg = self.registry.now();
+    }
+
+    /// Checks the heartbeat deadlines against the coarse clock.
+    pub(crate) fn beat(&mut self) -> Beat {
+        let h = &self.registry.heartbeat;
+        let now = self.registry.now();
+        if let Some(idle) = h.idle_timeout {
+            if now.wrapping_sub(self.last_msg) >= cs(idle) {
+                return Beat::Idle;
+            }
+        }
+        if self.ping_at != 0 {
+            if let Some(t) = h.pong_timeout {
+                if now.wrapping_sub(self.ping_at) >= cs(t) {
+                    return Beat::Dead;
+                }
+            }
+            return Beat::Nothing;
+        }
+        match h.ping_interval {
+            Some(every) if now.wrapping_sub(self.last_rx) >= cs(every) => {
+                self.ping_at = now.max(1);
+                Beat::Ping
+            }
+            _ => Beat::Nothing,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some((key, _)) = self.slot.take() {
+            let mut wakers = self.registry.wakers();
+            if wakers.contains(key) {
+                wakers.remove(key);
+            }
+        }
+        if self.admitted {
+            self.registry.release(self.ip);
+        }
+    }
+}

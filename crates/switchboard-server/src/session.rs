@@ -1,0 +1,187 @@
+//! The loop of a hub-connected WebSocket (`/chat`, `/ws`): client messages go to the
+//! endpoint's [`App`], broadcast frames come out of the connection's [`Outbox`] and go to
+//! the socket when it has room.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use switchboard_hub::{Hub, Outbox};
+use switchboard_proto::{Event, Message};
+use switchboard_tokio::WebSocket;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::echo::{check_registration, finish, Stop};
+use crate::metrics::Metrics;
+use crate::registry::Registration;
+
+/// Broadcast frames move from the outbox to the socket's queue while less than this is
+/// queued there; past it they wait in the outbox, where the slow-consumer bound applies.
+const SOCKET_QUEUE_HIGH_WATER: usize = 64 * 1024;
+
+/// What an endpoint's protocol does with a connection.
+pub(crate) trait App {
+    /// Right after the handshake: say hello, subscribe.
+    fn open<S: AsyncRead + AsyncWrite + Unpin>(&mut self, cx: &mut Ctx<'_, S>) -> Result<(), Stop>;
+    /// A message from the client.
+    fn message<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Ctx<'_, S>,
+        msg: Message,
+    ) -> Result<(), Stop>;
+    /// The connection is over: unsubscribe, say goodbye to the others.
+    fn close(&mut self, hub: &Hub);
+}
+
+/// What an [`App`] may use.
+pub(crate) struct Ctx<'a, S> {
+    pub(crate) ws: &'a mut WebSocket<S>,
+    pub(crate) hub: &'a Hub,
+    pub(crate) outbox: &'a Arc<Outbox>,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) reg: &'a mut Registration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Ctx<'_, S> {
+    /// Queues a reply to this client only.
+    pub(crate) fn reply(&mut self, msg: &Message) -> Result<(), Stop> {
+        self.metrics.messages_out.add(1);
+        self.metrics.bytes_out.add(msg.payload().len() as u64);
+        self.reg.sent();
+        self.ws.feed(msg).map_err(Stop::Failed)
+    }
+
+    /// Moves every frame waiting in the outbox to the socket's queue (before a room switch,
+    /// so frames of the old room do not arrive after the new room's welcome).
+    pub(crate) fn flush_outbox(&mut self) -> Result<(), Stop> {
+        move_frames(self.ws, self.outbox, self.metrics, self.reg, usize::MAX)
+    }
+}
+
+fn move_frames<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
+    outbox: &Outbox,
+    metrics: &Metrics,
+    reg: &mut Registration,
+    budget: usize,
+) -> Result<(), Stop> {
+    let mut result = Ok(());
+    let mut n = 0;
+    let bytes = outbox.drain(budget, |frame| {
+        if result.is_ok() {
+            n += 1;
+            result = ws.feed_shared(frame).map_err(Stop::Failed);
+        }
+    });
+    if n > 0 {
+        metrics.messages_out.add(n);
+        metrics.bytes_out.add(bytes as u64);
+        reg.sent();
+    }
+    result
+}
+
+/// Runs a session to its end, closing the connection the way its end calls for.
+pub(crate) async fn run<S, A>(
+    mut ws: WebSocket<S>,
+    mut app: A,
+    hub: Hub,
+    outbox: Arc<Outbox>,
+    metrics: Arc<Metrics>,
+    mut reg: Registration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    A: App,
+{
+    let opened = app.open(&mut Ctx {
+        ws: &mut ws,
+        hub: &hub,
+        outbox: &outbox,
+        metrics: &metrics,
+        reg: &mut reg,
+    });
+    let stop = match opened {
+        Err(stop) => stop,
+        Ok(()) => {
+            poll_fn(|cx| poll_session(&mut ws, &mut app, &hub, &outbox, &metrics, &mut reg, cx))
+                .await
+        }
+    };
+    // No more deliveries; leave every topic (the others see the leave now).
+    outbox.close();
+    app.close(&hub);
+    if matches!(stop, Stop::Shutdown) {
+        // Everything accepted before the shutdown still goes out, before the 1001.
+        let _ = move_frames(&mut ws, &outbox, &metrics, &mut reg, usize::MAX);
+    }
+    let timeout = ws.connection().config().close_timeout;
+    drop(reg);
+    finish(ws, stop, metrics, timeout).await;
+}
+
+fn poll_session<S, A>(
+    ws: &mut WebSocket<S>,
+    app: &mut A,
+    hub: &Hub,
+    outbox: &Arc<Outbox>,
+    metrics: &Metrics,
+    reg: &mut Registration,
+    cx: &mut Context<'_>,
+) -> Poll<Stop>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    A: App,
+{
+    if let Some(stop) = check_registration(ws, reg) {
+        return Poll::Ready(stop);
+    }
+    loop {
+        if outbox.is_overflowed() {
+            return Poll::Ready(Stop::SlowConsumer);
+        }
+        // Registered before taking frames, so a push in between wakes us.
+        outbox.register(cx.waker());
+        let queued = ws.connection().queued_transmit();
+        if queued < SOCKET_QUEUE_HIGH_WATER {
+            if let Err(stop) =
+                move_frames(ws, outbox, metrics, reg, SOCKET_QUEUE_HIGH_WATER - queued)
+            {
+                return Poll::Ready(stop);
+            }
+        }
+        match ws.poll_next_event(cx) {
+            Poll::Ready(Ok(Some(Event::Message(m)))) => {
+                reg.received(true);
+                metrics.messages_in.add(1);
+                metrics.bytes_in.add(m.payload().len() as u64);
+                let mut ctx = Ctx {
+                    ws: &mut *ws,
+                    hub,
+                    outbox,
+                    metrics,
+                    reg: &mut *reg,
+                };
+                if let Err(stop) = app.message(&mut ctx, m) {
+                    return Poll::Ready(stop);
+                }
+            }
+            Poll::Ready(Ok(Some(Event::Close(_)))) => return Poll::Ready(Stop::PeerClosed),
+            Poll::Ready(Ok(Some(_))) => reg.received(false),
+            Poll::Ready(Ok(None)) => return Poll::Ready(Stop::Ended),
+            Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e)),
+            Poll::Pending => {
+                // More frames arrived while the socket has room: go round again.
+                if outbox.has_frames()
+                    && ws.connection().queued_transmit() < SOCKET_QUEUE_HIGH_WATER
+                {
+                    continue;
+                }
+                return if reg.register(cx.waker()) {
+                    Poll::Ready(Stop::Shutdown)
+                } else {
+                    Poll::Pending
+                };
+            }
+        }
+    }
+}

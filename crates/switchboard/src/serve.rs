@@ -1,0 +1,428 @@
+//! `switchboard serve`: flags, environment and config file, merged into a
+//! [`switchboard_server::ServerConfig`].
+//!
+//! Precedence, highest first: command-line flags, `SWITCHBOARD_*` environment variables,
+//! the TOML file given with `--config`, the built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use switchboard_server::{
+    HeartbeatConfig, HubConfig, Limits, OriginPolicy, OutboxLimits, ServerConfig,
+    SlowConsumerPolicy,
+};
+
+/// Options of `switchboard serve`. Every option can also be set with the environment
+/// variable shown, or in the TOML file given with --config under the same name with
+/// underscores (`max_connections = 5000`). Flags win over the environment, the environment
+/// over the file, the file over the defaults.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = CONFIG_HELP)]
+pub(crate) struct ServeArgs {
+    /// TOML config file (see --help for its keys).
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Worker threads [default: one per CPU core].
+    #[arg(long, env = "SWITCHBOARD_WORKERS", value_name = "N")]
+    workers: Option<usize>,
+
+    /// Largest message on /chat and /ws, in bytes; larger ones are closed with 1009
+    /// [default: 65536].
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    max_message_size: Option<usize>,
+    /// Largest message on /echo [default: 16777216, what the Autobahn 9.x cases need].
+    #[arg(long, env = "SWITCHBOARD_ECHO_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    echo_max_message_size: Option<usize>,
+    /// Open connections at most; past it handshakes get 503 [default: 100000].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Open connections per client IP; past it, 503 [default: 1000].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    max_connections_per_ip: Option<u32>,
+    /// Topics one /ws connection may subscribe to [default: 64].
+    #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", value_name = "N")]
+    max_subscriptions: Option<usize>,
+    /// Largest chat message, in characters [default: 4000].
+    #[arg(long, env = "SWITCHBOARD_MAX_CHAT_TEXT", value_name = "CHARS")]
+    max_chat_text: Option<usize>,
+
+    /// Ping a connection after this many seconds without hearing from it; 0: never
+    /// [default: 30].
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", value_name = "SECS")]
+    ping_interval: Option<f64>,
+    /// Close (1011 "ping timeout") a connection whose pong has not come after this many
+    /// seconds [default: 20].
+    #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", value_name = "SECS")]
+    pong_timeout: Option<f64>,
+    /// Close (1001 "idle timeout") a connection after this many seconds without a message
+    /// either way; 0: never [default: 3600].
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", value_name = "SECS")]
+    idle_timeout: Option<f64>,
+    /// On SIGINT/SIGTERM, wait this many seconds for close handshakes [default: 10].
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    shutdown_timeout: Option<f64>,
+
+    /// Also allow WebSockets from this browser origin (repeatable; `*` allows any). The
+    /// server's own origin and http(s)://localhost:*, 127.0.0.1:*, [::1]:* are allowed
+    /// by default; requests without Origin (non-browser clients) always are.
+    #[arg(
+        long = "allow-origin",
+        env = "SWITCHBOARD_ALLOW_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    allow_origins: Vec<String>,
+
+    /// Bytes queued for one subscriber before the slow-consumer policy applies
+    /// [default: 1048576].
+    #[arg(long, env = "SWITCHBOARD_OUTBOX_MAX_BYTES", value_name = "BYTES")]
+    outbox_max_bytes: Option<usize>,
+    /// Messages queued for one subscriber before the slow-consumer policy applies
+    /// [default: 4096].
+    #[arg(long, env = "SWITCHBOARD_OUTBOX_MAX_MESSAGES", value_name = "N")]
+    outbox_max_messages: Option<usize>,
+    /// What happens to a subscriber past its outbox bound: `disconnect` (close with 1008)
+    /// or `drop-oldest` (drop its oldest queued messages and count them)
+    /// [default: disconnect].
+    #[arg(long, env = "SWITCHBOARD_SLOW_CONSUMER", value_parser = ["disconnect", "drop-oldest"], value_name = "POLICY")]
+    slow_consumer: Option<String>,
+    /// Chat messages each room keeps for newcomers [default: 50].
+    #[arg(long, env = "SWITCHBOARD_HISTORY", value_name = "N")]
+    history: Option<usize>,
+
+    /// The key POST /api/publish requires (`Authorization: Bearer KEY`). Without one the API
+    /// answers 403. Prefer the environment variable or the file over the flag (flags show
+    /// in `ps`).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    api_key: Option<String>,
+
+    /// permessage-deflate: negotiate compression with clients that offer it [default: on].
+    #[arg(long, value_parser = ["on", "off"], env = "SWITCHBOARD_DEFLATE")]
+    deflate: Option<String>,
+    /// Keep compression context across messages (better ratio; costs ~300 KiB of zlib state
+    /// per connection that sends compressed messages). Off: each message is compressed on its
+    /// own with per-thread shared zlib streams, so idle connections hold no zlib memory.
+    #[arg(long, env = "SWITCHBOARD_DEFLATE_CONTEXT_TAKEOVER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    deflate_context_takeover: Option<bool>,
+    /// Largest LZ77 window for compression, 8-15 (2^N bytes; smaller saves memory)
+    /// [default: 15].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(8..=15), env = "SWITCHBOARD_DEFLATE_WINDOW_BITS")]
+    deflate_window_bits: Option<u8>,
+    /// Messages smaller than this many bytes are sent uncompressed. Default: 256 without
+    /// context takeover (smaller JSON messages do not shrink on their own), 32 with it
+    /// (docs/deflate.md has the measurements).
+    #[arg(long, env = "SWITCHBOARD_DEFLATE_THRESHOLD")]
+    deflate_threshold: Option<usize>,
+
+    /// Serve wss:// and https:// with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Log as JSON lines instead of text (filter with RUST_LOG, default "info").
+    #[arg(long, env = "SWITCHBOARD_LOG_JSON", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    log_json: Option<bool>,
+}
+
+const CONFIG_HELP: &str = "\
+Config file (--config FILE), TOML, every key optional:
+
+  listen = \"0.0.0.0:8080\"
+  workers = 2
+  api_key = \"change-me\"
+  allowed_origins = [\"https://app.example.com\"]
+  max_message_size = 65536
+  max_connections = 100000
+  max_connections_per_ip = 1000
+  ping_interval = 30.0        # seconds; 0 disables
+  slow_consumer = \"disconnect\" # or \"drop-oldest\"
+  # ... and every other option, named as its flag with underscores.
+
+Precedence: flags > SWITCHBOARD_* environment variables > config file > defaults.
+Logs: RUST_LOG=debug shows one span per connection (id, peer) with its lifecycle.";
+
+/// The config file: the same options as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    workers: Option<usize>,
+    max_message_size: Option<usize>,
+    echo_max_message_size: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<u32>,
+    max_subscriptions: Option<usize>,
+    max_chat_text: Option<usize>,
+    ping_interval: Option<f64>,
+    pong_timeout: Option<f64>,
+    idle_timeout: Option<f64>,
+    shutdown_timeout: Option<f64>,
+    allowed_origins: Option<Vec<String>>,
+    outbox_max_bytes: Option<usize>,
+    outbox_max_messages: Option<usize>,
+    slow_consumer: Option<String>,
+    history: Option<usize>,
+    api_key: Option<String>,
+    deflate: Option<String>,
+    deflate_context_takeover: Option<bool>,
+    deflate_window_bits: Option<u8>,
+    deflate_threshold: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    log_json: Option<bool>,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// Seconds as a duration; 0 (or less) means "off".
+fn secs(name: &str, v: f64) -> anyhow::Result<Option<Duration>> {
+    if !v.is_finite() {
+        bail!("{name} must be a number of seconds");
+    }
+    Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
+}
+
+/// The merged settings.
+pub(crate) struct Settings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) workers: Option<usize>,
+    pub(crate) log_json: bool,
+    pub(crate) config: ServerConfig,
+}
+
+pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
+    let f = match &a.config {
+        Some(p) => read_file(p)?,
+        None => FileConfig::default(),
+    };
+    macro_rules! pick {
+        ($name:ident, $default:expr) => {
+            a.$name.or(f.$name).unwrap_or($default)
+        };
+    }
+    let max_message = pick!(max_message_size, 64 << 10);
+    let echo_max = pick!(echo_max_message_size, 16 << 20);
+    let deflate_on = match pick!(deflate, "on".to_string()).as_str() {
+        "on" => true,
+        "off" => false,
+        other => bail!("deflate must be \"on\" or \"off\", not {other:?}"),
+    };
+    let no_context = !pick!(deflate_context_takeover, false);
+    let window = pick!(deflate_window_bits, 15);
+    if !(8..=15).contains(&window) {
+        bail!("deflate_window_bits must be 8-15");
+    }
+    let threshold = a
+        .deflate_threshold
+        .or(f.deflate_threshold)
+        .unwrap_or(if no_context { 256 } else { 32 });
+    let deflate = deflate_on.then(|| {
+        switchboard_proto::extension::DeflateConfig::default()
+            .server_no_context_takeover(no_context)
+            .client_no_context_takeover(no_context)
+            .server_max_window_bits(window)
+            .client_max_window_bits(window)
+            .threshold(threshold)
+    });
+    let ws = switchboard_proto::Config::default()
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .max_write_buffer(max_message.saturating_mul(2).max(4 << 20))
+        .deflate(deflate);
+    let echo = switchboard_proto::Config::default()
+        .max_message_size(echo_max)
+        .max_frame_size(echo_max)
+        .max_write_buffer(echo_max.saturating_mul(2).max(1 << 20))
+        .deflate(deflate);
+
+    let mut limits = Limits::default();
+    limits.max_connections = pick!(max_connections, limits.max_connections);
+    limits.max_connections_per_ip = pick!(max_connections_per_ip, limits.max_connections_per_ip);
+    limits.max_subscriptions = pick!(max_subscriptions, limits.max_subscriptions);
+    limits.max_chat_text = pick!(max_chat_text, limits.max_chat_text);
+
+    let mut heartbeat = HeartbeatConfig::default();
+    heartbeat.ping_interval = secs("ping_interval", pick!(ping_interval, 30.0))?;
+    heartbeat.pong_timeout = secs("pong_timeout", pick!(pong_timeout, 20.0))?;
+    heartbeat.idle_timeout = secs("idle_timeout", pick!(idle_timeout, 3600.0))?;
+    let shutdown_timeout =
+        secs("shutdown_timeout", pick!(shutdown_timeout, 10.0))?.unwrap_or_default();
+
+    let mut origins = OriginPolicy::default();
+    origins.allowed = if a.allow_origins.is_empty() {
+        f.allowed_origins.unwrap_or_default()
+    } else {
+        a.allow_origins
+    };
+
+    let policy = match pick!(slow_consumer, "disconnect".to_string()).as_str() {
+        "disconnect" => SlowConsumerPolicy::Disconnect,
+        "drop-oldest" => SlowConsumerPolicy::DropOldest,
+        other => bail!("slow_consumer must be \"disconnect\" or \"drop-oldest\", not {other:?}"),
+    };
+    let outbox = OutboxLimits {
+        max_bytes: pick!(outbox_max_bytes, 1 << 20),
+        max_messages: pick!(outbox_max_messages, 4096),
+        policy,
+    };
+
+    let mut config = ServerConfig::default()
+        .ws(ws)
+        .echo(echo)
+        .limits(limits)
+        .heartbeat(heartbeat)
+        .origins(origins)
+        .outbox(outbox)
+        .hub(HubConfig::default().history(pick!(history, 50)))
+        .shutdown_timeout(shutdown_timeout);
+    if let Some(key) = a.api_key.or(f.api_key).filter(|k| !k.is_empty()) {
+        config = config.api_key(key);
+    }
+    match (a.tls_cert.or(f.tls_cert), a.tls_key.or(f.tls_key)) {
+        (Some(cert), Some(key)) => {
+            let acceptor = switchboard_tokio::tls::acceptor_from_pem(&cert, &key)
+                .context("loading the TLS certificate and key")?;
+            config = config.tls(acceptor);
+        }
+        (None, None) => {}
+        _ => bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
+    }
+    Ok(Settings {
+        listen: a
+            .listen
+            .or(f.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        workers: a.workers.or(f.workers),
+        log_json: a.log_json.or(f.log_json).unwrap_or(false),
+        config,
+    })
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let s = settings(args)?;
+    init_logging(s.log_json);
+    let scheme = if s.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let api = s.config.api_key.is_some();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = s.workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(s.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (is another server using that port? choose another with --listen)",
+                s.listen
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        tracing::info!(
+            "listening on {scheme}://{addr} (chat page at /, WebSockets at /chat, /ws and /echo, metrics at /metrics)"
+        );
+        if !api {
+            tracing::info!("POST /api/publish is disabled until an API key is set (SWITCHBOARD_API_KEY)");
+        }
+        switchboard_server::run(listener, s.config, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ServeArgs,
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("sb-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\nmax_connections = 7\nping_interval = 0\napi_key = \"k\"\n",
+        )
+        .unwrap();
+        let t = T::parse_from([
+            "x",
+            "--config",
+            file.to_str().unwrap(),
+            "--max-connections",
+            "9",
+        ]);
+        let s = settings(t.a).unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(s.config.limits.max_connections, 9);
+        assert_eq!(s.config.heartbeat.ping_interval, None);
+        assert_eq!(s.config.api_key.as_deref(), Some("k"));
+        assert_eq!(s.config.limits.max_connections_per_ip, 1000);
+
+        std::fs::write(&file, "max_conections = 7\n").unwrap();
+        let t = T::parse_from(["x", "--config", file.to_str().unwrap()]);
+        let err = format!("{:#}", settings(t.a).err().unwrap());
+        assert!(err.contains("unknown field `max_conections`"), "{err}");
+    }
+}
