@@ -439,3 +439,100 @@ mod props {
         }
     }
 }
+
+mod shared_frames {
+    use bytes::Bytes;
+    use std::io::IoSlice;
+    use switchboard_proto::frame::encode_shared;
+    use switchboard_proto::{Config, Connection, Event, Message, Role, SendError};
+
+    /// Everything queued, through the vectored interface.
+    fn drain(c: &mut Connection) -> Vec<u8> {
+        let mut out = Vec::new();
+        while !c.transmit_is_empty() {
+            let mut slices = [IoSlice::new(&[]); 8];
+            let n = c.transmit_slices(&mut slices);
+            assert!(n > 0);
+            // A short write of about half of what is offered: it ends mid-run or across
+            // runs, and `advance_transmit` must follow.
+            let mut all: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            let take = all.len().div_ceil(2);
+            all.truncate(take);
+            out.extend_from_slice(&all);
+            c.advance_transmit(take);
+        }
+        out
+    }
+
+    #[test]
+    fn shared_frames_keep_their_place_between_own_frames() {
+        let mut s = Connection::new(Role::Server, Config::default());
+        s.send(&Message::text("one")).unwrap();
+        let shared = encode_shared(&Message::text("two"));
+        s.send_shared(shared.clone()).unwrap();
+        s.send(&Message::binary(vec![3u8; 5000])).unwrap(); // large: by reference
+        s.send(&Message::text("four")).unwrap();
+        assert_eq!(s.queued_transmit(), 5 + 5 + 5004 + 6);
+        let wire = drain(&mut s);
+        assert!(s.transmit_is_empty());
+        let mut c = Connection::new(Role::Client, Config::default());
+        c.handle_read(&wire);
+        let mut got = Vec::new();
+        while let Some(Event::Message(m)) = c.poll_event().unwrap() {
+            got.push(m);
+        }
+        assert_eq!(
+            got,
+            vec![
+                Message::text("one"),
+                Message::text("two"),
+                Message::binary(vec![3u8; 5000]),
+                Message::text("four")
+            ]
+        );
+    }
+
+    #[test]
+    fn large_server_payloads_are_not_copied() {
+        let payload = Bytes::from(vec![7u8; 64 * 1024]);
+        let mut s = Connection::new(Role::Server, Config::default());
+        s.send(&Message::Binary(payload.clone())).unwrap();
+        let mut slices = [IoSlice::new(&[]); 4];
+        let n = s.transmit_slices(&mut slices);
+        assert_eq!(n, 2, "header run, then the payload itself");
+        assert_eq!(slices[1].as_ptr(), payload.as_ptr());
+    }
+
+    #[test]
+    fn shared_frames_that_would_be_wrong_are_refused() {
+        let mut s = Connection::new(Role::Server, Config::default());
+        let bad = |b: &'static [u8]| Bytes::from_static(b);
+        for frame in [
+            bad(b"\x81"),                  // incomplete header
+            bad(b"\x81\x05Hi"),            // shorter than its length
+            bad(b"\x81\x01Hi"),            // longer: two frames' worth
+            bad(b"\x01\x02Hi"),            // not final
+            bad(b"\x89\x02Hi"),            // a ping
+            bad(b"\xc1\x02Hi"),            // RSV1 without deflate
+            bad(b"\x81\x82\x00\x00\x00\x00Hi"), // masked
+        ] {
+            assert!(
+                matches!(s.send_shared(frame.clone()), Err(SendError::InvalidSharedFrame(_))),
+                "{frame:?}"
+            );
+        }
+        assert!(s.transmit_is_empty());
+        let small = Config::default().max_write_buffer(10);
+        let mut s = Connection::new(Role::Server, small);
+        s.send_shared(encode_shared(&Message::text("12345678"))).unwrap();
+        assert!(matches!(
+            s.send_shared(encode_shared(&Message::text("x"))),
+            Err(SendError::WriteBufferFull { .. })
+        ));
+        s.close(None).unwrap();
+        assert_eq!(
+            s.send_shared(encode_shared(&Message::text("x"))),
+            Err(SendError::Closed)
+        );
+    }
+}

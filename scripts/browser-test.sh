@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Headless-browser test of the chat page (GET /) against a real `switchboard serve`.
+#
+#   scripts/browser-test.sh
+#
+# Installs what is missing (Debian's chromium with apt-get, playwright-core with npm) and runs
+# tests/browser/chat.test.mjs, whose last line is `browser: N passed, M failed`. It does not
+# build the server: run `cargo build --release -p switchboard` first.
+#
+# Environment:
+#   SWITCHBOARD_BIN   server binary (default: $CARGO_TARGET_DIR/release/switchboard, or
+#                     <repo>/target/release/switchboard)
+#   CHROMIUM          browser executable (default: /usr/bin/chromium)
+#   ARTIFACTS_DIR     screenshots and logs (default: <repo>/target/browser-artifacts)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tests="$root/tests/browser"
+
+log() { printf 'browser-test: %s\n' "$*" >&2; }
+die() { printf 'browser-test: error: %s\n' "$*" >&2; exit 1; }
+
+target="${CARGO_TARGET_DIR:-$root/target}"
+[[ "$target" = /* ]] || target="$PWD/$target"
+bin="${SWITCHBOARD_BIN:-$target/release/switchboard}"
+[[ "$bin" = /* ]] || bin="$PWD/$bin"
+[[ -x "$bin" ]] || die "server binary $bin not found: run 'cargo build --release -p switchboard' first (or set SWITCHBOARD_BIN)"
+export SWITCHBOARD_BIN="$bin"
+
+export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [[ ! -x "$CHROMIUM" ]]; then
+  [[ "$CHROMIUM" == /usr/bin/chromium ]] || die "CHROMIUM=$CHROMIUM is not an executable"
+  command -v apt-get >/dev/null || die "/usr/bin/chromium is missing and there is no apt-get to install it"
+  log "installing chromium with apt-get"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+  [[ -x "$CHROMIUM" ]] || die "apt-get installed chromium but $CHROMIUM is still missing"
+fi
+
+command -v node >/dev/null || die "node not found: install Node.js 20 or newer (apt-get install nodejs npm)"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+((node_major >= 20)) || die "node $(node --version) is too old: the test needs Node.js 20 or newer"
+if [[ ! -f "$tests/node_modules/playwright-core/package.json" ]]; then
+  command -v npm >/dev/null || die "npm not found: install it (apt-get install npm)"
+  log "installing playwright-core with npm"
+  if [[ -f "$tests/package-lock.json" ]]; then
+    (cd "$tests" && npm ci --no-audit --no-fund --loglevel=error) >&2
+  else
+    (cd "$tests" && npm install --no-audit --no-fund --loglevel=error) >&2
+  fi
+fi
+
+log "server: $SWITCHBOARD_BIN; browser: $("$CHROMIUM" --version 2>/dev/null | tail -n1 || echo "$CHROMIUM")"
+set +e
+node "$tests/chat.test.mjs"
+rc=$?
+set -e
+exit "$rc"

@@ -1,0 +1,463 @@
+// Headless-browser test of the chat page that `switchboard serve` serves at GET /.
+//
+//   node tests/browser/chat.test.mjs        (scripts/browser-test.sh installs what it needs)
+//
+// Starts `$SWITCHBOARD_BIN serve --listen 127.0.0.1:0`, drives Debian's Chromium through
+// playwright-core with three pages (separate browser contexts), prints one `ok - ...` /
+// `not ok - ...` line per check and ends with `browser: N passed, M failed`.
+//
+// Environment:
+//   SWITCHBOARD_BIN   server binary (default: $CARGO_TARGET_DIR/release/switchboard, or
+//                     <repo>/target/release/switchboard)
+//   CHROMIUM          browser executable (default: /usr/bin/chromium)
+//   ARTIFACTS_DIR     screenshots and logs (default: <repo>/target/browser-artifacts)
+//   RUST_LOG          passed to the server (default: info; the test needs its "listening on" line)
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..', '..');
+const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(root, 'target');
+const BIN = path.resolve(process.env.SWITCHBOARD_BIN || path.join(targetDir, 'release', 'switchboard'));
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = path.resolve(process.env.ARTIFACTS_DIR || path.join(root, 'target', 'browser-artifacts'));
+const TOTAL_MS = 55_000; // the whole run, including browser start and server stop
+const WAIT_MS = 6_000; // one expectation inside a check
+
+const ROOM = 'browser-test';
+const OTHER_ROOM = 'elsewhere';
+const A = 'Ada';
+const B = 'Bob';
+const C = 'Cy';
+
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+const serverLog = fs.createWriteStream(path.join(ARTIFACTS, 'server.log'));
+const consoleLog = fs.createWriteStream(path.join(ARTIFACTS, 'console.log'));
+
+// ---- server -----------------------------------------------------------------------------------
+let server = null; // { proc, addr }
+
+function startServer(listen) {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' };
+    let proc;
+    try {
+      proc = spawn(BIN, ['serve', '--listen', listen], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    } catch (e) {
+      reject(new Error(`cannot start ${BIN}: ${e.message}`));
+      return;
+    }
+    let buf = '';
+    let done = false;
+    const tail = [];
+    const timer = setTimeout(() => finish(new Error(`no "listening on" line within 15 s; last stderr: ${tail.join(' | ') || '(none)'}`)), 15_000);
+    function finish(err, addr) {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) {
+        if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+        reject(err);
+      } else resolve({ proc, addr });
+    }
+    proc.on('error', (e) => finish(new Error(`cannot start ${BIN}: ${e.message}`)));
+    proc.on('exit', (code, sig) => {
+      serverLog.write(`--- server pid ${proc.pid} exited (code ${code}, signal ${sig})\n`);
+      finish(new Error(`server exited before listening (code ${code}, signal ${sig}); last stderr: ${tail.join(' | ') || '(none)'}`));
+    });
+    proc.stdout.on('data', (d) => serverLog.write(d));
+    proc.stderr.on('data', (d) => {
+      serverLog.write(d);
+      buf += d.toString('utf8');
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        // eslint-disable-next-line no-control-regex
+        const line = buf.slice(0, nl).replace(/\x1b\[[0-9;]*m/g, '');
+        buf = buf.slice(nl + 1);
+        tail.push(line.trim());
+        if (tail.length > 3) tail.shift();
+        const m = /listening on http:\/\/(\d{1,3}(?:\.\d{1,3}){3}:\d+|\[[0-9a-fA-F:.]+\]:\d+)/.exec(line);
+        if (m) finish(null, m[1]);
+      }
+    });
+  });
+}
+
+async function stopServer(s, graceMs = 10_000) {
+  if (!s || s.proc.exitCode !== null || s.proc.signalCode !== null) return 'already exited';
+  const exited = new Promise((r) => s.proc.once('exit', () => r(true)));
+  s.proc.kill('SIGTERM');
+  const t0 = Date.now();
+  const ok = await Promise.race([exited, sleep(graceMs).then(() => false)]);
+  if (ok) return `exited ${Date.now() - t0} ms after SIGTERM`;
+  s.proc.kill('SIGKILL');
+  await Promise.race([exited, sleep(2000)]);
+  return `did not exit within ${graceMs} ms of SIGTERM; killed`;
+}
+
+// ---- helpers ----------------------------------------------------------------------------------
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let browser = null;
+const pages = {}; // label -> page
+const jsErrors = [];
+
+function base() {
+  return `http://${server.addr}`;
+}
+
+async function shot(label, name) {
+  const page = pages[label];
+  if (!page || page.isClosed()) return;
+  try {
+    await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), timeout: 5000 });
+  } catch { /* best effort */ }
+}
+
+async function newPage(label, options = {}) {
+  const ctx = await browser.newContext({ viewport: { width: 1100, height: 720 }, ...options });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  page.on('pageerror', (e) => jsErrors.push(`${label}: ${e.message}`));
+  page.on('console', (m) => consoleLog.write(`[${label}] ${m.type()}: ${m.text()}\n`));
+  pages[label] = page;
+  return page;
+}
+
+async function joinAs(page, name, room, { prefilled = false } = {}) {
+  if (prefilled) {
+    await page.goto(`${base()}/?${new URLSearchParams({ room, name })}`, { timeout: WAIT_MS });
+    const got = [await page.inputValue('#name'), await page.inputValue('#room')];
+    assert(got[0] === name && got[1] === room, `?room=&name= did not prefill the form: ${JSON.stringify(got)}`);
+  } else {
+    await page.goto(base() + '/', { timeout: WAIT_MS });
+    await page.fill('#name', name);
+    await page.fill('#room', room);
+  }
+  await page.click('#join');
+  await page.waitForSelector('#messages', { state: 'visible' });
+}
+
+function waitState(page, want, timeout = WAIT_MS) {
+  return page
+    .waitForFunction((s) => {
+      const e = document.querySelector('#state');
+      return e && e.dataset.state === s && e.textContent.includes(s);
+    }, want, { timeout })
+    .catch(async () => {
+      const got = await page.evaluate(() => {
+        const e = document.querySelector('#state');
+        return e ? `${e.dataset.state} ("${e.textContent}")` : 'no #state';
+      });
+      throw new Error(`state is ${got}, expected ${want} within ${timeout} ms`);
+    });
+}
+
+async function memberNames(page) {
+  return page.$$eval('#members li', (lis) => lis.map((li) => li.textContent));
+}
+
+function waitMember(page, name, present = true, timeout = WAIT_MS) {
+  return page
+    .waitForFunction(([n, p]) => [...document.querySelectorAll('#members li')].some((li) => li.textContent === n && li.dataset.id) === p,
+      [name, present], { timeout })
+    .catch(async () => {
+      throw new Error(`${name} ${present ? 'not' : 'still'} in #members after ${timeout} ms (members: ${JSON.stringify(await memberNames(page))})`);
+    });
+}
+
+async function messages(page) {
+  return page.$$eval('#messages .msg', (els) => els.map((e) => ({
+    seq: e.dataset.seq,
+    from: e.querySelector('.from')?.textContent,
+    text: e.querySelector('.text')?.textContent,
+    own: e.classList.contains('own'),
+  })));
+}
+
+function waitMessage(page, from, text, timeout = WAIT_MS) {
+  return page
+    .waitForFunction(([f, t]) => [...document.querySelectorAll('#messages .msg')].some((e) =>
+      e.dataset.seq && e.querySelector('.from')?.textContent === f && e.querySelector('.text')?.textContent === t),
+    [from, text], { timeout })
+    .catch(async () => {
+      throw new Error(`no message from ${from} with text ${JSON.stringify(text)} after ${timeout} ms (messages: ${JSON.stringify((await messages(page)).slice(-5))})`);
+    });
+}
+
+function waitEvent(page, kind, name, timeout = WAIT_MS) {
+  return page
+    .waitForFunction(([k, n]) => [...document.querySelectorAll(`#messages .event.${k}`)].some((e) => e.textContent.includes(n)),
+      [kind, name], { timeout })
+    .catch(async () => {
+      const evs = await page.$$eval('#messages .event', (els) => els.map((e) => `${e.className}: ${e.textContent}`));
+      throw new Error(`no ${kind} event for ${name} after ${timeout} ms (events: ${JSON.stringify(evs.slice(-5))})`);
+    });
+}
+
+async function say(page, text, how = 'enter') {
+  await page.fill('#text', text);
+  if (how === 'enter') await page.press('#text', 'Enter');
+  else await page.click('#send');
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+// ---- the checks -------------------------------------------------------------------------------
+const TEXT_A = 'hello <b>from</b> Ada & co';
+const TEXT_B = 'hi Ada, Bob here';
+const TEXT_A2 = 'only for #browser-test';
+const TEXT_C = 'back after the restart';
+
+const checks = [
+  ['server starts and logs "listening on http://ADDR"', async () => {
+    assert(fs.existsSync(BIN), `${BIN} not found (build it with: cargo build --release -p switchboard)`);
+    server = await startServer('127.0.0.1:0');
+  }],
+
+  ['GET / answers 200 with text/html', async () => {
+    const res = await fetch(base() + '/', { signal: AbortSignal.timeout(WAIT_MS) });
+    const body = await res.text();
+    const type = res.headers.get('content-type') || '';
+    assert(res.status === 200, `status ${res.status}`);
+    assert(/^text\/html\b/i.test(type), `content-type ${JSON.stringify(type)}`);
+    assert(body.includes('id="messages"'), 'body is not the chat page (no id="messages")');
+  }],
+
+  [`A (${A}) joins #${ROOM} from a prefilled /?room=&name= and the state badge reads open`, async () => {
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      timeout: 20_000,
+    });
+    const a = await newPage('a');
+    await joinAs(a, A, ROOM, { prefilled: true });
+    await waitState(a, 'open');
+  }],
+
+  [`B (${B}, dark scheme) joins #${ROOM} and the state badge reads open`, async () => {
+    const b = await newPage('b', { colorScheme: 'dark' });
+    await joinAs(b, B, ROOM);
+    await waitState(b, 'open');
+  }],
+
+  ['the server selects subprotocol switchboard.chat.v1', async () => {
+    const proto = await pages.a.evaluate(() => window.chat.ws.protocol);
+    assert(proto === 'switchboard.chat.v1', `ws.protocol is ${JSON.stringify(proto)}`);
+  }],
+
+  ['A sees B in #members', async () => {
+    await waitMember(pages.a, B);
+    await waitMember(pages.a, A);
+  }],
+
+  ['B sees A in #members, with the same member ids as A sees', async () => {
+    await waitMember(pages.b, A);
+    await waitMember(pages.b, B);
+    const ids = (p) => p.$$eval('#members li', (lis) => Object.fromEntries(lis.map((li) => [li.textContent, li.dataset.id])));
+    const [ia, ib] = [await ids(pages.a), await ids(pages.b)];
+    assert(ia[A] && ia[A] === ib[A] && ia[B] === ib[B], `ids differ: A sees ${JSON.stringify(ia)}, B sees ${JSON.stringify(ib)}`);
+    assert(ia[A] !== ia[B], `A and B have the same id ${ia[A]}`);
+    await shot('a', '01-a-joined');
+    await shot('b', '01-b-joined');
+  }],
+
+  ["a message typed in A's #text (Enter) appears in B's #messages", async () => {
+    await say(pages.a, TEXT_A, 'enter');
+    await waitMessage(pages.b, A, TEXT_A);
+  }],
+
+  ["A's message appears in A's #messages too, marked as A's own", async () => {
+    await waitMessage(pages.a, A, TEXT_A);
+    const [ma, mb] = [await messages(pages.a), await messages(pages.b)];
+    const a = ma.find((m) => m.text === TEXT_A);
+    const b = mb.find((m) => m.text === TEXT_A);
+    assert(a.own && !b.own, `own flags: A ${a.own}, B ${b.own}`);
+    assert(a.seq === b.seq && Number(a.seq) >= 1, `data-seq differs or is not a number: A ${a.seq}, B ${b.seq}`);
+    assert(await pages.a.inputValue('#text') === '', '#text was not cleared after sending');
+  }],
+
+  ['user text is rendered as text, not HTML', async () => {
+    const n = await pages.b.$$eval('#messages .msg .text b', (els) => els.length);
+    assert(n === 0, `found ${n} <b> element(s) inside .text`);
+  }],
+
+  ["a message sent with B's #send button appears in A", async () => {
+    await say(pages.b, TEXT_B, 'click');
+    await waitMessage(pages.a, B, TEXT_B);
+    await waitMessage(pages.b, B, TEXT_B);
+    await shot('a', '02-a-messages');
+    await shot('b', '02-b-messages');
+  }],
+
+  ['an error event from the server is shown to the user and the connection stays open', async () => {
+    const a = pages.a;
+    await a.evaluate(() => window.chat.ws.send('{this is not json'));
+    await a.waitForFunction(() => [...document.querySelectorAll('#toasts .toast')].some((t) => t.textContent.includes('invalid_json')), null, { timeout: WAIT_MS })
+      .catch(() => { throw new Error('no toast with code invalid_json after sending invalid JSON'); });
+    await sleep(250); // let the toast slide in
+    await shot('a', '02-a-error-toast');
+    await waitState(a, 'open');
+  }],
+
+  [`C (${C}, narrow screen) in #${OTHER_ROOM} does not see #${ROOM}'s members or messages`, async () => {
+    const c = await newPage('c', { viewport: { width: 390, height: 760 } });
+    await joinAs(c, C, OTHER_ROOM);
+    await waitState(c, 'open');
+    await waitMember(c, C);
+    await say(pages.a, TEXT_A2);
+    await waitMessage(pages.b, A, TEXT_A2);
+    await sleep(400); // would C get it, it would have by now
+    const mc = await messages(c);
+    assert(mc.length === 0, `C sees messages from #${ROOM}: ${JSON.stringify(mc)}`);
+    const names = await memberNames(c);
+    assert(names.length === 1 && names[0] === C, `C's members: ${JSON.stringify(names)}`);
+    const namesA = await memberNames(pages.a);
+    assert(!namesA.includes(C), `A's members include C: ${JSON.stringify(namesA)}`);
+    await shot('c', '03-c-other-room');
+  }],
+
+  [`C switches to #${ROOM} with {"type":"join"}: history, members and A sees C join`, async () => {
+    const c = pages.c;
+    await c.click('#members-toggle');
+    await sleep(300);
+    await shot('c', '04-c-drawer');
+    await c.fill('#switch-room', ROOM);
+    await c.press('#switch-room', 'Enter');
+    await waitMessage(c, A, TEXT_A);
+    await waitMessage(c, B, TEXT_B);
+    await waitMessage(c, A, TEXT_A2);
+    await waitMember(c, A);
+    await waitMember(c, B);
+    await waitEvent(pages.a, 'join', C);
+    await waitMember(pages.a, C);
+    const sameSocket = await c.evaluate(() => window.chat.ws.readyState === 1 && window.chat.room);
+    assert(sameSocket === ROOM, `C's page reports room ${JSON.stringify(sameSocket)}`);
+    await sleep(300); // let the drawer slide away
+    await shot('c', '05-c-switched');
+  }],
+
+  ["closing page B shows B's leave in A and removes B from A's #members", async () => {
+    await pages.b.close();
+    await waitEvent(pages.a, 'leave', B);
+    await waitMember(pages.a, B, false);
+    await waitMember(pages.c, B, false);
+    await shot('a', '06-a-after-b-left');
+  }],
+
+  ['after a server restart the pages show reconnecting, then reconnect', async () => {
+    const addr = server.addr;
+    const how = await stopServer(server);
+    await waitState(pages.a, 'reconnecting', 8000).catch((e) => { throw new Error(`${e.message} (server ${how})`); });
+    await shot('a', '07-a-reconnecting');
+    server = await startServer(addr);
+    await waitState(pages.a, 'open', 20_000);
+    await waitState(pages.c, 'open', 20_000);
+    await waitMember(pages.a, C);
+    await waitMember(pages.c, A);
+    await say(pages.c, TEXT_C);
+    await waitMessage(pages.a, C, TEXT_C);
+    await waitMessage(pages.c, C, TEXT_C);
+    const ownA = (await messages(pages.a)).find((m) => m.text === TEXT_C).own;
+    const ownC = (await messages(pages.c)).find((m) => m.text === TEXT_C).own;
+    assert(!ownA && ownC, `after the restart C's message is marked own in A: ${ownA}, in C: ${ownC}`);
+    await shot('a', '08-a-reconnected');
+    await shot('c', '08-c-reconnected');
+  }],
+
+  ['#leave closes with 1000, shows the join form and does not reconnect', async () => {
+    const a = pages.a;
+    await a.evaluate(() => {
+      const ws = window.chat.ws;
+      const close = ws.close.bind(ws);
+      ws.close = (code, reason) => { window.__sentCode = code; return close(code, reason); };
+      ws.addEventListener('close', (e) => { window.__closeEvent = { code: e.code, clean: e.wasClean }; });
+    });
+    await a.click('#leave');
+    await a.waitForSelector('#join', { state: 'visible' });
+    await waitState(a, 'closed');
+    await waitEvent(pages.c, 'leave', A);
+    await waitMember(pages.c, A, false);
+    await sleep(1500); // the first reconnect would come after at most 0.5 s
+    const r = await a.evaluate(() => ({
+      sent: window.__sentCode, ev: window.__closeEvent, state: window.chat.state, ready: window.chat.ws.readyState,
+      join: !document.querySelector('#join-view').hidden,
+    }));
+    assert(r.sent === 1000, `close code sent: ${r.sent}`);
+    assert(r.ev && r.ev.code === 1000, `close event: ${JSON.stringify(r.ev)} (the server should echo 1000)`);
+    assert(r.state === 'closed' && r.ready === 3 && r.join, `after leaving: ${JSON.stringify(r)}`);
+    await shot('a', '09-a-left');
+  }],
+
+  ['no uncaught JavaScript errors in the pages', async () => {
+    assert(jsErrors.length === 0, jsErrors.join('; '));
+  }],
+];
+
+// ---- runner -----------------------------------------------------------------------------------
+let passed = 0;
+let failed = 0;
+let next = 0;
+let finished = false;
+
+function report(ok, name, reason) {
+  if (ok) { passed++; console.log(`ok - ${name}`); } else { failed++; console.log(`not ok - ${name}: ${reason}`); }
+}
+
+async function cleanup() {
+  if (browser) { const b = browser; browser = null; await Promise.race([b.close().catch(() => {}), sleep(5000)]); }
+  if (server) { const s = server; server = null; await stopServer(s, 5000).catch(() => {}); }
+  await Promise.all([serverLog, consoleLog].map((s) => new Promise((r) => s.end(r))));
+}
+
+async function finish(code) {
+  if (finished) return;
+  finished = true;
+  console.log(`browser: ${passed} passed, ${failed} failed`);
+  process.exitCode = code ?? (failed ? 1 : 0);
+}
+
+const deadline = setTimeout(async () => {
+  if (finished) return;
+  for (; next < checks.length; next++) report(false, checks[next][0], `timed out (the whole test is limited to ${TOTAL_MS / 1000} s)`);
+  await Promise.race([cleanup(), sleep(4000)]);
+  await finish(1);
+  process.exit(1);
+}, TOTAL_MS);
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, async () => {
+    if (server) server.proc.kill('SIGTERM');
+    process.exit(130);
+  });
+}
+process.on('exit', () => { if (server && server.proc.exitCode === null) server.proc.kill('SIGKILL'); });
+
+try {
+  for (; next < checks.length; next++) {
+    const [name, fn] = checks[next];
+    if (!server && next > 0) { report(false, name, 'not run: the server is not running'); continue; }
+    try {
+      await fn();
+      if (finished) break;
+      report(true, name);
+    } catch (e) {
+      if (finished) break;
+      report(false, name, String(e && e.message ? e.message : e).split('\n')[0]);
+      for (const label of Object.keys(pages)) await shot(label, `fail-${next}-${label}`);
+    }
+  }
+} finally {
+  clearTimeout(deadline);
+  if (!finished) {
+    await cleanup();
+    console.log(`# screenshots and logs in ${ARTIFACTS}`);
+    await finish();
+  }
+}
