@@ -2,7 +2,8 @@
 # Runs every test of Switchboard, installing what it needs when missing.
 #
 #   scripts/test.sh            # everything: lint, unit/integration/doc tests, interop,
-#                              # fuzz smoke run, Autobahn server and client suites
+#                              # fuzz smoke run, browser test of the chat page,
+#                              # Autobahn server and client suites
 #
 # Environment:
 #   AUTOBAHN_CASES     case preset for both Autobahn roles (default: ci = 1.x-10.x plus a fixed sample of 12.x/13.x; see autobahn/README.md)
@@ -31,6 +32,8 @@ command -v cc >/dev/null || apt_missing+=(gcc)
 command -v python3 >/dev/null || apt_missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_missing+=(python3-venv)
 command -v git >/dev/null || apt_missing+=(git)
+command -v node >/dev/null || apt_missing+=(nodejs)
+command -v npm >/dev/null || apt_missing+=(npm)
 if ((${#apt_missing[@]})); then
   command -v apt-get >/dev/null || die "missing ${apt_missing[*]} and no apt-get to install them"
   step "installing ${apt_missing[*]} with apt-get"
@@ -70,9 +73,16 @@ if [[ -x scripts/fuzz.sh && "${FUZZ_SECONDS:-10}" != 0 ]]; then
 fi
 
 # --- Autobahn TestSuite, both roles ---------------------------------------------------------------
-step "building release binaries for Autobahn"
+step "building release binaries (browser test, Autobahn)"
 cargo build --release --locked -p switchboard -p switchboard-tokio --bins --example autobahn_client
 export SWITCHBOARD_BIN="$target/release/switchboard"
+
+# --- the chat page in a real browser (headless Chromium + playwright-core) ---------------------
+step "browser test of the chat page"
+browser_failed=0
+ARTIFACTS_DIR="$target/browser-artifacts" scripts/browser-test.sh 2>&1 | tee "$logs/browser.log" || browser_failed=1
+line="$(grep -E '^browser: [0-9]+ passed, [0-9]+ failed' "$logs/browser.log" | tail -n1 || true)"
+summary+=("${line:-browser: 0 passed, 1 failed}")
 export AUTOBAHN_CLIENT_CMD="$target/release/examples/autobahn_client"
 cases="${AUTOBAHN_CASES:-ci}"
 ab_failed=0
@@ -84,4 +94,5 @@ done
 
 step "summary"
 printf '%s\n' "${summary[@]}"
+((browser_failed == 0)) || die "the browser test failed (screenshots and logs in $target/browser-artifacts/)"
 ((ab_failed == 0)) || die "Autobahn reported failures (reports in $target/autobahn/)"
