@@ -508,23 +508,27 @@ mod shared_frames {
         let mut s = Connection::new(Role::Server, Config::default());
         let bad = |b: &'static [u8]| Bytes::from_static(b);
         for frame in [
-            bad(b"\x81"),                  // incomplete header
-            bad(b"\x81\x05Hi"),            // shorter than its length
-            bad(b"\x81\x01Hi"),            // longer: two frames' worth
-            bad(b"\x01\x02Hi"),            // not final
-            bad(b"\x89\x02Hi"),            // a ping
-            bad(b"\xc1\x02Hi"),            // RSV1 without deflate
+            bad(b"\x81"),                       // incomplete header
+            bad(b"\x81\x05Hi"),                 // shorter than its length
+            bad(b"\x81\x01Hi"),                 // longer: two frames' worth
+            bad(b"\x01\x02Hi"),                 // not final
+            bad(b"\x89\x02Hi"),                 // a ping
+            bad(b"\xc1\x02Hi"),                 // RSV1 without deflate
             bad(b"\x81\x82\x00\x00\x00\x00Hi"), // masked
         ] {
             assert!(
-                matches!(s.send_shared(frame.clone()), Err(SendError::InvalidSharedFrame(_))),
+                matches!(
+                    s.send_shared(frame.clone()),
+                    Err(SendError::InvalidSharedFrame(_))
+                ),
                 "{frame:?}"
             );
         }
         assert!(s.transmit_is_empty());
         let small = Config::default().max_write_buffer(10);
         let mut s = Connection::new(Role::Server, small);
-        s.send_shared(encode_shared(&Message::text("12345678"))).unwrap();
+        s.send_shared(encode_shared(&Message::text("12345678")))
+            .unwrap();
         assert!(matches!(
             s.send_shared(encode_shared(&Message::text("x"))),
             Err(SendError::WriteBufferFull { .. })
