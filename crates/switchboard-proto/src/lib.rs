@@ -57,7 +57,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::{Config, Role};
-pub use connection::{Connection, Event, Side, State};
+pub use connection::{Connection, Event, FrameTrace, Side, State};
 pub use error::{ProtocolError, SendError};
 pub use frame::OpCode;
 pub use message::{Message, Text};

@@ -230,7 +230,10 @@ impl ClientBuilder {
         client_handshake(stream, &request, self.config).await
     }
 
-    async fn open(&self, url: &WsUrl) -> Result<MaybeTlsStream, Error> {
+    /// Opens the TCP connection to `url` (and the TLS session for `wss://`) without the
+    /// WebSocket handshake; [`client_handshake`] with [`request`](Self::request) completes
+    /// it. For tools that show each step; [`connect`](Self::connect) does both.
+    pub async fn open(&self, url: &WsUrl) -> Result<MaybeTlsStream, Error> {
         let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
         let _ = tcp.set_nodelay(true);
         if !url.tls {

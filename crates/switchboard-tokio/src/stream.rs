@@ -90,6 +90,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &self.conn
     }
 
+    /// Records every frame sent and received for [`poll_trace`](Self::poll_trace) (see
+    /// [`Connection::set_trace`]).
+    pub fn set_trace(&mut self, on: bool) {
+        self.conn.set_trace(on);
+    }
+
+    /// The oldest frame recorded since [`set_trace`](Self::set_trace) not yet taken.
+    pub fn poll_trace(&mut self) -> Option<switchboard_proto::FrameTrace> {
+        self.conn.poll_trace()
+    }
+
+    /// Whether the peer closed the TCP connection (seen as end of stream).
+    pub fn peer_closed_tcp(&self) -> bool {
+        self.tcp_closed
+    }
+
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.stream
@@ -262,6 +278,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn send(&mut self, msg: &Message) -> Result<(), Error> {
         self.feed(msg)?;
         self.flush().await
+    }
+
+    /// Starts the closing handshake without waiting: queues a close frame, which the next
+    /// flush or read writes. Messages the peer sent before its close reply keep arriving from
+    /// [`next_event`](Self::next_event) until its `Event::Close` (then `None`). For clients
+    /// that want to see them; [`close`](Self::close) discards them and waits.
+    pub fn feed_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.ensure_out_buf();
+        self.conn.close(Some(CloseFrame::new(code, reason)))?;
+        Ok(())
     }
 
     /// Queues a ping without writing it (see [`feed`](Self::feed)).

@@ -1,0 +1,363 @@
+//! `bench broadcast`: N subscribers on one topic of a Switchboard server's `/ws`, one
+//! publisher at a set rate. Measures each delivery's latency, deliveries per second, and per
+//! publish the time until the *last* subscriber has it (the fan-out time).
+//!
+//! Publications are binary `/ws` messages (docs/protocol.md): one byte N, the topic, then
+//! the publish number and the send time (nanoseconds since the bench started, big endian)
+//! and padding up to `--payload`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde_json::json;
+use switchboard_proto::Message;
+use tokio::time::Instant;
+
+use super::{
+    ends, latency_line, new_histogram, on_threads, percentiles, since_start, Common, Progress,
+    Report, Target, ThreadStats,
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BroadcastArgs {
+    /// A Switchboard server's pub/sub endpoint, for example ws://127.0.0.1:8080/ws.
+    url: String,
+    /// Subscribers.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    subscribers: usize,
+    /// Publishes per second.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Stop after this many publishes instead of after --duration.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Bytes per published payload (at least 16).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// The topic.
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// The server's process id: report its memory per subscribed connection (RSS growth
+    /// while the subscribers connect, divided by their number; Linux).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Subscribers connecting at the same time.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Shared between the publisher and every subscriber.
+struct Board {
+    subscribed: AtomicUsize,
+    published: AtomicU64,
+    /// Per publish: the slowest delivery so far (µs) and how many subscribers have it.
+    slowest: Vec<AtomicU64>,
+    delivered: Vec<AtomicU32>,
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
+    if a.payload < 16 {
+        bail!("--payload must be at least 16 bytes (publish number and timestamp)");
+    }
+    if a.topic.len() > 128 {
+        bail!("--topic is at most 128 bytes");
+    }
+    super::ensure_fd_limit(a.subscribers as u64 + 1)?;
+    let target = Arc::new(Target::new(&a.url, a.subscribers + 1, &a.common)?);
+    let max_publishes = a
+        .count
+        .unwrap_or((a.rate * a.common.duration).ceil().max(1.0) as u64)
+        .min(10_000_000) as usize;
+    let board = Arc::new(Board {
+        subscribed: AtomicUsize::new(0),
+        published: AtomicU64::new(0),
+        slowest: (0..max_publishes).map(|_| AtomicU64::new(0)).collect(),
+        delivered: (0..max_publishes).map(|_| AtomicU32::new(0)).collect(),
+    });
+    let rss_before = a.server_pid.and_then(rss_kib);
+    let progress = Arc::new(Progress::default());
+    let printer = progress.spawn_printer(a.common.quiet, "delivered");
+    let threads = a.common.threads.max(1);
+    let args = Arc::new(a.clone());
+    let rss_after = Arc::new(AtomicU64::new(0));
+    let started = since_start();
+    let (b, p, r) = (
+        Arc::clone(&board),
+        Arc::clone(&progress),
+        Arc::clone(&rss_after),
+    );
+    let results = on_threads(threads, move |t| {
+        let (target, args, board, p, rss_after) = (
+            Arc::clone(&target),
+            Arc::clone(&args),
+            Arc::clone(&b),
+            Arc::clone(&p),
+            Arc::clone(&r),
+        );
+        async move {
+            let stats = Rc::new(RefCell::new(ThreadStats::default()));
+            let gate = Rc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1)));
+            let mut tasks = Vec::new();
+            for i in (0..args.subscribers).filter(|i| i % threads == t) {
+                tasks.push(tokio::task::spawn_local(subscriber(
+                    i,
+                    Arc::clone(&target),
+                    Arc::clone(&args),
+                    Arc::clone(&board),
+                    Arc::clone(&p),
+                    Rc::clone(&stats),
+                    Rc::clone(&gate),
+                )));
+            }
+            if t == 0 {
+                publisher(&target, &args, &board, &p, &rss_after, &stats).await;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            Rc::try_unwrap(stats)
+                .map(RefCell::into_inner)
+                .unwrap_or_default()
+        }
+    })?;
+    progress.done.store(true, Ordering::Relaxed);
+    let _ = printer.join();
+    let elapsed = (since_start() - started).as_secs_f64();
+    let mut stats = ThreadStats::default();
+    for r in results {
+        stats.merge(r);
+    }
+    let publishes = board.published.load(Ordering::Relaxed);
+    let deliveries = progress.received.load(Ordering::Relaxed);
+    let expected = publishes * a.subscribers as u64;
+    let errors = progress.errors.load(Ordering::Relaxed);
+    let mut fanout = new_histogram();
+    let mut complete = 0u64;
+    for i in 0..publishes as usize {
+        if board.delivered[i].load(Ordering::Relaxed) as usize == a.subscribers {
+            complete += 1;
+            fanout.saturating_record(board.slowest[i].load(Ordering::Relaxed).max(1));
+        }
+    }
+    let publish_secs = publishes as f64 / a.rate.max(1e-9);
+    let per_sec = deliveries as f64 / publish_secs.max(1e-9);
+    let rss_per_conn = match (rss_before, rss_after.load(Ordering::Relaxed)) {
+        (Some(b), after) if after > b => Some(((after - b) * 1024) as f64 / a.subscribers as f64),
+        _ => None,
+    };
+    let (end_lines, codes, errs) = ends(&stats);
+    let mut summary = vec![
+        format!(
+            "broadcast {}: {} subscribers on {:?}, {} publishes at {}/s of {} B, {elapsed:.1} s",
+            a.url, a.subscribers, a.topic, publishes, a.rate, a.payload
+        ),
+        format!("deliveries {deliveries} of {expected} expected, errors {errors}"),
+        format!("throughput {per_sec:.0} deliveries/s over the publishing time"),
+        latency_line("delivery", &stats.latency),
+        latency_line("fan-out", &fanout),
+        format!("           (fan-out: per publish, until the last of the {} subscribers had it; {complete} complete publishes)", a.subscribers),
+    ];
+    if let Some(b) = rss_per_conn {
+        summary.push(format!("server RSS {b:.0} B per subscribed connection"));
+    }
+    summary.extend(end_lines);
+    let json = json!({
+        "scenario": "broadcast",
+        "url": a.url,
+        "subscribers": a.subscribers,
+        "rate": a.rate,
+        "payload": a.payload,
+        "duration_s": elapsed,
+        "sent": publishes,
+        "publishes": publishes,
+        "received": deliveries,
+        "deliveries": deliveries,
+        "expected_deliveries": expected,
+        "errors": errors,
+        "msgs_per_sec": per_sec,
+        "deliveries_per_sec": per_sec,
+        "latency_us": percentiles(&stats.latency),
+        "fanout_us": percentiles(&fanout),
+        "complete_publishes": complete,
+        "server_rss_bytes_per_connection": rss_per_conn,
+        "close_codes": codes,
+        "error_kinds": errs,
+    });
+    Ok(Report {
+        summary,
+        json,
+        print_json: a.common.json,
+        failed: errors > 0 || deliveries != expected,
+    })
+}
+
+fn topic_header(topic: &str) -> Vec<u8> {
+    let mut v = vec![topic.len() as u8];
+    v.extend_from_slice(topic.as_bytes());
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn subscriber(
+    i: usize,
+    target: Arc<Target>,
+    args: Arc<BroadcastArgs>,
+    board: Arc<Board>,
+    p: Arc<Progress>,
+    stats: Rc<RefCell<ThreadStats>>,
+    gate: Rc<tokio::sync::Semaphore>,
+) {
+    let permit = gate.acquire().await;
+    let mut ws = match target.connect(i).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            return stats
+                .borrow_mut()
+                .error(&p, format!("connect: {}", super::error_kind(&e)))
+        }
+    };
+    let sub = json!({"type":"subscribe","topic":args.topic,"id":i}).to_string();
+    if let Err(e) = ws.send(&Message::text(sub)).await {
+        return stats.borrow_mut().error(&p, super::error_kind(&e));
+    }
+    // Wait for the ack: only then is the subscription in place.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.recv()).await {
+            Ok(Ok(Some(Message::Text(t)))) if t.as_str().contains("\"ack\"") => break,
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => {
+                stats.borrow_mut().ended(&ws);
+                return stats
+                    .borrow_mut()
+                    .error(&p, "closed before the subscription was acknowledged");
+            }
+            Ok(Err(e)) => return stats.borrow_mut().error(&p, super::error_kind(&e)),
+            Err(_) => return stats.borrow_mut().error(&p, "no subscribe ack within 30 s"),
+        }
+    }
+    drop(permit);
+    p.connected.fetch_add(1, Ordering::Relaxed);
+    board.subscribed.fetch_add(1, Ordering::Release);
+    let skip = 1 + args.topic.len();
+    let mut got = 0u64;
+    loop {
+        if DONE.load(Ordering::Acquire) && board.published.load(Ordering::Acquire) == got {
+            break;
+        }
+        let r = tokio::time::timeout(Duration::from_secs(5), ws.recv()).await;
+        match r {
+            Err(_) if DONE.load(Ordering::Acquire) => {
+                // Quiet for 5 s after the last publish: what is missing is lost.
+                break;
+            }
+            Err(_) => continue,
+            Ok(Ok(Some(Message::Binary(b)))) if b.len() >= skip + 16 => {
+                let n =
+                    u64::from_be_bytes(b[skip..skip + 8].try_into().unwrap_or_default()) as usize;
+                let sent =
+                    u64::from_be_bytes(b[skip + 8..skip + 16].try_into().unwrap_or_default());
+                let now = since_start().as_nanos() as u64;
+                let us = now.saturating_sub(sent) / 1000;
+                stats.borrow_mut().record_us(us);
+                if let (Some(s), Some(d)) = (board.slowest.get(n), board.delivered.get(n)) {
+                    s.fetch_max(us, Ordering::Relaxed);
+                    d.fetch_add(1, Ordering::Relaxed);
+                }
+                p.received.fetch_add(1, Ordering::Relaxed);
+                got += 1;
+            }
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => {
+                stats.borrow_mut().ended(&ws);
+                return stats.borrow_mut().error(&p, "closed by the server");
+            }
+            Ok(Err(e)) => {
+                stats.borrow_mut().ended(&ws);
+                return stats.borrow_mut().error(&p, super::error_kind(&e));
+            }
+        }
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        ws.close(switchboard_proto::CloseCode::NORMAL, "bench done"),
+    )
+    .await;
+}
+
+/// Set once the publisher has sent its last publish.
+static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+async fn publisher(
+    target: &Target,
+    args: &BroadcastArgs,
+    board: &Board,
+    p: &Progress,
+    rss_after: &AtomicU64,
+    stats: &Rc<RefCell<ThreadStats>>,
+) {
+    // Everyone subscribed first (or gave up).
+    let waiting = Instant::now();
+    while board.subscribed.load(Ordering::Acquire) + (p.errors.load(Ordering::Relaxed) as usize)
+        < args.subscribers
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if waiting.elapsed() > Duration::from_secs(300) {
+            stats
+                .borrow_mut()
+                .error(p, "subscribers did not connect within 300 s");
+            break;
+        }
+    }
+    if let Some(pid) = args.server_pid {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss_after.store(rss_kib(pid).unwrap_or(0), Ordering::Relaxed);
+    }
+    let mut ws = match target.connect(usize::MAX / 2).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            DONE.store(true, Ordering::Release);
+            return stats
+                .borrow_mut()
+                .error(p, format!("publisher connect: {}", super::error_kind(&e)));
+        }
+    };
+    let head = topic_header(&args.topic);
+    let total = board.slowest.len();
+    let every = Duration::from_secs_f64(1.0 / args.rate.max(1e-9));
+    let start = Instant::now();
+    for n in 0..total {
+        tokio::time::sleep_until(start + every.mul_f64(n as f64)).await;
+        let mut b = Vec::with_capacity(head.len() + args.payload);
+        b.extend_from_slice(&head);
+        b.extend_from_slice(&(n as u64).to_be_bytes());
+        b.extend_from_slice(&(since_start().as_nanos() as u64).to_be_bytes());
+        b.resize(head.len() + args.payload, b'.');
+        if let Err(e) = ws.send(&Message::binary(b)).await {
+            stats
+                .borrow_mut()
+                .error(p, format!("publish: {}", super::error_kind(&e)));
+            break;
+        }
+        board.published.fetch_add(1, Ordering::Release);
+        p.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    DONE.store(true, Ordering::Release);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        ws.close(switchboard_proto::CloseCode::NORMAL, "bench done"),
+    )
+    .await;
+}

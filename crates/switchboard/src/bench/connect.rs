@@ -1,0 +1,136 @@
+//! `bench connect`: handshakes per second. C loops at once, each: TCP connect, WebSocket
+//! handshake (timed), close handshake, again.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{
+    ends, latency_line, on_threads, percentiles, Common, Progress, Report, Target, ThreadStats,
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConnectArgs {
+    /// Any WebSocket endpoint, ws:// or wss://.
+    url: String,
+    /// Connect loops running at once.
+    #[arg(long, short = 'c', default_value_t = 50)]
+    connections: usize,
+    /// Keep each connection open this many milliseconds before closing it.
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
+    super::ensure_fd_limit(a.connections as u64 * 2)?;
+    let target = Arc::new(Target::new(&a.url, a.connections, &a.common)?);
+    let progress = Arc::new(Progress::default());
+    let printer = progress.spawn_printer(a.common.quiet, "handshakes");
+    let threads = a.common.threads.max(1);
+    let duration = Duration::from_secs_f64(a.common.duration.max(0.0));
+    let started = std::time::Instant::now();
+    let args = Arc::new(a.clone());
+    let p = Arc::clone(&progress);
+    let results = on_threads(threads, move |t| {
+        let (target, args, p) = (Arc::clone(&target), Arc::clone(&args), Arc::clone(&p));
+        async move {
+            let stats = Rc::new(RefCell::new(ThreadStats::default()));
+            let end = Instant::now() + duration;
+            let mut tasks = Vec::new();
+            for i in (0..args.connections).filter(|i| i % threads == t) {
+                let (target, args, p, stats) = (
+                    Arc::clone(&target),
+                    Arc::clone(&args),
+                    Arc::clone(&p),
+                    Rc::clone(&stats),
+                );
+                tasks.push(tokio::task::spawn_local(async move {
+                    let mut n = i;
+                    while Instant::now() < end {
+                        let t0 = Instant::now();
+                        p.sent.fetch_add(1, Ordering::Relaxed);
+                        match target.connect(n).await {
+                            Ok(mut ws) => {
+                                stats
+                                    .borrow_mut()
+                                    .record_us(t0.elapsed().as_micros() as u64);
+                                p.received.fetch_add(1, Ordering::Relaxed);
+                                if args.hold_ms > 0 {
+                                    tokio::time::sleep(Duration::from_millis(args.hold_ms)).await;
+                                }
+                                let closed = tokio::time::timeout(
+                                    Duration::from_secs(5),
+                                    ws.close(switchboard_proto::CloseCode::NORMAL, ""),
+                                )
+                                .await;
+                                if !matches!(closed, Ok(Ok(()))) {
+                                    stats
+                                        .borrow_mut()
+                                        .error(&p, "close handshake did not complete");
+                                }
+                                stats.borrow_mut().ended(&ws);
+                            }
+                            Err(e) => {
+                                stats.borrow_mut().error(&p, super::error_kind(&e));
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        }
+                        n += args.connections;
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            Rc::try_unwrap(stats)
+                .map(RefCell::into_inner)
+                .unwrap_or_default()
+        }
+    })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    progress.done.store(true, Ordering::Relaxed);
+    let _ = printer.join();
+    let mut stats = ThreadStats::default();
+    for r in results {
+        stats.merge(r);
+    }
+    let attempts = progress.sent.load(Ordering::Relaxed);
+    let ok = progress.received.load(Ordering::Relaxed);
+    let errors = progress.errors.load(Ordering::Relaxed);
+    let rate = ok as f64 / elapsed;
+    let (end_lines, codes, errs) = ends(&stats);
+    let mut summary = vec![
+        format!("connect {}: {} loops, {elapsed:.1} s", a.url, a.connections),
+        format!("handshakes {ok} of {attempts} attempts, errors {errors}"),
+        format!("throughput {rate:.0} handshakes/s (each followed by a close handshake)"),
+        latency_line("handshake", &stats.latency),
+    ];
+    summary.extend(end_lines);
+    let json = json!({
+        "scenario": "connect",
+        "url": a.url,
+        "connections": a.connections,
+        "duration_s": elapsed,
+        "sent": attempts,
+        "received": ok,
+        "errors": errors,
+        "msgs_per_sec": rate,
+        "handshakes_per_sec": rate,
+        "latency_us": percentiles(&stats.latency),
+        "close_codes": codes,
+        "error_kinds": errs,
+    });
+    Ok(Report {
+        summary,
+        json,
+        print_json: a.common.json,
+        failed: errors > 0,
+    })
+}

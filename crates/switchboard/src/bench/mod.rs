@@ -1,0 +1,400 @@
+//! `switchboard bench`: load generation against WebSocket servers.
+//!
+//! Scenarios: [`echo`] (any echo server; closed loop or open loop), [`broadcast`] (a
+//! Switchboard server's `/ws`: N subscribers, one publisher at a set rate) and [`connect`]
+//! (handshakes per second, open/close churn).
+//!
+//! The load runs on `--threads` OS threads (default 1), each with its own single-threaded
+//! tokio runtime and its own latency histogram, so the hot path takes no lock and shares
+//! nothing but a few relaxed counters for the progress line. Latency is measured with
+//! `Instant` in this process; in open-loop mode from the *scheduled* send time, so a server
+//! that stalls cannot hide behind the load generator waiting for it (coordinated omission).
+
+pub(crate) mod broadcast;
+pub(crate) mod connect;
+pub(crate) mod echo;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use switchboard_proto::Config;
+use switchboard_tokio::client::WsUrl;
+use switchboard_tokio::{client_handshake, ClientBuilder, MaybeTlsStream, WebSocket};
+
+/// `switchboard bench`.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = BENCH_HELP)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+const BENCH_HELP: &str = "\
+Examples:
+  switchboard bench echo ws://127.0.0.1:8080/echo --connections 100 --payload 20 --duration 10
+  switchboard bench echo ws://127.0.0.1:8080/echo --connections 100 --rate 50000 --duration 10
+  switchboard bench broadcast ws://127.0.0.1:8080/ws --subscribers 10000 --rate 10 --duration 10
+  switchboard bench connect ws://127.0.0.1:8080/echo --connections 50 --duration 5
+
+Every scenario prints a live progress line on stderr, a summary on stdout, and with --json one
+JSON object as the last line (sent, received, errors, msgs_per_sec, latency_us, ...).";
+
+#[derive(Debug, clap::Subcommand)]
+enum Scenario {
+    /// N connections each keep K messages in flight against an echo server (closed loop), or
+    /// send at --rate messages per second in total (open loop).
+    Echo(echo::EchoArgs),
+    /// N subscribers on one topic of a Switchboard server's /ws, one publisher at a set rate:
+    /// delivery latency, deliveries per second, time until the last subscriber has a message.
+    Broadcast(broadcast::BroadcastArgs),
+    /// Handshakes per second: C concurrent loops of connect, handshake, close.
+    Connect(connect::ConnectArgs),
+}
+
+/// Options every scenario has.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Common {
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Load-generator threads (each a single-threaded runtime). Default 1: one core drives
+    /// the load, the others stay for the server.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Spread connections over this many local addresses 127.0.0.1, 127.0.0.2, … (only for
+    /// a loopback target; one address has ~28,000 ephemeral ports). Default: as many as the
+    /// connection count needs.
+    #[arg(long)]
+    source_ips: Option<u8>,
+    /// Print one JSON object as the last line of output.
+    #[arg(long)]
+    json: bool,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Skip certificate checks for wss:// (self-signed test servers).
+    #[arg(long)]
+    insecure: bool,
+}
+
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    let report = match args.scenario {
+        Scenario::Echo(a) => echo::run(a)?,
+        Scenario::Broadcast(a) => broadcast::run(a)?,
+        Scenario::Connect(a) => connect::run(a)?,
+    };
+    Ok(report.print())
+}
+
+/// Monotonic time since the bench started, shared by every thread.
+pub(crate) fn since_start() -> Duration {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// Counters the progress line shows.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) connected: AtomicU64,
+    pub(crate) done: AtomicBool,
+}
+
+impl Progress {
+    /// Prints a line every second on stderr until `done`.
+    pub(crate) fn spawn_printer(
+        self: &Arc<Self>,
+        quiet: bool,
+        what: &'static str,
+    ) -> std::thread::JoinHandle<()> {
+        let p = Arc::clone(self);
+        std::thread::spawn(move || {
+            if quiet {
+                return;
+            }
+            let tty = std::io::stderr().is_terminal();
+            let start = Instant::now();
+            let mut last = (0u64, Instant::now());
+            while !p.done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if last.1.elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                let r = p.received.load(Ordering::Relaxed);
+                let rate = (r - last.0) as f64 / last.1.elapsed().as_secs_f64();
+                last = (r, Instant::now());
+                let line = format!(
+                    "[{:6.1}s] connected {}  sent {}  {what} {}  {:.0}/s  errors {}",
+                    start.elapsed().as_secs_f64(),
+                    p.connected.load(Ordering::Relaxed),
+                    p.sent.load(Ordering::Relaxed),
+                    r,
+                    rate,
+                    p.errors.load(Ordering::Relaxed)
+                );
+                if tty {
+                    eprint!("\r\x1b[2K{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+            if tty {
+                eprintln!();
+            }
+        })
+    }
+}
+
+/// What one load thread measured.
+#[derive(Debug)]
+pub(crate) struct ThreadStats {
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) close_codes: BTreeMap<u16, u64>,
+    pub(crate) errors: BTreeMap<String, u64>,
+}
+
+impl Default for ThreadStats {
+    fn default() -> Self {
+        Self {
+            latency: new_histogram(),
+            close_codes: BTreeMap::new(),
+            errors: BTreeMap::new(),
+        }
+    }
+}
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 10 minutes at 3 significant digits; values past it are clamped.
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+impl ThreadStats {
+    pub(crate) fn record_us(&mut self, us: u64) {
+        self.latency.saturating_record(us.max(1));
+    }
+
+    pub(crate) fn error(&mut self, progress: &Progress, what: impl Into<String>) {
+        progress.errors.fetch_add(1, Ordering::Relaxed);
+        *self.errors.entry(what.into()).or_default() += 1;
+    }
+
+    /// Notes how a connection ended (the close code the server sent, if any).
+    pub(crate) fn ended<S>(&mut self, ws: &WebSocket<S>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        if let Some(Some(f)) = ws.connection().received_close() {
+            *self.close_codes.entry(f.code.0).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: ThreadStats) {
+        let _ = self.latency.add(&other.latency);
+        for (k, v) in other.close_codes {
+            *self.close_codes.entry(k).or_default() += v;
+        }
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
+pub(crate) fn percentiles(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return json!({"p50": 0, "p90": 0, "p99": 0, "p999": 0, "max": 0});
+    }
+    json!({
+        "p50": h.value_at_quantile(0.50),
+        "p90": h.value_at_quantile(0.90),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+    })
+}
+
+/// A finished run: a human summary and the JSON object.
+pub(crate) struct Report {
+    pub(crate) summary: Vec<String>,
+    pub(crate) json: Value,
+    pub(crate) print_json: bool,
+    pub(crate) failed: bool,
+}
+
+impl Report {
+    fn print(&self) -> i32 {
+        for line in &self.summary {
+            println!("{line}");
+        }
+        if self.print_json {
+            println!("{}", self.json);
+        }
+        i32::from(self.failed)
+    }
+}
+
+pub(crate) fn latency_line(name: &str, h: &Histogram<u64>) -> String {
+    let p = percentiles(h);
+    format!(
+        "{name:<10} p50 {} µs  p90 {} µs  p99 {} µs  p99.9 {} µs  max {} µs",
+        p["p50"], p["p90"], p["p99"], p["p999"], p["max"]
+    )
+}
+
+/// Raises the open-files limit as far as allowed and checks that `needed` descriptors fit.
+pub(crate) fn ensure_fd_limit(needed: u64) -> anyhow::Result<()> {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    if needed + 64 > limit {
+        bail!(
+            "{needed} connections need {needed} file descriptors, but the open-files limit is {limit} \
+             (raised as far as this user may); raise the hard limit (`ulimit -Hn`, /etc/security/limits.conf, \
+             or LimitNOFILE= for a service) or use fewer connections"
+        );
+    }
+    Ok(())
+}
+
+/// How to open connections: the URL, the client settings and the local addresses to use.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) url: WsUrl,
+    pub(crate) builder: ClientBuilder,
+    addr: SocketAddr,
+    sources: Vec<Ipv4Addr>,
+    config: Config,
+}
+
+impl Target {
+    pub(crate) fn new(url: &str, connections: usize, common: &Common) -> anyhow::Result<Self> {
+        let parsed = WsUrl::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
+        let addr = (parsed.host.as_str(), parsed.port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {}", parsed.host))?
+            .next()
+            .with_context(|| format!("{} has no address", parsed.host))?;
+        // ~28,000 ephemeral ports per source address; stay well under.
+        let needed = connections.div_ceil(20_000).clamp(1, 250) as u8;
+        let n = common.source_ips.unwrap_or(needed).max(1);
+        let sources = match addr.ip() {
+            IpAddr::V4(v4) if v4.is_loopback() && n > 1 => {
+                (1..=n).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
+            }
+            _ => {
+                if connections > 28_000 {
+                    eprintln!(
+                        "bench: warning: {connections} connections to a non-loopback target from one local address may run out of ephemeral ports"
+                    );
+                }
+                Vec::new()
+            }
+        };
+        let config = Config::default()
+            .max_message_size(64 << 20)
+            .max_frame_size(64 << 20);
+        let mut builder = ClientBuilder::new(url).config(config);
+        if common.insecure {
+            builder = builder.tls_config(crate::insecure_tls());
+        }
+        Ok(Self {
+            url: parsed,
+            builder,
+            addr,
+            sources,
+            config,
+        })
+    }
+
+    /// Opens connection number `i`.
+    pub(crate) async fn connect(
+        &self,
+        i: usize,
+    ) -> Result<WebSocket<MaybeTlsStream>, switchboard_tokio::Error> {
+        if self.sources.is_empty() || self.url.tls {
+            return self.builder.connect().await.map(|(ws, _)| ws);
+        }
+        let src = self.sources[i % self.sources.len()];
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
+        let tcp = sock.connect(self.addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let req = self.builder.request(&self.url);
+        client_handshake(MaybeTlsStream::Plain(tcp), &req, self.config)
+            .await
+            .map(|(ws, _)| ws)
+    }
+}
+
+/// Runs `threads` single-threaded runtimes; `body(thread_index)` on each; returns their
+/// results in order.
+pub(crate) fn on_threads<T, F, Fut>(threads: usize, body: F) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let body = Arc::new(body);
+    let handles: Vec<_> = (0..threads.max(1))
+        .map(|t| {
+            let body = Arc::clone(&body);
+            std::thread::Builder::new()
+                .name(format!("bench-{t}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let local = tokio::task::LocalSet::new();
+                    Ok::<T, std::io::Error>(local.block_on(&rt, body(t)))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
+                .map_err(Into::into)
+        })
+        .collect()
+}
+
+/// Short text for an error, for the error table.
+pub(crate) fn error_kind(e: &switchboard_tokio::Error) -> String {
+    let s = e.to_string();
+    s.split(':').next().unwrap_or(&s).trim().to_string()
+}
+
+/// The close codes and errors as summary lines and JSON.
+pub(crate) fn ends(stats: &ThreadStats) -> (Vec<String>, Value, Value) {
+    let mut lines = Vec::new();
+    if !stats.close_codes.is_empty() {
+        let codes: Vec<String> = stats
+            .close_codes
+            .iter()
+            .map(|(c, n)| format!("{c}×{n}"))
+            .collect();
+        lines.push(format!("close codes {}", codes.join(", ")));
+    }
+    for (e, n) in &stats.errors {
+        lines.push(format!("error       {n} × {e}"));
+    }
+    let codes: serde_json::Map<String, Value> = stats
+        .close_codes
+        .iter()
+        .map(|(c, n)| (c.to_string(), json!(n)))
+        .collect();
+    let errors: serde_json::Map<String, Value> = stats
+        .errors
+        .iter()
+        .map(|(e, n)| (e.clone(), json!(n)))
+        .collect();
+    (lines, Value::Object(codes), Value::Object(errors))
+}

@@ -1,0 +1,287 @@
+//! `--trace`: the session drawn as a sequence diagram, live; `--trace-json`: the same events
+//! as JSON lines. The format is documented in docs/connect.md and checked against a golden
+//! file (tests/connect.rs).
+//!
+//! ```text
+//! [    0.000 ms] client ───▶ server  TCP connect 127.0.0.1:8080
+//! [    0.210 ms] client ───▶ server  GET /echo HTTP/1.1
+//!                                      Host: 127.0.0.1:8080
+//! [    0.950 ms] client ◀─── server  HTTP/1.1 101 Switching Protocols
+//!               ═══ established: protocol none, extensions none ═══
+//! [    1.100 ms] client ───▶ server  TEXT   fin rsv=000 masked   len=5 "hello"
+//! [    1.400 ms] client ◀─── server  TEXT   fin rsv=000 unmasked len=5 "hello"
+//!               ═══ closing: client sent close first ═══
+//! [    2.000 ms] client ───▶ server  CLOSE  fin rsv=000 masked   len=2 code=1000 reason=""
+//! [    2.300 ms] client ◀─── server  CLOSE  fin rsv=000 unmasked len=2 code=1000 reason=""
+//! [    2.400 ms] client ─ ✕ ─ server  TCP closed by the server
+//!               ═══ closed: 1000, initiated by the client ═══
+//! ```
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use switchboard_proto::frame::OpCode;
+use switchboard_proto::handshake::client::Response;
+use switchboard_proto::FrameTrace;
+
+/// Where trace lines go.
+pub(crate) type Sink = Box<dyn FnMut(String) + Send>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Diagram,
+    Json,
+}
+
+pub(crate) struct Tracer {
+    format: Format,
+    start: Instant,
+    sink: Sink,
+}
+
+const OUT: &str = "client ───▶ server";
+const IN: &str = "client ◀─── server";
+const INDENT: &str = "                                     ";
+
+fn opcode_name(op: OpCode) -> &'static str {
+    match op {
+        OpCode::Continuation => "CONT",
+        OpCode::Text => "TEXT",
+        OpCode::Binary => "BINARY",
+        OpCode::Close => "CLOSE",
+        OpCode::Ping => "PING",
+        OpCode::Pong => "PONG",
+    }
+}
+
+/// A short, printable preview: quoted text (escaped, cut at 40 characters) or hex.
+pub(crate) fn preview(bytes: &[u8], total: u64, compressed: bool) -> String {
+    if bytes.is_empty() {
+        return String::new();
+    }
+    if compressed {
+        return format!("(compressed) {}", hex(bytes));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => {
+            let cut: String = s.chars().take(40).collect();
+            let more = cut.len() < s.len() || (bytes.len() as u64) < total;
+            format!("{:?}{}", cut, if more { "…" } else { "" })
+        }
+        Err(_) => hex(bytes),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    let mut s: String = b
+        .iter()
+        .take(16)
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if b.len() > 16 {
+        s.push_str(" …");
+    }
+    s
+}
+
+impl Tracer {
+    pub(crate) fn new(format: Format, sink: Sink) -> Self {
+        Self {
+            format,
+            start: Instant::now(),
+            sink,
+        }
+    }
+
+    fn ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+
+    fn line(&mut self, arrow: &str, text: &str, details: &[String]) {
+        let mut s = format!("[{:9.3} ms] {arrow}  {text}", self.ms());
+        for d in details {
+            s.push('\n');
+            s.push_str(INDENT);
+            s.push_str(d);
+        }
+        (self.sink)(s);
+    }
+
+    fn json(&mut self, mut v: Value) {
+        if let Value::Object(m) = &mut v {
+            m.insert("t_ms".into(), json!((self.ms() * 1000.0).round() / 1000.0));
+        }
+        (self.sink)(v.to_string());
+    }
+
+    fn banner(&mut self, text: &str) {
+        (self.sink)(format!("              ═══ {text} ═══"));
+    }
+
+    pub(crate) fn tcp_connect(&mut self, target: &str, tls: bool) {
+        match self.format {
+            Format::Diagram => {
+                let what = if tls {
+                    "TCP connect + TLS"
+                } else {
+                    "TCP connect"
+                };
+                self.line(OUT, &format!("{what} {target}"), &[]);
+            }
+            Format::Json => self.json(json!({"event": "connect", "target": target, "tls": tls})),
+        }
+    }
+
+    pub(crate) fn request(&mut self, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        let mut lines = text.split("\r\n").filter(|l| !l.is_empty());
+        let first = lines.next().unwrap_or_default().to_string();
+        let headers: Vec<String> = lines.map(str::to_string).collect();
+        match self.format {
+            Format::Diagram => self.line(OUT, &first, &headers),
+            Format::Json => {
+                let h: Vec<Value> = headers
+                    .iter()
+                    .map(|l| {
+                        let (n, v) = l.split_once(':').unwrap_or((l, ""));
+                        json!([n.trim(), v.trim()])
+                    })
+                    .collect();
+                self.json(json!({"event": "request", "line": first, "headers": h}));
+            }
+        }
+    }
+
+    pub(crate) fn response(&mut self, r: &Response) {
+        let first = format!("HTTP/1.1 {} Switching Protocols", r.status);
+        match self.format {
+            Format::Diagram => {
+                let headers: Vec<String> =
+                    r.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+                self.line(IN, &first, &headers);
+                let proto = r.protocol.as_deref().unwrap_or("none");
+                let ext = if r.extensions.is_empty() {
+                    "none".to_string()
+                } else {
+                    r.extensions.join(", ")
+                };
+                self.banner(&format!("established: protocol {proto}, extensions {ext}"));
+            }
+            Format::Json => {
+                let h: Vec<Value> = r.headers.iter().map(|(n, v)| json!([n, v])).collect();
+                self.json(json!({"event": "response", "status": r.status, "headers": h}));
+                self.json(
+                    json!({"event": "open", "protocol": r.protocol, "extensions": r.extensions}),
+                );
+            }
+        }
+    }
+
+    pub(crate) fn refused(&mut self, status: u16, reason: &str, body: &str) {
+        match self.format {
+            Format::Diagram => {
+                let details: Vec<String> = if body.is_empty() {
+                    vec![]
+                } else {
+                    vec![body.to_string()]
+                };
+                self.line(IN, &format!("HTTP/1.1 {status} {reason}"), &details);
+                self.banner("handshake refused");
+            }
+            Format::Json => self.json(
+                json!({"event": "refused", "status": status, "reason": reason, "body": body}),
+            ),
+        }
+    }
+
+    pub(crate) fn frame(&mut self, f: &FrameTrace) {
+        let h = &f.header;
+        let rsv = format!(
+            "{}{}{}",
+            u8::from(h.rsv1),
+            u8::from(h.rsv2),
+            u8::from(h.rsv3)
+        );
+        let (code, reason) = if h.opcode == OpCode::Close && f.preview.len() >= 2 {
+            let code = u16::from_be_bytes([f.preview[0], f.preview[1]]);
+            (
+                Some(code),
+                Some(String::from_utf8_lossy(&f.preview[2..]).to_string()),
+            )
+        } else {
+            (None, None)
+        };
+        match self.format {
+            Format::Diagram => {
+                let mut text = format!(
+                    "{:<6} {} rsv={rsv} {:<8} len={}",
+                    opcode_name(h.opcode),
+                    if h.fin { "fin" } else { "---" },
+                    if h.mask.is_some() {
+                        "masked"
+                    } else {
+                        "unmasked"
+                    },
+                    h.payload_len
+                );
+                match (code, &reason) {
+                    (Some(c), Some(r)) => text.push_str(&format!(" code={c} reason={r:?}")),
+                    _ => {
+                        let p = preview(&f.preview, h.payload_len, h.rsv1);
+                        if !p.is_empty() {
+                            text.push(' ');
+                            text.push_str(&p);
+                        }
+                    }
+                }
+                self.line(if f.outgoing { OUT } else { IN }, &text, &[]);
+            }
+            Format::Json => self.json(json!({
+                "event": "frame",
+                "dir": if f.outgoing { "out" } else { "in" },
+                "opcode": opcode_name(h.opcode).to_ascii_lowercase(),
+                "fin": h.fin,
+                "rsv1": h.rsv1, "rsv2": h.rsv2, "rsv3": h.rsv3,
+                "masked": h.mask.is_some(),
+                "len": h.payload_len,
+                "preview": preview(&f.preview, h.payload_len, h.rsv1),
+                "close_code": code,
+                "close_reason": reason,
+            })),
+        }
+    }
+
+    pub(crate) fn closing(&mut self, client_first: bool) {
+        let who = if client_first { "client" } else { "server" };
+        match self.format {
+            Format::Diagram => self.banner(&format!("closing: {who} sent close first")),
+            Format::Json => self.json(json!({"event": "closing", "initiator": who})),
+        }
+    }
+
+    pub(crate) fn tcp_closed(&mut self, by_server: bool) {
+        let by = if by_server { "server" } else { "client" };
+        match self.format {
+            Format::Diagram => self.line(
+                "client ─ ✕ ─ server",
+                &format!("TCP closed by the {by}"),
+                &[],
+            ),
+            Format::Json => self.json(json!({"event": "tcp_closed", "by": by})),
+        }
+    }
+
+    pub(crate) fn closed(&mut self, code: Option<u16>, client_first: Option<bool>) {
+        let code_s = code.map_or("no status (1005)".to_string(), |c| c.to_string());
+        let who = match client_first {
+            Some(true) => "the client",
+            Some(false) => "the server",
+            None => "nobody (the connection was lost)",
+        };
+        match self.format {
+            Format::Diagram => self.banner(&format!("closed: {code_s}, initiated by {who}")),
+            Format::Json => self.json(json!({"event": "closed", "code": code, "initiator": client_first.map(|c| if c { "client" } else { "server" })})),
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! `switchboard connect` and `switchboard bench` as users run them: the real binary against an
+//! in-process server.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use switchboard_server::{Server, ServerConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+struct Srv {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Srv {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn server(config: ServerConfig) -> Srv {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            let _ = Server::new(config)
+                .run(l, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+    });
+    Srv {
+        addr: rx.recv().unwrap(),
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+fn connect(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .arg("connect")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn connect_in_a_pipe_round_trips_and_exits_0() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let (code, out, err) = connect(&[&url], "hello\n//slash\n/binary hex 00ff\n");
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out, "hello\n/slash\nbase64:AP8=\n");
+}
+
+#[test]
+fn connect_exit_status_follows_how_the_session_ended() {
+    let mut ws = switchboard_proto::Config::default();
+    ws = ws.max_message_size(100).max_frame_size(100);
+    let srv = server(ServerConfig::default().ws(ws));
+    let base = format!("ws://{}", srv.addr);
+    // The server closes with 1009: status 3, and stderr says so.
+    let big = "x".repeat(200);
+    let (code, _, err) = connect(&[&format!("{base}/ws")], &format!("{big}\n"));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("1009"), "{err}");
+    // We close with 4000: the server echoes 4000; the session ended as asked: 0.
+    let (code, _, err) = connect(&[&format!("{base}/echo")], "/close 4000 done\n");
+    assert_eq!(code, 0, "{err}");
+    // HTTP status instead of 101: 5, with the status and the body's first line.
+    let (code, _, err) = connect(&[&format!("{base}/nope")], "");
+    assert_eq!(code, 5);
+    assert!(
+        err.contains("HTTP 404") && err.contains("no WebSocket endpoint"),
+        "{err}"
+    );
+    // Nobody listening: 6.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, _, err) = connect(&[&format!("ws://{free}/")], "");
+    assert_eq!(code, 6);
+    assert!(err.contains("connection refused"), "{err}");
+    // Not a WebSocket server at all (an HTTP server answering 200): 5.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_addr = http.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = http.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n");
+        }
+    });
+    let (code, _, err) = connect(&[&format!("ws://{http_addr}/")], "");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("HTTP 200"), "{err}");
+}
+
+/// Normalizes what changes from run to run: times, ports, keys.
+fn normalize(trace: &str, port: u16) -> String {
+    trace
+        .lines()
+        .map(|l| {
+            let l = match l.find(" ms] ") {
+                Some(i) if l.starts_with('[') => format!("[t]{}", &l[i + 4..]),
+                _ => l.to_string(),
+            };
+            let l = l.replace(&port.to_string(), "PORT");
+            for key in ["Sec-WebSocket-Key: ", "Sec-WebSocket-Accept: "] {
+                if let Some(i) = l.find(key) {
+                    return format!("{}{key}…", &l[..i]);
+                }
+            }
+            l
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[test]
+fn connect_trace_matches_the_golden_file() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let mut child = Command::new(BIN)
+        .args(["connect", "--trace", "--compress", "off", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    // One step at a time, each after the previous one's answer, so the order is fixed.
+    stdin.write_all(b"hello\n").unwrap();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "hello\n");
+    stdin.write_all(b"/ping are you there\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stdin.write_all(b"/close 1000 bye\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let got = normalize(&String::from_utf8_lossy(&out.stderr), srv.addr.port());
+    let golden_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/connect-trace.txt"
+    );
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden_path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(golden_path).unwrap();
+    assert_eq!(
+        got, want,
+        "trace differs from {golden_path} (UPDATE_GOLDEN=1 rewrites it)"
+    );
+}
+
+#[test]
+fn connect_trace_json_is_one_object_per_line() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let (code, _, err) = connect(&["--trace-json", &url], "hi\n");
+    assert_eq!(code, 0);
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(&kinds[..4], ["connect", "request", "response", "open"]);
+    assert_eq!(kinds.last(), Some(&"closed"));
+    assert!(events.iter().any(|e| e["event"] == "frame"
+        && e["dir"] == "out"
+        && e["masked"] == true
+        && e["preview"] == "\"hi\""));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "tcp_closed" && e["by"] == "server"));
+}
+
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--quiet"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn bench_echo_counts_add_up() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let j = bench_json(&[
+        "echo",
+        &url,
+        "--connections",
+        "4",
+        "--inflight",
+        "2",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(j["errors"], 0);
+    assert!(j["sent"].as_u64().unwrap() > 100);
+    assert_eq!(j["sent"], j["received"]);
+    let lat = &j["latency_us"];
+    assert!(lat["p50"].as_u64().unwrap() <= lat["p99"].as_u64().unwrap());
+    // A fixed count, open loop.
+    let j = bench_json(&[
+        "echo",
+        &url,
+        "-c",
+        "3",
+        "--rate",
+        "300",
+        "--count",
+        "100",
+        "--duration",
+        "5",
+    ]);
+    assert_eq!(
+        (
+            j["sent"].as_u64(),
+            j["received"].as_u64(),
+            j["errors"].as_u64()
+        ),
+        (Some(100), Some(100), Some(0))
+    );
+}
+
+#[test]
+fn bench_broadcast_delivers_every_publish_to_every_subscriber() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/ws", srv.addr);
+    let j = bench_json(&[
+        "broadcast",
+        &url,
+        "--subscribers",
+        "40",
+        "--rate",
+        "50",
+        "--count",
+        "20",
+    ]);
+    assert_eq!(j["errors"], 0);
+    assert_eq!(j["publishes"], 20);
+    assert_eq!(j["deliveries"], 800);
+    assert_eq!(j["expected_deliveries"], 800);
+    assert_eq!(j["complete_publishes"], 20);
+}
+
+#[test]
+fn bench_connect_counts_handshakes() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let j = bench_json(&["connect", &url, "-c", "2", "--duration", "0.5"]);
+    assert_eq!(j["errors"], 0);
+    assert!(j["received"].as_u64().unwrap() > 10);
+    assert_eq!(j["close_codes"]["1000"], j["received"]);
+}
