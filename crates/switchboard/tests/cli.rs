@@ -28,6 +28,10 @@ impl Drop for Srv {
 }
 
 fn server(config: ServerConfig) -> Srv {
+    server_on("127.0.0.1:0".parse().unwrap(), config)
+}
+
+fn server_on(addr: SocketAddr, config: ServerConfig) -> Srv {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -37,7 +41,7 @@ fn server(config: ServerConfig) -> Srv {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();
             let _ = Server::new(config)
                 .run(l, async {
@@ -302,4 +306,56 @@ fn bench_connect_counts_handshakes() {
     assert_eq!(j["errors"], 0);
     assert!(j["received"].as_u64().unwrap() > 10);
     assert_eq!(j["close_codes"]["1000"], j["received"]);
+}
+
+#[test]
+fn connect_reconnects_after_the_server_goes_away() {
+    let srv = server(ServerConfig::default());
+    let addr = srv.addr;
+    let mut child = Command::new(BIN)
+        .args(["connect", "--reconnect", &format!("ws://{addr}/echo")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stdin.write_all(b"one\n").unwrap();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "one\n");
+    // The server shuts down (1001 to everyone): the client says it reconnects.
+    drop(srv);
+    line.clear();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("1001"), "{line}");
+    line.clear();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("reconnecting in"), "{line}");
+    // A server is back on the same port: the next line goes through the new connection.
+    let _srv = server_on(addr, ServerConfig::default());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        line.clear();
+        stderr.read_line(&mut line).unwrap();
+        if line.contains("reconnected to") {
+            break;
+        }
+        assert!(
+            line.contains("reconnecting in") || line.contains("refused"),
+            "{line}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reconnect within 20 s"
+        );
+    }
+    stdin.write_all(b"two\n").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "two\n");
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }

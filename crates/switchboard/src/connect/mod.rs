@@ -203,7 +203,8 @@ async fn session(a: ConnectArgs) -> Exit {
     });
     let mut attempt: u32 = 0;
     loop {
-        let (outcome, opened) = one_connection(&a, &mut input, &out, tracer.as_mut()).await;
+        let (outcome, opened) =
+            one_connection(&a, &mut input, &out, tracer.as_mut(), attempt > 0).await;
         match outcome {
             Outcome::Done(e) => return e,
             Outcome::Ended(e) if !a.reconnect => return e,
@@ -328,6 +329,7 @@ async fn one_connection(
     input: &mut mpsc::Receiver<Input>,
     out: &Out,
     mut tracer: Option<&mut Tracer>,
+    reconnecting: bool,
 ) -> (Outcome, bool) {
     let url = match WsUrl::parse(&a.url) {
         Ok(u) => u,
@@ -387,7 +389,9 @@ async fn one_connection(
         t.response(&resp);
     }
     ws.set_trace(tracer.is_some());
-    if out.interactive {
+    if reconnecting {
+        out.status(format!("reconnected to {}", a.url));
+    } else if out.interactive {
         let p = resp
             .protocol
             .as_deref()
