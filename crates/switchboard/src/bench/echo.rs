@@ -68,6 +68,7 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
             msg.clone(),
         );
         async move {
+            let cpu0 = super::thread_cpu_ns();
             let stats = Rc::new(RefCell::new(ThreadStats::default()));
             let end = Instant::now() + duration;
             let mine: Vec<usize> = (0..args.connections).filter(|i| i % threads == t).collect();
@@ -91,9 +92,11 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
             for t in tasks {
                 let _ = t.await;
             }
-            Rc::try_unwrap(stats)
+            let mut s = Rc::try_unwrap(stats)
                 .map(RefCell::into_inner)
-                .unwrap_or_default()
+                .unwrap_or_default();
+            s.cpu_ns = super::thread_cpu_ns().saturating_sub(cpu0);
+            s
         }
     })?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -122,6 +125,18 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
         format!("throughput {rate:.0} msg/s, {mb:.2} MB/s (payload, one direction)"),
         latency_line("latency", &stats.latency),
     ];
+    let cpu_s = stats.cpu_ns as f64 / 1e9;
+    let per_core = if cpu_s > 0.0 {
+        received as f64 / cpu_s
+    } else {
+        0.0
+    };
+    if cpu_s > 0.0 {
+        summary.push(format!(
+            "load gen   {cpu_s:.2} s CPU on {threads} thread(s): {:.2} µs per echo, {per_core:.0} echoes/s per core at full load",
+            cpu_s * 1e6 / received.max(1) as f64
+        ));
+    }
     summary.extend(end_lines);
     let json = json!({
         "scenario": "echo",
@@ -137,6 +152,8 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
         "msgs_per_sec": rate,
         "mb_per_sec": mb,
         "latency_us": percentiles(&stats.latency),
+        "load_cpu_s": cpu_s,
+        "load_msgs_per_core_sec": per_core,
         "close_codes": codes,
         "error_kinds": errs,
     });

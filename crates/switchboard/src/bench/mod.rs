@@ -160,11 +160,22 @@ pub(crate) struct ThreadStats {
     pub(crate) latency: Histogram<u64>,
     pub(crate) close_codes: BTreeMap<u16, u64>,
     pub(crate) errors: BTreeMap<String, u64>,
+    /// CPU time the load threads used, in nanoseconds (Linux; 0 elsewhere).
+    pub(crate) cpu_ns: u64,
+}
+
+/// CPU time this thread has used so far, in nanoseconds (Linux `/proc/thread-self/schedstat`).
+pub(crate) fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Default for ThreadStats {
     fn default() -> Self {
         Self {
+            cpu_ns: 0,
             latency: new_histogram(),
             close_codes: BTreeMap::new(),
             errors: BTreeMap::new(),
@@ -199,6 +210,7 @@ impl ThreadStats {
     }
 
     pub(crate) fn merge(&mut self, other: ThreadStats) {
+        self.cpu_ns += other.cpu_ns;
         let _ = self.latency.add(&other.latency);
         for (k, v) in other.close_codes {
             *self.close_codes.entry(k).or_default() += v;
