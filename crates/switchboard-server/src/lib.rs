@@ -225,6 +225,9 @@ enum Routed<S> {
     Done,
     /// An `/echo` WebSocket, to run in the lean state machine.
     Echo(WebSocket<S>, Registration),
+    /// A `/chat` or `/ws` session, to run on its own: what the handshake needed (the
+    /// request, its buffers, this routing future) is freed before it starts.
+    Session(BoxFuture<()>),
 }
 
 /// One connection's task, written as a state machine rather than an `async fn` so that an
@@ -272,15 +275,17 @@ impl ConnTask {
                             Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
                             Err(_) => return debug!("TLS handshake timed out after {timeout:?}"),
                         };
-                        if let Routed::Echo(mut ws, mut reg) =
-                            route(tls, id, reg, Arc::clone(&shared)).await
-                        {
-                            let metrics = &shared.metrics;
-                            let stop = std::future::poll_fn(|cx| {
-                                poll_echo(&mut ws, &mut reg, metrics, cx)
-                            })
-                            .await;
-                            end_echo(ws, reg, stop, &shared).await;
+                        match route(tls, id, reg, Arc::clone(&shared)).await {
+                            Routed::Echo(mut ws, mut reg) => {
+                                let metrics = &shared.metrics;
+                                let stop = std::future::poll_fn(|cx| {
+                                    poll_echo(&mut ws, &mut reg, metrics, cx)
+                                })
+                                .await;
+                                end_echo(ws, reg, stop, &shared).await;
+                            }
+                            Routed::Session(session) => session.await,
+                            Routed::Done => {}
                         }
                     }
                     .instrument(span),
@@ -310,6 +315,10 @@ impl Future for ConnTask {
                             return Poll::Ready(());
                         }
                         Poll::Ready(Routed::Echo(ws, reg)) => (ws, reg),
+                        Poll::Ready(Routed::Session(session)) => {
+                            *this = Self::Boxed(session);
+                            continue;
+                        }
                     };
                     let shared = Arc::clone(shared);
                     let span = span.take();
@@ -456,8 +465,7 @@ where
             };
             debug!(%room, %name, "chat opened");
             let app = chat::Chat::new(id, name, room, shared.config.limits.max_chat_text);
-            run_session(ws, app, reg, &shared).await;
-            Routed::Done
+            Routed::Session(run_session(ws, app, reg, shared))
         }
         Endpoint::PubSub => {
             let protocol = req.choose_protocol(&[pubsub::SUBPROTOCOL]);
@@ -467,31 +475,41 @@ where
             };
             debug!("pub/sub opened");
             let app = pubsub::PubSub::new(shared.config.limits.max_subscriptions);
-            run_session(ws, app, reg, &shared).await;
-            Routed::Done
+            Routed::Session(run_session(ws, app, reg, shared))
         }
     }
 }
 
-async fn run_session<S, A>(ws: WebSocket<S>, app: A, reg: Registration, shared: &Arc<Shared>)
+fn run_session<S, A>(
+    ws: WebSocket<S>,
+    app: A,
+    reg: Registration,
+    shared: Arc<Shared>,
+) -> BoxFuture<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
-    A: session::App,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: session::App + Send + 'static,
 {
     let outbox = Arc::new(Outbox::new(shared.config.outbox));
-    Box::pin(session::run(
-        ws,
-        app,
-        shared.hub.clone(),
-        outbox,
-        Arc::clone(&shared.metrics),
-        reg,
-    ))
-    .await;
-    shared
-        .metrics
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
+    let span = Span::current();
+    Box::pin(
+        async move {
+            session::run(
+                ws,
+                app,
+                shared.hub.clone(),
+                outbox,
+                Arc::clone(&shared.metrics),
+                reg,
+            )
+            .await;
+            shared
+                .metrics
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        .instrument(span),
+    )
 }
 
 async fn refused<S>(mut stream: S, shared: &Shared, why: Result<(), (u16, String)>) -> Routed<S>

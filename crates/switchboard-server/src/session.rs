@@ -116,7 +116,9 @@ pub(crate) async fn run<S, A>(
     }
     let timeout = ws.connection().config().close_timeout;
     drop(reg);
-    finish(ws, stop, metrics, timeout).await;
+    // Boxed: the closing steps' timers and nested futures would otherwise be part of every
+    // idle session's state.
+    Box::pin(finish(ws, stop, metrics, timeout)).await;
 }
 
 fn poll_session<S, A>(
@@ -183,5 +185,39 @@ where
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A subscribed, idle connection is this future (boxed) plus its outbox and hub entry:
+    /// keep it small (docs/benchmarks.md has the whole connection's cost).
+    #[test]
+    fn session_future_stays_small() {
+        let (a, _b) = tokio::io::duplex(64);
+        let ws = switchboard_tokio::WebSocket::from_raw(
+            a,
+            switchboard_proto::Role::Server,
+            switchboard_proto::Config::default(),
+        );
+        let registry = std::sync::Arc::new(crate::registry::Registry::new(
+            crate::config::Limits::default(),
+            crate::config::HeartbeatConfig::default(),
+        ));
+        let reg = crate::registry::Registration::new(registry, [127, 0, 0, 1].into())
+            .map_err(|_| ())
+            .unwrap();
+        let hub = switchboard_hub::Hub::new(switchboard_hub::HubConfig::default());
+        let outbox = std::sync::Arc::new(switchboard_hub::Outbox::new(Default::default()));
+        let f = super::run(
+            ws,
+            crate::pubsub::PubSub::new(8),
+            hub,
+            outbox,
+            Default::default(),
+            reg,
+        );
+        let size = std::mem::size_of_val(&f);
+        assert!(size <= 1024, "session future is {size} bytes");
     }
 }
