@@ -116,13 +116,18 @@ impl Server {
 
     /// A server on a hub built by the caller (for example with a broker for several nodes).
     pub fn with_hub(config: ServerConfig, hub: Hub) -> Self {
-        let registry = Arc::new(Registry::new(config.limits, config.heartbeat));
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(
+            config.limits,
+            config.heartbeat,
+            Arc::clone(&metrics),
+        ));
         Self {
             shared: Arc::new(Shared {
                 ws: Arc::new(config.ws),
                 echo: Arc::new(config.echo),
                 hub,
-                metrics: Arc::new(Metrics::default()),
+                metrics,
                 registry,
                 next_id: AtomicU64::new(1),
                 config,
@@ -248,7 +253,6 @@ enum ConnTask {
     Echo {
         ws: WebSocket<TcpStream>,
         reg: Registration,
-        shared: Arc<Shared>,
         span: Option<Box<Span>>,
     },
     /// A whole TLS connection, or the closing steps of a plain one.
@@ -282,7 +286,7 @@ impl ConnTask {
                                     poll_echo(&mut ws, &mut reg, metrics, cx)
                                 })
                                 .await;
-                                end_echo(ws, reg, stop, &shared).await;
+                                end_echo(ws, reg, stop).await;
                             }
                             Routed::Session(session) => session.await,
                             Routed::Done => {}
@@ -320,35 +324,21 @@ impl Future for ConnTask {
                             continue;
                         }
                     };
-                    let shared = Arc::clone(shared);
+                    let _ = shared;
                     let span = span.take();
-                    *this = Self::Echo {
-                        ws,
-                        reg,
-                        shared,
-                        span,
-                    };
+                    *this = Self::Echo { ws, reg, span };
                 }
-                Self::Echo {
-                    ws, reg, shared, ..
-                } => {
-                    let stop = match poll_echo(ws, reg, &shared.metrics, cx) {
+                Self::Echo { ws, reg, .. } => {
+                    let metrics = Arc::clone(reg.metrics());
+                    let stop = match poll_echo(ws, reg, &metrics, cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(stop) => stop,
                     };
-                    let Self::Echo {
-                        ws,
-                        reg,
-                        shared,
-                        span,
-                    } = std::mem::replace(this, Self::Done)
-                    else {
+                    let Self::Echo { ws, reg, span } = std::mem::replace(this, Self::Done) else {
                         return Poll::Ready(());
                     };
                     let span = span.map_or_else(Span::none, |s| *s);
-                    *this = Self::Boxed(Box::pin(
-                        async move { end_echo(ws, reg, stop, &shared).await }.instrument(span),
-                    ));
+                    *this = Self::Boxed(Box::pin(end_echo(ws, reg, stop).instrument(span)));
                 }
                 Self::Boxed(fut) => {
                     if fut.as_mut().poll(cx).is_pending() {
@@ -363,18 +353,16 @@ impl Future for ConnTask {
     }
 }
 
-async fn end_echo<S>(ws: WebSocket<S>, reg: Registration, stop: Stop, shared: &Shared)
+async fn end_echo<S>(ws: WebSocket<S>, reg: Registration, stop: Stop)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let timeout = shared.echo.close_timeout;
+    let timeout = ws.connection().config().close_timeout;
+    let metrics = Arc::clone(reg.metrics());
     // The connection stops counting against the limits once it is closing.
     drop(reg);
-    shared
-        .metrics
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
-    finish(ws, stop, Arc::clone(&shared.metrics), timeout).await;
+    metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    finish(ws, stop, metrics, timeout).await;
 }
 
 /// The WebSocket endpoints.
@@ -568,6 +556,6 @@ mod tests {
         let server = super::Server::new(super::ServerConfig::default());
         let f = super::ConnTask::new(s, peer, &server.shared);
         let size = std::mem::size_of_val(&f);
-        assert!(size <= 320, "per-connection future is {size} bytes");
+        assert!(size <= 280, "per-connection future is {size} bytes");
     }
 }

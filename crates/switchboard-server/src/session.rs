@@ -203,6 +203,7 @@ mod tests {
         let registry = std::sync::Arc::new(crate::registry::Registry::new(
             crate::config::Limits::default(),
             crate::config::HeartbeatConfig::default(),
+            Default::default(),
         ));
         let reg = crate::registry::Registration::new(registry, [127, 0, 0, 1].into())
             .map_err(|_| ())
