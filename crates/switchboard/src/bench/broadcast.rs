@@ -108,6 +108,7 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
             Arc::clone(&r),
         );
         async move {
+            let cpu0 = super::thread_cpu_ns();
             let stats = Rc::new(RefCell::new(ThreadStats::default()));
             let gate = Rc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1)));
             let mut tasks = Vec::new();
@@ -125,21 +126,11 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
             if t == 0 {
                 publisher(&target, &args, &board, &p, &rss_after, &stats).await;
             }
-            for t in tasks {
-                let _ = t.await;
-            }
-            Rc::try_unwrap(stats)
-                .map(RefCell::into_inner)
-                .unwrap_or_default()
+            super::join_tasks(tasks, stats, cpu0).await
         }
     })?;
-    progress.done.store(true, Ordering::Relaxed);
-    let _ = printer.join();
     let elapsed = (since_start() - started).as_secs_f64();
-    let mut stats = ThreadStats::default();
-    for r in results {
-        stats.merge(r);
-    }
+    let stats = super::collect(&progress, printer, results);
     let publishes = board.published.load(Ordering::Relaxed);
     let deliveries = progress.received.load(Ordering::Relaxed);
     let expected = publishes * a.subscribers as u64;

@@ -41,6 +41,7 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
     let results = on_threads(threads, move |t| {
         let (target, args, p) = (Arc::clone(&target), Arc::clone(&args), Arc::clone(&p));
         async move {
+            let cpu0 = super::thread_cpu_ns();
             let stats = Rc::new(RefCell::new(ThreadStats::default()));
             let end = Instant::now() + duration;
             let mut tasks = Vec::new();
@@ -86,21 +87,11 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
                     }
                 }));
             }
-            for t in tasks {
-                let _ = t.await;
-            }
-            Rc::try_unwrap(stats)
-                .map(RefCell::into_inner)
-                .unwrap_or_default()
+            super::join_tasks(tasks, stats, cpu0).await
         }
     })?;
     let elapsed = started.elapsed().as_secs_f64();
-    progress.done.store(true, Ordering::Relaxed);
-    let _ = printer.join();
-    let mut stats = ThreadStats::default();
-    for r in results {
-        stats.merge(r);
-    }
+    let stats = super::collect(&progress, printer, results);
     let attempts = progress.sent.load(Ordering::Relaxed);
     let ok = progress.received.load(Ordering::Relaxed);
     let errors = progress.errors.load(Ordering::Relaxed);

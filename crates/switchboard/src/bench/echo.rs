@@ -89,23 +89,11 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
                     quota,
                 )));
             }
-            for t in tasks {
-                let _ = t.await;
-            }
-            let mut s = Rc::try_unwrap(stats)
-                .map(RefCell::into_inner)
-                .unwrap_or_default();
-            s.cpu_ns = super::thread_cpu_ns().saturating_sub(cpu0);
-            s
+            super::join_tasks(tasks, stats, cpu0).await
         }
     })?;
     let elapsed = started.elapsed().as_secs_f64();
-    progress.done.store(true, Ordering::Relaxed);
-    let _ = printer.join();
-    let mut stats = ThreadStats::default();
-    for r in results {
-        stats.merge(r);
-    }
+    let stats = super::collect(&progress, printer, results);
     let sent = progress.sent.load(Ordering::Relaxed);
     let received = progress.received.load(Ordering::Relaxed);
     let errors = progress.errors.load(Ordering::Relaxed);

@@ -378,6 +378,38 @@ where
         .collect()
 }
 
+/// Waits for one load thread's tasks and hands back what it measured, with the CPU time the
+/// thread used since `cpu0` ([`thread_cpu_ns`]).
+pub(crate) async fn join_tasks(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stats: std::rc::Rc<std::cell::RefCell<ThreadStats>>,
+    cpu0: u64,
+) -> ThreadStats {
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut s = std::rc::Rc::try_unwrap(stats)
+        .map(std::cell::RefCell::into_inner)
+        .unwrap_or_default();
+    s.cpu_ns = thread_cpu_ns().saturating_sub(cpu0);
+    s
+}
+
+/// Stops the progress line and merges what the load threads measured.
+pub(crate) fn collect(
+    progress: &Progress,
+    printer: std::thread::JoinHandle<()>,
+    results: Vec<ThreadStats>,
+) -> ThreadStats {
+    progress.done.store(true, Ordering::Relaxed);
+    let _ = printer.join();
+    let mut stats = ThreadStats::default();
+    for r in results {
+        stats.merge(r);
+    }
+    stats
+}
+
 /// Short text for an error, for the error table.
 pub(crate) fn error_kind(e: &switchboard_tokio::Error) -> String {
     let s = e.to_string();
