@@ -359,3 +359,25 @@ fn connect_reconnects_after_the_server_goes_away() {
     drop(stdin);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn connect_over_tls_with_a_ca_file_or_insecure() {
+    let dir = std::env::temp_dir().join(format!("sb-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let acceptor = switchboard_tokio::tls::acceptor_from_pem(&cert_path, &key_path).unwrap();
+    let srv = server(ServerConfig::default().tls(acceptor));
+    let url = format!("wss://localhost:{}/echo", srv.addr.port());
+    // A self-signed certificate is refused by default, with a hint.
+    let (code, _, err) = connect(&[&url], "x\n");
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("TLS") && err.contains("--insecure"), "{err}");
+    let (code, out, err) = connect(&["--ca", cert_path.to_str().unwrap(), &url], "over tls\n");
+    assert_eq!((code, out.as_str()), (0, "over tls\n"), "{err}");
+    let (code, out, err) = connect(&["--insecure", &url], "anyway\n");
+    assert_eq!((code, out.as_str()), (0, "anyway\n"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -412,8 +412,8 @@ pub(crate) fn collect(
 
 /// Short text for an error, for the error table.
 pub(crate) fn error_kind(e: &switchboard_tokio::Error) -> String {
-    let s = e.to_string();
-    s.split(':').next().unwrap_or(&s).trim().to_string()
+    // Whole (it names the cause: refused, 503 and why, timeout), but bounded.
+    e.to_string().chars().take(160).collect()
 }
 
 /// The close codes and errors as summary lines and JSON.
