@@ -556,6 +556,6 @@ mod tests {
         let server = super::Server::new(super::ServerConfig::default());
         let f = super::ConnTask::new(s, peer, &server.shared);
         let size = std::mem::size_of_val(&f);
-        assert!(size <= 280, "per-connection future is {size} bytes");
+        assert!(size <= 256, "per-connection future is {size} bytes");
     }
 }

@@ -1,7 +1,8 @@
 //! Every connection's link to the server: shutdown, heartbeat ticks and connection limits,
 //! without a future or a timer per connection.
 //!
-//! Each connection registers its task's waker once (a slot in a slab). Shutdown wakes them
+//! Each connection has a slot in a slab (its task's waker and its per-IP key), so the
+//! connection itself keeps only the slot's index and its heartbeat clock. Shutdown wakes them
 //! all for good; a ticker task advances a coarse clock and wakes them all every tick, and
 //! each connection then checks its own heartbeat deadlines against that clock. The clock is
 //! in centiseconds since the server started, in a `u32` compared with wrapping arithmetic.
@@ -20,7 +21,7 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub(crate) struct Registry {
     triggered: AtomicBool,
-    wakers: Mutex<slab::Slab<Waker>>,
+    slots: Mutex<slab::Slab<Slot>>,
     start: Instant,
     now: AtomicU32,
     open: AtomicUsize,
@@ -62,7 +63,7 @@ impl Registry {
     pub(crate) fn new(limits: Limits, heartbeat: HeartbeatConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             triggered: AtomicBool::new(false),
-            wakers: Mutex::new(slab::Slab::new()),
+            slots: Mutex::new(slab::Slab::new()),
             start: Instant::now(),
             now: AtomicU32::new(0),
             open: AtomicUsize::new(0),
@@ -74,8 +75,8 @@ impl Registry {
         }
     }
 
-    fn wakers(&self) -> MutexGuard<'_, slab::Slab<Waker>> {
-        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    fn slots(&self) -> MutexGuard<'_, slab::Slab<Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn is_triggered(&self) -> bool {
@@ -85,7 +86,11 @@ impl Registry {
     /// Marks shutdown and wakes every registered connection.
     pub(crate) fn trigger(&self) {
         self.triggered.store(true, Ordering::Release);
-        let wakers: Vec<Waker> = self.wakers().drain().collect();
+        let wakers: Vec<Waker> = self
+            .slots()
+            .iter_mut()
+            .filter_map(|(_, s)| s.waker.take())
+            .collect();
         for w in wakers {
             w.wake();
         }
@@ -105,8 +110,10 @@ impl Registry {
     /// Advances the clock and wakes every connection to check its deadlines.
     pub(crate) fn tick(&self) {
         self.now.store(cs(self.start.elapsed()), Ordering::Relaxed);
-        for (_, w) in self.wakers().iter() {
-            w.wake_by_ref();
+        for (_, s) in self.slots().iter() {
+            if let Some(w) = &s.waker {
+                w.wake_by_ref();
+            }
         }
     }
 
@@ -168,14 +175,26 @@ pub(crate) enum Beat {
     Idle,
 }
 
-/// One connection's registration: its waker slot, its place in the connection count, and
-/// its heartbeat state.
+/// The top bit of [`Registration::slot`].
+const REGISTERED: u32 = 1 << 31;
+
+/// What the registry keeps for each connection.
+#[derive(Debug)]
+struct Slot {
+    waker: Option<Waker>,
+    /// The per-IP key, when the connection counts against the limits.
+    admitted_ip: Option<u64>,
+}
+
+/// One connection's registration: its slot in the registry, and its heartbeat state. Kept
+/// small: it lives in every connection's task.
 #[derive(Debug)]
 pub(crate) struct Registration {
     registry: Arc<Registry>,
-    slot: Option<(usize, Waker)>,
-    ip: u64,
-    admitted: bool,
+    /// The slot's index; the top bit says whether the slot holds this task's waker (a task's
+    /// waker never changes: a registration is only ever polled by the one task that owns
+    /// its connection).
+    slot: u32,
     /// Last time anything arrived.
     last_rx: u32,
     /// Last time a message went either way.
@@ -191,11 +210,14 @@ impl Registration {
         let ip = registry.ip_key(ip);
         let admitted = registry.admit(ip);
         let now = registry.now();
+        let slot = registry.slots().insert(Slot {
+            waker: None,
+            admitted_ip: admitted.is_ok().then_some(ip),
+        });
         let reg = Self {
             registry,
-            slot: None,
-            ip,
-            admitted: admitted.is_ok(),
+            // More than 2^31 open connections would not fit in memory first.
+            slot: (slot as u32) & !REGISTERED,
             last_rx: now,
             last_msg: now,
             ping_at: 0,
@@ -216,21 +238,13 @@ impl Registration {
     }
 
     /// Makes sure `waker` is woken on shutdown and on every tick; returns whether shutdown
-    /// already began. Takes the lock only when the task's waker changed (normally once).
+    /// already began. Takes the lock once per connection.
     pub(crate) fn register(&mut self, waker: &Waker) -> bool {
-        let current = matches!(&self.slot, Some((_, w)) if w.will_wake(waker));
-        if !current {
-            let mut wakers = self.registry.wakers();
-            match &mut self.slot {
-                Some((key, w)) if wakers.contains(*key) => {
-                    wakers[*key] = waker.clone();
-                    *w = waker.clone();
-                }
-                _ => {
-                    let key = wakers.insert(waker.clone());
-                    self.slot = Some((key, waker.clone()));
-                }
+        if self.slot & REGISTERED == 0 {
+            if let Some(s) = self.registry.slots().get_mut(self.slot as usize) {
+                s.waker = Some(waker.clone());
             }
+            self.slot |= REGISTERED;
         }
         // Checked after registering, so a trigger in between is not missed.
         self.is_triggered()
@@ -280,14 +294,12 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some((key, _)) = self.slot.take() {
-            let mut wakers = self.registry.wakers();
-            if wakers.contains(key) {
-                wakers.remove(key);
-            }
-        }
-        if self.admitted {
-            self.registry.release(self.ip);
+        let slot = self
+            .registry
+            .slots()
+            .try_remove((self.slot & !REGISTERED) as usize);
+        if let Some(ip) = slot.and_then(|s| s.admitted_ip) {
+            self.registry.release(ip);
         }
     }
 }
