@@ -27,7 +27,8 @@ pub enum SlowConsumerPolicy {
 /// Bounds of one outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxLimits {
-    /// Most bytes queued (default 1 MiB).
+    /// Most bytes queued (default 1 MiB). One frame larger than this is still accepted when
+    /// nothing else is queued, so a large publish does not cut off every subscriber.
     pub max_bytes: usize,
     /// Most frames queued (default 4,096).
     pub max_messages: usize,
@@ -110,8 +111,12 @@ impl Outbox {
             return Pushed::Closed;
         }
         let len = frame.len();
+        // The bounds limit what piles up: a single frame larger than the whole outbox still
+        // goes through when nothing else is waiting.
         let over = |g: &Inner| {
-            g.bytes + len > self.limits.max_bytes || g.queue.len() >= self.limits.max_messages
+            !g.queue.is_empty()
+                && (g.bytes + len > self.limits.max_bytes
+                    || g.queue.len() >= self.limits.max_messages)
         };
         let mut result = Pushed::Queued;
         if over(&g) {
@@ -130,11 +135,6 @@ impl Outbox {
                         dropped += 1;
                     }
                     g.dropped += dropped as u64;
-                    if over(&g) {
-                        // A single frame larger than the whole outbox.
-                        g.dropped += 1;
-                        return Pushed::DroppedOldest(dropped + 1);
-                    }
                     result = Pushed::DroppedOldest(dropped);
                 }
             }
@@ -236,9 +236,21 @@ mod tests {
         assert_eq!(o.push(frame(90)), Pushed::DroppedOldest(2));
         assert_eq!(o.dropped(), 3);
         assert_eq!(o.queued_bytes(), 100);
-        assert_eq!(o.push(frame(101)), Pushed::DroppedOldest(3));
-        assert_eq!(o.queued_bytes(), 0);
+        // Larger than the whole outbox: everything older goes, the frame itself is kept.
+        assert_eq!(o.push(frame(101)), Pushed::DroppedOldest(2));
+        assert_eq!(o.queued_bytes(), 101);
         assert!(!o.is_overflowed());
+    }
+
+    #[test]
+    fn one_frame_larger_than_the_bound_passes_when_nothing_waits() {
+        let o = Outbox::new(OutboxLimits {
+            max_bytes: 100,
+            max_messages: 10,
+            policy: SlowConsumerPolicy::Disconnect,
+        });
+        assert_eq!(o.push(frame(500)), Pushed::Queued);
+        assert_eq!(o.push(frame(1)), Pushed::Overflowed);
     }
 
     #[test]
