@@ -381,3 +381,31 @@ fn connect_over_tls_with_a_ca_file_or_insecure() {
     assert_eq!((code, out.as_str()), (0, "anyway\n"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_names_the_limit_that_refused_it() {
+    let mut limits = switchboard_server::Limits::default();
+    limits.max_connections_per_ip = 2;
+    let srv = server(ServerConfig::default().limits(limits));
+    let url = format!("ws://{}/echo", srv.addr);
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "echo",
+            &url,
+            "-c",
+            "4",
+            "--duration",
+            "0.5",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("2 × connect: handshake refused with HTTP 503"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("--max-connections-per-ip"), "{stdout}");
+}

@@ -430,6 +430,13 @@ pub(crate) fn ends(stats: &ThreadStats) -> (Vec<String>, Value, Value) {
     for (e, n) in &stats.errors {
         lines.push(format!("error       {n} × {e}"));
     }
+    if stats.errors.keys().any(|e| e.contains("HTTP 503")) {
+        lines.push(
+            "hint        the server refused connections with 503 (its connection limits); for a Switchboard \
+             server raise them, e.g. `switchboard serve --max-connections-per-ip 100000`"
+                .into(),
+        );
+    }
     let codes: serde_json::Map<String, Value> = stats
         .close_codes
         .iter()
