@@ -108,7 +108,8 @@ pub(crate) async fn finish<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let r = match stop {
-        Stop::PeerClosed => ws.finish().await,
+        // Bounded: a peer that sent its close and stopped reading must not hold the task.
+        Stop::PeerClosed => bounded(timeout, ws.finish()).await,
         Stop::Ended => Ok(()),
         Stop::Shutdown => {
             let r = going_away(&mut ws, CloseCode::GOING_AWAY, "server shutting down").await;

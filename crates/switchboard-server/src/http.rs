@@ -106,9 +106,18 @@ where
     } else {
         resp
     };
-    let _ = stream.write_all(&resp).await;
-    let _ = stream.flush().await;
-    let _ = stream.shutdown().await;
+    // Bounded: a client that does not read its response must not hold the connection.
+    let write = async {
+        stream.write_all(&resp).await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    };
+    if tokio::time::timeout(shared.config.ws.handshake_timeout, write)
+        .await
+        .is_err()
+    {
+        debug!("response not read within the handshake timeout; closing");
+    }
 }
 
 /// Reads a `Content-Length` body of at most `max` bytes within `timeout`.
