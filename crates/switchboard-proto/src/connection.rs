@@ -343,6 +343,11 @@ impl Connection {
     /// On a protocol violation the close frame with the matching code is queued, the state
     /// becomes [`State::Closed`], the error is returned once, and later calls return `Ok(None)`.
     pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        if self.read_buf.is_empty() && self.cur.is_none() {
+            // Nothing buffered, no frame open: the common "need more bytes" case, without
+            // walking the parser (an empty frame still needs its header bytes).
+            return Ok(None);
+        }
         match self.next_event() {
             Err(e) => Err(self.fail(e)),
             ok => ok,
@@ -842,8 +847,13 @@ impl Connection {
                 }
             }
         }
-        let n = n.min(self.out.len());
-        self.out.advance(n);
+        if n >= self.out.len() {
+            // All written: rewind instead of advancing, so the buffer keeps its whole
+            // capacity and goes back to a pool as it came.
+            self.out.clear();
+        } else {
+            self.out.advance(n);
+        }
     }
 
     /// Whether nothing is queued for the network.

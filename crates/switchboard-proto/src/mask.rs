@@ -21,19 +21,32 @@
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate(key, offset);
-    let mut wide = [0u8; 32];
-    for (i, b) in wide.iter_mut().enumerate() {
-        *b = key[i & 3];
-    }
     let mut chunks = buf.chunks_exact_mut(32);
-    for chunk in &mut chunks {
-        for (b, k) in chunk.iter_mut().zip(wide.iter()) {
-            *b ^= k;
+    if chunks.len() > 0 {
+        let mut wide = [0u8; 32];
+        for (i, b) in wide.iter_mut().enumerate() {
+            *b = key[i & 3];
+        }
+        for chunk in &mut chunks {
+            for (b, k) in chunk.iter_mut().zip(wide.iter()) {
+                *b ^= k;
+            }
         }
     }
-    // The remainder starts at a multiple of 32, so the key phase is unchanged.
-    for (b, k) in chunks.into_remainder().iter_mut().zip(wide.iter()) {
-        *b ^= k;
+    // The remainder starts at a multiple of 32, so the key phase is unchanged. Small
+    // payloads live entirely here: 8 bytes at a time, then the last few one by one.
+    let key8 = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut words = chunks.into_remainder().chunks_exact_mut(8);
+    for w in &mut words {
+        let mut v = [0u8; 8];
+        v.copy_from_slice(w);
+        w.copy_from_slice(&(u64::from_ne_bytes(v) ^ key8).to_ne_bytes());
+    }
+    // Still a multiple of 8 (so of 4) from the start: the phase is unchanged again.
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i & 3];
     }
 }
 

@@ -53,7 +53,6 @@ where
 pub(crate) fn poll_echo<S>(
     ws: &mut WebSocket<S>,
     reg: &mut Registration,
-    metrics: &Metrics,
     cx: &mut Context<'_>,
 ) -> Poll<Stop>
 where
@@ -90,6 +89,7 @@ where
     if msgs > 0 {
         reg.received(true);
         reg.sent();
+        let metrics = reg.metrics();
         metrics.messages_in.add(msgs);
         metrics.messages_out.add(msgs);
         metrics.bytes_in.add(bytes);

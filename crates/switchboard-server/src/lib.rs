@@ -281,11 +281,9 @@ impl ConnTask {
                         };
                         match route(tls, id, reg, Arc::clone(&shared)).await {
                             Routed::Echo(mut ws, mut reg) => {
-                                let metrics = &shared.metrics;
-                                let stop = std::future::poll_fn(|cx| {
-                                    poll_echo(&mut ws, &mut reg, metrics, cx)
-                                })
-                                .await;
+                                let stop =
+                                    std::future::poll_fn(|cx| poll_echo(&mut ws, &mut reg, cx))
+                                        .await;
                                 end_echo(ws, reg, stop).await;
                             }
                             Routed::Session(session) => session.await,
@@ -329,8 +327,7 @@ impl Future for ConnTask {
                     *this = Self::Echo { ws, reg, span };
                 }
                 Self::Echo { ws, reg, .. } => {
-                    let metrics = Arc::clone(reg.metrics());
-                    let stop = match poll_echo(ws, reg, &metrics, cx) {
+                    let stop = match poll_echo(ws, reg, cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(stop) => stop,
                     };

@@ -32,7 +32,17 @@ pub(crate) struct Registry {
     ip_hasher: std::collections::hash_map::RandomState,
     limits: Limits,
     heartbeat: HeartbeatConfig,
+    /// The heartbeat deadlines in clock units (centiseconds), worked out once.
+    deadlines: Deadlines,
     metrics: Arc<Metrics>,
+}
+
+/// [`HeartbeatConfig`] in centiseconds, so a connection's check is three comparisons.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    idle: Option<u32>,
+    pong: Option<u32>,
+    ping: Option<u32>,
 }
 
 /// Why a connection may not be admitted.
@@ -70,6 +80,11 @@ impl Registry {
             per_ip: Mutex::new(HashMap::new()),
             ip_hasher: std::collections::hash_map::RandomState::new(),
             limits,
+            deadlines: Deadlines {
+                idle: heartbeat.idle_timeout.map(cs),
+                pong: heartbeat.pong_timeout.map(cs),
+                ping: heartbeat.ping_interval.map(cs),
+            },
             heartbeat,
             metrics,
         }
@@ -267,23 +282,23 @@ impl Registration {
 
     /// Checks the heartbeat deadlines against the coarse clock.
     pub(crate) fn beat(&mut self) -> Beat {
-        let h = &self.registry.heartbeat;
+        let d = self.registry.deadlines;
         let now = self.registry.now();
-        if let Some(idle) = h.idle_timeout {
-            if now.wrapping_sub(self.last_msg) >= cs(idle) {
+        if let Some(idle) = d.idle {
+            if now.wrapping_sub(self.last_msg) >= idle {
                 return Beat::Idle;
             }
         }
         if self.ping_at != 0 {
-            if let Some(t) = h.pong_timeout {
-                if now.wrapping_sub(self.ping_at) >= cs(t) {
+            if let Some(t) = d.pong {
+                if now.wrapping_sub(self.ping_at) >= t {
                     return Beat::Dead;
                 }
             }
             return Beat::Nothing;
         }
-        match h.ping_interval {
-            Some(every) if now.wrapping_sub(self.last_rx) >= cs(every) => {
+        match d.ping {
+            Some(every) if now.wrapping_sub(self.last_rx) >= every => {
                 self.ping_at = now.max(1);
                 Beat::Ping
             }

@@ -22,7 +22,11 @@ thread_local! {
     static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A buffer with at least [`BUF_SIZE`] bytes free.
+/// The least room a pooled buffer has: a buffer is rewound (its consumed front reclaimed)
+/// only when its room falls below this, not every time it comes back.
+pub(crate) const MIN_ROOM: usize = BUF_SIZE / 2;
+
+/// A buffer with at least [`MIN_ROOM`] bytes free (a fresh one has [`BUF_SIZE`]).
 pub(crate) fn take() -> BytesMut {
     POOL.with(|p| p.borrow_mut().pop())
         .unwrap_or_else(|| BytesMut::with_capacity(BUF_SIZE))
@@ -34,7 +38,9 @@ pub(crate) fn give(mut buf: BytesMut) {
     if !buf.is_empty() || buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY {
         return;
     }
-    if !buf.try_reclaim(BUF_SIZE) {
+    // An empty buffer's capacity is its room. Rewinding costs more than the rest of this
+    // function, so it is done only once the room runs low.
+    if buf.capacity() < MIN_ROOM && !buf.try_reclaim(BUF_SIZE) {
         return;
     }
     POOL.with(|p| {
