@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Paired echo benchmark: two servers measured at the same time, so the machine's speed
+(which drifts by 10-30 % between runs on a shared VM) is the same for both.
+
+    benchmarks/paired.py                      # switchboard vs fastwebsockets, 4 scenarios
+    ROUNDS=3 DURATION=3 benchmarks/paired.py  # quicker
+
+Both servers are pinned to core $SERVER_CORE (0) and run at once; each has its own load
+driver, both pinned to core $DRIVER_CORE (1), with the same connections, payload and one
+message in flight per connection. Each driver reads its server's CPU time from /proc, so
+each server's CPU per echo is measured over the same seconds as the other's. A round's
+ratio is switchboard's CPU per echo over the peer's; the table gives the median of the
+rounds and their range. Run benchmarks/run.sh first (it builds the binaries), or set
+SKIP_BUILD=0 to build here.
+
+Environment: ROUNDS (5), DURATION (4 s measured per round, after 1 s warm-up),
+SCENARIOS ("100x20 100x1024 10x16384 500x20"), PEER (fastwebsockets | tokio-tungstenite),
+SERVER_CORE (0), DRIVER_CORE (1), BASE_PORT (19300), SKIP_BUILD (1).
+Only 127.0.0.1 is used; only the processes started here are stopped, by PID.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
+DURATION = os.environ.get("DURATION", "4")
+SCENARIOS = os.environ.get("SCENARIOS", "100x20 100x1024 10x16384 500x20").split()
+PEER = os.environ.get("PEER", "fastwebsockets")
+SERVER_CORE = os.environ.get("SERVER_CORE", "0")
+DRIVER_CORE = os.environ.get("DRIVER_CORE", "1")
+port = int(os.environ.get("BASE_PORT", "19300"))
+
+SB = ROOT / "target/release/switchboard"
+BT = HERE / "target/release"
+DRIVER = BT / "driver"
+PEERS = {
+    "fastwebsockets": BT / "fastwebsockets-echo",
+    "tokio-tungstenite": BT / "tungstenite-echo",
+}
+
+
+def server_cmd(name, p):
+    if name == "switchboard":
+        return [str(SB), "serve", "--listen", f"127.0.0.1:{p}", "--workers", "1"]
+    return [str(PEERS[name]), "--listen", f"127.0.0.1:{p}"]
+
+
+def main():
+    global port
+    if PEER not in PEERS:
+        sys.exit(f"paired.py: PEER must be one of {', '.join(PEERS)}")
+    if os.environ.get("SKIP_BUILD", "1") != "1":
+        subprocess.run(["cargo", "build", "--release", "-p", "switchboard"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release"], cwd=HERE, check=True)
+    for b in (SB, DRIVER, PEERS[PEER]):
+        if not b.exists():
+            sys.exit(f"paired.py: missing {b}; run benchmarks/run.sh (or SKIP_BUILD=0) first")
+    env = dict(os.environ, RUST_LOG="warn")
+    names = ["switchboard", PEER]
+    rows = []
+    for sc in SCENARIOS:
+        conns, payload = sc.split("x")
+        ratios, per = [], {n: [] for n in names}
+        for r in range(ROUNDS):
+            servers = []
+            try:
+                for n in names:
+                    port += 1
+                    cmd = ["taskset", "-c", SERVER_CORE] + server_cmd(n, port)
+                    servers.append((n, port, subprocess.Popen(
+                        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+                time.sleep(0.5)
+                drivers = []
+                for n, p, proc in servers:
+                    cmd = ["taskset", "-c", DRIVER_CORE, str(DRIVER), "load",
+                           "--url", f"ws://127.0.0.1:{p}/echo", "--connections", conns,
+                           "--inflight", "1", "--payload", payload, "--duration", DURATION,
+                           "--warmup", "1", "--server-pid", str(proc.pid), "--server-name", n]
+                    drivers.append((n, subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)))
+                out = {}
+                for n, d in drivers:
+                    text = d.communicate(timeout=int(DURATION) + 120)[0]
+                    out[n] = json.loads(text.strip().splitlines()[-1])
+            finally:
+                for _, _, proc in servers:
+                    proc.kill()
+                    proc.wait()
+            bad = {n: out[n]["bad_echoes"] + out[n]["conn_errors"] for n in names}
+            a, b = (out[n]["server_us_per_echo"] for n in names)
+            for n in names:
+                per[n].append(out[n]["server_us_per_echo"])
+            ratios.append(a / b)
+            print(f"{sc} round {r + 1}/{ROUNDS}: switchboard {a:.3f} us/echo, {PEER} {b:.3f}"
+                  f" -> {a / b:.3f}x  (errors {bad})", file=sys.stderr, flush=True)
+        rows.append({
+            "scenario": sc,
+            "switchboard_us": statistics.median(per["switchboard"]),
+            "peer_us": statistics.median(per[PEER]),
+            "ratio_median": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "ratios": ratios,
+        })
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip()
+    print(f"\nPaired run at git {git}: {ROUNDS} rounds x {DURATION} s, both servers at once on"
+          f" core {SERVER_CORE}, drivers on core {DRIVER_CORE}, 1 message in flight.\n")
+    print("(met/missed compares the unrounded median with 0.95.)\n")
+    print(f"| scenario | switchboard CPU us/echo | {PEER} CPU us/echo | ratio, median (min-max) | target <=0.95x |")
+    print("|---|--:|--:|--:|---|")
+    for row in rows:
+        c, p = row["scenario"].split("x")
+        met = "met" if row["ratio_median"] <= 0.95 else "**missed**"
+        print(f"| {c} x {p} B | {row['switchboard_us']:.2f} | {row['peer_us']:.2f} |"
+              f" {row['ratio_median']:.3f}x ({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) | {met} |")
+    print(json.dumps({"git": git, "peer": PEER, "rounds": ROUNDS, "duration_s": DURATION,
+                      "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
