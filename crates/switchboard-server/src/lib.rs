@@ -245,7 +245,6 @@ enum ConnTask {
     /// Reading the first request and routing it.
     Start {
         fut: BoxFuture<Routed<TcpStream>>,
-        shared: Arc<Shared>,
         span: Option<Box<Span>>,
     },
     /// The echo loop (plain TCP). Nothing logs here; the connection's span (boxed, and only
@@ -295,7 +294,6 @@ impl ConnTask {
             }
             None => Self::Start {
                 fut: Box::pin(route(tcp, id, reg, Arc::clone(shared)).instrument(span.clone())),
-                shared: Arc::clone(shared),
                 span: (!span.is_disabled()).then(|| Box::new(span)),
             },
         }
@@ -309,7 +307,7 @@ impl Future for ConnTask {
         let this = self.get_mut();
         loop {
             match this {
-                Self::Start { fut, shared, span } => {
+                Self::Start { fut, span } => {
                     let (ws, reg) = match fut.as_mut().poll(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Routed::Done) => {
@@ -322,7 +320,6 @@ impl Future for ConnTask {
                             continue;
                         }
                     };
-                    let _ = shared;
                     let span = span.take();
                     *this = Self::Echo { ws, reg, span };
                 }
