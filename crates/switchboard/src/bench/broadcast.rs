@@ -132,9 +132,8 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
     let elapsed = (since_start() - started).as_secs_f64();
     let stats = super::collect(&progress, printer, results);
     let publishes = board.published.load(Ordering::Relaxed);
-    let deliveries = progress.received.load(Ordering::Relaxed);
+    let (_, deliveries, errors) = progress.totals();
     let expected = publishes * a.subscribers as u64;
-    let errors = progress.errors.load(Ordering::Relaxed);
     let mut fanout = new_histogram();
     let mut complete = 0u64;
     for i in 0..publishes as usize {

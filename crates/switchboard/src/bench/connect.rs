@@ -92,9 +92,7 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
     })?;
     let elapsed = started.elapsed().as_secs_f64();
     let stats = super::collect(&progress, printer, results);
-    let attempts = progress.sent.load(Ordering::Relaxed);
-    let ok = progress.received.load(Ordering::Relaxed);
-    let errors = progress.errors.load(Ordering::Relaxed);
+    let (attempts, ok, errors) = progress.totals();
     let rate = ok as f64 / elapsed;
     let (end_lines, codes, errs) = ends(&stats);
     let mut summary = vec![

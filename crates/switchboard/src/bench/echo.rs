@@ -94,9 +94,7 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
     })?;
     let elapsed = started.elapsed().as_secs_f64();
     let stats = super::collect(&progress, printer, results);
-    let sent = progress.sent.load(Ordering::Relaxed);
-    let received = progress.received.load(Ordering::Relaxed);
-    let errors = progress.errors.load(Ordering::Relaxed);
+    let (sent, received, errors) = progress.totals();
     let rate = received as f64 / elapsed;
     let mb = rate * a.payload as f64 / 1e6;
     let (end_lines, codes, errs) = ends(&stats);

@@ -110,6 +110,15 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
+    /// The final counts: (sent, received, errors).
+    pub(crate) fn totals(&self) -> (u64, u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+
     /// Prints a line every second on stderr until `done`.
     pub(crate) fn spawn_printer(
         self: &Arc<Self>,
