@@ -35,29 +35,17 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-TS=$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$HERE/results"
-OUT="$HERE/results/peers-$TS.jsonl"
-: >"$OUT"
-STARTED=()
-trap 'for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null || true; done' EXIT
-
-listening() { grep -qE "^ *[0-9]+: 0100007F:$(printf '%04X' "$1") 00000000:0000 0A" /proc/net/tcp; }
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+results_file peers
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 start_server() { # NAME PORT
-    local cmd
     case $1 in
-    switchboard) cmd=("$SB_BIN" serve --listen "127.0.0.1:$2" --workers 1 --max-connections-per-ip 100000) ;;
-    fastwebsockets) cmd=("$BT/fastwebsockets-echo" --listen "127.0.0.1:$2") ;;
-    tokio-tungstenite) cmd=("$BT/tungstenite-echo" --listen "127.0.0.1:$2") ;;
+    switchboard) start_pinned "$2" "$SB_BIN" serve --listen "127.0.0.1:$2" --workers 1 --max-connections-per-ip 100000 ;;
+    fastwebsockets) start_pinned "$2" "$BT/fastwebsockets-echo" --listen "127.0.0.1:$2" ;;
+    tokio-tungstenite) start_pinned "$2" "$BT/tungstenite-echo" --listen "127.0.0.1:$2" ;;
     esac
-    (exec env RUST_LOG=warn taskset -c "$SERVER_CORE" "${cmd[@]}") >/dev/null 2>&1 &
-    SPID=$!
-    STARTED+=("$SPID")
-    for _ in $(seq 100); do listening "$2" && return 0; sleep 0.1; done
-    echo "bench-peers: $1 did not start" >&2
-    return 1
 }
 
 read -ra SRV <<<"$SERVERS"

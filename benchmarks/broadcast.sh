@@ -22,20 +22,13 @@ PORT=${BASE_PORT:-19400}
 SB_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/switchboard"
 [[ ${SKIP_BUILD:-0} == 1 ]] || (cd "$ROOT" && cargo build --release -p switchboard)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-TS=$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$HERE/results"
-OUT="$HERE/results/broadcast-$TS.jsonl"
-: >"$OUT"
-STARTED=()
-trap 'for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null || true; done' EXIT
-listening() { grep -qE "^ *[0-9]+: 0100007F:$(printf '%04X' "$1") 00000000:0000 0A" /proc/net/tcp; }
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+results_file broadcast
 for rate in $RATES; do
     PORT=$((PORT + 1))
-    (exec env RUST_LOG=warn taskset -c "$SERVER_CORE" "$SB_BIN" serve --listen "127.0.0.1:$PORT" \
-        --workers 1 --max-connections-per-ip 1000000 --outbox-max-messages 100000) >/dev/null 2>&1 &
-    SPID=$!
-    STARTED+=("$SPID")
-    for _ in $(seq 100); do listening "$PORT" && break; sleep 0.1; done
+    start_pinned "$PORT" "$SB_BIN" serve --listen "127.0.0.1:$PORT" \
+        --workers 1 --max-connections-per-ip 1000000 --outbox-max-messages 100000
     echo "-- $SUBSCRIBERS subscribers, $rate publishes/s, $DURATION s" >&2
     taskset -c "$BENCH_CORE" "$SB_BIN" bench broadcast "ws://127.0.0.1:$PORT/ws" \
         --subscribers "$SUBSCRIBERS" --rate "$rate" --duration "$DURATION" --payload "$PAYLOAD" \
