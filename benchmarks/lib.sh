@@ -2,7 +2,7 @@
 # pinned server and waiting for its port, and stopping what was started on exit.
 #
 #   results_file PREFIX        sets TS and OUT (benchmarks/results/PREFIX-TS.jsonl, empty)
-#   start_pinned PORT CMD...   runs CMD on core $SERVER_CORE with RUST_LOG=warn, sets SPID,
+#   start_pinned PORT CMD...   runs CMD on core $SERVER_CORE (default logging), sets SPID,
 #                              returns once 127.0.0.1:PORT listens (1 after 10 s without)
 #
 # Every process start_pinned started is killed, by PID, when the script exits.
@@ -22,7 +22,7 @@ listening() { grep -qE "^ *[0-9]+: 0100007F:$(printf '%04X' "$1") 00000000:0000 
 start_pinned() {
     local port=$1
     shift
-    (exec env RUST_LOG=warn taskset -c "$SERVER_CORE" "$@") >/dev/null 2>&1 &
+    (exec taskset -c "$SERVER_CORE" "$@") >/dev/null 2>&1 &
     SPID=$!
     STARTED+=("$SPID")
     for _ in $(seq 100); do listening "$port" && return 0; sleep 0.1; done

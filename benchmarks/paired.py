@@ -62,7 +62,7 @@ def main():
     for b in (SB, DRIVER, PEERS[PEER]):
         if not b.exists():
             sys.exit(f"paired.py: missing {b}; run benchmarks/run.sh (or SKIP_BUILD=0) first")
-    env = dict(os.environ, RUST_LOG="warn")
+    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # default logging, as users run it
     names = ["switchboard", PEER]
     rows = []
     for sc in SCENARIOS:

@@ -112,7 +112,7 @@ start_server() { # NAME PORT
     tokio-tungstenite) cmd=("$BT/tungstenite-echo" --listen "127.0.0.1:$port") ;;
     *) echo "run.sh: unknown server $name" >&2; exit 1 ;;
     esac
-    (exec env RUST_LOG=warn taskset -c "$SERVER_CORE" "${cmd[@]}") 2>>"$LOGS/$name.stderr" >/dev/null &
+    (exec taskset -c "$SERVER_CORE" "${cmd[@]}") 2>>"$LOGS/$name.stderr" >/dev/null &
     SPID=$!
     STARTED+=("$SPID")
 
