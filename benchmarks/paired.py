@@ -14,7 +14,8 @@ rounds and their range. Run benchmarks/run.sh first (it builds the binaries), or
 SKIP_BUILD=0 to build here.
 
 Environment: ROUNDS (5), DURATION (4 s measured per round, after 1 s warm-up),
-SCENARIOS ("100x20 100x1024 10x16384 500x20"), PEER (fastwebsockets | tokio-tungstenite),
+SCENARIOS ("100x20 100x1024 10x16384 500x20"), PEER (fastwebsockets | tokio-tungstenite |
+uring-echo), BASE (switchboard, or another of those: the server whose ratio is reported),
 SERVER_CORE (0), DRIVER_CORE (1), BASE_PORT (19300), SKIP_BUILD (1).
 Only 127.0.0.1 is used; only the processes started here are stopped, by PID.
 """
@@ -33,6 +34,7 @@ ROUNDS = int(os.environ.get("ROUNDS", "5"))
 DURATION = os.environ.get("DURATION", "4")
 SCENARIOS = os.environ.get("SCENARIOS", "100x20 100x1024 10x16384 500x20").split()
 PEER = os.environ.get("PEER", "fastwebsockets")
+BASE = os.environ.get("BASE", "switchboard")
 SERVER_CORE = os.environ.get("SERVER_CORE", "0")
 DRIVER_CORE = os.environ.get("DRIVER_CORE", "1")
 port = int(os.environ.get("BASE_PORT", "19300"))
@@ -43,6 +45,8 @@ DRIVER = BT / "driver"
 PEERS = {
     "fastwebsockets": BT / "fastwebsockets-echo",
     "tokio-tungstenite": BT / "tungstenite-echo",
+    # An experiment, not a peer: our protocol core on io_uring (peers/uring-echo).
+    "uring-echo": BT / "uring-echo",
 }
 
 
@@ -54,16 +58,16 @@ def server_cmd(name, p):
 
 def main():
     global port
-    if PEER not in PEERS:
-        sys.exit(f"paired.py: PEER must be one of {', '.join(PEERS)}")
+    if PEER not in PEERS or BASE not in ["switchboard", *PEERS] or BASE == PEER:
+        sys.exit(f"paired.py: PEER and BASE must differ, from switchboard, {', '.join(PEERS)}")
     if os.environ.get("SKIP_BUILD", "1") != "1":
         subprocess.run(["cargo", "build", "--release", "-p", "switchboard"], cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", "--release"], cwd=HERE, check=True)
-    for b in (SB, DRIVER, PEERS[PEER]):
+    for b in (SB, DRIVER, PEERS[PEER], PEERS.get(BASE, SB)):
         if not b.exists():
             sys.exit(f"paired.py: missing {b}; run benchmarks/run.sh (or SKIP_BUILD=0) first")
     env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # default logging, as users run it
-    names = ["switchboard", PEER]
+    names = [BASE, PEER]
     rows = []
     for sc in SCENARIOS:
         conns, payload = sc.split("x")
@@ -97,11 +101,11 @@ def main():
             for n in names:
                 per[n].append(out[n]["server_us_per_echo"])
             ratios.append(a / b)
-            print(f"{sc} round {r + 1}/{ROUNDS}: switchboard {a:.3f} us/echo, {PEER} {b:.3f}"
+            print(f"{sc} round {r + 1}/{ROUNDS}: {BASE} {a:.3f} us/echo, {PEER} {b:.3f}"
                   f" -> {a / b:.3f}x  (errors {bad})", file=sys.stderr, flush=True)
         rows.append({
             "scenario": sc,
-            "switchboard_us": statistics.median(per["switchboard"]),
+            "base_us": statistics.median(per[BASE]),
             "peer_us": statistics.median(per[PEER]),
             "ratio_median": statistics.median(ratios),
             "ratio_min": min(ratios),
@@ -113,14 +117,14 @@ def main():
     print(f"\nPaired run at git {git}: {ROUNDS} rounds x {DURATION} s, both servers at once on"
           f" core {SERVER_CORE}, drivers on core {DRIVER_CORE}, 1 message in flight.\n")
     print("(met/missed compares the unrounded median with 0.95.)\n")
-    print(f"| scenario | switchboard CPU us/echo | {PEER} CPU us/echo | ratio, median (min-max) | target <=0.95x |")
+    print(f"| scenario | {BASE} CPU us/echo | {PEER} CPU us/echo | ratio, median (min-max) | target <=0.95x |")
     print("|---|--:|--:|--:|---|")
     for row in rows:
         c, p = row["scenario"].split("x")
         met = "met" if row["ratio_median"] <= 0.95 else "**missed**"
-        print(f"| {c} x {p} B | {row['switchboard_us']:.2f} | {row['peer_us']:.2f} |"
+        print(f"| {c} x {p} B | {row['base_us']:.2f} | {row['peer_us']:.2f} |"
               f" {row['ratio_median']:.3f}x ({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) | {met} |")
-    print(json.dumps({"git": git, "peer": PEER, "rounds": ROUNDS, "duration_s": DURATION,
+    print(json.dumps({"git": git, "base": BASE, "peer": PEER, "rounds": ROUNDS, "duration_s": DURATION,
                       "rows": rows}))
 
 
