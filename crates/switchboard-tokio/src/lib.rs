@@ -51,7 +51,9 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
-#![forbid(unsafe_code)]
+// No unsafe code, except in the io_uring module (which hands buffers to the kernel).
+#![cfg_attr(not(feature = "io-uring"), forbid(unsafe_code))]
+#![cfg_attr(feature = "io-uring", deny(unsafe_code))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "client")]
@@ -68,6 +70,9 @@ mod stream;
 pub mod tls;
 #[cfg(feature = "hyper")]
 pub mod upgrade;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[allow(unsafe_code)]
+pub mod uring;
 
 #[cfg(feature = "client")]
 pub use client::{client_handshake, connect, ClientBuilder};

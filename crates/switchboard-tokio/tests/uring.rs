@@ -1,0 +1,175 @@
+//! `UringStream` end to end over real sockets on 127.0.0.1, with and without the park hook.
+#![cfg(all(feature = "io-uring", target_os = "linux"))]
+
+use std::future::Future;
+
+use switchboard_tokio::uring::{before_park, UringStream};
+use switchboard_tokio::{accept, connect, CloseCode, Config, Message, State};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Runs `f` on a runtime that submits ring work before each park, as `serve --io-uring` does.
+fn with_hook<F: Future<Output = ()>>(workers: usize, f: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .on_thread_park(before_park)
+        .build()
+        .unwrap()
+        .block_on(f);
+}
+
+/// An echo server whose accepted streams are `UringStream`s.
+async fn uring_echo_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let stream = UringStream::from_tokio(tcp).unwrap();
+                let mut ws = accept(stream, Config::default()).await.unwrap();
+                while let Ok(Some(m)) = ws.recv().await {
+                    ws.send(&m).await.unwrap();
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn echo_round_trips() {
+    let addr = uring_echo_server().await;
+    let (mut ws, _) = connect(&format!("ws://{addr}/")).await.unwrap();
+    // Sizes around the 16 KiB receive buffers and the 256 KiB write limit.
+    for size in [0, 20, 1024, 16 * 1024, 16 * 1024 + 1, 100_000, 3 << 20] {
+        let msg = Message::binary((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        ws.send(&msg).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(msg), "size {size}");
+    }
+    for i in 0..500 {
+        ws.feed(&Message::text(format!("m{i}"))).unwrap();
+    }
+    ws.flush().await.unwrap();
+    for i in 0..500 {
+        assert_eq!(
+            ws.recv().await.unwrap(),
+            Some(Message::text(format!("m{i}")))
+        );
+    }
+    ws.close(CloseCode::NORMAL, "bye").await.unwrap();
+    assert_eq!(ws.connection().state(), State::Closed);
+    // The server closes TCP after the close handshake.
+    assert_eq!(ws.recv().await.unwrap(), None);
+}
+
+#[test]
+fn websocket_echo_with_the_park_hook() {
+    with_hook(1, echo_round_trips());
+}
+
+#[test]
+fn websocket_echo_on_two_workers_with_the_park_hook() {
+    with_hook(2, async {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            tasks.push(tokio::spawn(echo_round_trips()));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+/// Without the hook every operation is submitted as it is queued.
+#[tokio::test]
+async fn websocket_echo_without_the_park_hook() {
+    echo_round_trips().await;
+}
+
+/// A pair: our end as a `UringStream`, the peer's as a tokio stream.
+async fn pair() -> (UringStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = TcpStream::connect(listener.local_addr().unwrap());
+    let (peer, accepted) = tokio::join!(peer, listener.accept());
+    (
+        UringStream::from_tokio(accepted.unwrap().0).unwrap(),
+        peer.unwrap(),
+    )
+}
+
+/// More than 256 KiB written at once waits for sends (the write limit), all of it arrives
+/// in order, and shutdown completes only after the last byte is sent.
+#[test]
+fn large_writes_arrive_whole_and_shutdown_waits_for_them() {
+    with_hook(1, async {
+        let (mut ours, mut peer) = pair().await;
+        let data: Vec<u8> = (0..(8 << 20)).map(|i: u32| (i % 253) as u8).collect();
+        let expect = data.clone();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        ours.write_all(&data).await.unwrap();
+        ours.shutdown().await.unwrap();
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), expect.len());
+        assert!(got == expect, "bytes differ");
+    });
+}
+
+/// The peer's close reads as end of stream; dropping our end (with a receive queued)
+/// closes the socket, which the peer reads as end of stream too.
+#[test]
+fn end_of_stream_both_ways() {
+    with_hook(1, async {
+        let (mut ours, peer) = pair().await;
+        drop(peer);
+        let mut buf = [0u8; 16];
+        assert_eq!(ours.read(&mut buf).await.unwrap(), 0);
+
+        let (mut ours, mut peer) = pair().await;
+        // Queue a receive, then drop the stream while it waits.
+        let read = tokio::time::timeout(std::time::Duration::from_millis(50), ours.read(&mut buf));
+        assert!(
+            read.await.is_err(),
+            "nothing was sent, so the read must wait"
+        );
+        ours.write_all(b"last words").await.unwrap();
+        drop(ours);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"last words");
+    });
+}
+
+/// More streams with unread data than the ring has receive buffers (512): the receives that
+/// find none wait for buffers to come back, and every stream still gets its bytes.
+#[test]
+fn more_pending_receives_than_buffers() {
+    with_hook(1, async {
+        let mut pairs = Vec::new();
+        for _ in 0..700 {
+            pairs.push(pair().await);
+        }
+        // Each of ours queues a receive, then every peer sends.
+        for (ours, _) in &mut pairs {
+            let mut b = [0u8; 1];
+            let r = tokio::time::timeout(std::time::Duration::from_millis(1), ours.read(&mut b));
+            assert!(r.await.is_err());
+        }
+        for (i, (_, peer)) in pairs.iter_mut().enumerate() {
+            peer.write_all(format!("stream {i}").as_bytes())
+                .await
+                .unwrap();
+        }
+        // Let every receive complete (or fail for want of a buffer) before reading any.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        for (i, (ours, _)) in pairs.iter_mut().enumerate() {
+            let want = format!("stream {i}");
+            let mut got = vec![0u8; want.len()];
+            ours.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, want.as_bytes());
+        }
+    });
+}
