@@ -16,6 +16,7 @@ SKIP_BUILD=0 to build here.
 Environment: ROUNDS (5), DURATION (4 s measured per round, after 1 s warm-up),
 SCENARIOS ("100x20 100x1024 10x16384 500x20"), PEER (fastwebsockets | tokio-tungstenite |
 uring-echo), BASE (switchboard, or another of those: the server whose ratio is reported),
+SB_ARGS (more `switchboard serve` flags, e.g. "--io-uring"),
 SERVER_CORE (0), DRIVER_CORE (1), BASE_PORT (19300), SKIP_BUILD (1).
 Only 127.0.0.1 is used; only the processes started here are stopped, by PID.
 """
@@ -35,6 +36,7 @@ DURATION = os.environ.get("DURATION", "4")
 SCENARIOS = os.environ.get("SCENARIOS", "100x20 100x1024 10x16384 500x20").split()
 PEER = os.environ.get("PEER", "fastwebsockets")
 BASE = os.environ.get("BASE", "switchboard")
+SB_ARGS = os.environ.get("SB_ARGS", "").split()
 SERVER_CORE = os.environ.get("SERVER_CORE", "0")
 DRIVER_CORE = os.environ.get("DRIVER_CORE", "1")
 port = int(os.environ.get("BASE_PORT", "19300"))
@@ -52,7 +54,7 @@ PEERS = {
 
 def server_cmd(name, p):
     if name == "switchboard":
-        return [str(SB), "serve", "--listen", f"127.0.0.1:{p}", "--workers", "1"]
+        return [str(SB), "serve", "--listen", f"127.0.0.1:{p}", "--workers", "1", *SB_ARGS]
     return [str(PEERS[name]), "--listen", f"127.0.0.1:{p}"]
 
 

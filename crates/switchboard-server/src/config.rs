@@ -169,6 +169,11 @@ pub struct ServerConfig {
     pub hub: HubConfig,
     /// The key `POST /api/publish` requires (`None`: the API answers 403).
     pub api_key: Option<String>,
+    /// Drive every connection's socket through io_uring
+    /// ([`UringStream`](switchboard_tokio::uring::UringStream)) instead of epoll. Needs the
+    /// `io-uring` feature, Linux 6.1+, and a runtime that calls
+    /// [`before_park`](switchboard_tokio::uring::before_park) on park. Default: off.
+    pub io_uring: bool,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -184,6 +189,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("outbox", &self.outbox)
             .field("hub", &self.hub)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("io_uring", &self.io_uring)
             .finish()
     }
 }
@@ -204,6 +210,7 @@ impl Default for ServerConfig {
             outbox: OutboxLimits::default(),
             hub: HubConfig::default(),
             api_key: None,
+            io_uring: false,
         }
     }
 }
@@ -218,6 +225,12 @@ impl ServerConfig {
     /// Sets the protocol limits of `/echo`.
     pub fn echo(mut self, echo: Config) -> Self {
         self.echo = echo;
+        self
+    }
+
+    /// Drives sockets through io_uring (see [`ServerConfig::io_uring`]).
+    pub fn io_uring(mut self, on: bool) -> Self {
+        self.io_uring = on;
         self
     }
 

@@ -266,27 +266,37 @@ impl ConnTask {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let span = conn_span(id, peer);
         let reg = Registration::new(Arc::clone(&shared.registry), peer.ip());
+        #[cfg(all(feature = "io-uring", target_os = "linux"))]
+        if shared.config.io_uring {
+            let shared = Arc::clone(shared);
+            return Self::Boxed(Box::pin(
+                async move {
+                    // Made here, in the task, so the stream joins the ring of the worker
+                    // that runs it.
+                    let stream = match switchboard_tokio::uring::UringStream::from_tokio(tcp) {
+                        Ok(s) => s,
+                        Err(e) => return debug!(error = %e, "io_uring stream failed"),
+                    };
+                    match shared.config.tls.clone() {
+                        Some(acceptor) => {
+                            if let Some(tls) = accept_tls(&acceptor, stream, &shared).await {
+                                drive(route(tls, id, reg, shared).await).await;
+                            }
+                        }
+                        None => drive(route(stream, id, reg, shared).await).await,
+                    }
+                }
+                .instrument(span),
+            ));
+        }
         match &shared.config.tls {
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let shared = Arc::clone(shared);
                 Self::Boxed(Box::pin(
                     async move {
-                        let timeout = shared.config.ws.handshake_timeout;
-                        let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-                            Err(_) => return debug!("TLS handshake timed out after {timeout:?}"),
-                        };
-                        match route(tls, id, reg, Arc::clone(&shared)).await {
-                            Routed::Echo(mut ws, mut reg) => {
-                                let stop =
-                                    std::future::poll_fn(|cx| poll_echo(&mut ws, &mut reg, cx))
-                                        .await;
-                                end_echo(ws, reg, stop).await;
-                            }
-                            Routed::Session(session) => session.await,
-                            Routed::Done => {}
+                        if let Some(tls) = accept_tls(&acceptor, tcp, &shared).await {
+                            drive(route(tls, id, reg, shared).await).await;
                         }
                     }
                     .instrument(span),
@@ -353,6 +363,44 @@ impl Future for ConnTask {
                 Self::Done => return Poll::Ready(()),
             }
         }
+    }
+}
+
+/// The TLS handshake, bounded by the handshake timeout.
+async fn accept_tls<S>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: S,
+    shared: &Shared,
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = shared.config.ws.handshake_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out after {timeout:?}");
+            None
+        }
+    }
+}
+
+/// Runs a routed connection to its end (the boxed path: TLS, io_uring).
+async fn drive<S>(routed: Routed<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match routed {
+        Routed::Echo(mut ws, mut reg) => {
+            let stop = std::future::poll_fn(|cx| poll_echo(&mut ws, &mut reg, cx)).await;
+            end_echo(ws, reg, stop).await;
+        }
+        Routed::Session(session) => session.await,
+        Routed::Done => {}
     }
 }
 

@@ -61,6 +61,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const BUFFERS: u16 = 512;
 /// Bytes per provided receive buffer.
 const BUFFER_SIZE: usize = 16 * 1024;
+/// Receive buffers one stream may hold unread (its next receive waits until it reads).
+const RX_CHUNKS: usize = 4;
 /// The buffer group id of the receive buffers.
 const GROUP: u16 = 0;
 /// Bytes a stream may have waiting to be sent before `poll_write` waits.
@@ -87,6 +89,18 @@ pub fn before_park() {
     if let Some(ring) = ring {
         ring.run(true);
     }
+}
+
+/// Checks that io_uring, with what this module needs, works here.
+///
+/// # Errors
+/// Says what is missing: io_uring itself (an old kernel, or
+/// `/proc/sys/kernel/io_uring_disabled` set, or a seccomp filter) or provided-buffer rings
+/// (Linux before 5.19).
+pub fn available() -> io::Result<()> {
+    let ring = Ring::create(false)?;
+    drop(ring);
+    Ok(())
 }
 
 /// A TCP stream driven by io_uring; see the [module docs](self).
@@ -257,7 +271,7 @@ struct Slot {
     /// The last receive found every buffer taken; it is queued again when one returns.
     starved: bool,
     /// Received bytes not read yet: buffer id, offset, end.
-    rx: Option<(u16, usize, usize)>,
+    rx: std::collections::VecDeque<(u16, usize, usize)>,
     eof: bool,
     read_error: Option<io::Error>,
     read_waker: Option<Waker>,
@@ -373,6 +387,7 @@ impl Ring {
         if parking {
             inner.hooked = true;
         }
+        inner.bufs.resize();
         inner.flush();
         if parking && inner.wake.is_empty() {
             inner.set_eventfd(true);
@@ -408,7 +423,7 @@ impl Inner {
             fd,
             receiving: false,
             starved: false,
-            rx: None,
+            rx: std::collections::VecDeque::new(),
             eof: false,
             read_error: None,
             read_waker: None,
@@ -451,6 +466,12 @@ impl Inner {
         !self.hooked || std::thread::current().id() != self.owner
     }
 
+    /// Tops up the receive buffers, then hands the queued entries to the kernel.
+    fn submit(&mut self) -> io::Result<usize> {
+        self.bufs.top_up();
+        self.uring.submit()
+    }
+
     fn push(&mut self, entry: &squeue::Entry) {
         loop {
             // SAFETY: every buffer an entry points at is owned by a slot (or the buffer
@@ -459,16 +480,16 @@ impl Inner {
                 break;
             }
             // Full: hand the queue to the kernel and retry.
-            if self.uring.submit().is_err() {
+            if self.submit().is_err() {
                 std::thread::yield_now();
             }
         }
         // Submit now from a thread that will not park this ring, or when many wait (so a
         // thread that never parks still makes progress, and completions are collected).
         if self.submit_now() {
-            let _ = self.uring.submit();
+            let _ = self.submit();
         } else if self.uring.submission().len() >= SUBMIT_BATCH {
-            let _ = self.uring.submit();
+            let _ = self.submit();
             self.reap();
         }
     }
@@ -511,19 +532,26 @@ impl Inner {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let s = self.slot_mut(i);
-        if let Some((bid, start, end)) = s.rx {
+        let mut copied = false;
+        while buf.remaining() > 0 {
+            let Some(&(bid, start, end)) = self.slot(i).rx.front() else {
+                break;
+            };
             let n = (end - start).min(buf.remaining());
             buf.put_slice(&self.bufs.get(bid)[start..start + n]);
+            copied = true;
             let s = self.slot_mut(i);
             if start + n == end {
-                s.rx = None;
+                s.rx.pop_front();
                 self.give_back(bid);
-            } else {
-                s.rx = Some((bid, start + n, end));
+            } else if let Some(front) = s.rx.front_mut() {
+                front.1 = start + n;
             }
+        }
+        if copied {
             return Poll::Ready(Ok(()));
         }
+        let s = self.slot_mut(i);
         if let Some(e) = s.read_error.take() {
             return Poll::Ready(Err(e));
         }
@@ -573,7 +601,7 @@ impl Inner {
         s.orphan = true;
         s.read_waker = None;
         s.write_waker = None;
-        if let Some((bid, _, _)) = s.rx.take() {
+        for (bid, _, _) in std::mem::take(&mut s.rx) {
             self.give_back(bid);
         }
         let s = self.slot_mut(i);
@@ -619,7 +647,7 @@ impl Inner {
     fn flush(&mut self) {
         let mut retried = false;
         loop {
-            let _ = self.uring.submit();
+            let _ = self.submit();
             self.reap();
             // Once per flush: while every buffer is taken, a retry fails again at once.
             if !retried && !self.starved.is_empty() {
@@ -643,7 +671,8 @@ impl Inner {
     /// Queues again as many receives that found no buffer as there are free buffers now
     /// (so a ring with every buffer taken does not spin).
     fn feed_starved(&mut self) {
-        for _ in 0..self.bufs.free {
+        self.bufs.top_up();
+        for _ in 0..self.bufs.free() {
             let Some(i) = self.starved.pop_front() else {
                 return;
             };
@@ -676,18 +705,24 @@ impl Inner {
                 // would only ask again).
                 s.starved = true;
                 self.starved.push_back(i);
+                self.bufs.ran_out = true;
                 return;
             }
             RECV => {
                 s.receiving = false;
                 if res > 0 {
                     let bid = cqueue::buffer_select(cqe.flags()).unwrap_or(0);
-                    self.bufs.free = self.bufs.free.saturating_sub(1);
+                    self.bufs.took_one();
+                    let n = res.unsigned_abs() as usize;
                     if s.orphan {
                         self.give_back(bid);
                     } else {
-                        // `res` is at most BUFFER_SIZE, so it fits.
-                        s.rx = Some((bid, 0, res.unsigned_abs() as usize));
+                        s.rx.push_back((bid, 0, n));
+                        // A full buffer: more is likely waiting. Receive it in this same
+                        // submission round (up to RX_CHUNKS buffers) rather than the next.
+                        if n == BUFFER_SIZE && s.rx.len() < RX_CHUNKS {
+                            self.queue_recv(i);
+                        }
                     }
                 } else if res == 0 {
                     s.eof = true;
@@ -733,9 +768,23 @@ struct BufRing {
     /// The buffers themselves.
     memory: Box<[u8]>,
     tail: u16,
-    /// Buffers the kernel may fill now.
-    free: u16,
+    /// Free buffers not in the ring, most recently freed last: handed to the kernel first,
+    /// while still in cache. (The kernel takes ring entries oldest first; handing it all
+    /// 512 would cycle 8 MiB through the cache at large messages.)
+    stack: Vec<u16>,
+    /// Buffers in the ring, which the kernel may fill.
+    in_ring: u16,
+    /// How many the ring is topped up to before each submission: twice the last round's
+    /// receives, at least `MIN_WINDOW`, doubled after a receive found none (see `resize`).
+    window: u16,
+    /// Receives that took a buffer since the last top-up.
+    taken: u16,
+    /// A receive found no buffer since the last top-up.
+    ran_out: bool,
 }
+
+/// The fewest buffers kept in the ring.
+const MIN_WINDOW: u16 = 32;
 
 // SAFETY: the raw pointer is owned memory, only touched under the ring's mutex.
 unsafe impl Send for BufRing {}
@@ -757,7 +806,11 @@ impl BufRing {
             layout,
             memory: vec![0; usize::from(BUFFERS) * BUFFER_SIZE].into_boxed_slice(),
             tail: 0,
-            free: 0,
+            stack: (0..BUFFERS).rev().collect(),
+            in_ring: 0,
+            window: MIN_WINDOW,
+            taken: 0,
+            ran_out: false,
         };
         // SAFETY: the entries stay allocated until the ring (dropped first) is gone.
         unsafe {
@@ -765,9 +818,7 @@ impl BufRing {
                 .submitter()
                 .register_buf_ring_with_flags(entries as u64, BUFFERS, GROUP, 0)?;
         }
-        for bid in 0..BUFFERS {
-            ring.recycle(bid);
-        }
+        ring.top_up();
         Ok(ring)
     }
 
@@ -776,17 +827,53 @@ impl BufRing {
         &self.memory[start..start + BUFFER_SIZE]
     }
 
-    /// Gives buffer `bid` back to the kernel.
+    /// Buffers free now, in the ring or ready to go in.
+    fn free(&self) -> usize {
+        self.stack.len() + usize::from(self.in_ring)
+    }
+
+    /// A receive completed into a ring buffer.
+    fn took_one(&mut self) {
+        self.in_ring = self.in_ring.saturating_sub(1);
+        self.taken = self.taken.saturating_add(1);
+    }
+
+    /// Buffer `bid` was read: it goes back on the stack.
     fn recycle(&mut self, bid: u16) {
-        let idx = usize::from(self.tail & (BUFFERS - 1));
-        let addr = self.memory[usize::from(bid) * BUFFER_SIZE..].as_ptr() as u64;
-        // SAFETY: `idx < BUFFERS`, inside the allocation.
-        let entry = unsafe { &mut *self.entries.add(idx) };
-        entry.set_addr(addr);
-        entry.set_len(BUFFER_SIZE as u32);
-        entry.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-        self.free += 1;
+        self.stack.push(bid);
+    }
+
+    /// Sizes the window to the round that just ended (called once per round).
+    fn resize(&mut self) {
+        self.window = if self.ran_out {
+            self.window.saturating_mul(2)
+        } else {
+            self.taken.saturating_mul(2)
+        }
+        .clamp(MIN_WINDOW, BUFFERS);
+        self.taken = 0;
+        self.ran_out = false;
+    }
+
+    /// Refills the ring to its window, hottest buffers first.
+    fn top_up(&mut self) {
+        if self.in_ring >= self.window {
+            return;
+        }
+        while self.in_ring < self.window {
+            let Some(bid) = self.stack.pop() else {
+                break;
+            };
+            let idx = usize::from(self.tail & (BUFFERS - 1));
+            let addr = self.memory[usize::from(bid) * BUFFER_SIZE..].as_ptr() as u64;
+            // SAFETY: `idx < BUFFERS`, inside the allocation.
+            let entry = unsafe { &mut *self.entries.add(idx) };
+            entry.set_addr(addr);
+            entry.set_len(BUFFER_SIZE as u32);
+            entry.set_bid(bid);
+            self.tail = self.tail.wrapping_add(1);
+            self.in_ring += 1;
+        }
         // SAFETY: the tail field lives in the first entry; the kernel reads it with acquire.
         unsafe {
             let tail = types::BufRingEntry::tail(self.entries).cast_mut();
