@@ -3,7 +3,8 @@
 #
 #   scripts/test.sh            # everything: lint, unit/integration/doc tests, interop,
 #                              # fuzz smoke run, browser test of the chat page,
-#                              # Autobahn server and client suites
+#                              # Autobahn server and client suites (the server suite
+#                              # twice: epoll, and serve --io-uring)
 #
 # Environment:
 #   AUTOBAHN_CASES     case preset for both Autobahn roles (default: ci = 1.x-10.x plus a fixed sample of 12.x/13.x; see autobahn/README.md)
@@ -91,6 +92,11 @@ for role in server client; do
   if scripts/autobahn/run.sh "$role" --cases "$cases" --outdir "$target/autobahn/$role" 2>&1 | tee "$logs/autobahn-$role.log"; then :; else ab_failed=1; fi
   summary+=("$(grep -E "^autobahn-$role: [0-9]+ passed, [0-9]+ failed" "$logs/autobahn-$role.log" | tail -n1)")
 done
+
+# The server suite once more with every socket on io_uring (serve --io-uring).
+step "Autobahn server suite over io_uring (serve --io-uring; cases: $cases)"
+if SWITCHBOARD_IO_URING=true scripts/autobahn/run.sh server --cases "$cases" --outdir "$target/autobahn/server-uring" 2>&1 | tee "$logs/autobahn-server-uring.log"; then :; else ab_failed=1; fi
+summary+=("$(grep -E "^autobahn-server: [0-9]+ passed, [0-9]+ failed" "$logs/autobahn-server-uring.log" | tail -n1 | sed 's/^autobahn-server:/autobahn-server-uring:/')")
 
 step "summary"
 printf '%s\n' "${summary[@]}"

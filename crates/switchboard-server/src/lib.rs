@@ -269,8 +269,8 @@ impl ConnTask {
         #[cfg(all(feature = "io-uring", target_os = "linux"))]
         if shared.config.io_uring {
             let shared = Arc::clone(shared);
-            return Self::Boxed(Box::pin(
-                async move {
+            return Self::Boxed({
+                let fut = async move {
                     // Made here, in the task, so the stream joins the ring of the worker
                     // that runs it.
                     let stream = match switchboard_tokio::uring::UringStream::from_tokio(tcp) {
@@ -285,9 +285,14 @@ impl ConnTask {
                         }
                         None => drive(route(stream, id, reg, shared).await).await,
                     }
+                };
+                // A disabled span (the default level) would still be entered on every poll.
+                if span.is_disabled() {
+                    Box::pin(fut)
+                } else {
+                    Box::pin(fut.instrument(span))
                 }
-                .instrument(span),
-            ));
+            });
         }
         match &shared.config.tls {
             Some(acceptor) => {

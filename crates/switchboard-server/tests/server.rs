@@ -135,7 +135,11 @@ async fn close_code(ws: &mut Ws) -> Option<u16> {
 
 #[tokio::test]
 async fn chat_rooms_presence_and_isolation() {
-    let srv = start(ServerConfig::default()).await;
+    chat_rooms(ServerConfig::default()).await;
+}
+
+async fn chat_rooms(config: ServerConfig) {
+    let srv = start(config).await;
     let mut ada = ws(srv.addr, "/chat?room=r1&name=Ada").await;
     let w = next_of(&mut ada, "welcome").await;
     assert_eq!(w["room"], "r1");
@@ -557,7 +561,11 @@ async fn drop_oldest_policy_keeps_the_connection() {
 
 #[tokio::test]
 async fn shutdown_delivers_everything_queued_then_1001() {
-    let srv = start(ServerConfig::default()).await;
+    shutdown_then_1001(ServerConfig::default()).await;
+}
+
+async fn shutdown_then_1001(config: ServerConfig) {
+    let srv = start(config).await;
     let mut clients = Vec::new();
     for _ in 0..5 {
         let mut c = ws(srv.addr, "/ws").await;
@@ -731,7 +739,11 @@ async fn idle_connections_are_closed() {
 
 #[tokio::test]
 async fn pages_health_and_metrics() {
-    let srv = start(ServerConfig::default()).await;
+    pages_and_echo(ServerConfig::default()).await;
+}
+
+async fn pages_and_echo(config: ServerConfig) {
+    let srv = start(config).await;
     let (s, body) = http(srv.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(s, 200);
     assert!(body.contains("<html") || body.contains("<!doctype") || body.contains("<!DOCTYPE"));
@@ -780,4 +792,36 @@ async fn pages_health_and_metrics() {
         assert!(m.contains(line), "missing {line:?} in\n{m}");
     }
     srv.stop().await;
+}
+
+/// The same server paths with every socket on io_uring (`serve --io-uring`), on a runtime
+/// with the park hook and two workers.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+mod io_uring {
+    use super::{chat_rooms, pages_and_echo, shutdown_then_1001, ServerConfig};
+
+    fn on_uring(f: impl std::future::Future<Output = ()>) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_thread_park(switchboard_tokio::uring::before_park)
+            .build()
+            .unwrap()
+            .block_on(f);
+    }
+
+    #[test]
+    fn chat_rooms_presence_and_isolation() {
+        on_uring(chat_rooms(ServerConfig::default().io_uring(true)));
+    }
+
+    #[test]
+    fn shutdown_delivers_everything_queued_then_1001() {
+        on_uring(shutdown_then_1001(ServerConfig::default().io_uring(true)));
+    }
+
+    #[test]
+    fn pages_health_metrics_and_echo() {
+        on_uring(pages_and_echo(ServerConfig::default().io_uring(true)));
+    }
 }

@@ -28,11 +28,15 @@
 //! How it works:
 //! - **One ring per runtime thread**, created on first use. Streams lock it (uncontended:
 //!   only the thread's own tasks and its completion task touch it).
-//! - **Reads** use a ring of provided buffers (16 KiB each, 512 per ring): an idle stream
-//!   has a receive queued but holds no buffer until data arrives. The bytes are copied into
-//!   the reader's buffer and the provided buffer goes straight back to the ring.
+//! - **Reads** use a ring of provided buffers (4 KiB each, up to 2,048 per ring): an idle
+//!   stream has a receive queued but holds no buffer until data arrives. The bytes are
+//!   copied into the reader's buffer and the provided buffer goes back to the ring, hottest
+//!   first. When a receive fills its whole buffer (a large message), the stream reads
+//!   straight into the reader's buffer with `recv(2)` until a short read: one system call
+//!   instead of copying every byte once more.
 //! - **Writes** are write-behind: `poll_write` copies into the stream's buffer and queues a
-//!   send; `poll_flush` returns once everything is handed to the ring (submitted at the
+//!   send (a write of 8 KiB or more with nothing queued is tried with `sendmsg(2)` first,
+//!   for the same reason); `poll_flush` returns once everything is handed to the ring (submitted at the
 //!   next park, or at once from a thread without [`before_park`]). Errors surface on the
 //!   next call. `poll_shutdown` waits until every byte is sent. At most 256 KiB wait per
 //!   stream; beyond that `poll_write` is pending until sends complete.
@@ -58,11 +62,15 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Provided receive buffers per ring (a power of two).
-const BUFFERS: u16 = 512;
+const BUFFERS: u16 = 2048;
 /// Bytes per provided receive buffer.
-const BUFFER_SIZE: usize = 16 * 1024;
-/// Receive buffers one stream may hold unread (its next receive waits until it reads).
-const RX_CHUNKS: usize = 4;
+const BUFFER_SIZE: usize = 4 * 1024;
+/// A direct read at least this large (that got all it asked for) keeps the stream reading
+/// directly.
+const STREAMING_READ: usize = 64 * 1024;
+/// Writes at least this large, with nothing queued before them, are tried with a direct
+/// `sendmsg(2)` first: one system call, but no copy.
+const DIRECT_SEND: usize = 8 * 1024;
 /// The buffer group id of the receive buffers.
 const GROUP: u16 = 0;
 /// Bytes a stream may have waiting to be sent before `poll_write` waits.
@@ -281,6 +289,8 @@ struct Slot {
     sent: usize,
     /// Bytes written since the running send started.
     filling: Vec<u8>,
+    /// The last receive filled its buffer: read directly until the socket would block.
+    streaming: bool,
     write_error: Option<io::Error>,
     write_waker: Option<Waker>,
     /// The handle was dropped: free the slot once nothing runs.
@@ -387,13 +397,14 @@ impl Ring {
         if parking {
             inner.hooked = true;
         }
-        inner.bufs.resize();
         inner.flush();
         if parking && inner.wake.is_empty() {
             inner.set_eventfd(true);
             // A completion between the reap and arming would not signal: look again.
             inner.flush();
-        } else if inner.hooked {
+        } else if inner.hooked && std::thread::current().id() == inner.owner {
+            // The owner is running: it collects completions when it parks next. (Elsewhere
+            // the owner may be parked with the eventfd armed, which must stay so.)
             inner.set_eventfd(false);
         }
         let wake = std::mem::take(&mut inner.wake);
@@ -431,6 +442,7 @@ impl Inner {
             inflight: Vec::new(),
             sent: 0,
             filling: Vec::new(),
+            streaming: false,
             write_error: None,
             write_waker: None,
             orphan: false,
@@ -497,6 +509,7 @@ impl Inner {
     fn queue_recv(&mut self, i: usize) {
         let fd = self.slot(i).fd.as_raw_fd();
         self.slot_mut(i).receiving = true;
+        self.bufs.receives += 1;
         let e = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), BUFFER_SIZE as u32)
             .buf_group(GROUP)
             .build()
@@ -558,6 +571,36 @@ impl Inner {
         if s.eof {
             return Poll::Ready(Ok(()));
         }
+        if s.streaming && !s.receiving {
+            let unfilled = buf.initialize_unfilled();
+            let want = unfilled.len();
+            // SAFETY: recv(2) into the reader's initialised, unfilled bytes; nothing else
+            // reads this socket now (no receive is queued).
+            let n = unsafe {
+                libc::recv(
+                    s.fd.as_raw_fd(),
+                    unfilled.as_mut_ptr().cast(),
+                    want,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                let n = n.unsigned_abs();
+                s.eof = n == 0;
+                // Back to the ring unless this read was large too: readers size reads to
+                // the frame they need, so a read that fills its request says little, and a
+                // recv(2) that would block costs a system call for nothing.
+                s.streaming = n == want && n >= STREAMING_READ;
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Poll::Ready(Err(e));
+            }
+            // Drained: back to receives through the ring.
+            s.streaming = false;
+        }
         s.read_waker = Some(cx.waker().clone());
         if !s.receiving {
             self.queue_recv(i);
@@ -580,19 +623,38 @@ impl Inner {
             s.write_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let mut n = 0;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut skip = 0;
+        if waiting == 0 && !s.sending && total >= DIRECT_SEND {
+            match send_direct(s.fd.as_raw_fd(), bufs) {
+                Ok(n) if n == total => return Poll::Ready(Ok(n)),
+                // The rest is queued below.
+                Ok(n) => skip = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        let (sent, mut queued) = (skip, 0);
         for b in bufs {
-            let take = b.len().min(WRITE_LIMIT - waiting - n);
+            let b = if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            } else {
+                let rest = &b[skip..];
+                skip = 0;
+                rest
+            };
+            let take = b.len().min(WRITE_LIMIT - waiting - queued);
             s.filling.extend_from_slice(&b[..take]);
-            n += take;
+            queued += take;
             if take < b.len() {
                 break;
             }
         }
-        if !s.sending && n > 0 {
+        if !s.sending && queued > 0 {
             self.queue_send(i);
         }
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(sent + queued))
     }
 
     /// The handle is gone: cancel its receive and free the slot once nothing runs.
@@ -696,6 +758,9 @@ impl Inner {
     fn complete(&mut self, cqe: &cqueue::Entry) {
         let (i, kind) = ((cqe.user_data() >> 2) as usize, cqe.user_data() & 3);
         let res = cqe.result();
+        if kind == RECV {
+            self.bufs.receives = self.bufs.receives.saturating_sub(1);
+        }
         let Some(Some(s)) = self.slots.get_mut(i) else {
             return;
         };
@@ -705,7 +770,6 @@ impl Inner {
                 // would only ask again).
                 s.starved = true;
                 self.starved.push_back(i);
-                self.bufs.ran_out = true;
                 return;
             }
             RECV => {
@@ -718,11 +782,9 @@ impl Inner {
                         self.give_back(bid);
                     } else {
                         s.rx.push_back((bid, 0, n));
-                        // A full buffer: more is likely waiting. Receive it in this same
-                        // submission round (up to RX_CHUNKS buffers) rather than the next.
-                        if n == BUFFER_SIZE && s.rx.len() < RX_CHUNKS {
-                            self.queue_recv(i);
-                        }
+                        // A full buffer: more is likely waiting, so the next read goes
+                        // straight into the reader's buffer (no copy) until it would block.
+                        s.streaming = n == BUFFER_SIZE;
                     }
                 } else if res == 0 {
                     s.eof = true;
@@ -756,6 +818,23 @@ impl Inner {
     }
 }
 
+/// One `sendmsg(2)` of `bufs`, not waiting.
+fn send_direct(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid; the iovecs are `IoSlice`s, which are laid out
+    // as `iovec` on Unix, and live for the call.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+        msg.msg_iovlen = bufs.len().min(1024);
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n.unsigned_abs())
+    }
+}
+
 fn user_data(slot: usize, kind: u64) -> u64 {
     ((slot as u64) << 2) | kind
 }
@@ -770,21 +849,17 @@ struct BufRing {
     tail: u16,
     /// Free buffers not in the ring, most recently freed last: handed to the kernel first,
     /// while still in cache. (The kernel takes ring entries oldest first; handing it all
-    /// 512 would cycle 8 MiB through the cache at large messages.)
+    /// of them would cycle all 8 MiB through the cache.)
     stack: Vec<u16>,
     /// Buffers in the ring, which the kernel may fill.
     in_ring: u16,
-    /// How many the ring is topped up to before each submission: twice the last round's
-    /// receives, at least `MIN_WINDOW`, doubled after a receive found none (see `resize`).
-    window: u16,
-    /// Receives that took a buffer since the last top-up.
-    taken: u16,
-    /// A receive found no buffer since the last top-up.
-    ran_out: bool,
+    /// Receives queued or waiting for data: each may take a buffer before the next top-up,
+    /// so the ring is kept at this many (plus `SPARE`).
+    receives: usize,
 }
 
-/// The fewest buffers kept in the ring.
-const MIN_WINDOW: u16 = 32;
+/// Buffers kept in the ring beyond one per waiting receive.
+const SPARE: usize = 16;
 
 // SAFETY: the raw pointer is owned memory, only touched under the ring's mutex.
 unsafe impl Send for BufRing {}
@@ -808,9 +883,7 @@ impl BufRing {
             tail: 0,
             stack: (0..BUFFERS).rev().collect(),
             in_ring: 0,
-            window: MIN_WINDOW,
-            taken: 0,
-            ran_out: false,
+            receives: 0,
         };
         // SAFETY: the entries stay allocated until the ring (dropped first) is gone.
         unsafe {
@@ -835,7 +908,6 @@ impl BufRing {
     /// A receive completed into a ring buffer.
     fn took_one(&mut self) {
         self.in_ring = self.in_ring.saturating_sub(1);
-        self.taken = self.taken.saturating_add(1);
     }
 
     /// Buffer `bid` was read: it goes back on the stack.
@@ -843,24 +915,15 @@ impl BufRing {
         self.stack.push(bid);
     }
 
-    /// Sizes the window to the round that just ended (called once per round).
-    fn resize(&mut self) {
-        self.window = if self.ran_out {
-            self.window.saturating_mul(2)
-        } else {
-            self.taken.saturating_mul(2)
-        }
-        .clamp(MIN_WINDOW, BUFFERS);
-        self.taken = 0;
-        self.ran_out = false;
-    }
-
-    /// Refills the ring to its window, hottest buffers first.
+    /// Refills the ring to one buffer per waiting receive (plus spares), hottest first.
     fn top_up(&mut self) {
-        if self.in_ring >= self.window {
+        let want = u16::try_from(self.receives + SPARE)
+            .unwrap_or(BUFFERS)
+            .min(BUFFERS);
+        if self.in_ring >= want {
             return;
         }
-        while self.in_ring < self.window {
+        while self.in_ring < want {
             let Some(bid) = self.stack.pop() else {
                 break;
             };

@@ -5,6 +5,7 @@ use std::future::Future;
 
 use switchboard_tokio::uring::{before_park, UringStream};
 use switchboard_tokio::{accept, connect, CloseCode, Config, Message, State};
+use tokio::io::AsyncRead;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -40,8 +41,19 @@ async fn uring_echo_server() -> std::net::SocketAddr {
 async fn echo_round_trips() {
     let addr = uring_echo_server().await;
     let (mut ws, _) = connect(&format!("ws://{addr}/")).await.unwrap();
-    // Sizes around the 16 KiB receive buffers and the 256 KiB write limit.
-    for size in [0, 20, 1024, 16 * 1024, 16 * 1024 + 1, 100_000, 3 << 20] {
+    // Sizes around the 4 KiB receive buffers, the 8 KiB direct sends and the 256 KiB
+    // write limit.
+    for size in [
+        0,
+        20,
+        1024,
+        4090,
+        4096,
+        8 * 1024,
+        16 * 1024 + 1,
+        100_000,
+        3 << 20,
+    ] {
         let msg = Message::binary((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
         ws.send(&msg).await.unwrap();
         assert_eq!(ws.recv().await.unwrap(), Some(msg), "size {size}");
@@ -143,28 +155,39 @@ fn end_of_stream_both_ways() {
     });
 }
 
-/// More streams with unread data than the ring has receive buffers (512): the receives that
-/// find none wait for buffers to come back, and every stream still gets its bytes.
+/// More streams with unread data than the ring has receive buffers (2,048): the receives
+/// that find none wait for buffers to come back, and every stream still gets its bytes.
 #[test]
 fn more_pending_receives_than_buffers() {
     with_hook(1, async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let mut pairs = Vec::new();
-        for _ in 0..700 {
-            pairs.push(pair().await);
+        for _ in 0..2300 {
+            let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+            pairs.push((
+                UringStream::from_tokio(accepted.unwrap().0).unwrap(),
+                peer.unwrap(),
+            ));
         }
-        // Each of ours queues a receive, then every peer sends.
+        // Each of ours queues a receive (one poll), then every peer sends.
         for (ours, _) in &mut pairs {
-            let mut b = [0u8; 1];
-            let r = tokio::time::timeout(std::time::Duration::from_millis(1), ours.read(&mut b));
-            assert!(r.await.is_err());
+            std::future::poll_fn(|cx| {
+                let mut b = [0u8; 1];
+                let mut rb = tokio::io::ReadBuf::new(&mut b);
+                let r = std::pin::Pin::new(&mut *ours).poll_read(cx, &mut rb);
+                assert!(r.is_pending(), "nothing was sent yet");
+                std::task::Poll::Ready(())
+            })
+            .await;
         }
         for (i, (_, peer)) in pairs.iter_mut().enumerate() {
             peer.write_all(format!("stream {i}").as_bytes())
                 .await
                 .unwrap();
         }
-        // Let every receive complete (or fail for want of a buffer) before reading any.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Let every receive complete (or find no buffer) before reading any.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         for (i, (ours, _)) in pairs.iter_mut().enumerate() {
             let want = format!("stream {i}");
             let mut got = vec![0u8; want.len()];
