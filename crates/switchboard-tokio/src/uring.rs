@@ -65,9 +65,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const BUFFERS: u16 = 2048;
 /// Bytes per provided receive buffer.
 const BUFFER_SIZE: usize = 4 * 1024;
-/// A direct read at least this large (that got all it asked for) keeps the stream reading
-/// directly.
-const STREAMING_READ: usize = 64 * 1024;
+/// Received buffers a stream may hold unread: past this its receive is cancelled (and
+/// armed again once the reader catches up), so one slow reader cannot take every buffer.
+const RX_LIMIT: usize = 8;
 /// Writes at least this large, with nothing queued before them, are tried with a direct
 /// `sendmsg(2)` first: one system call, but no copy.
 const DIRECT_SEND: usize = 8 * 1024;
@@ -289,8 +289,8 @@ struct Slot {
     sent: usize,
     /// Bytes written since the running send started.
     filling: Vec<u8>,
-    /// The last receive filled its buffer: read directly until the socket would block.
-    streaming: bool,
+    /// A cancel of the multishot receive is on its way (the reader fell behind).
+    cancelling: bool,
     write_error: Option<io::Error>,
     write_waker: Option<Waker>,
     /// The handle was dropped: free the slot once nothing runs.
@@ -442,7 +442,7 @@ impl Inner {
             inflight: Vec::new(),
             sent: 0,
             filling: Vec::new(),
-            streaming: false,
+            cancelling: false,
             write_error: None,
             write_waker: None,
             orphan: false,
@@ -510,10 +510,10 @@ impl Inner {
         let fd = self.slot(i).fd.as_raw_fd();
         self.slot_mut(i).receiving = true;
         self.bufs.receives += 1;
-        let e = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), BUFFER_SIZE as u32)
-            .buf_group(GROUP)
+        // Multishot: armed once, it receives whenever data arrives (a completion per
+        // buffer) until it is cancelled, fails, or finds no buffer.
+        let e = opcode::RecvMulti::new(types::Fd(fd), GROUP)
             .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
             .user_data(user_data(i, RECV));
         self.push(&e);
     }
@@ -570,36 +570,6 @@ impl Inner {
         }
         if s.eof {
             return Poll::Ready(Ok(()));
-        }
-        if s.streaming && !s.receiving {
-            let unfilled = buf.initialize_unfilled();
-            let want = unfilled.len();
-            // SAFETY: recv(2) into the reader's initialised, unfilled bytes; nothing else
-            // reads this socket now (no receive is queued).
-            let n = unsafe {
-                libc::recv(
-                    s.fd.as_raw_fd(),
-                    unfilled.as_mut_ptr().cast(),
-                    want,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n >= 0 {
-                let n = n.unsigned_abs();
-                s.eof = n == 0;
-                // Back to the ring unless this read was large too: readers size reads to
-                // the frame they need, so a read that fills its request says little, and a
-                // recv(2) that would block costs a system call for nothing.
-                s.streaming = n == want && n >= STREAMING_READ;
-                buf.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::WouldBlock {
-                return Poll::Ready(Err(e));
-            }
-            // Drained: back to receives through the ring.
-            s.streaming = false;
         }
         s.read_waker = Some(cx.waker().clone());
         if !s.receiving {
@@ -758,7 +728,9 @@ impl Inner {
     fn complete(&mut self, cqe: &cqueue::Entry) {
         let (i, kind) = ((cqe.user_data() >> 2) as usize, cqe.user_data() & 3);
         let res = cqe.result();
-        if kind == RECV {
+        let more = cqueue::more(cqe.flags());
+        if kind == RECV && !more {
+            // The multishot receive has ended.
             self.bufs.receives = self.bufs.receives.saturating_sub(1);
         }
         let Some(Some(s)) = self.slots.get_mut(i) else {
@@ -773,7 +745,11 @@ impl Inner {
                 return;
             }
             RECV => {
-                s.receiving = false;
+                if !more {
+                    // Ended: the next read arms it again.
+                    s.receiving = false;
+                    s.cancelling = false;
+                }
                 if res > 0 {
                     let bid = cqueue::buffer_select(cqe.flags()).unwrap_or(0);
                     self.bufs.took_one();
@@ -782,12 +758,18 @@ impl Inner {
                         self.give_back(bid);
                     } else {
                         s.rx.push_back((bid, 0, n));
-                        // A full buffer: more is likely waiting, so the next read goes
-                        // straight into the reader's buffer (no copy) until it would block.
-                        s.streaming = n == BUFFER_SIZE;
+                        if more && s.rx.len() >= RX_LIMIT && !s.cancelling {
+                            s.cancelling = true;
+                            let e = opcode::AsyncCancel::new(user_data(i, RECV))
+                                .build()
+                                .user_data(user_data(i, CANCEL));
+                            self.push(&e);
+                        }
                     }
                 } else if res == 0 {
                     s.eof = true;
+                } else if res == -libc::ECANCELED {
+                    // Our cancel (a slow reader, or the handle dropped): not an error.
                 } else if !s.orphan {
                     s.read_error = Some(io::Error::from_raw_os_error(-res));
                 }
@@ -853,13 +835,13 @@ struct BufRing {
     stack: Vec<u16>,
     /// Buffers in the ring, which the kernel may fill.
     in_ring: u16,
-    /// Receives queued or waiting for data: each may take a buffer before the next top-up,
-    /// so the ring is kept at this many (plus `SPARE`).
+    /// Armed receives: each may take buffers before the next top-up, so the ring is kept
+    /// at twice this many (plus `SPARE`).
     receives: usize,
 }
 
 /// Buffers kept in the ring beyond one per waiting receive.
-const SPARE: usize = 16;
+const SPARE: usize = 64;
 
 // SAFETY: the raw pointer is owned memory, only touched under the ring's mutex.
 unsafe impl Send for BufRing {}
@@ -915,9 +897,9 @@ impl BufRing {
         self.stack.push(bid);
     }
 
-    /// Refills the ring to one buffer per waiting receive (plus spares), hottest first.
+    /// Refills the ring to two buffers per armed receive (plus spares), hottest first.
     fn top_up(&mut self) {
-        let want = u16::try_from(self.receives + SPARE)
+        let want = u16::try_from(self.receives * 2 + SPARE)
             .unwrap_or(BUFFERS)
             .min(BUFFERS);
         if self.in_ring >= want {

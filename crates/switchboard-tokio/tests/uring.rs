@@ -196,3 +196,28 @@ fn more_pending_receives_than_buffers() {
         }
     });
 }
+
+/// A reader that falls behind: its receive stops after a few buffers (it does not take the
+/// ring's buffers from everyone else) and starts again as it reads; every byte arrives in
+/// order.
+#[test]
+fn a_slow_reader_gets_everything_in_order() {
+    with_hook(1, async {
+        let (mut ours, mut peer) = pair().await;
+        let data: Vec<u8> = (0..(4 << 20)).map(|i: u32| (i % 249) as u8).collect();
+        let expect = data.clone();
+        let writer = tokio::spawn(async move {
+            peer.write_all(&data).await.unwrap();
+            peer.shutdown().await.unwrap();
+        });
+        // Arm the receive, then read nothing for a while.
+        let mut first = [0u8; 1];
+        ours.read_exact(&mut first).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut got = first.to_vec();
+        ours.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got.len(), expect.len());
+        assert!(got == expect, "bytes differ");
+    });
+}
