@@ -171,7 +171,7 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Drive every connection's socket through io_uring
     /// ([`UringStream`](switchboard_tokio::uring::UringStream)) instead of epoll. Needs the
-    /// `io-uring` feature, Linux 6.1+, and a runtime that calls
+    /// `io-uring` feature, Linux 6.0+, and a runtime that calls
     /// [`before_park`](switchboard_tokio::uring::before_park) on park. Default: off.
     pub io_uring: bool,
 }

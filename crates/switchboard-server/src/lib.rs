@@ -72,6 +72,8 @@ use tracing::{debug, debug_span, info, warn, Instrument, Span};
 use crate::echo::{finish, poll_echo, Stop};
 use crate::metrics::Handshake;
 use crate::registry::{Registration, Registry};
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+use switchboard_tokio::uring::UringStream;
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -254,6 +256,19 @@ enum ConnTask {
         reg: Registration,
         span: Option<Box<Span>>,
     },
+    /// As `Start`, over io_uring (the stream is made in the task, on its worker's ring).
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    StartUring {
+        fut: BoxFuture<Routed<UringStream>>,
+        span: Option<Box<Span>>,
+    },
+    /// As `Echo`, over io_uring.
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    EchoUring {
+        ws: WebSocket<UringStream>,
+        reg: Registration,
+        span: Option<Box<Span>>,
+    },
     /// A whole TLS connection, or the closing steps of a plain one.
     Boxed(BoxFuture<()>),
     /// Finished.
@@ -269,30 +284,31 @@ impl ConnTask {
         #[cfg(all(feature = "io-uring", target_os = "linux"))]
         if shared.config.io_uring {
             let shared = Arc::clone(shared);
-            return Self::Boxed({
-                let fut = async move {
-                    // Made here, in the task, so the stream joins the ring of the worker
-                    // that runs it.
-                    let stream = match switchboard_tokio::uring::UringStream::from_tokio(tcp) {
-                        Ok(s) => s,
-                        Err(e) => return debug!(error = %e, "io_uring stream failed"),
-                    };
-                    match shared.config.tls.clone() {
-                        Some(acceptor) => {
-                            if let Some(tls) = accept_tls(&acceptor, stream, &shared).await {
-                                drive(route(tls, id, reg, shared).await).await;
-                            }
-                        }
-                        None => drive(route(stream, id, reg, shared).await).await,
+            let enabled = !span.is_disabled();
+            let routing = async move {
+                // Made here, in the task, so the stream joins the ring of the worker that
+                // runs it.
+                let stream = match UringStream::from_tokio(tcp) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        debug!(error = %e, "io_uring stream failed");
+                        return Routed::Done;
                     }
                 };
-                // A disabled span (the default level) would still be entered on every poll.
-                if span.is_disabled() {
-                    Box::pin(fut)
-                } else {
-                    Box::pin(fut.instrument(span))
+                match shared.config.tls.clone() {
+                    Some(acceptor) => {
+                        if let Some(tls) = accept_tls(&acceptor, stream, &shared).await {
+                            drive(route(tls, id, reg, shared).await).await;
+                        }
+                        Routed::Done
+                    }
+                    None => route(stream, id, reg, shared).await,
                 }
-            });
+            };
+            return Self::StartUring {
+                fut: Box::pin(routing.instrument(span.clone())),
+                span: enabled.then(|| Box::new(span)),
+            };
         }
         match &shared.config.tls {
             Some(acceptor) => {
@@ -353,6 +369,36 @@ impl Future for ConnTask {
                         Poll::Ready(stop) => stop,
                     };
                     let Self::Echo { ws, reg, span } = std::mem::replace(this, Self::Done) else {
+                        return Poll::Ready(());
+                    };
+                    let span = span.map_or_else(Span::none, |s| *s);
+                    *this = Self::Boxed(Box::pin(end_echo(ws, reg, stop).instrument(span)));
+                }
+                #[cfg(all(feature = "io-uring", target_os = "linux"))]
+                Self::StartUring { fut, span } => {
+                    let (ws, reg) = match fut.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Routed::Done) => {
+                            *this = Self::Done;
+                            return Poll::Ready(());
+                        }
+                        Poll::Ready(Routed::Echo(ws, reg)) => (ws, reg),
+                        Poll::Ready(Routed::Session(session)) => {
+                            *this = Self::Boxed(session);
+                            continue;
+                        }
+                    };
+                    let span = span.take();
+                    *this = Self::EchoUring { ws, reg, span };
+                }
+                #[cfg(all(feature = "io-uring", target_os = "linux"))]
+                Self::EchoUring { ws, reg, .. } => {
+                    let stop = match poll_echo(ws, reg, cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(stop) => stop,
+                    };
+                    let Self::EchoUring { ws, reg, span } = std::mem::replace(this, Self::Done)
+                    else {
                         return Poll::Ready(());
                     };
                     let span = span.map_or_else(Span::none, |s| *s);

@@ -28,24 +28,27 @@
 //! How it works:
 //! - **One ring per runtime thread**, created on first use. Streams lock it (uncontended:
 //!   only the thread's own tasks and its completion task touch it).
-//! - **Reads** use a ring of provided buffers (4 KiB each, up to 2,048 per ring): an idle
-//!   stream has a receive queued but holds no buffer until data arrives. The bytes are
-//!   copied into the reader's buffer and the provided buffer goes back to the ring, hottest
-//!   first. When a receive fills its whole buffer (a large message), the stream reads
-//!   straight into the reader's buffer with `recv(2)` until a short read: one system call
-//!   instead of copying every byte once more.
+//! - **Reads** are multishot receives into provided buffers (16 KiB each, up to 1,024 per
+//!   ring): armed once per stream, a receive holds no buffer until data arrives. The bytes
+//!   are copied into the reader's buffer and the provided buffer goes back to the ring,
+//!   hottest first. A stream that holds 8 unread buffers has its receive cancelled until
+//!   its reader catches up, so a slow reader cannot take every buffer.
 //! - **Writes** are write-behind: `poll_write` copies into the stream's buffer and queues a
-//!   send (a write of 8 KiB or more with nothing queued is tried with `sendmsg(2)` first,
-//!   for the same reason); `poll_flush` returns once everything is handed to the ring (submitted at the
-//!   next park, or at once from a thread without [`before_park`]). Errors surface on the
-//!   next call. `poll_shutdown` waits until every byte is sent. At most 256 KiB wait per
-//!   stream; beyond that `poll_write` is pending until sends complete.
+//!   send (a write of 8 KiB or more with nothing queued is tried with `sendmsg(2)` first:
+//!   one system call rather than one more copy). `poll_flush` returns once everything is
+//!   handed to the ring (submitted at the next park, or at once from a thread without
+//!   [`before_park`]); errors surface on the next call. `poll_shutdown` waits until every
+//!   byte is sent. At most 256 KiB wait per stream; beyond that `poll_write` is pending
+//!   until sends complete.
+//! - **Costs**, measured in docs/benchmarks.md: less CPU per small message than epoll, more
+//!   per 16 KiB message (each is copied once more), and more memory per idle connection
+//!   (its slot, buffers and the armed receive).
 //! - **Completions** are collected in [`before_park`], and by a task per ring that waits on
 //!   an eventfd (enabled only while the thread parks) when nothing completed in time.
 //! - **Dropping** a stream cancels its receive; queued bytes are still sent, then the socket
 //!   is closed.
 //!
-//! Needs Linux 6.1 or later (provided-buffer rings, cooperative task running).
+//! Needs Linux 6.0 or later (multishot receives, provided-buffer rings).
 //! [`UringStream::new`] fails with an error saying so where io_uring is missing or disabled
 //! (`/proc/sys/kernel/io_uring_disabled`).
 
@@ -62,9 +65,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Provided receive buffers per ring (a power of two).
-const BUFFERS: u16 = 2048;
+const BUFFERS: u16 = 1024;
 /// Bytes per provided receive buffer.
-const BUFFER_SIZE: usize = 4 * 1024;
+const BUFFER_SIZE: usize = 16 * 1024;
 /// Received buffers a stream may hold unread: past this its receive is cancelled (and
 /// armed again once the reader catches up), so one slow reader cannot take every buffer.
 const RX_LIMIT: usize = 8;
@@ -341,7 +344,7 @@ impl Ring {
                 io::Error::new(
                     e.kind(),
                     format!(
-                        "io_uring is not available here ({e}); it needs Linux 6.1+ with \
+                        "io_uring is not available here ({e}); it needs Linux 6.0+ with \
                          /proc/sys/kernel/io_uring_disabled = 0, or use the epoll transport"
                     ),
                 )
@@ -509,7 +512,6 @@ impl Inner {
     fn queue_recv(&mut self, i: usize) {
         let fd = self.slot(i).fd.as_raw_fd();
         self.slot_mut(i).receiving = true;
-        self.bufs.receives += 1;
         // Multishot: armed once, it receives whenever data arrives (a completion per
         // buffer) until it is cancelled, fails, or finds no buffer.
         let e = opcode::RecvMulti::new(types::Fd(fd), GROUP)
@@ -700,11 +702,13 @@ impl Inner {
         }
     }
 
-    /// Queues again as many receives that found no buffer as there are free buffers now
-    /// (so a ring with every buffer taken does not spin).
+    /// Arms again as many receives that found no buffer as buffers came back since (so a
+    /// ring with every buffer taken does not spin).
     fn feed_starved(&mut self) {
         self.bufs.top_up();
-        for _ in 0..self.bufs.free() {
+        // One receive per buffer that came back since the last time: each may take one.
+        let n = std::mem::take(&mut self.bufs.returned);
+        for _ in 0..n {
             let Some(i) = self.starved.pop_front() else {
                 return;
             };
@@ -729,10 +733,6 @@ impl Inner {
         let (i, kind) = ((cqe.user_data() >> 2) as usize, cqe.user_data() & 3);
         let res = cqe.result();
         let more = cqueue::more(cqe.flags());
-        if kind == RECV && !more {
-            // The multishot receive has ended.
-            self.bufs.receives = self.bufs.receives.saturating_sub(1);
-        }
         let Some(Some(s)) = self.slots.get_mut(i) else {
             return;
         };
@@ -752,7 +752,6 @@ impl Inner {
                 }
                 if res > 0 {
                     let bid = cqueue::buffer_select(cqe.flags()).unwrap_or(0);
-                    self.bufs.took_one();
                     let n = res.unsigned_abs() as usize;
                     if s.orphan {
                         self.give_back(bid);
@@ -829,19 +828,12 @@ struct BufRing {
     /// The buffers themselves.
     memory: Box<[u8]>,
     tail: u16,
-    /// Free buffers not in the ring, most recently freed last: handed to the kernel first,
-    /// while still in cache. (The kernel takes ring entries oldest first; handing it all
-    /// of them would cycle all 8 MiB through the cache.)
+    /// Buffers read since the last top-up, most recently freed last, so the hottest go
+    /// back to the kernel first.
     stack: Vec<u16>,
-    /// Buffers in the ring, which the kernel may fill.
-    in_ring: u16,
-    /// Armed receives: each may take buffers before the next top-up, so the ring is kept
-    /// at twice this many (plus `SPARE`).
-    receives: usize,
+    /// Buffers given back since starved receives were last armed again.
+    returned: usize,
 }
-
-/// Buffers kept in the ring beyond one per waiting receive.
-const SPARE: usize = 64;
 
 // SAFETY: the raw pointer is owned memory, only touched under the ring's mutex.
 unsafe impl Send for BufRing {}
@@ -864,8 +856,7 @@ impl BufRing {
             memory: vec![0; usize::from(BUFFERS) * BUFFER_SIZE].into_boxed_slice(),
             tail: 0,
             stack: (0..BUFFERS).rev().collect(),
-            in_ring: 0,
-            receives: 0,
+            returned: 0,
         };
         // SAFETY: the entries stay allocated until the ring (dropped first) is gone.
         unsafe {
@@ -882,33 +873,19 @@ impl BufRing {
         &self.memory[start..start + BUFFER_SIZE]
     }
 
-    /// Buffers free now, in the ring or ready to go in.
-    fn free(&self) -> usize {
-        self.stack.len() + usize::from(self.in_ring)
-    }
-
-    /// A receive completed into a ring buffer.
-    fn took_one(&mut self) {
-        self.in_ring = self.in_ring.saturating_sub(1);
-    }
-
     /// Buffer `bid` was read: it goes back on the stack.
     fn recycle(&mut self, bid: u16) {
         self.stack.push(bid);
+        self.returned = self.returned.saturating_add(1);
     }
 
-    /// Refills the ring to two buffers per armed receive (plus spares), hottest first.
+    /// Hands every free buffer to the kernel, the most recently freed (hottest) first. The
+    /// ring has room for all of them, so none is ever held back.
     fn top_up(&mut self) {
-        let want = u16::try_from(self.receives * 2 + SPARE)
-            .unwrap_or(BUFFERS)
-            .min(BUFFERS);
-        if self.in_ring >= want {
+        if self.stack.is_empty() {
             return;
         }
-        while self.in_ring < want {
-            let Some(bid) = self.stack.pop() else {
-                break;
-            };
+        while let Some(bid) = self.stack.pop() {
             let idx = usize::from(self.tail & (BUFFERS - 1));
             let addr = self.memory[usize::from(bid) * BUFFER_SIZE..].as_ptr() as u64;
             // SAFETY: `idx < BUFFERS`, inside the allocation.
@@ -917,7 +894,6 @@ impl BufRing {
             entry.set_len(BUFFER_SIZE as u32);
             entry.set_bid(bid);
             self.tail = self.tail.wrapping_add(1);
-            self.in_ring += 1;
         }
         // SAFETY: the tail field lives in the first entry; the kernel reads it with acquire.
         unsafe {

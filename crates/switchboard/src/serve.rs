@@ -134,7 +134,7 @@ pub(crate) struct ServeArgs {
     /// Log as JSON lines instead of text (filter with RUST_LOG, default "info").
     #[arg(long, env = "SWITCHBOARD_LOG_JSON", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     log_json: Option<bool>,
-    /// Drive sockets through io_uring instead of epoll (Linux 6.1+): one system call per
+    /// Drive sockets through io_uring instead of epoll (Linux 6.0+): one system call per
     /// scheduler round for every socket's reads and writes, about 10 % less server CPU per
     /// small message (docs/benchmarks.md) [default: false].
     #[arg(long, env = "SWITCHBOARD_IO_URING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
