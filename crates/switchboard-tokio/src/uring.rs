@@ -136,7 +136,10 @@ impl UringStream {
     /// When io_uring cannot be set up here (an old kernel, or io_uring disabled), or the
     /// descriptor cannot be prepared.
     pub fn new(tcp: StdTcpStream) -> io::Result<Self> {
-        tcp.set_nonblocking(true)?;
+        // Blocking: io_uring waits for readiness itself, and an O_NONBLOCK socket can make
+        // an operation that io_uring hands to a worker thread fail with EAGAIN. (The one
+        // direct `sendmsg` passes MSG_DONTWAIT.)
+        tcp.set_nonblocking(false)?;
         let ring = Ring::current()?;
         let fd = unsafe_owned(tcp.into_raw_fd());
         let slot = ring.lock().insert(fd);
@@ -258,7 +261,7 @@ struct Ring {
 }
 
 struct Inner {
-    // Dropped first: the kernel lets go of every buffer below before they are freed.
+    // Dropped first (after `Drop for Inner` waited for what still ran), then the buffers.
     uring: IoUring,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
@@ -271,6 +274,8 @@ struct Inner {
     eventfd_on: bool,
     /// Whether the owner thread runs [`before_park`], so its queued work may wait for it.
     hooked: bool,
+    /// `reap` is running (it is not re-entered).
+    reaping: bool,
     owner: std::thread::ThreadId,
 }
 
@@ -360,6 +365,7 @@ impl Ring {
             wake: Vec::new(),
             eventfd_on: true,
             hooked: false,
+            reaping: false,
             owner,
         };
         Ok(Self {
@@ -494,8 +500,10 @@ impl Inner {
             if unsafe { self.uring.submission().push(entry) }.is_ok() {
                 break;
             }
-            // Full: hand the queue to the kernel and retry.
+            // Full: hand the queue to the kernel and retry. If the kernel refuses (its
+            // completion queue is full), make room by handling completions first.
             if self.submit().is_err() {
+                self.reap();
                 std::thread::yield_now();
             }
         }
@@ -719,14 +727,20 @@ impl Inner {
         }
     }
 
-    /// Handles every completion waiting in the queue.
+    /// Handles every completion waiting in the queue. (Handling one may queue entries, and
+    /// queueing may reap: the nested call returns at once, the outer loop goes on.)
     fn reap(&mut self) {
+        if self.reaping {
+            return;
+        }
+        self.reaping = true;
         loop {
             let Some(cqe) = self.uring.completion().next() else {
-                return;
+                break;
             };
             self.complete(&cqe);
         }
+        self.reaping = false;
     }
 
     fn complete(&mut self, cqe: &cqueue::Entry) {
@@ -767,6 +781,8 @@ impl Inner {
                     }
                 } else if res == 0 {
                     s.eof = true;
+                } else if res == -libc::EAGAIN {
+                    // Not an error: the next read arms the receive again.
                 } else if res == -libc::ECANCELED {
                     // Our cancel (a slow reader, or the handle dropped): not an error.
                 } else if !s.orphan {
@@ -782,6 +798,11 @@ impl Inner {
                     s.sent += res.unsigned_abs() as usize;
                     let more = s.sent < s.inflight.len() || !s.filling.is_empty();
                     if more && s.write_error.is_none() {
+                        self.queue_send(i);
+                    }
+                } else if res == -libc::EAGAIN {
+                    // Not an error: send the same bytes again.
+                    if s.write_error.is_none() {
                         self.queue_send(i);
                     }
                 } else {
@@ -813,6 +834,44 @@ fn send_direct(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(n.unsigned_abs())
+    }
+}
+
+impl Drop for Inner {
+    /// Cancels what still runs and waits (up to a second) for the kernel to finish with it,
+    /// so no operation touches a buffer after it is freed. A ring is dropped when its
+    /// thread ends, for example when a runtime shuts down.
+    fn drop(&mut self) {
+        let busy = |inner: &Self| {
+            inner
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| (s.receiving && !s.starved) || s.sending)
+        };
+        if !busy(self) {
+            return;
+        }
+        // Nothing new may start: no more sends, cancels or re-armed receives.
+        self.starved.clear();
+        for s in self.slots.iter_mut().flatten() {
+            s.cancelling = true;
+            s.write_error = Some(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        let all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(user_data(0, CANCEL));
+        // SAFETY: a cancel points at no buffer.
+        let _ = unsafe { self.uring.submission().push(&all) };
+        let ts = types::Timespec::new().nsec(10_000_000);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        for _ in 0..100 {
+            let _ = self.uring.submitter().submit_with_args(1, &args);
+            self.reap();
+            if !busy(self) {
+                return;
+            }
+        }
     }
 }
 

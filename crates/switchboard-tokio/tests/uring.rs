@@ -53,6 +53,7 @@ async fn echo_round_trips() {
         16 * 1024 + 1,
         100_000,
         3 << 20,
+        8 << 20,
     ] {
         let msg = Message::binary((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
         ws.send(&msg).await.unwrap();
