@@ -270,7 +270,7 @@ struct Inner {
     starved: std::collections::VecDeque<usize>,
     /// Tasks to wake once the lock is released.
     wake: Vec<Waker>,
-    /// Whether the eventfd is armed (with the park hook: only while the owner thread parks).
+    /// Whether the eventfd is armed (with the park hook: from each park until the owner runs).
     eventfd_on: bool,
     /// Whether the owner thread runs [`before_park`], so its queued work may wait for it.
     hooked: bool,
@@ -407,10 +407,17 @@ impl Ring {
             inner.hooked = true;
         }
         inner.flush();
-        if parking && inner.wake.is_empty() {
+        if parking {
+            // The thread may sleep after this hook, even with tasks just woken: they go to
+            // the runtime's shared queue, another worker may take them, and a worker woken
+            // with nothing to do parks again without calling the hook. So the eventfd is
+            // armed whenever the owner parks; it is disarmed only by the owner while it
+            // runs (below), which always passes through this hook before it sleeps.
             inner.set_eventfd(true);
-            // A completion between the reap and arming would not signal: look again.
-            inner.flush();
+            if inner.wake.is_empty() {
+                // A completion between the reap and arming would not signal: look again.
+                inner.flush();
+            }
         } else if inner.hooked && std::thread::current().id() == inner.owner {
             // The owner is running: it collects completions when it parks next. (Elsewhere
             // the owner may be parked with the eventfd armed, which must stay so.)

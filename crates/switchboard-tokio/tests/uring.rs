@@ -222,3 +222,62 @@ fn a_slow_reader_gets_everything_in_order() {
         assert!(got == expect, "bytes differ");
     });
 }
+
+/// Tasks move between workers (a task woken in one worker's park hook may run on the
+/// other), and the workers sleep between messages: a completion on one worker's ring must
+/// still wake its task when that worker sleeps and the task runs elsewhere. Each client is
+/// a plain thread with blocking sockets, so it keeps no worker busy; a stall fails the read
+/// timeout.
+#[test]
+fn completions_reach_tasks_that_moved_while_the_ring_owner_sleeps() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_park(before_park)
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut s = UringStream::from_tokio(tcp).unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    s.write_all(&buf[..n]).await.unwrap();
+                }
+            });
+        }
+    });
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+                tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                tcp.set_nodelay(true).unwrap();
+                let mut got = vec![0u8; 40_000];
+                for i in 0..400u64 {
+                    let len = [1usize, 100, 3000, 40_000][(i % 4) as usize];
+                    let msg: Vec<u8> = (0..len).map(|j| (j as u64 + i + c) as u8).collect();
+                    tcp.write_all(&msg).unwrap();
+                    tcp.read_exact(&mut got[..len])
+                        .unwrap_or_else(|e| panic!("client {c}, message {i}: {e}"));
+                    assert!(got[..len] == msg[..], "client {c}, message {i} differs");
+                    // Let the workers park now and then.
+                    if i % 3 == 0 {
+                        std::thread::sleep(std::time::Duration::from_micros(300 + 97 * (i % 7)));
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
