@@ -70,6 +70,8 @@ const BUFFERS: u16 = 512;
 const BUFFER_SIZE: usize = 32 * 1024;
 /// The receive buffers' memory per ring (mapped, resident only where used).
 const MEMORY: usize = BUFFERS as usize * BUFFER_SIZE;
+/// Free receive buffers kept resident through a round that received nothing.
+const IDLE_RESIDENT: usize = 16;
 /// The fewest receive buffers kept in the kernel's ring (it grows with demand).
 const MIN_WINDOW: usize = 64;
 /// Received buffers a stream may hold unread: past this its receive is cancelled (and
@@ -77,10 +79,15 @@ const MIN_WINDOW: usize = 64;
 const RX_LIMIT: usize = 8;
 /// The buffer group id of the receive buffers.
 const GROUP: u16 = 0;
+/// Spare write buffers kept per ring, and the largest kept.
+const SPARES: usize = 64;
+const SPARE_MAX: usize = 64 * 1024;
 /// Bytes a stream may have waiting to be sent before `poll_write` waits.
 const WRITE_LIMIT: usize = 256 * 1024;
-/// Submission queue entries per ring.
-const ENTRIES: u32 = 4096;
+/// Submission queue entries per ring (queued work is submitted in batches well below it).
+const ENTRIES: u32 = 1024;
+/// Completion queue entries per ring: room for a round's completions of many streams.
+const CQ_ENTRIES: u32 = 8192;
 /// Queued entries that are submitted at once, without waiting for the park.
 const SUBMIT_BATCH: usize = 256;
 
@@ -263,7 +270,10 @@ struct Ring {
 struct Inner {
     // Dropped first (after `Drop for Inner` waited for what still ran), then the buffers.
     uring: IoUring,
-    slots: Vec<Option<Slot>>,
+    slots: Slots,
+    /// Empty write buffers, lent to streams that write and taken back once their sends
+    /// are done, so an idle stream holds none (and a busy one allocates none per write).
+    spare: Vec<Vec<u8>>,
     free: Vec<usize>,
     bufs: BufRing,
     /// Streams whose receive found no free buffer, in order; queued again as buffers return.
@@ -287,7 +297,7 @@ struct Slot {
     /// The last receive found every buffer taken; it is queued again when one returns.
     starved: bool,
     /// Received bytes not read yet: buffer id, offset, end.
-    rx: std::collections::VecDeque<(u16, usize, usize)>,
+    rx: RxQueue,
     eof: bool,
     read_error: Option<io::Error>,
     read_waker: Option<Waker>,
@@ -344,6 +354,7 @@ impl Ring {
     fn create(multi_thread: bool) -> io::Result<Self> {
         let uring = IoUring::builder()
             .setup_coop_taskrun()
+            .setup_cqsize(CQ_ENTRIES)
             .build(ENTRIES)
             .map_err(|e| {
                 io::Error::new(
@@ -358,7 +369,8 @@ impl Ring {
         let owner = std::thread::current().id();
         let inner = Inner {
             uring,
-            slots: Vec::new(),
+            slots: Slots::default(),
+            spare: Vec::new(),
             free: Vec::new(),
             bufs,
             starved: std::collections::VecDeque::new(),
@@ -452,7 +464,7 @@ impl Inner {
             fd,
             receiving: false,
             starved: false,
-            rx: std::collections::VecDeque::new(),
+            rx: RxQueue::default(),
             eof: false,
             read_error: None,
             read_waker: None,
@@ -465,28 +477,28 @@ impl Inner {
             write_waker: None,
             orphan: false,
         };
-        match self.free.pop() {
-            Some(i) => {
-                self.slots[i] = Some(slot);
-                i
-            }
+        let i = match self.free.pop() {
+            Some(i) => i,
             None => {
-                self.slots.push(Some(slot));
-                self.slots.len() - 1
+                let first = self.slots.grow();
+                self.free.extend((first + 1..first + SLOT_CHUNK).rev());
+                first
             }
-        }
+        };
+        *self.slots.entry(i) = Some(slot);
+        i
     }
 
     fn slot(&self, i: usize) -> &Slot {
         match self.slots.get(i) {
-            Some(Some(s)) => s,
+            Some(s) => s,
             _ => unreachable!("a live stream's slot is occupied"),
         }
     }
 
     fn slot_mut(&mut self, i: usize) -> &mut Slot {
         match self.slots.get_mut(i) {
-            Some(Some(s)) => s,
+            Some(s) => s,
             _ => unreachable!("a live stream's slot is occupied"),
         }
     }
@@ -566,9 +578,10 @@ impl Inner {
     ) -> Poll<io::Result<()>> {
         let mut copied = false;
         while buf.remaining() > 0 {
-            let Some(&(bid, start, end)) = self.slot(i).rx.front() else {
+            let Some((bid, start, end)) = self.slot(i).rx.front() else {
                 break;
             };
+            let (start, end) = (start as usize, end as usize);
             let n = (end - start).min(buf.remaining());
             buf.put_slice(&self.bufs.get(bid)[start..start + n]);
             copied = true;
@@ -576,8 +589,8 @@ impl Inner {
             if start + n == end {
                 s.rx.pop_front();
                 self.give_back(bid);
-            } else if let Some(front) = s.rx.front_mut() {
-                front.1 = start + n;
+            } else {
+                s.rx.advance_front(n as u32);
             }
         }
         if copied {
@@ -615,6 +628,12 @@ impl Inner {
         // Every write is copied and sent through the ring, however large: a direct
         // `sendmsg(2)` saves the copy, but measured 1.2x the CPU per 16 KiB echo (the send
         // runs at once, one per task, instead of batched with the round's others).
+        if s.filling.capacity() == 0 {
+            if let Some(v) = self.spare.pop() {
+                self.slot_mut(i).filling = v;
+            }
+        }
+        let s = self.slot_mut(i);
         let mut queued = 0;
         for b in bufs {
             let take = b.len().min(WRITE_LIMIT - waiting - queued);
@@ -630,14 +649,24 @@ impl Inner {
         Poll::Ready(Ok(queued))
     }
 
+    /// Keeps an emptied write buffer for the next stream that writes (a bounded number, of
+    /// bounded size; others are freed).
+    fn lend_back(&mut self, mut v: Vec<u8>) {
+        if v.capacity() > 0 && v.capacity() <= SPARE_MAX && self.spare.len() < SPARES {
+            v.clear();
+            self.spare.push(v);
+        }
+    }
+
     /// The handle is gone: cancel its receive and free the slot once nothing runs.
     fn release(&mut self, i: usize) {
-        let s = self.slot_mut(i);
+        let mut s = self.slot_mut(i);
         s.orphan = true;
         s.read_waker = None;
         s.write_waker = None;
-        for (bid, _, _) in std::mem::take(&mut s.rx) {
+        while let Some((bid, _, _)) = s.rx.pop_front() {
             self.give_back(bid);
+            s = self.slot_mut(i);
         }
         let s = self.slot_mut(i);
         if s.starved {
@@ -660,7 +689,7 @@ impl Inner {
     fn maybe_free(&mut self, i: usize) {
         let s = self.slot(i);
         if s.orphan && !s.receiving && !s.sending {
-            self.slots[i] = None;
+            *self.slots.entry(i) = None;
             self.free.push(i);
         }
     }
@@ -689,7 +718,11 @@ impl Inner {
                 self.feed_starved();
                 retried = true;
             }
-            if self.uring.submission().is_empty() {
+            // Completions that found the completion queue full wait in the kernel until the
+            // next submit (which collects them): go round again for them too.
+            let mut sq = self.uring.submission();
+            sq.sync();
+            if sq.is_empty() && !sq.cq_overflow() {
                 return;
             }
         }
@@ -713,7 +746,7 @@ impl Inner {
             let Some(i) = self.starved.pop_front() else {
                 return;
             };
-            if let Some(Some(s)) = self.slots.get_mut(i) {
+            if let Some(s) = self.slots.get_mut(i) {
                 s.starved = false;
                 self.queue_recv(i);
             }
@@ -740,7 +773,7 @@ impl Inner {
         let (i, kind) = ((cqe.user_data() >> 2) as usize, cqe.user_data() & 3);
         let res = cqe.result();
         let more = cqueue::more(cqe.flags());
-        let Some(Some(s)) = self.slots.get_mut(i) else {
+        let Some(s) = self.slots.get_mut(i) else {
             return;
         };
         match kind {
@@ -761,7 +794,7 @@ impl Inner {
                 if res > 0 {
                     self.bufs.taken();
                     let bid = cqueue::buffer_select(cqe.flags()).unwrap_or(0);
-                    let n = res.unsigned_abs() as usize;
+                    let n = res.unsigned_abs();
                     if s.orphan {
                         self.give_back(bid);
                     } else {
@@ -794,6 +827,12 @@ impl Inner {
                     let more = s.sent < s.inflight.len() || !s.filling.is_empty();
                     if more && s.write_error.is_none() {
                         self.queue_send(i);
+                    } else if !more {
+                        // All sent: the buffers go back to the spares.
+                        let (a, b) = (std::mem::take(&mut s.inflight), std::mem::take(&mut s.filling));
+                        s.sent = 0;
+                        self.lend_back(a);
+                        self.lend_back(b);
                     }
                 } else if res == -libc::EAGAIN {
                     // Not an error: send the same bytes again.
@@ -824,7 +863,6 @@ impl Drop for Inner {
             inner
                 .slots
                 .iter()
-                .flatten()
                 .any(|s| (s.receiving && !s.starved) || s.sending)
         };
         if !busy(self) {
@@ -832,7 +870,7 @@ impl Drop for Inner {
         }
         // Nothing new may start: no more sends, cancels or re-armed receives.
         self.starved.clear();
-        for s in self.slots.iter_mut().flatten() {
+        for s in self.slots.iter_mut() {
             s.cancelling = true;
             s.write_error = Some(io::Error::from(io::ErrorKind::BrokenPipe));
         }
@@ -850,6 +888,85 @@ impl Drop for Inner {
                 return;
             }
         }
+    }
+}
+
+/// Slots in chunks of `SLOT_CHUNK`: a full chunk is never moved or doubled, so many
+/// streams cost their slots and at most one chunk more (a `Vec` may hold twice as many).
+#[derive(Default)]
+struct Slots {
+    chunks: Vec<Box<[Option<Slot>]>>,
+}
+
+const SLOT_CHUNK: usize = 256;
+
+impl Slots {
+    fn get(&self, i: usize) -> Option<&Slot> {
+        self.chunks.get(i / SLOT_CHUNK)?[i % SLOT_CHUNK].as_ref()
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Slot> {
+        self.chunks.get_mut(i / SLOT_CHUNK)?[i % SLOT_CHUNK].as_mut()
+    }
+
+    /// The entry of slot `i`, which must be below [`grow`](Self::grow)'s results.
+    fn entry(&mut self, i: usize) -> &mut Option<Slot> {
+        &mut self.chunks[i / SLOT_CHUNK][i % SLOT_CHUNK]
+    }
+
+    /// Adds a chunk, returning its first index; the caller keeps the others as free.
+    fn grow(&mut self) -> usize {
+        self.chunks
+            .push(std::iter::repeat_with(|| None).take(SLOT_CHUNK).collect());
+        (self.chunks.len() - 1) * SLOT_CHUNK
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.chunks.iter().flat_map(|c| c.iter().flatten())
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        self.chunks.iter_mut().flat_map(|c| c.iter_mut().flatten())
+    }
+}
+
+/// A stream's received, unread buffers (id, start, end), in order. The first is kept
+/// inline: a stream that reads what it gets holds one at a time and allocates nothing.
+#[derive(Default)]
+struct RxQueue {
+    first: Option<(u16, u32, u32)>,
+    /// Boxed: only a stream that falls behind its receives needs it.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<std::collections::VecDeque<(u16, u32, u32)>>>,
+}
+
+impl RxQueue {
+    fn push_back(&mut self, e: (u16, u32, u32)) {
+        if self.first.is_none() {
+            self.first = Some(e);
+        } else {
+            self.rest.get_or_insert_default().push_back(e);
+        }
+    }
+
+    fn front(&self) -> Option<(u16, u32, u32)> {
+        self.first
+    }
+
+    fn pop_front(&mut self) -> Option<(u16, u32, u32)> {
+        let e = self.first.take();
+        self.first = self.rest.as_mut().and_then(|r| r.pop_front());
+        e
+    }
+
+    fn advance_front(&mut self, n: u32) {
+        if let Some(f) = &mut self.first {
+            f.1 += n;
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
     }
 }
 
@@ -998,6 +1115,7 @@ impl BufRing {
     /// not shrinking while receives wait for buffers.
     fn adapt(&mut self, starving: bool) {
         let want = (2 * self.taken).clamp(MIN_WINDOW, usize::from(BUFFERS));
+        let idle = self.taken == 0;
         self.taken = 0;
         if starving {
             // Receives still wait for buffers: keep handing over all there are.
@@ -1007,8 +1125,11 @@ impl BufRing {
             self.window -= (self.window - want).div_ceil(8);
         }
         // Past the window, free resident buffers are not needed soon: keep as many again
-        // (so a steady load does not release and fault them in), give back the rest.
-        if self.resident > 2 * self.window {
+        // (so a steady load does not release and fault them in), give back the rest; in a
+        // round that received nothing (the thread goes idle), keep only a few.
+        if idle && self.resident > IDLE_RESIDENT {
+            self.release_cold(IDLE_RESIDENT);
+        } else if self.resident > 2 * self.window {
             self.release_cold(self.window);
         }
     }
