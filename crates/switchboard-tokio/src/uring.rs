@@ -100,6 +100,10 @@ const SUBMIT_BATCH: usize = 256;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
 const CANCEL: u64 = 3;
+/// The ring's idle timer (slot 0, kind 0).
+const TIMER: u64 = 0;
+/// How long a thread must receive nothing before its cold buffers are given back.
+const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 thread_local! {
     static RING: RefCell<Option<Arc<Ring>>> = const { RefCell::new(None) };
@@ -292,6 +296,10 @@ struct Inner {
     hooked: bool,
     /// `reap` is running (it is not re-entered).
     reaping: bool,
+    /// The idle timer is running, armed when [`BufRing::taken_total`] was this.
+    timer: Option<u64>,
+    /// Its duration (the kernel reads it when the timer is submitted).
+    timer_span: types::Timespec,
     owner: std::thread::ThreadId,
 }
 
@@ -384,6 +392,8 @@ impl Ring {
             eventfd_on: true,
             hooked: false,
             reaping: false,
+            timer: None,
+            timer_span: types::Timespec::from(IDLE_AFTER),
             owner,
         };
         Ok(Self {
@@ -426,9 +436,16 @@ impl Ring {
         }
         inner.flush();
         let starving = !inner.starved.is_empty();
-        // Parking with nothing received and nothing to wake: the thread is about to sleep.
-        let quiet = parking && inner.wake.is_empty();
-        inner.bufs.adapt(starving, quiet);
+        inner.bufs.adapt(starving);
+        // Parking with nothing to wake and free buffers held: the thread may go idle. An
+        // idle timer tells (its completion wakes the ring's task) whether it stayed so.
+        if parking
+            && inner.wake.is_empty()
+            && inner.timer.is_none()
+            && inner.bufs.resident > IDLE_RESIDENT
+        {
+            inner.start_timer();
+        }
         if parking {
             // The thread may sleep after this hook, even with tasks just woken: they go to
             // the runtime's shared queue, another worker may take them, and a worker woken
@@ -657,6 +674,16 @@ impl Inner {
         Poll::Ready(Ok(queued))
     }
 
+    /// Arms the idle timer (see [`complete`](Self::complete)).
+    fn start_timer(&mut self) {
+        self.timer = Some(self.bufs.taken_total);
+        let e = opcode::Timeout::new(&self.timer_span)
+            .build()
+            .user_data(user_data(0, TIMER));
+        self.push(&e);
+        let _ = self.submit();
+    }
+
     /// Keeps an emptied write buffer for the next stream that writes (a bounded number, of
     /// bounded size; others are freed).
     fn lend_back(&mut self, mut v: Vec<u8>) {
@@ -780,6 +807,15 @@ impl Inner {
     fn complete(&mut self, cqe: &cqueue::Entry) {
         let (i, kind) = ((cqe.user_data() >> 2) as usize, cqe.user_data() & 3);
         let res = cqe.result();
+        if kind == TIMER {
+            // Nothing received since it was armed: the thread is idle, so free buffers
+            // beyond the hottest few are given back. (A steady load keeps them: releasing
+            // and faulting them in again cost ~4 % of the CPU at 100 x 20 B.)
+            if self.timer.take() == Some(self.bufs.taken_total) {
+                self.bufs.release_cold(IDLE_RESIDENT);
+            }
+            return;
+        }
         let more = cqueue::more(cqe.flags());
         let Some(s) = self.slots.get_mut(i) else {
             return;
@@ -998,8 +1034,8 @@ struct BufRing {
     touched: Vec<bool>,
     /// Touched buffers on the stack.
     resident: usize,
-    /// When cold buffers were last released in a quiet round.
-    released: Option<std::time::Instant>,
+    /// Buffers the kernel ever filled (the idle timer compares it).
+    taken_total: u64,
     tail: u16,
     /// Buffers read since the last top-up, most recently freed last, so the hottest go
     /// back to the kernel first.
@@ -1055,7 +1091,7 @@ impl BufRing {
             memory: memory.cast(),
             touched: vec![false; usize::from(BUFFERS)],
             resident: 0,
-            released: None,
+            taken_total: 0,
             tail: 0,
             stack: (0..BUFFERS).rev().collect(),
             handed: 0,
@@ -1116,6 +1152,7 @@ impl BufRing {
     fn taken(&mut self) {
         self.in_ring = self.in_ring.saturating_sub(1);
         self.taken += 1;
+        self.taken_total += 1;
     }
 
     /// A receive found the kernel's ring empty: hand over every free buffer until the
@@ -1127,9 +1164,8 @@ impl BufRing {
     /// Once per scheduler round: sizes the window to what the last round took (twice that,
     /// at least [`MIN_WINDOW`]), growing at once and shrinking by an eighth of the excess;
     /// not shrinking while receives wait for buffers.
-    fn adapt(&mut self, starving: bool, quiet: bool) {
+    fn adapt(&mut self, starving: bool) {
         let want = (2 * self.taken).clamp(MIN_WINDOW, usize::from(BUFFERS));
-        let idle = quiet && self.taken == 0;
         self.taken = 0;
         if starving {
             // Receives still wait for buffers: keep handing over all there are.
@@ -1137,19 +1173,6 @@ impl BufRing {
             self.window = want;
         } else {
             self.window -= (self.window - want).div_ceil(8);
-        }
-        // When the thread goes idle, free buffers beyond a few are given back (a steady
-        // load keeps them: releasing and faulting them in again measured ~4 % of the CPU
-        // at 100 x 20 B). At most every 250 ms: a busy thread parks idle at times too.
-        if idle && self.resident > IDLE_RESIDENT {
-            let now = std::time::Instant::now();
-            if self
-                .released
-                .is_none_or(|t| now.duration_since(t).as_millis() >= 250)
-            {
-                self.released = Some(now);
-                self.release_cold(IDLE_RESIDENT);
-            }
         }
     }
 
@@ -1226,13 +1249,13 @@ mod tests {
         for _ in 0..100 {
             b.taken();
         }
-        b.adapt(false, false);
+        b.adapt(false);
         assert_eq!(b.window, 200);
         b.top_up();
         assert_eq!(b.in_ring, 200);
         // Quiet rounds shrink it gradually, never below the minimum.
         for _ in 0..200 {
-            b.adapt(false, false);
+            b.adapt(false);
         }
         assert_eq!(b.window, MIN_WINDOW);
         b.starved();
@@ -1240,9 +1263,8 @@ mod tests {
         assert!(b.stack.is_empty(), "starving hands over every free buffer");
     }
 
-    /// Free buffers that held data are given back to the system when the thread goes
-    /// idle (their pages read as zeros again), except a few of the most recently used;
-    /// a busy round keeps them all.
+    /// Releasing gives the coldest free buffers back to the system (their pages read as
+    /// zeros again) and keeps the most recently used; a round of traffic keeps them all.
     #[test]
     fn cold_buffers_are_released_when_the_thread_goes_idle() {
         let (_uring, mut b) = ring();
@@ -1258,9 +1280,9 @@ mod tests {
             b.recycle(bid);
         }
         assert_eq!(b.resident, 100);
-        b.adapt(false, false);
-        assert_eq!(b.resident, 100, "a busy round releases nothing");
-        b.adapt(false, true);
+        b.adapt(false);
+        assert_eq!(b.resident, 100, "a round releases nothing");
+        b.release_cold(IDLE_RESIDENT);
         assert_eq!(b.resident, IDLE_RESIDENT);
         let first = |b: &BufRing, bid: u16| b.get(bid)[0];
         for &bid in &bids[..100 - IDLE_RESIDENT] {
@@ -1273,5 +1295,53 @@ mod tests {
                 "buffer {bid} is among the hottest, kept"
             );
         }
+    }
+
+    /// A thread that received nothing for `IDLE_AFTER` gives its cold buffers back (the
+    /// ring's own timer wakes it).
+    #[test]
+    fn an_idle_thread_gives_its_cold_buffers_back() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .on_thread_park(before_park)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::spawn(async {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let mut pairs = Vec::new();
+                for _ in 0..40 {
+                    let (peer, accepted) =
+                        tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+                    let ours = UringStream::from_tokio(accepted.unwrap().0).unwrap();
+                    pairs.push((ours, peer.unwrap()));
+                }
+                // Each stream receives into its own buffer at once, then all are read.
+                let mut got = [0u8; 5];
+                for (ours, _) in &mut pairs {
+                    let mut rb = ReadBuf::new(&mut got);
+                    let r = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(Pin::new(&mut *ours).poll_read(cx, &mut rb))
+                    });
+                    assert!(r.await.is_pending());
+                }
+                for (_, peer) in &mut pairs {
+                    peer.write_all(b"hello").await.unwrap();
+                }
+                for (ours, _) in &mut pairs {
+                    ours.read_exact(&mut got).await.unwrap();
+                }
+                let ring = Ring::current().unwrap();
+                let resident = || ring.lock().bufs.resident;
+                assert!(resident() > IDLE_RESIDENT, "{} resident", resident());
+                tokio::time::sleep(IDLE_AFTER * 2).await;
+                assert!(resident() <= IDLE_RESIDENT, "{} resident", resident());
+            })
+            .await
+            .unwrap();
+        });
     }
 }
