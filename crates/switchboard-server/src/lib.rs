@@ -170,15 +170,16 @@ impl Server {
             })
         });
         tokio::pin!(shutdown);
+        let listener = Listener::new(listener, &shared.config)?;
         let mut backoff = Duration::from_millis(5);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
+                    Ok((conn, peer)) => {
                         backoff = Duration::from_millis(5);
                         shared.metrics.tcp_accepted.add(1);
-                        tasks.spawn(ConnTask::new(tcp, peer, &shared));
+                        tasks.spawn(conn.task(peer, &shared));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -223,6 +224,55 @@ pub async fn run(
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The listening socket: tokio's, or (io_uring) one whose connections are never registered
+/// with the epoll driver they will not use.
+enum Listener {
+    Tokio(TcpListener),
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    Raw(switchboard_tokio::uring::UringListener),
+}
+
+/// An accepted connection, from either kind of [`Listener`].
+enum Accepted {
+    Tokio(TcpStream),
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    Std(std::net::TcpStream),
+}
+
+impl Listener {
+    #[cfg_attr(
+        not(all(feature = "io-uring", target_os = "linux")),
+        allow(clippy::unnecessary_wraps)
+    )]
+    fn new(listener: TcpListener, config: &ServerConfig) -> std::io::Result<Self> {
+        #[cfg(all(feature = "io-uring", target_os = "linux"))]
+        if config.io_uring {
+            let raw = switchboard_tokio::uring::UringListener::from_tokio(listener)?;
+            return Ok(Self::Raw(raw));
+        }
+        let _ = config;
+        Ok(Self::Tokio(listener))
+    }
+
+    async fn accept(&self) -> std::io::Result<(Accepted, SocketAddr)> {
+        match self {
+            Self::Tokio(l) => l.accept().await.map(|(s, p)| (Accepted::Tokio(s), p)),
+            #[cfg(all(feature = "io-uring", target_os = "linux"))]
+            Self::Raw(l) => l.accept().await.map(|(s, p)| (Accepted::Std(s), p)),
+        }
+    }
+}
+
+impl Accepted {
+    fn task(self, peer: SocketAddr, shared: &Arc<Shared>) -> ConnTask {
+        match self {
+            Self::Tokio(tcp) => ConnTask::new(tcp, peer, shared),
+            #[cfg(all(feature = "io-uring", target_os = "linux"))]
+            Self::Std(tcp) => ConnTask::new_uring(tcp, peer, shared),
+        }
+    }
+}
 
 /// Where a connection went after its first request.
 // Returned once per connection, moved straight into the task's state.
@@ -283,32 +333,7 @@ impl ConnTask {
         let reg = Registration::new(Arc::clone(&shared.registry), peer.ip());
         #[cfg(all(feature = "io-uring", target_os = "linux"))]
         if shared.config.io_uring {
-            let shared = Arc::clone(shared);
-            let enabled = !span.is_disabled();
-            let routing = async move {
-                // Made here, in the task, so the stream joins the ring of the worker that
-                // runs it.
-                let stream = match UringStream::from_tokio(tcp) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        debug!(error = %e, "io_uring stream failed");
-                        return Routed::Done;
-                    }
-                };
-                match shared.config.tls.clone() {
-                    Some(acceptor) => {
-                        if let Some(tls) = accept_tls(&acceptor, stream, &shared).await {
-                            drive(route(tls, id, reg, shared).await).await;
-                        }
-                        Routed::Done
-                    }
-                    None => route(stream, id, reg, shared).await,
-                }
-            };
-            return Self::StartUring {
-                fut: Box::pin(routing.instrument(span.clone())),
-                span: enabled.then(|| Box::new(span)),
-            };
+            return Self::start_uring(move || UringStream::from_tokio(tcp), id, span, reg, shared);
         }
         match &shared.config.tls {
             Some(acceptor) => {
@@ -327,6 +352,52 @@ impl ConnTask {
                 fut: Box::pin(route(tcp, id, reg, Arc::clone(shared)).instrument(span.clone())),
                 span: (!span.is_disabled()).then(|| Box::new(span)),
             },
+        }
+    }
+
+    /// A connection accepted straight from the listening socket, for io_uring.
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    fn new_uring(tcp: std::net::TcpStream, peer: SocketAddr, shared: &Arc<Shared>) -> Self {
+        let _ = tcp.set_nodelay(true);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = conn_span(id, peer);
+        let reg = Registration::new(Arc::clone(&shared.registry), peer.ip());
+        Self::start_uring(move || UringStream::new(tcp), id, span, reg, shared)
+    }
+
+    /// Routes a connection over io_uring; `make` runs in the task, so the stream joins the
+    /// ring of the worker that runs it.
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    fn start_uring(
+        make: impl FnOnce() -> std::io::Result<UringStream> + Send + 'static,
+        id: u64,
+        span: Span,
+        reg: Result<Registration, (Registration, registry::Refusal)>,
+        shared: &Arc<Shared>,
+    ) -> Self {
+        let shared = Arc::clone(shared);
+        let enabled = !span.is_disabled();
+        let routing = async move {
+            let stream = match make() {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(error = %e, "io_uring stream failed");
+                    return Routed::Done;
+                }
+            };
+            match shared.config.tls.clone() {
+                Some(acceptor) => {
+                    if let Some(tls) = accept_tls(&acceptor, stream, &shared).await {
+                        drive(route(tls, id, reg, shared).await).await;
+                    }
+                    Routed::Done
+                }
+                None => route(stream, id, reg, shared).await,
+            }
+        };
+        Self::StartUring {
+            fut: Box::pin(routing.instrument(span.clone())),
+            span: enabled.then(|| Box::new(span)),
         }
     }
 }

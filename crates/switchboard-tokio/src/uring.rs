@@ -107,6 +107,8 @@ const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 thread_local! {
     static RING: RefCell<Option<Arc<Ring>>> = const { RefCell::new(None) };
+    /// An empty waker list with capacity, swapped into a ring as [`Ring::run`] takes its own.
+    static WAKE_SPARE: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Submits the ring work this thread queued and wakes the tasks whose operations completed.
@@ -180,6 +182,53 @@ impl UringStream {
         // Borrow the descriptor as a std stream without taking ownership.
         let tcp = std::mem::ManuallyDrop::new(unsafe_std(fd));
         tcp.peer_addr()
+    }
+}
+
+/// A listening socket whose connections come out as plain `std` streams, ready for
+/// [`UringStream::new`]: unlike `tokio::net::TcpListener::accept`, an accepted connection
+/// is never registered with tokio's epoll driver it would not use (that costs two
+/// `epoll_ctl` calls and a registration per connection).
+#[derive(Debug)]
+pub struct UringListener {
+    fd: AsyncFd<std::net::TcpListener>,
+}
+
+impl UringListener {
+    /// Takes over a tokio listener (call it inside a runtime).
+    ///
+    /// # Errors
+    /// When the listener cannot be registered for readiness.
+    pub fn from_tokio(listener: tokio::net::TcpListener) -> io::Result<Self> {
+        // `into_std` keeps the socket non-blocking, as readiness-driven accepts need.
+        let listener = listener.into_std()?;
+        // SAFETY: the AsyncFd owns the listener, so its descriptor stays open (and is not
+        // reused) for as long as it is registered.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Self { fd })
+    }
+
+    /// Waits for the next connection.
+    ///
+    /// # Errors
+    /// As `accept(2)` (for example `EMFILE` when out of descriptors).
+    pub async fn accept(&self) -> io::Result<(StdTcpStream, std::net::SocketAddr)> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            if let Ok(r) = ready.try_io(|l| l.get_ref().accept()) {
+                return r;
+            }
+        }
+    }
+
+    /// The address it listens on.
+    ///
+    /// # Errors
+    /// As `getsockname(2)`.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.fd.get_ref().local_addr()
     }
 }
 
@@ -462,14 +511,18 @@ impl Ring {
             // the owner may be parked with the eventfd armed, which must stay so.)
             inner.set_eventfd(false);
         }
-        let wake = std::mem::take(&mut inner.wake);
+        // The wakers move out to be called after the lock is released; the ring keeps an
+        // empty list with capacity (this thread's spare), so a round allocates nothing.
+        let spare = WAKE_SPARE.with(|w| std::mem::take(&mut *w.borrow_mut()));
+        let mut wake = std::mem::replace(&mut inner.wake, spare);
         drop(inner);
         if parking && self.multi_thread && !wake.is_empty() {
             self.poke();
         }
-        for w in wake {
+        for w in wake.drain(..) {
             w.wake();
         }
+        WAKE_SPARE.with(|w| *w.borrow_mut() = wake);
     }
 
     /// Makes the eventfd readable, so the runtime does not sleep.

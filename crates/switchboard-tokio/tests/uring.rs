@@ -26,16 +26,18 @@ async fn uring_echo_server() -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let stream = UringStream::from_tokio(tcp).unwrap();
-                let mut ws = accept(stream, Config::default()).await.unwrap();
-                while let Ok(Some(m)) = ws.recv().await {
-                    ws.send(&m).await.unwrap();
-                }
-            });
+            tokio::spawn(echo(UringStream::from_tokio(tcp).unwrap()));
         }
     });
     addr
+}
+
+/// Accepts a WebSocket on `stream` and echoes its messages until the peer closes.
+async fn echo(stream: UringStream) {
+    let mut ws = accept(stream, Config::default()).await.unwrap();
+    while let Ok(Some(m)) = ws.recv().await {
+        ws.send(&m).await.unwrap();
+    }
 }
 
 async fn echo_round_trips() {
@@ -280,4 +282,29 @@ fn completions_reach_tasks_that_moved_while_the_ring_owner_sleeps() {
     for c in clients {
         c.join().unwrap();
     }
+}
+
+/// Connections accepted by a `UringListener` (never registered with tokio's epoll driver)
+/// carry a WebSocket echo like any other.
+#[test]
+fn a_uring_listener_accepts_streams_for_the_ring() {
+    with_hook(1, async {
+        let listener = switchboard_tokio::uring::UringListener::from_tokio(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(echo(UringStream::new(tcp).unwrap()));
+            }
+        });
+        for i in 0..3 {
+            let (mut ws, _) = connect(&format!("ws://{addr}/")).await.unwrap();
+            let msg = Message::text(format!("hello {i}"));
+            ws.send(&msg).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(msg));
+            ws.close(CloseCode::NORMAL, "").await.unwrap();
+        }
+    });
 }
