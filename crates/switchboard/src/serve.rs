@@ -136,8 +136,8 @@ pub(crate) struct ServeArgs {
     log_json: Option<bool>,
     /// Drive sockets through io_uring instead of epoll (Linux 6.0+): one system call per
     /// scheduler round for every socket's reads and writes. About 10 % less server CPU per
-    /// message up to a few KiB, about the same per 16 KiB message, and about 1.1 KB per
-    /// idle connection instead of 0.9 KB (docs/benchmarks.md) [default: false].
+    /// message up to a few KiB, about the same per 16 KiB message, and about 250 B more per
+    /// idle connection (docs/benchmarks.md) [default: false].
     #[arg(long, env = "SWITCHBOARD_IO_URING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     io_uring: Option<bool>,
 }
