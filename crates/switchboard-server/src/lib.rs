@@ -326,15 +326,11 @@ enum ConnTask {
 }
 
 impl ConnTask {
+    /// A connection on tokio's epoll transport (with io_uring on, [`Listener`] hands out
+    /// plain streams for [`new_uring`](Self::new_uring) instead).
     fn new(tcp: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) -> Self {
         let _ = tcp.set_nodelay(true);
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let span = conn_span(id, peer);
-        let reg = Registration::new(Arc::clone(&shared.registry), peer.ip());
-        #[cfg(all(feature = "io-uring", target_os = "linux"))]
-        if shared.config.io_uring {
-            return Self::start_uring(move || UringStream::from_tokio(tcp), id, span, reg, shared);
-        }
+        let (id, span, reg) = Self::admit(peer, shared);
         match &shared.config.tls {
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -355,30 +351,30 @@ impl ConnTask {
         }
     }
 
-    /// A connection accepted straight from the listening socket, for io_uring.
+    /// The connection's id, span and registration (refused if over a limit; `route` says so).
+    fn admit(
+        peer: SocketAddr,
+        shared: &Arc<Shared>,
+    ) -> (
+        u64,
+        Span,
+        Result<Registration, (Registration, registry::Refusal)>,
+    ) {
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let reg = Registration::new(Arc::clone(&shared.registry), peer.ip());
+        (id, conn_span(id, peer), reg)
+    }
+
+    /// A connection accepted straight from the listening socket, routed over io_uring.
     #[cfg(all(feature = "io-uring", target_os = "linux"))]
     fn new_uring(tcp: std::net::TcpStream, peer: SocketAddr, shared: &Arc<Shared>) -> Self {
         let _ = tcp.set_nodelay(true);
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let span = conn_span(id, peer);
-        let reg = Registration::new(Arc::clone(&shared.registry), peer.ip());
-        Self::start_uring(move || UringStream::new(tcp), id, span, reg, shared)
-    }
-
-    /// Routes a connection over io_uring; `make` runs in the task, so the stream joins the
-    /// ring of the worker that runs it.
-    #[cfg(all(feature = "io-uring", target_os = "linux"))]
-    fn start_uring(
-        make: impl FnOnce() -> std::io::Result<UringStream> + Send + 'static,
-        id: u64,
-        span: Span,
-        reg: Result<Registration, (Registration, registry::Refusal)>,
-        shared: &Arc<Shared>,
-    ) -> Self {
+        let (id, span, reg) = Self::admit(peer, shared);
         let shared = Arc::clone(shared);
         let enabled = !span.is_disabled();
         let routing = async move {
-            let stream = match make() {
+            // Made here, in the task, so the stream joins the ring of the worker that runs it.
+            let stream = match UringStream::new(tcp) {
                 Ok(s) => s,
                 Err(e) => {
                     debug!(error = %e, "io_uring stream failed");

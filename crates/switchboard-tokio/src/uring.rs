@@ -76,7 +76,8 @@ const BUFFERS: u16 = 512;
 const BUFFER_SIZE: usize = 32 * 1024;
 /// The receive buffers' memory per ring (mapped, resident only where used).
 const MEMORY: usize = BUFFERS as usize * BUFFER_SIZE;
-/// Free receive buffers kept resident through a round that received nothing.
+/// Free receive buffers kept resident once the thread has received nothing for
+/// [`IDLE_AFTER`] (the hottest; colder ones are given back to the system).
 const IDLE_RESIDENT: usize = 16;
 /// The fewest receive buffers kept in the kernel's ring (it grows with demand).
 const MIN_WINDOW: usize = 64;
