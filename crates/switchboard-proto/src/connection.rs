@@ -52,16 +52,20 @@ pub enum Event {
     Close(Option<CloseFrame>),
 }
 
-/// The frame being read: its header is parsed, its payload may still be arriving.
+/// The frame being read: its header is parsed, its payload may still be arriving. Packed
+/// into 24 bytes (a [`FrameHeader`] alone takes as much): every open connection holds one.
 #[derive(Debug, Clone, Copy)]
 struct InFrame {
-    header: FrameHeader,
+    /// The payload length; bounded by `max_frame_size` when the header was checked.
+    len: usize,
     /// Payload bytes already unmasked (and UTF-8 checked).
     processed: usize,
-    /// Whether the payload is text to validate as it arrives (uncompressed text only).
-    text: bool,
-    /// Whether the frame belongs to a compressed message (RSV1 on its first frame).
-    compressed: bool,
+    /// The masking key (when [`InFrame::MASKED`] is set).
+    key: [u8; 4],
+    opcode: OpCode,
+    /// [`InFrame::FIN`], [`InFrame::RSV1`], [`InFrame::MASKED`], [`InFrame::TEXT`],
+    /// [`InFrame::COMPRESSED`].
+    flags: u8,
 }
 
 /// What happened in the closing handshake.
@@ -76,10 +80,37 @@ struct Closing {
 }
 
 impl InFrame {
-    /// The payload length; bounded by `max_frame_size` when the header was checked, so it
-    /// fits in `usize`.
+    const FIN: u8 = 1;
+    const RSV1: u8 = 2;
+    const MASKED: u8 = 4;
+    /// The payload is text to validate as it arrives (uncompressed text only).
+    const TEXT: u8 = 8;
+    /// The frame belongs to a compressed message (RSV1 on its first frame).
+    const COMPRESSED: u8 = 16;
+
     fn len(&self) -> usize {
-        self.header.payload_len as usize
+        self.len
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn key(&self) -> Option<[u8; 4]> {
+        self.has(Self::MASKED).then_some(self.key)
+    }
+
+    /// The header as it was on the wire (RSV2/RSV3 are never set on an accepted frame).
+    fn header(&self) -> FrameHeader {
+        FrameHeader {
+            fin: self.has(Self::FIN),
+            rsv1: self.has(Self::RSV1),
+            rsv2: false,
+            rsv3: false,
+            opcode: self.opcode,
+            mask: self.key(),
+            payload_len: self.len as u64,
+        }
     }
 }
 
@@ -91,22 +122,40 @@ struct Partial {
     buf: BytesMut,
 }
 
-/// Where masking keys come from (client role only).
-#[derive(Debug)]
-enum MaskSource {
-    /// The thread-local CSPRNG (RFC 6455 §10.3 asks for unpredictable keys).
-    Thread,
-    /// A seeded generator, for reproducible tests.
-    Seeded(Box<rand::rngs::StdRng>),
+/// The parts of a connection most connections never use (or only at the end), boxed
+/// together: an open connection carries one pointer for all of them.
+#[derive(Debug, Default)]
+struct Extras {
+    /// The close details.
+    closing: Option<Box<Closing>>,
+    /// The fragmented message being assembled.
+    partial: Option<Box<Partial>>,
+    /// Frames queued as shared [`Bytes`] (a broadcast encoded once for many connections, or
+    /// a large payload sent without copying), written before `out`.
+    chunks: Option<Box<Chunks>>,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Box<DeflateCodec>>,
+    /// Frames seen, when tracing is on.
+    #[allow(clippy::box_collection)]
+    trace: Option<Box<VecDeque<FrameTrace>>>,
+    /// A seeded generator for masking keys, for reproducible tests (client role). Without
+    /// it keys come from the thread-local CSPRNG (RFC 6455 §10.3 asks for unpredictable
+    /// keys).
+    seeded: Option<Box<rand::rngs::StdRng>>,
 }
 
-impl MaskSource {
-    fn next_key(&mut self) -> [u8; 4] {
-        match self {
-            Self::Thread => rand::rng().random(),
-            Self::Seeded(rng) => rng.random(),
-        }
-    }
+/// A buffer that costs one pointer while it holds no memory (an idle connection has two);
+/// `None` and an empty buffer mean the same.
+type BufSlot = Option<Box<BytesMut>>;
+
+/// The bytes a [`BufSlot`] holds.
+fn slot_bytes(b: &BufSlot) -> &[u8] {
+    b.as_deref().map_or(&[], |b| &b[..])
+}
+
+/// A [`BufSlot`]'s buffer, made (empty) if there is none.
+fn slot_mut(b: &mut BufSlot) -> &mut BytesMut {
+    b.get_or_insert_with(Box::default)
 }
 
 /// A WebSocket connection after the opening handshake, without any I/O.
@@ -141,23 +190,14 @@ pub struct Connection {
     config: Arc<Config>,
     state: State,
     initiator: Option<Side>,
-    /// The close details, boxed on first use to keep an open connection small.
-    closing: Option<Box<Closing>>,
-    read_buf: BytesMut,
+    /// The receive buffer (none while idle: transports lend pooled ones).
+    read_buf: BufSlot,
     cur: Option<InFrame>,
-    /// Boxed: fragmented messages are rare, and an idle connection should stay small.
-    partial: Option<Box<Partial>>,
     utf8: Utf8Validator,
-    out: BytesMut,
-    /// Frames queued as shared [`Bytes`] (a broadcast encoded once for many connections, or
-    /// a large payload sent without copying), written before `out`. Boxed on first use.
-    chunks: Option<Box<Chunks>>,
-    mask: MaskSource,
-    deflate: Option<Box<DeflateCodec>>,
-    /// Frames seen, when tracing is on. Boxed: 8 bytes on every connection instead of the
-    /// 32 of an inline `VecDeque`, for a debugging aid.
-    #[allow(clippy::box_collection)]
-    trace: Option<Box<VecDeque<FrameTrace>>>,
+    /// The transmit buffer (none while idle).
+    out: BufSlot,
+    /// Everything rarely used, boxed on first use to keep an open connection small.
+    extras: Option<Box<Extras>>,
 }
 
 /// How many payload bytes a [`FrameTrace`] keeps.
@@ -200,16 +240,50 @@ impl Connection {
             config: config.into(),
             state: State::Open,
             initiator: None,
-            closing: None,
-            read_buf: BytesMut::new(),
+            read_buf: None,
             cur: None,
-            partial: None,
             utf8: Utf8Validator::default(),
-            out: BytesMut::new(),
-            chunks: None,
-            mask: MaskSource::Thread,
-            deflate: None,
-            trace: None,
+            out: None,
+            extras: None,
+        }
+    }
+
+    fn extras(&self) -> Option<&Extras> {
+        self.extras.as_deref()
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    fn deflate(&self) -> Option<&DeflateCodec> {
+        self.extras()?.deflate.as_deref()
+    }
+
+    fn partial(&self) -> Option<&Partial> {
+        self.extras()?.partial.as_deref()
+    }
+
+    fn chunks(&self) -> Option<&Chunks> {
+        self.extras()?.chunks.as_deref()
+    }
+
+    fn chunks_mut(&mut self) -> Option<&mut Chunks> {
+        self.extras.as_deref_mut()?.chunks.as_deref_mut()
+    }
+
+    fn tracing(&self) -> bool {
+        self.extras().is_some_and(|x| x.trace.is_some())
+    }
+
+    fn next_key(&mut self) -> [u8; 4] {
+        match self
+            .extras
+            .as_deref_mut()
+            .and_then(|x| x.seeded.as_deref_mut())
+        {
+            Some(rng) => rng.random(),
+            None => rand::rng().random(),
         }
     }
 
@@ -227,16 +301,16 @@ impl Connection {
     /// assert_eq!((t.header.opcode, &t.preview[..]), (OpCode::Text, &b"hi"[..]));
     /// ```
     pub fn set_trace(&mut self, on: bool) {
-        self.trace = on.then(Box::default);
+        self.extras_mut().trace = on.then(Box::default);
     }
 
     /// The oldest recorded frame not yet taken.
     pub fn poll_trace(&mut self) -> Option<FrameTrace> {
-        self.trace.as_mut()?.pop_front()
+        self.extras.as_deref_mut()?.trace.as_mut()?.pop_front()
     }
 
     fn record(&mut self, outgoing: bool, header: FrameHeader, payload: &[u8]) {
-        if let Some(t) = self.trace.as_mut() {
+        if let Some(t) = self.extras.as_deref_mut().and_then(|x| x.trace.as_mut()) {
             if t.len() >= TRACE_MAX {
                 t.pop_front();
             }
@@ -252,19 +326,19 @@ impl Connection {
     /// threshold and memory settings come from [`Config::deflate`] (or its defaults).
     pub fn with_deflate(mut self, params: DeflateParams) -> Self {
         let cfg = self.config.deflate.unwrap_or_default();
-        self.deflate = Some(Box::new(DeflateCodec::new(self.role, params, &cfg)));
+        self.extras_mut().deflate = Some(Box::new(DeflateCodec::new(self.role, params, &cfg)));
         self
     }
 
     /// The permessage-deflate parameters in force, if it was negotiated.
     pub fn deflate_params(&self) -> Option<&DeflateParams> {
-        self.deflate.as_deref().map(DeflateCodec::params)
+        self.deflate().map(DeflateCodec::params)
     }
 
     /// Uses a seeded generator for masking keys instead of the thread's CSPRNG. For tests that
     /// need byte-exact output; never use a fixed seed on a real connection.
     pub fn with_mask_seed(mut self, seed: u64) -> Self {
-        self.mask = MaskSource::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(seed)));
+        self.extras_mut().seeded = Some(Box::new(rand::rngs::StdRng::seed_from_u64(seed)));
         self
     }
 
@@ -290,34 +364,51 @@ impl Connection {
 
     /// The peer's close frame, once received (`Some(None)`: it carried no code).
     pub fn received_close(&self) -> Option<&Option<CloseFrame>> {
-        self.closing.as_ref().and_then(|c| c.received.as_ref())
+        self.extras()?.closing.as_ref()?.received.as_ref()
     }
 
     /// The close frame we sent, once sent.
     pub fn sent_close(&self) -> Option<&Option<CloseFrame>> {
-        self.closing.as_ref().and_then(|c| c.sent.as_ref())
+        self.extras()?.closing.as_ref()?.sent.as_ref()
     }
 
     fn closing_mut(&mut self) -> &mut Closing {
-        self.closing.get_or_insert_with(Box::default)
+        self.extras_mut().closing.get_or_insert_with(Box::default)
     }
 
     /// The protocol error that failed the connection, if one did.
     pub fn failure(&self) -> Option<&ProtocolError> {
-        self.closing.as_ref().and_then(|c| c.failure.as_ref())
+        self.extras()?.closing.as_ref()?.failure.as_ref()
     }
 
     // ----- input -------------------------------------------------------------------------
 
     /// Appends bytes received from the network.
     pub fn handle_read(&mut self, data: &[u8]) {
-        if self.reading() {
-            self.read_buf.extend_from_slice(data);
+        if self.reading() && !data.is_empty() {
+            slot_mut(&mut self.read_buf).extend_from_slice(data);
         }
     }
 
     /// The receive buffer, for reading from the network straight into it (no extra copy).
+    /// Made, empty, if the connection holds none.
     pub fn read_buf_mut(&mut self) -> &mut BytesMut {
+        slot_mut(&mut self.read_buf)
+    }
+
+    /// The receive buffer's slot, for transports that pool buffers: put a buffer in before
+    /// reading, take it out once it is empty. `None` holds no memory. Only an empty buffer
+    /// may be taken: what it holds is input not yet processed.
+    ///
+    /// ```
+    /// use switchboard_proto::{Config, Connection, Role};
+    /// let mut c = Connection::new(Role::Server, Config::default());
+    /// *c.read_buf_slot() = Some(Box::new(bytes::BytesMut::with_capacity(4096)));
+    /// assert_eq!(c.poll_event().unwrap(), None);
+    /// let pooled = c.read_buf_slot().take().unwrap();
+    /// assert!(pooled.is_empty() && pooled.capacity() >= 4096);
+    /// ```
+    pub fn read_buf_slot(&mut self) -> &mut Option<Box<BytesMut>> {
         &mut self.read_buf
     }
 
@@ -325,15 +416,15 @@ impl Connection {
     /// the transport size its next read.
     pub fn read_hint(&self) -> usize {
         match &self.cur {
-            Some(f) => f.len().saturating_sub(self.read_buf.len()),
+            Some(f) => f.len().saturating_sub(slot_bytes(&self.read_buf).len()),
             None => 0,
         }
     }
 
     /// Whether input is still processed (false after the peer's close or a failure).
     fn reading(&self) -> bool {
-        self.closing
-            .as_ref()
+        self.extras()
+            .and_then(|x| x.closing.as_ref())
             .is_none_or(|c| c.received.is_none() && c.failure.is_none())
     }
 
@@ -343,7 +434,7 @@ impl Connection {
     /// On a protocol violation the close frame with the matching code is queued, the state
     /// becomes [`State::Closed`], the error is returned once, and later calls return `Ok(None)`.
     pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
-        if self.read_buf.is_empty() && self.cur.is_none() {
+        if slot_bytes(&self.read_buf).is_empty() && self.cur.is_none() {
             // Nothing buffered, no frame open: the common "need more bytes" case, without
             // walking the parser (an empty frame still needs its header bytes).
             return Ok(None);
@@ -361,22 +452,22 @@ impl Connection {
             }
             let mut frame = match self.cur {
                 Some(f) => f,
-                None => match FrameHeader::parse(&self.read_buf)? {
+                None => match FrameHeader::parse(slot_bytes(&self.read_buf))? {
                     None => return Ok(None),
                     Some((header, n)) => {
                         let f = self.check_header(header)?;
-                        self.read_buf.advance(n);
+                        slot_mut(&mut self.read_buf).advance(n);
                         f
                     }
                 },
             };
-            let avail = self.read_buf.len().min(frame.len());
+            let avail = slot_bytes(&self.read_buf).len().min(frame.len());
             if avail > frame.processed {
-                let fresh = &mut self.read_buf[frame.processed..avail];
-                if let Some(key) = frame.header.mask {
+                let fresh = &mut slot_mut(&mut self.read_buf)[frame.processed..avail];
+                if let Some(key) = frame.key() {
                     apply_mask(fresh, key, frame.processed);
                 }
-                if frame.text {
+                if frame.has(InFrame::TEXT) {
                     self.utf8
                         .feed(fresh)
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -388,11 +479,12 @@ impl Connection {
                 return Ok(None);
             }
             self.cur = None;
-            let payload = self.read_buf.split_to(frame.len());
-            if self.trace.is_some() {
-                self.record(false, frame.header, &payload);
+            let payload = slot_mut(&mut self.read_buf).split_to(frame.len());
+            if self.tracing() {
+                self.record(false, frame.header(), &payload);
             }
-            if let Some(ev) = self.complete_frame(frame.header, frame.compressed, payload)? {
+            let compressed = frame.has(InFrame::COMPRESSED);
+            if let Some(ev) = self.complete_frame(frame.header(), compressed, payload)? {
                 return Ok(Some(ev));
             }
         }
@@ -405,7 +497,8 @@ impl Connection {
         }
         // RSV1 marks a compressed message: only with permessage-deflate, only on the first
         // frame of a data message (RFC 7692 §6).
-        if h.rsv1 && (self.deflate.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary))
+        if h.rsv1
+            && (self.deflate().is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary))
         {
             return Err(ProtocolError::ReservedBits);
         }
@@ -422,7 +515,7 @@ impl Connection {
                 return Err(ProtocolError::ControlFrameTooLong);
             }
         } else {
-            match (h.opcode, &self.partial) {
+            match (h.opcode, self.partial()) {
                 (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
                 (OpCode::Text | OpCode::Binary, Some(_)) => {
                     return Err(ProtocolError::ExpectedContinuation)
@@ -436,25 +529,31 @@ impl Connection {
                 max: self.config.max_frame_size,
             });
         }
-        let so_far = self.partial.as_ref().map_or(0, |p| p.buf.len()) as u64;
+        let so_far = self.partial().map_or(0, |p| p.buf.len()) as u64;
         if !h.opcode.is_control() && so_far + h.payload_len > self.config.max_message_size as u64 {
             return Err(ProtocolError::MessageTooLarge {
                 len: so_far + h.payload_len,
                 max: self.config.max_message_size,
             });
         }
-        let (text, compressed) = match (h.opcode, &self.partial) {
+        let (text, compressed) = match (h.opcode, self.partial()) {
             (OpCode::Text, _) => (true, h.rsv1),
             (OpCode::Binary, _) => (false, h.rsv1),
             (OpCode::Continuation, Some(p)) => (p.text, p.compressed),
             _ => (false, false),
         };
+        let flag = |on: bool, f: u8| if on { f } else { 0 };
         Ok(InFrame {
-            header: h,
+            len: h.payload_len as usize,
             processed: 0,
-            // Compressed text is validated after inflating.
-            text: text && !compressed,
-            compressed,
+            key: h.mask.unwrap_or_default(),
+            opcode: h.opcode,
+            flags: flag(h.fin, InFrame::FIN)
+                | flag(h.rsv1, InFrame::RSV1)
+                | flag(h.mask.is_some(), InFrame::MASKED)
+                // Compressed text is validated after inflating.
+                | flag(text && !compressed, InFrame::TEXT)
+                | flag(compressed, InFrame::COMPRESSED),
         })
     }
 
@@ -471,7 +570,7 @@ impl Connection {
                 if h.fin {
                     return self.finish_message(text, compressed, payload).map(Some);
                 }
-                self.partial = Some(Box::new(Partial {
+                self.extras_mut().partial = Some(Box::new(Partial {
                     text,
                     compressed,
                     buf: payload,
@@ -479,14 +578,14 @@ impl Connection {
                 Ok(None)
             }
             OpCode::Continuation => {
-                let Some(mut p) = self.partial.take() else {
+                let Some(mut p) = self.extras.as_deref_mut().and_then(|x| x.partial.take()) else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
                 p.buf.extend_from_slice(&payload);
                 if h.fin {
                     return self.finish_message(p.text, p.compressed, p.buf).map(Some);
                 }
-                self.partial = Some(p);
+                self.extras_mut().partial = Some(p);
                 Ok(None)
             }
             OpCode::Ping => {
@@ -512,8 +611,8 @@ impl Connection {
                 }
                 self.closing_mut().received = Some(frame.clone());
                 self.state = State::Closed;
-                self.read_buf = BytesMut::new();
-                self.partial = None;
+                self.read_buf = None;
+                self.extras_mut().partial = None;
                 Ok(Some(Event::Close(frame)))
             }
         }
@@ -527,7 +626,11 @@ impl Connection {
     ) -> Result<Event, ProtocolError> {
         if compressed {
             let max = self.config.max_message_size;
-            let codec = self.deflate.as_mut().ok_or(ProtocolError::ReservedBits)?;
+            let codec = self
+                .extras
+                .as_deref_mut()
+                .and_then(|x| x.deflate.as_deref_mut())
+                .ok_or(ProtocolError::ReservedBits)?;
             let mut out = Vec::new();
             codec
                 .decompress(&payload, &mut out, max)
@@ -565,8 +668,8 @@ impl Connection {
         }
         self.closing_mut().failure = Some(e.clone());
         self.state = State::Closed;
-        self.read_buf = BytesMut::new();
-        self.partial = None;
+        self.read_buf = None;
+        self.extras_mut().partial = None;
         self.cur = None;
         e
     }
@@ -579,17 +682,13 @@ impl Connection {
             Message::Text(t) => (OpCode::Text, &t.as_bytes()[..]),
             Message::Binary(b) => (OpCode::Binary, &b[..]),
         };
-        if self
-            .deflate
-            .as_ref()
-            .is_some_and(|d| d.wants(payload.len()))
-        {
+        if self.deflate().is_some_and(|d| d.wants(payload.len())) {
             self.check_send(opcode, payload.len())?;
-            let mut codec = self.deflate.take();
+            let mut codec = self.extras.as_deref_mut().and_then(|x| x.deflate.take());
             let sent = codec.as_mut().and_then(|c| {
                 c.compress(payload, |z| self.encode_frame_rsv(opcode, true, true, z))
             });
-            self.deflate = codec;
+            self.extras_mut().deflate = codec;
             if sent.is_some() {
                 return Ok(());
             }
@@ -603,12 +702,12 @@ impl Connection {
                 Message::Binary(b) => b.clone(),
             };
             let header = FrameHeader::new(opcode, payload.len() as u64);
-            if self.trace.is_some() {
+            if self.tracing() {
                 self.record(true, header, payload);
             }
             let mut head = [0u8; MAX_HEADER_LEN];
             let n = header.encode(&mut head);
-            self.out.extend_from_slice(&head[..n]);
+            slot_mut(&mut self.out).extend_from_slice(&head[..n]);
             self.push_chunk(bytes);
             return Ok(());
         }
@@ -666,7 +765,7 @@ impl Connection {
             ));
         }
         self.check_send(h.opcode, frame.len())?;
-        if self.trace.is_some() {
+        if self.tracing() {
             self.record(true, h, &frame[n..]);
         }
         self.push_chunk(frame);
@@ -675,9 +774,12 @@ impl Connection {
 
     /// Moves what `out` holds into the chunk queue, then appends `b` after it.
     fn push_chunk(&mut self, b: Bytes) {
-        let chunks = self.chunks.get_or_insert_with(Box::default);
-        if !self.out.is_empty() {
-            let head = self.out.split().freeze();
+        let head = match self.out.as_deref_mut() {
+            Some(out) if !out.is_empty() => Some(out.split().freeze()),
+            _ => None,
+        };
+        let chunks = self.extras_mut().chunks.get_or_insert_with(Box::default);
+        if let Some(head) = head {
             chunks.len += head.len();
             chunks.queue.push_back(head);
         }
@@ -689,7 +791,7 @@ impl Connection {
 
     /// Bytes queued for the network, shared chunks and the transmit buffer together.
     pub fn queued_transmit(&self) -> usize {
-        self.out.len() + self.chunks.as_ref().map_or(0, |c| c.len)
+        slot_bytes(&self.out).len() + self.chunks().map_or(0, |c| c.len)
     }
 
     /// Queues one data frame. For fragmented sending: the first frame has opcode Text or
@@ -785,19 +887,20 @@ impl Connection {
         header.fin = fin;
         header.rsv1 = rsv1;
         if self.role == Role::Client {
-            header.mask = Some(self.mask.next_key());
+            header.mask = Some(self.next_key());
         }
-        if self.trace.is_some() {
+        if self.tracing() {
             self.record(true, header, payload);
         }
         let mut head = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut head);
-        self.out.reserve(n + payload.len());
-        self.out.extend_from_slice(&head[..n]);
-        let start = self.out.len();
-        self.out.extend_from_slice(payload);
+        let out = slot_mut(&mut self.out);
+        out.reserve(n + payload.len());
+        out.extend_from_slice(&head[..n]);
+        let start = out.len();
+        out.extend_from_slice(payload);
         if let Some(key) = header.mask {
-            apply_mask(&mut self.out[start..], key, 0);
+            apply_mask(&mut out[start..], key, 0);
         }
     }
 
@@ -809,9 +912,9 @@ impl Connection {
     /// [`advance_transmit`](Self::advance_transmit), and ask again, or take every run at once
     /// with [`transmit_slices`](Self::transmit_slices) for a vectored write.
     pub fn pending_transmit(&self) -> &[u8] {
-        match self.chunks.as_ref().and_then(|c| c.queue.front()) {
+        match self.chunks().and_then(|c| c.queue.front()) {
             Some(front) => front,
-            None => &self.out,
+            None => slot_bytes(&self.out),
         }
     }
 
@@ -820,10 +923,11 @@ impl Connection {
     pub fn transmit_slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
         let chunks = self
-            .chunks
-            .iter()
+            .chunks()
+            .into_iter()
             .flat_map(|c| c.queue.iter().map(|b| &b[..]));
-        let runs = chunks.chain((!self.out.is_empty()).then_some(&self.out[..]));
+        let out = slot_bytes(&self.out);
+        let runs = chunks.chain((!out.is_empty()).then_some(out));
         for (slot, run) in dst.iter_mut().zip(runs) {
             *slot = IoSlice::new(run);
             n += 1;
@@ -833,7 +937,7 @@ impl Connection {
 
     /// Marks `n` queued bytes as written (across runs, in order).
     pub fn advance_transmit(&mut self, mut n: usize) {
-        if let Some(c) = self.chunks.as_deref_mut() {
+        if let Some(c) = self.chunks_mut() {
             while n > 0 {
                 let Some(front) = c.queue.front_mut() else {
                     break;
@@ -847,35 +951,45 @@ impl Connection {
                 }
             }
         }
-        if n >= self.out.len() {
-            // All written: rewind instead of advancing, so the buffer keeps its whole
-            // capacity and goes back to a pool as it came.
-            self.out.clear();
-        } else {
-            self.out.advance(n);
+        if let Some(out) = self.out.as_deref_mut() {
+            if n >= out.len() {
+                // All written: rewind instead of advancing, so the buffer keeps its whole
+                // capacity and goes back to a pool as it came.
+                out.clear();
+            } else {
+                out.advance(n);
+            }
         }
     }
 
     /// Whether nothing is queued for the network.
     pub fn transmit_is_empty(&self) -> bool {
-        self.out.is_empty() && self.chunks.as_ref().is_none_or(|c| c.queue.is_empty())
+        slot_bytes(&self.out).is_empty() && self.chunks().is_none_or(|c| c.queue.is_empty())
     }
 
     /// Takes the first queued run of bytes as an owned [`Bytes`], for transports that hand
     /// buffers to an owned write (the same order as [`pending_transmit`](Self::pending_transmit)).
     pub fn take_transmit_chunk(&mut self) -> Option<Bytes> {
-        if let Some(c) = self.chunks.as_deref_mut() {
+        if let Some(c) = self.chunks_mut() {
             if let Some(b) = c.queue.pop_front() {
                 c.len -= b.len();
                 return Some(b);
             }
         }
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+        let out = self.out.as_deref_mut()?;
+        (!out.is_empty()).then(|| out.split().freeze())
     }
 
-    /// The transmit buffer that new frames are encoded into (after any shared chunks), for
-    /// transports that lend it pooled memory.
+    /// The transmit buffer that new frames are encoded into (after any shared chunks). Made,
+    /// empty, if the connection holds none.
     pub fn transmit_buf_mut(&mut self) -> &mut BytesMut {
+        slot_mut(&mut self.out)
+    }
+
+    /// The transmit buffer's slot, for transports that lend it pooled memory: put a buffer in
+    /// before queueing frames, take it out once everything was written (see
+    /// [`read_buf_slot`](Self::read_buf_slot)). Only an empty buffer may be taken.
+    pub fn transmit_buf_slot(&mut self) -> &mut Option<Box<BytesMut>> {
         &mut self.out
     }
 
@@ -892,13 +1006,11 @@ impl Connection {
     /// holds no buffer. Returns whether anything was released.
     pub fn release_idle_buffers(&mut self) -> bool {
         let mut released = false;
-        if self.read_buf.is_empty() && self.cur.is_none() && self.read_buf.capacity() > 0 {
-            self.read_buf = BytesMut::new();
-            released = true;
+        if slot_bytes(&self.read_buf).is_empty() && self.cur.is_none() {
+            released |= self.read_buf.take().is_some();
         }
-        if self.out.is_empty() && self.out.capacity() > 0 {
-            self.out = BytesMut::new();
-            released = true;
+        if slot_bytes(&self.out).is_empty() {
+            released |= self.out.take().is_some();
         }
         released
     }

@@ -3,7 +3,9 @@
 //! A connection takes a buffer when it has bytes to read or write and gives it back as soon as
 //! the buffer is empty (read side: when the socket has nothing more; write side: after a
 //! flush). Buffers live in a small per-thread free list: no lock, no allocation in steady
-//! state, and an idle connection costs no buffer memory at all.
+//! state, and an idle connection costs no buffer memory at all. They move boxed, into and
+//! out of a connection's buffer slots (one pointer each while empty), so lending one
+//! allocates nothing either.
 
 use std::cell::RefCell;
 
@@ -19,7 +21,9 @@ const POOL_MAX: usize = 32;
 const POOL_MAX_CAPACITY: usize = 64 * 1024;
 
 thread_local! {
-    static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    // Boxed on purpose: the boxes move into connections' buffer slots and back.
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<Vec<Box<BytesMut>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The least room a pooled buffer has: a buffer is rewound (its consumed front reclaimed)
@@ -27,14 +31,31 @@ thread_local! {
 pub(crate) const MIN_ROOM: usize = BUF_SIZE / 2;
 
 /// A buffer with at least [`MIN_ROOM`] bytes free (a fresh one has [`BUF_SIZE`]).
-pub(crate) fn take() -> BytesMut {
+pub(crate) fn take() -> Box<BytesMut> {
     POOL.with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| BytesMut::with_capacity(BUF_SIZE))
+        .unwrap_or_else(|| Box::new(BytesMut::with_capacity(BUF_SIZE)))
+}
+
+/// Makes sure `slot` holds a buffer with memory (a pooled one if it has none).
+pub(crate) fn fill(slot: &mut Option<Box<BytesMut>>) -> &mut BytesMut {
+    if slot.as_ref().is_none_or(|b| b.capacity() == 0) {
+        *slot = Some(take());
+    }
+    slot.get_or_insert_with(take)
+}
+
+/// Gives the buffer in `slot` back if it is empty; it then holds none.
+pub(crate) fn give_back(slot: &mut Option<Box<BytesMut>>) {
+    if slot.as_ref().is_some_and(|b| b.is_empty()) {
+        if let Some(b) = slot.take() {
+            give(b);
+        }
+    }
 }
 
 /// Returns an empty buffer to the pool. A buffer still shared with a message the
 /// application holds, or grown large, is simply dropped.
-pub(crate) fn give(mut buf: BytesMut) {
+pub(crate) fn give(mut buf: Box<BytesMut>) {
     if !buf.is_empty() || buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY {
         return;
     }

@@ -155,16 +155,14 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let mut c = self.shared.conn();
         let want = c.read_hint().max(pool::BUF_SIZE / 2);
-        let buf = c.read_buf_mut();
-        if buf.capacity() == 0 {
-            *buf = pool::take();
-        }
+        let slot = c.read_buf_slot();
+        let buf = pool::fill(slot);
         if buf.capacity() - buf.len() < want {
             buf.reserve(want);
         }
         let r = poll_read_buf(Pin::new(&mut self.read), cx, buf);
-        if r.is_pending() && buf.is_empty() {
-            pool::give(std::mem::take(buf));
+        if r.is_pending() {
+            pool::give_back(slot);
         }
         r
     }

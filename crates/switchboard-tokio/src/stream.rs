@@ -215,10 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
             Poll::Pending => return Poll::Pending,
         }
-        let out = self.conn.transmit_buf_mut();
-        if out.capacity() > 0 {
-            pool::give(std::mem::take(out));
-        }
+        pool::give_back(self.conn.transmit_buf_slot());
         Poll::Ready(Ok(()))
     }
 
@@ -233,10 +230,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.read_size as usize
         };
         let want = self.conn.read_hint().max(base);
-        let buf = self.conn.read_buf_mut();
-        if buf.capacity() == 0 {
-            *buf = pool::take();
-        }
+        let slot = self.conn.read_buf_slot();
+        let buf = pool::fill(slot);
         if buf.capacity() - buf.len() < want {
             buf.reserve(want);
         }
@@ -249,7 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             Poll::Ready(Ok(n)) if *n < room / 4 => {
                 self.read_size = (self.read_size / 2).max(pool::BUF_SIZE as u32);
             }
-            Poll::Pending if buf.is_empty() => pool::give(std::mem::take(buf)),
+            Poll::Pending => pool::give_back(slot),
             _ => {}
         }
         r
@@ -316,10 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn ensure_out_buf(&mut self) {
-        let out = self.conn.transmit_buf_mut();
-        if out.capacity() == 0 {
-            *out = pool::take();
-        }
+        pool::fill(self.conn.transmit_buf_slot());
     }
 
     /// Writes everything queued.

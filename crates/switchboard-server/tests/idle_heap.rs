@@ -1,0 +1,195 @@
+//! The heap an idle `/echo` connection holds, counted with a global allocator: the task
+//! cell tokio allocates for it, tokio's I/O registration, and nothing else of any size (no
+//! buffer, no span, no boxed state). docs/benchmarks.md measures the same thing as RSS.
+//!
+//! The clients are plain blocking sockets on the test thread: they allocate nothing, so every
+//! allocation counted is the server's.
+#![allow(unsafe_code)] // a counting global allocator needs it; test-only
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+/// Sizes counted one by one; larger allocations (vectors that grow with the connection
+/// count) are summed in [`LARGE`].
+const SMALL: usize = 4096;
+static LIVE: [AtomicIsize; SMALL + 1] = [const { AtomicIsize::new(0) }; SMALL + 1];
+static LARGE: AtomicIsize = AtomicIsize::new(0);
+
+fn note(size: usize, n: isize) {
+    match LIVE.get(size) {
+        Some(c) => c.fetch_add(n, Ordering::Relaxed),
+        None => LARGE.fetch_add(n * size as isize, Ordering::Relaxed),
+    };
+}
+
+struct Counting;
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        note(l.size(), 1);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        note(l.size(), -1);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        note(l.size(), -1);
+        note(n, 1);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+/// Live allocations by size, and the large ones' bytes.
+fn snapshot() -> (Vec<isize>, isize) {
+    let small = LIVE.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    (small, LARGE.load(Ordering::Relaxed))
+}
+
+/// A WebSocket handshake on a blocking socket, reading the response into a stack buffer.
+fn open(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let mut got = 0;
+    while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf[got..]).unwrap();
+        assert!(n > 0, "the server closed during the handshake");
+        got += n;
+    }
+    assert!(buf.starts_with(b"HTTP/1.1 101"), "no 101 response");
+    s
+}
+
+/// Waits until the live heap stops changing (the server tasks have settled after their
+/// handshakes); returns the snapshot.
+fn settled() -> (Vec<isize>, isize) {
+    let mut last = snapshot();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = snapshot();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the server's heap never settled");
+}
+
+struct Held {
+    /// Bytes in allocations of at most [`SMALL`] bytes, per connection.
+    small: f64,
+    /// Bytes in larger allocations, per connection.
+    large: f64,
+    /// The small allocations, by size, for the failure message.
+    breakdown: String,
+}
+
+/// One measurement at a time: the counters are global to the test binary.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Opens `n` idle echo connections to a one-worker server and reports the heap they hold.
+fn held_per_connection(n: usize, io_uring: bool) -> Held {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.worker_threads(1).enable_all();
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    if io_uring {
+        rt.on_thread_park(switchboard_tokio::uring::before_park);
+    }
+    let rt = rt.build().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = switchboard_server::ServerConfig::default().io_uring(io_uring);
+    config.limits.max_connections_per_ip = 10 * n as u32;
+    rt.spawn(switchboard_server::run(
+        listener,
+        config,
+        std::future::pending(),
+    ));
+    // Warm up: the first connections grow per-thread pools and tables once.
+    let warm: Vec<_> = (0..64).map(|_| open(addr)).collect();
+    let (small0, large0) = settled();
+    let conns: Vec<_> = (0..n).map(|_| open(addr)).collect();
+    let (small1, large1) = settled();
+    let mut bytes = 0;
+    let mut breakdown = String::new();
+    for (size, (a, b)) in small0.iter().zip(&small1).enumerate() {
+        let d = b - a;
+        bytes += d * size as isize;
+        if d != 0 && d.unsigned_abs() * 20 >= n {
+            let _ = write!(breakdown, " {size} B x {:.2};", d as f64 / n as f64);
+        }
+    }
+    drop((conns, warm));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    eprintln!(
+        "{n} idle connections (io_uring: {io_uring}):{breakdown} {:.0} B per connection in larger allocations",
+        (large1 - large0) as f64 / n as f64
+    );
+    Held {
+        small: bytes as f64 / n as f64,
+        large: (large1 - large0) as f64 / n as f64,
+        breakdown,
+    }
+}
+
+/// Epoll (the default): tokio's 256-byte task cell and its 256-byte I/O registration
+/// (`ScheduledIo`, 128-byte aligned), 512 bytes in all. A bigger connection future makes the
+/// cell 384 bytes (640 in all); anything the connection kept while idle (a buffer, its span,
+/// boxed close or trace state) shows here too.
+#[test]
+fn an_idle_echo_connection_holds_its_task_and_its_registration() {
+    let held = held_per_connection(1000, false);
+    assert!(
+        held.small <= 560.0,
+        "an idle connection holds {:.0} B in small allocations:{}",
+        held.small,
+        held.breakdown
+    );
+    // Tables that grow with the connection count (the registry's slots, tokio's task
+    // lists) add to that, amortized; the whole must stay under the 1 KB budget.
+    assert!(
+        held.small + held.large <= 1024.0,
+        "an idle connection holds {:.0} B ({:.0} B in large allocations)",
+        held.small + held.large,
+        held.large
+    );
+}
+
+/// io_uring: no tokio registration; the socket's slot lives in the ring's slot chunks (large
+/// allocations), so the task cell is the only small allocation.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn an_idle_io_uring_echo_connection_holds_its_task() {
+    if let Err(e) = switchboard_tokio::uring::available() {
+        eprintln!("skipped: io_uring is not available here ({e})");
+        return;
+    }
+    let held = held_per_connection(1000, true);
+    assert!(
+        held.small <= 300.0,
+        "an idle connection holds {:.0} B in small allocations:{}",
+        held.small,
+        held.breakdown
+    );
+    assert!(
+        held.small + held.large <= 1024.0,
+        "an idle connection holds {:.0} B ({:.0} B in large allocations)",
+        held.small + held.large,
+        held.large
+    );
+}
