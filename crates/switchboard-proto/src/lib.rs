@@ -40,7 +40,7 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one exception: the AVX2 call in `mask`
 #![warn(missing_docs)]
 
 pub mod close;
