@@ -134,10 +134,11 @@ pub(crate) struct ServeArgs {
     /// Log as JSON lines instead of text (filter with RUST_LOG, default "info").
     #[arg(long, env = "SWITCHBOARD_LOG_JSON", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     log_json: Option<bool>,
-    /// Drive sockets through io_uring instead of epoll (Linux 6.0+): one system call per
-    /// scheduler round for every socket's reads and writes. About 10 % less server CPU per
-    /// message up to a few KiB, about the same per 16 KiB message, and about 250 B more per
-    /// idle connection (docs/benchmarks.md) [default: false].
+    /// Drive sockets through io_uring (Linux 6.0+) rather than epoll: one system call per
+    /// scheduler round for every socket's reads and writes, about 10 % less server CPU per
+    /// message than epoll (docs/benchmarks.md). `false` forces epoll; `true` fails if
+    /// io_uring cannot be used [default: io_uring where it works here, else epoll, said
+    /// in the log at start].
     #[arg(long, env = "SWITCHBOARD_IO_URING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     io_uring: Option<bool>,
     /// Let the heap use transparent huge pages (2 MiB) where the kernel offers them
@@ -218,6 +219,8 @@ pub(crate) struct Settings {
     pub(crate) workers: Option<usize>,
     pub(crate) log_json: bool,
     pub(crate) io_uring: bool,
+    /// Which transport sockets use, and why, for the log.
+    pub(crate) transport: String,
     pub(crate) huge_pages: bool,
     pub(crate) config: ServerConfig,
 }
@@ -310,9 +313,18 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
     if let Some(key) = a.api_key.or(f.api_key).filter(|k| !k.is_empty()) {
         config = config.api_key(key);
     }
-    let io_uring = a.io_uring.or(f.io_uring).unwrap_or(false);
+    let (io_uring, transport) = match a.io_uring.or(f.io_uring) {
+        Some(true) => {
+            check_io_uring()?;
+            (true, "io_uring".to_string())
+        }
+        Some(false) => (false, "epoll (io_uring turned off)".to_string()),
+        None => match check_io_uring() {
+            Ok(()) => (true, "io_uring".to_string()),
+            Err(e) => (false, format!("epoll ({e:#})")),
+        },
+    };
     if io_uring {
-        check_io_uring()?;
         config = config.io_uring(true);
     }
     match (a.tls_cert.or(f.tls_cert), a.tls_key.or(f.tls_key)) {
@@ -332,6 +344,7 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         workers: a.workers.or(f.workers),
         log_json: a.log_json.or(f.log_json).unwrap_or(false),
         io_uring,
+        transport,
         huge_pages: a.huge_pages.or(f.huge_pages).unwrap_or(false),
         config,
     })
@@ -362,12 +375,12 @@ fn disable_huge_pages() {}
 #[cfg(target_os = "linux")]
 fn check_io_uring() -> anyhow::Result<()> {
     switchboard_tokio::uring::available()
-        .context("--io-uring: io_uring cannot be used here; run without --io-uring (epoll)")
+        .context("io_uring cannot be used here; --io-uring false runs on epoll")
 }
 
 #[cfg(not(target_os = "linux"))]
 fn check_io_uring() -> anyhow::Result<()> {
-    bail!("--io-uring needs Linux; run without it (epoll)")
+    bail!("io_uring needs Linux; --io-uring false runs on epoll")
 }
 
 fn init_logging(json: bool) {
@@ -396,6 +409,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "http"
     };
     let api = s.config.api_key.is_some();
+    let transport = s.transport.clone();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(n) = s.workers {
@@ -418,6 +432,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(
             "listening on {scheme}://{addr} (chat page at /, WebSockets at /chat, /ws and /echo, metrics at /metrics)"
         );
+        tracing::info!("sockets: {transport}");
         if !api {
             tracing::info!("POST /api/publish is disabled until an API key is set (SWITCHBOARD_API_KEY)");
         }
@@ -488,5 +503,27 @@ mod tests {
         let t = T::parse_from(["x", "--config", file.to_str().unwrap()]);
         let err = format!("{:#}", settings(t.a).err().unwrap());
         assert!(err.contains("unknown field `max_conections`"), "{err}");
+    }
+
+    /// Zero-config `serve` uses io_uring where it works (and says which transport in the
+    /// log); `--io-uring false` forces epoll. Huge pages are off unless asked for.
+    #[test]
+    fn io_uring_is_the_default_where_it_works_and_false_turns_it_off() {
+        let s = settings(T::parse_from(["x"]).a).unwrap();
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            s.io_uring,
+            switchboard_tokio::uring::available().is_ok(),
+            "{}",
+            s.transport
+        );
+        assert_eq!(s.io_uring, s.config.io_uring);
+        assert_eq!(s.transport.starts_with("io_uring"), s.io_uring);
+        assert!(!s.huge_pages);
+
+        let s = settings(T::parse_from(["x", "--io-uring", "false", "--huge-pages"]).a).unwrap();
+        assert!(!s.io_uring && !s.config.io_uring);
+        assert_eq!(s.transport, "epoll (io_uring turned off)");
+        assert!(s.huge_pages);
     }
 }
