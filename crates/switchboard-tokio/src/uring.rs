@@ -32,7 +32,7 @@
 //!   ring, in their own mapping): armed once per stream, a receive holds no buffer until
 //!   data arrives. The bytes are copied into the reader's buffer and the provided buffer
 //!   goes back, hottest first. The kernel's ring holds only a window of them (twice what
-//!   the last round took, at least 64): it hands out buffers first-in first-out, so
+//!   the last round took, at least 16): it hands out buffers first-in first-out, so
 //!   keeping every free buffer in it would spread receives over 16 MiB of cold memory.
 //!   A stream that holds 8 unread buffers has its receive cancelled until its reader
 //!   catches up, so a slow reader cannot take every buffer. When the thread goes idle,
@@ -45,9 +45,9 @@
 //!   [`before_park`]); errors surface on the next call. `poll_shutdown` waits until every
 //!   byte is sent. At most 256 KiB wait per stream; beyond that `poll_write` is pending
 //!   until sends complete.
-//! - **Costs**, measured in docs/benchmarks.md: less CPU per small message than epoll;
-//!   about the same per 16 KiB message (each is copied once more each way, which the
-//!   saved system calls pay for); a little more memory per idle connection (its slot).
+//! - **Costs**, measured in docs/benchmarks.md: less CPU per message than epoll, least
+//!   so per 16 KiB message (each is copied once more each way, which the saved system
+//!   calls pay for); a little more memory per idle connection (its slot).
 //! - **Completions** are collected in [`before_park`], and by a task per ring that waits on
 //!   an eventfd. The eventfd is armed whenever the thread parks (a task woken there may
 //!   run on another worker while this one sleeps) and disarmed while the thread runs.

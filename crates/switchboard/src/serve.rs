@@ -144,7 +144,7 @@ pub(crate) struct ServeArgs {
     /// Let the heap use transparent huge pages (2 MiB) where the kernel offers them
     /// (`madvise` mode). Off by default: the allocator would ask for them, and 2 MiB pages
     /// touched by a few connections each make an idle connection cost about 1.1 KB
-    /// instead of about 650 B (docs/benchmarks.md) [default: false].
+    /// instead of about 660 B (docs/benchmarks.md) [default: false].
     #[arg(long, env = "SWITCHBOARD_HUGE_PAGES", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     huge_pages: Option<bool>,
 }
