@@ -96,6 +96,26 @@ struct Held {
     breakdown: String,
 }
 
+impl Held {
+    /// At most `small_max` bytes in small allocations per connection. Tables that grow with
+    /// the connection count (the registry's slots, tokio's task lists, the ring's slot
+    /// chunks) add to that, amortized; the whole must stay under the 1 KB budget.
+    fn check(&self, small_max: f64) {
+        assert!(
+            self.small <= small_max,
+            "an idle connection holds {:.0} B in small allocations:{}",
+            self.small,
+            self.breakdown
+        );
+        assert!(
+            self.small + self.large <= 1024.0,
+            "an idle connection holds {:.0} B ({:.0} B in large allocations)",
+            self.small + self.large,
+            self.large
+        );
+    }
+}
+
 /// One measurement at a time: the counters are global to the test binary.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -153,21 +173,7 @@ fn held_per_connection(n: usize, io_uring: bool) -> Held {
 /// boxed close or trace state) shows here too.
 #[test]
 fn an_idle_echo_connection_holds_its_task_and_its_registration() {
-    let held = held_per_connection(1000, false);
-    assert!(
-        held.small <= 560.0,
-        "an idle connection holds {:.0} B in small allocations:{}",
-        held.small,
-        held.breakdown
-    );
-    // Tables that grow with the connection count (the registry's slots, tokio's task
-    // lists) add to that, amortized; the whole must stay under the 1 KB budget.
-    assert!(
-        held.small + held.large <= 1024.0,
-        "an idle connection holds {:.0} B ({:.0} B in large allocations)",
-        held.small + held.large,
-        held.large
-    );
+    held_per_connection(1000, false).check(560.0);
 }
 
 /// io_uring: no tokio registration; the socket's slot lives in the ring's slot chunks (large
@@ -179,17 +185,5 @@ fn an_idle_io_uring_echo_connection_holds_its_task() {
         eprintln!("skipped: io_uring is not available here ({e})");
         return;
     }
-    let held = held_per_connection(1000, true);
-    assert!(
-        held.small <= 300.0,
-        "an idle connection holds {:.0} B in small allocations:{}",
-        held.small,
-        held.breakdown
-    );
-    assert!(
-        held.small + held.large <= 1024.0,
-        "an idle connection holds {:.0} B ({:.0} B in large allocations)",
-        held.small + held.large,
-        held.large
-    );
+    held_per_connection(1000, true).check(300.0);
 }
