@@ -48,12 +48,17 @@ where
     }
 }
 
+/// How a loop reads its next event: [`WebSocket::poll_next_event`], or a transport's own.
+pub(crate) type NextEvent<S> =
+    fn(&mut WebSocket<S>, &mut Context<'_>) -> Poll<Result<Option<Event>, WsError>>;
+
 /// Echoes every message back, batching the replies to a burst into one write, until the
 /// connection ends or the server shuts down.
 pub(crate) fn poll_echo<S>(
     ws: &mut WebSocket<S>,
     reg: &mut Registration,
     cx: &mut Context<'_>,
+    next: NextEvent<S>,
 ) -> Poll<Stop>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -63,7 +68,7 @@ where
     }
     let (mut msgs, mut bytes) = (0u64, 0u64);
     let r = loop {
-        match ws.poll_next_event(cx) {
+        match next(ws, cx) {
             Poll::Ready(Ok(Some(Event::Message(m)))) => {
                 msgs += 1;
                 bytes += m.payload().len() as u64;

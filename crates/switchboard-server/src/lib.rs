@@ -431,7 +431,7 @@ impl Future for ConnTask {
                     *this = Self::Echo { ws, reg, span };
                 }
                 Self::Echo { ws, reg, .. } => {
-                    let stop = match poll_echo(ws, reg, cx) {
+                    let stop = match poll_echo(ws, reg, cx, WebSocket::poll_next_event) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(stop) => stop,
                     };
@@ -460,7 +460,7 @@ impl Future for ConnTask {
                 }
                 #[cfg(all(feature = "io-uring", target_os = "linux"))]
                 Self::EchoUring { ws, reg, .. } => {
-                    let stop = match poll_echo(ws, reg, cx) {
+                    let stop = match poll_echo(ws, reg, cx, WebSocket::poll_next_event_take) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(stop) => stop,
                     };
@@ -514,7 +514,10 @@ where
 {
     match routed {
         Routed::Echo(mut ws, mut reg) => {
-            let stop = std::future::poll_fn(|cx| poll_echo(&mut ws, &mut reg, cx)).await;
+            let stop = std::future::poll_fn(|cx| {
+                poll_echo(&mut ws, &mut reg, cx, WebSocket::poll_next_event)
+            })
+            .await;
             end_echo(ws, reg, stop).await;
         }
         Routed::Session(session) => session.await,

@@ -158,6 +158,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `Event::Close` or a protocol error, await [`finish`](Self::finish) (the reply or the
     /// error's close frame is already queued).
     pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
+        self.poll_next_event_with(cx, Self::poll_fill)
+    }
+
+    /// [`poll_next_event`](Self::poll_next_event) with the read a transport does best.
+    #[inline(always)]
+    fn poll_next_event_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        fill: fn(&mut Self, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<Result<Option<Event>, Error>> {
         loop {
             match self.conn.poll_event() {
                 Ok(Some(ev)) => return Poll::Ready(Ok(Some(ev))),
@@ -174,7 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     Poll::Pending => return Poll::Pending,
                 }
             }
-            match self.poll_fill(cx) {
+            match fill(self, cx) {
                 Poll::Ready(Ok(0)) => {
                     self.tcp_closed = true;
                     return Poll::Ready(Err(Error::Disconnected));
@@ -403,5 +413,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Splits into a reader and a writer that can be used from different tasks.
     pub fn split(self) -> (crate::split::WsReader<S>, crate::split::WsWriter<S>) {
         crate::split::split(self.stream, self.conn, self.tcp_closed)
+    }
+}
+
+/// Over io_uring, reads take the ring's receive buffers instead of copying them.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+impl WebSocket<crate::uring::UringStream> {
+    /// [`poll_next_event`](Self::poll_next_event), reading with
+    /// [`UringStream::poll_read_take`](crate::uring::UringStream::poll_read_take): a
+    /// message that arrives in one receive is parsed where the kernel put it, so its bytes
+    /// are not copied once more. Messages it returns hold ring memory: drop them soon
+    /// (the echo loop writes them back at once).
+    pub fn poll_next_event_take(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Event>, Error>> {
+        self.poll_next_event_with(cx, Self::poll_fill_take)
+    }
+
+    /// Reads into the connection's buffer: with nothing buffered, by taking the next
+    /// received buffer; in the middle of a frame, by copying (as `poll_fill`).
+    fn poll_fill_take(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let slot = self.conn.read_buf_slot();
+        if slot.as_ref().is_some_and(|b| !b.is_empty()) {
+            return self.poll_fill(cx);
+        }
+        match self.stream.poll_read_take(cx) {
+            Poll::Ready(Ok(Some(bytes))) => {
+                let n = bytes.len();
+                match slot {
+                    Some(b) => {
+                        // An empty pooled buffer (from the handshake) goes back to the pool.
+                        let old = std::mem::replace(&mut **b, bytes);
+                        if old.capacity() >= pool::MIN_ROOM {
+                            pool::give(Box::new(old));
+                        }
+                    }
+                    None => *slot = Some(Box::new(bytes)),
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(0)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                match slot {
+                    // A taken buffer, used up: let go of the ring's memory, keeping the
+                    // box, so the next take allocates nothing.
+                    Some(b) if b.capacity() == 0 => **b = BytesMut::new(),
+                    _ => pool::give_back(slot),
+                }
+                Poll::Pending
+            }
+        }
     }
 }

@@ -29,9 +29,12 @@
 //! - **One ring per runtime thread**, created on first use. Streams lock it (uncontended:
 //!   only the thread's own tasks and its completion task touch it).
 //! - **Reads** are multishot receives into provided buffers (32 KiB each, up to 512 per
-//!   ring, in their own mapping): armed once per stream, a receive holds no buffer until
-//!   data arrives. The bytes are copied into the reader's buffer and the provided buffer
-//!   goes back, hottest first. The kernel's ring holds only a window of them (twice what
+//!   ring, allocated as the ring first needs them): armed once per stream, a receive holds
+//!   no buffer until data arrives. `poll_read` copies the bytes into the reader's buffer
+//!   and the provided buffer goes back, hottest first; [`UringStream::poll_read_take`]
+//!   hands the bytes over where they are instead, and the buffer goes back once they are
+//!   dropped ([`WebSocket::poll_next_event_take`](crate::WebSocket::poll_next_event_take)
+//!   reads so). The kernel's ring holds only a window of them (twice what
 //!   the last round took, at least 16): it hands out buffers first-in first-out, so
 //!   keeping every free buffer in it would spread receives over 16 MiB of cold memory.
 //!   A stream that holds 8 unread buffers has its receive cancelled until its reader
@@ -46,8 +49,9 @@
 //!   byte is sent. At most 256 KiB wait per stream; beyond that `poll_write` is pending
 //!   until sends complete.
 //! - **Costs**, measured in docs/benchmarks.md: less CPU per message than epoll, least
-//!   so per 16 KiB message (each is copied once more each way, which the saved system
-//!   calls pay for); a little more memory per idle connection (its slot).
+//!   so per 16 KiB message (a write is copied once more than over epoll, and so is a
+//!   read that does not take its buffer); a little more memory per idle connection (its
+//!   slot).
 //! - **Completions** are collected in [`before_park`], and by a task per ring that waits on
 //!   an eventfd. The eventfd is armed whenever the thread parks (a task woken there may
 //!   run on another worker while this one sleeps) and disarmed while the thread runs.
@@ -66,6 +70,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use bytes::{Buf, BytesMut};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -74,8 +79,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const BUFFERS: u16 = 512;
 /// Bytes per provided receive buffer.
 const BUFFER_SIZE: usize = 32 * 1024;
-/// The receive buffers' memory per ring (mapped, resident only where used).
-const MEMORY: usize = BUFFERS as usize * BUFFER_SIZE;
+/// Receive buffers lent to readers ([`UringStream::poll_read_take`]) that may wait for
+/// their views to be dropped; past this the oldest are replaced by new allocations.
+const LENT_MAX: usize = 64;
 /// Free receive buffers kept resident once the thread has received nothing for
 /// [`IDLE_AFTER`] (the hottest; colder ones are given back to the system).
 const IDLE_RESIDENT: usize = 16;
@@ -186,6 +192,21 @@ impl UringStream {
         // Borrow the descriptor as a std stream without taking ownership.
         let tcp = std::mem::ManuallyDrop::new(unsafe_std(fd));
         tcp.peer_addr()
+    }
+}
+
+impl UringStream {
+    /// Reads the next run of received bytes by taking them: the buffer the kernel received
+    /// them into is handed over as it is (a view into the ring's memory), where
+    /// [`poll_read`](AsyncRead::poll_read) would copy them. The memory goes back to the
+    /// ring once the returned buffer and everything split from it are dropped, so keep it
+    /// briefly: a reader that holds many starves the ring of buffers (it replaces those
+    /// held longest with new memory). `None` at the end of the stream.
+    ///
+    /// # Errors
+    /// The receive's error.
+    pub fn poll_read_take(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<BytesMut>>> {
+        self.ring.lock().poll_read_take(self.slot, cx)
     }
 }
 
@@ -592,6 +613,7 @@ impl Inner {
 
     /// Tops up the receive buffers, then hands the queued entries to the kernel.
     fn submit(&mut self) -> io::Result<usize> {
+        self.bufs.reclaim();
         self.bufs.top_up();
         self.uring.submit()
     }
@@ -665,7 +687,7 @@ impl Inner {
             };
             let (start, end) = (start as usize, end as usize);
             let n = (end - start).min(buf.remaining());
-            buf.put_slice(&self.bufs.get(bid)[start..start + n]);
+            buf.put_slice(&self.bufs.get(bid, end)[start..start + n]);
             copied = true;
             let s = self.slot_mut(i);
             if start + n == end {
@@ -684,6 +706,34 @@ impl Inner {
         }
         if s.eof {
             return Poll::Ready(Ok(()));
+        }
+        s.read_waker = Some(cx.waker().clone());
+        if !s.receiving {
+            self.queue_recv(i);
+        }
+        Poll::Pending
+    }
+
+    /// The next run of received bytes, moved out without a copy (see
+    /// [`UringStream::poll_read_take`]); `None` at the end of the stream.
+    fn poll_read_take(
+        &mut self,
+        i: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Option<BytesMut>>> {
+        if let Some((bid, start, end)) = self.slot_mut(i).rx.pop_front() {
+            let bytes = self.bufs.lend(bid, start as usize, end as usize);
+            if !self.starved.is_empty() {
+                self.feed_starved();
+            }
+            return Poll::Ready(Ok(Some(bytes)));
+        }
+        let s = self.slot_mut(i);
+        if let Some(e) = s.read_error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if s.eof {
+            return Poll::Ready(Ok(None));
         }
         s.read_waker = Some(cx.waker().clone());
         if !s.receiving {
@@ -1083,12 +1133,15 @@ struct BufRing {
     /// The entries the kernel reads: page-aligned, `BUFFERS` of them.
     entries: *mut types::BufRingEntry,
     layout: std::alloc::Layout,
-    /// The buffers themselves: `BUFFERS * BUFFER_SIZE` bytes of their own mapping (not
-    /// the allocator's, which may back it with huge pages: one byte received would make
-    /// 2 MiB resident), so only pages that held data count, and cold ones are given back.
-    memory: *mut u8,
-    /// Buffers whose pages may be resident (handed to the kernel since last released).
-    touched: Vec<bool>,
+    /// The buffers themselves, `BUFFER_SIZE` bytes each, allocated when first handed to
+    /// the kernel and freed when cold. The kernel writes a buffer's spare capacity (it
+    /// stays empty: what a completion says was received is read through [`get`]
+    /// (Self::get), or lent by [`lend`](Self::lend), which moves the bytes out). A
+    /// buffer's allocation does not move while the kernel may write it.
+    homes: Vec<BytesMut>,
+    /// Buffers lent out with their bytes ([`lend`](Self::lend)): each comes back to the
+    /// stack once the views into it are gone ([`reclaim`](Self::reclaim)).
+    lent: Vec<u16>,
     /// Touched buffers on the stack.
     resident: usize,
     /// Buffers the kernel ever filled (the idle timer compares it).
@@ -1123,30 +1176,13 @@ impl BufRing {
         if entries.is_null() {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
-        // SAFETY: an anonymous private mapping; the result is checked.
-        let memory = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                MEMORY,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if memory == libc::MAP_FAILED {
-            let e = io::Error::last_os_error();
-            // SAFETY: allocated above with this layout, not registered yet.
-            unsafe { std::alloc::dealloc(entries.cast(), layout) };
-            return Err(e);
-        }
-        // SAFETY: advice on our own mapping; failure only leaves huge pages possible.
-        let _ = unsafe { libc::madvise(memory, MEMORY, libc::MADV_NOHUGEPAGE) };
         let mut ring = Self {
             entries,
             layout,
-            memory: memory.cast(),
-            touched: vec![false; usize::from(BUFFERS)],
+            homes: std::iter::repeat_with(BytesMut::new)
+                .take(usize::from(BUFFERS))
+                .collect(),
+            lent: Vec::new(),
             resident: 0,
             taken_total: 0,
             tail: 0,
@@ -1166,12 +1202,50 @@ impl BufRing {
         Ok(ring)
     }
 
-    /// Buffer `bid`, which a completion handed back (the kernel is done writing it).
-    fn get(&self, bid: u16) -> &[u8] {
-        let start = usize::from(bid % BUFFERS) * BUFFER_SIZE;
-        // SAFETY: inside the mapping; the kernel writes a buffer only while it is in its
-        // ring, and a buffer named by a completion is not until it is recycled.
-        unsafe { std::slice::from_raw_parts(self.memory.add(start), BUFFER_SIZE) }
+    /// The first `end` bytes of buffer `bid`, which a completion said the kernel wrote
+    /// (and it writes a buffer only while the buffer is in its ring, which one named by a
+    /// completion is not until it is recycled).
+    fn get(&self, bid: u16, end: usize) -> &[u8] {
+        let home = &self.homes[usize::from(bid % BUFFERS)];
+        let end = end.min(home.capacity());
+        // SAFETY: inside the allocation (at most its capacity), and written by the kernel.
+        unsafe { std::slice::from_raw_parts(home.as_ptr(), end) }
+    }
+
+    /// Moves bytes `start..end` of buffer `bid` (received, see [`get`](Self::get)) out
+    /// as a buffer of their own, without copying: a view into the buffer's allocation. The
+    /// buffer comes back once every view into it is gone ([`reclaim`](Self::reclaim)).
+    fn lend(&mut self, bid: u16, start: usize, end: usize) -> BytesMut {
+        let home = &mut self.homes[usize::from(bid % BUFFERS)];
+        let end = end.min(home.capacity());
+        // SAFETY: the kernel wrote these bytes (the completion said so) and is done with
+        // the buffer; the length stays within the capacity.
+        unsafe { home.set_len(end) };
+        let mut bytes = home.split_to(end);
+        bytes.advance(start.min(end));
+        self.lent.push(bid);
+        bytes
+    }
+
+    /// Lent buffers whose views are all gone go back on the stack, rewound to their whole
+    /// allocation. One still held after [`LENT_MAX`] others were lent is replaced by a
+    /// new allocation (its memory stays with whoever holds the view).
+    fn reclaim(&mut self) {
+        let mut k = 0;
+        while k < self.lent.len() {
+            let bid = self.lent[k];
+            let home = &mut self.homes[usize::from(bid)];
+            if home.try_reclaim(BUFFER_SIZE) {
+                self.lent.swap_remove(k);
+                self.recycle(bid);
+            } else if self.lent.len() > LENT_MAX {
+                *home = BytesMut::new();
+                self.lent.swap_remove(k);
+                self.stack.push(bid);
+            } else {
+                k += 1;
+            }
+        }
     }
 
     /// Buffer `bid` was read: it goes back on the stack.
@@ -1189,18 +1263,10 @@ impl BufRing {
                 return;
             }
             let bid = usize::from(self.stack[k]);
-            if self.touched[bid] {
-                self.touched[bid] = false;
+            if self.homes[bid].capacity() > 0 {
+                // A free buffer (on the stack: neither the kernel's nor a reader's).
+                self.homes[bid] = BytesMut::new();
                 self.resident -= 1;
-                // SAFETY: a free buffer (on the stack: neither the kernel's nor a
-                // reader's) inside our mapping; its pages read as zeros after this.
-                let _ = unsafe {
-                    libc::madvise(
-                        self.memory.add(bid * BUFFER_SIZE).cast(),
-                        BUFFER_SIZE,
-                        libc::MADV_DONTNEED,
-                    )
-                };
             }
         }
     }
@@ -1248,14 +1314,15 @@ impl BufRing {
             };
             self.in_ring += 1;
             self.handed += 1;
-            if self.touched[usize::from(bid)] {
+            let home = &mut self.homes[usize::from(bid)];
+            if home.capacity() >= BUFFER_SIZE {
                 self.resident -= 1;
             } else {
-                self.touched[usize::from(bid)] = true;
+                *home = BytesMut::with_capacity(BUFFER_SIZE);
             }
             let idx = usize::from(self.tail & (BUFFERS - 1));
-            // SAFETY: `bid < BUFFERS`: inside the mapping.
-            let addr = unsafe { self.memory.add(usize::from(bid) * BUFFER_SIZE) } as u64;
+            // The kernel writes from the start of the (empty) buffer's capacity.
+            let addr = home.as_mut_ptr() as u64;
             // SAFETY: `idx < BUFFERS`, inside the allocation.
             let entry = unsafe { &mut *self.entries.add(idx) };
             entry.set_addr(addr);
@@ -1277,11 +1344,10 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated and mapped in `new` with this layout and size; the ring was
-        // dropped before us, so the kernel no longer uses either.
+        // SAFETY: allocated in `new` with this layout; the ring was dropped before us, so
+        // the kernel no longer uses it (nor the buffers, freed after this).
         unsafe {
             std::alloc::dealloc(self.entries.cast(), self.layout);
-            libc::munmap(self.memory.cast(), MEMORY);
         }
     }
 }
@@ -1320,18 +1386,16 @@ mod tests {
         assert!(b.stack.is_empty(), "starving hands over every free buffer");
     }
 
-    /// Releasing gives the coldest free buffers back to the system (their pages read as
-    /// zeros again) and keeps the most recently used; a round of traffic keeps them all.
+    /// Releasing frees the coldest free buffers and keeps the most recently used; a
+    /// round of traffic keeps them all.
     #[test]
     fn cold_buffers_are_released_when_the_thread_goes_idle() {
         let (_uring, mut b) = ring();
-        // Take 100 buffers out as the kernel would, write into them, then read them back
+        // Take 100 buffers out as the kernel would fill them, then read them back
         // (recycle), coldest first.
         let bids: Vec<u16> = (0..100).map(|_| b.stack.pop().unwrap()).collect();
         for &bid in &bids {
-            b.touched[usize::from(bid)] = true;
-            // SAFETY (test): the buffer is ours (off the kernel's ring and the stack).
-            unsafe { *b.memory.add(usize::from(bid) * BUFFER_SIZE) = 0xAB };
+            b.homes[usize::from(bid)] = BytesMut::with_capacity(BUFFER_SIZE);
         }
         for &bid in &bids {
             b.recycle(bid);
@@ -1341,17 +1405,59 @@ mod tests {
         assert_eq!(b.resident, 100, "a round releases nothing");
         b.release_cold(IDLE_RESIDENT);
         assert_eq!(b.resident, IDLE_RESIDENT);
-        let first = |b: &BufRing, bid: u16| b.get(bid)[0];
+        let held = |b: &BufRing, bid: u16| b.homes[usize::from(bid)].capacity();
         for &bid in &bids[..100 - IDLE_RESIDENT] {
-            assert_eq!(first(&b, bid), 0, "buffer {bid} was released");
+            assert_eq!(held(&b, bid), 0, "buffer {bid} was released");
         }
         for &bid in &bids[100 - IDLE_RESIDENT..] {
-            assert_eq!(
-                first(&b, bid),
-                0xAB,
+            assert!(
+                held(&b, bid) >= BUFFER_SIZE,
                 "buffer {bid} is among the hottest, kept"
             );
         }
+    }
+
+    /// A lent buffer comes back, whole, once its views are gone, and not before; one held
+    /// too long is replaced by new memory while its view stays intact.
+    #[test]
+    fn lent_buffers_come_back_when_their_views_are_dropped() {
+        let (_uring, mut b) = ring();
+        let bid = b.stack.pop().unwrap();
+        let home = &mut b.homes[usize::from(bid)];
+        *home = BytesMut::with_capacity(BUFFER_SIZE);
+        let base = home.as_ptr();
+        // SAFETY (test): as the kernel would, write into the empty buffer's capacity.
+        unsafe { std::ptr::copy_nonoverlapping(b"xxhello".as_ptr(), home.as_mut_ptr(), 7) };
+        let mut view = b.lend(bid, 2, 7);
+        assert_eq!(&view[..], b"hello");
+        let payload = view.split_to(5).freeze();
+        drop(view);
+        b.reclaim();
+        assert!(!b.stack.contains(&bid), "still viewed by the payload");
+        drop(payload);
+        b.reclaim();
+        assert_eq!(b.stack.last(), Some(&bid));
+        assert!(b.lent.is_empty());
+        let home = &b.homes[usize::from(bid)];
+        assert_eq!(
+            (home.as_ptr(), home.len()),
+            (base, 0),
+            "rewound to its start"
+        );
+        assert!(home.capacity() >= BUFFER_SIZE);
+
+        // Held views: past LENT_MAX the buffers are replaced, the views keep their bytes.
+        let mut views = Vec::new();
+        for _ in 0..=LENT_MAX {
+            let bid = b.stack.pop().unwrap();
+            b.homes[usize::from(bid)] = BytesMut::with_capacity(BUFFER_SIZE);
+            // SAFETY (test): as above.
+            unsafe { *b.homes[usize::from(bid)].as_mut_ptr() = 7 };
+            views.push(b.lend(bid, 0, 1));
+        }
+        b.reclaim();
+        assert!(b.lent.len() <= LENT_MAX);
+        assert!(views.iter().all(|v| v[..] == [7]));
     }
 
     /// A thread that received nothing for `IDLE_AFTER` gives its cold buffers back (the
