@@ -18,6 +18,10 @@ use crate::pool;
 
 /// Runs of queued bytes handed to one vectored write (a burst of broadcast frames).
 const MAX_WRITE_SLICES: usize = 64;
+/// Payloads sent by reference over io_uring from this size (those the connection already
+/// queues by reference).
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+const OWNED_SEND_MIN: usize = 4096;
 
 /// A WebSocket connection after the handshake, over a stream `S` (TCP, TLS, a Unix socket, a
 /// hyper upgrade, an in-memory duplex).
@@ -158,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `Event::Close` or a protocol error, await [`finish`](Self::finish) (the reply or the
     /// error's close frame is already queued).
     pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
-        self.poll_next_event_with(cx, Self::poll_fill)
+        self.poll_next_event_with(cx, Self::poll_fill, Self::poll_flush)
     }
 
     /// [`poll_next_event`](Self::poll_next_event) with the read a transport does best.
@@ -167,6 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &mut self,
         cx: &mut Context<'_>,
         fill: fn(&mut Self, &mut Context<'_>) -> Poll<io::Result<usize>>,
+        flush: fn(&mut Self, &mut Context<'_>) -> Poll<Result<(), Error>>,
     ) -> Poll<Result<Option<Event>, Error>> {
         loop {
             match self.conn.poll_event() {
@@ -178,7 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Ok(None));
             }
             if !self.conn.transmit_is_empty() {
-                match self.poll_flush(cx) {
+                match flush(self, cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => return Poll::Pending,
@@ -428,7 +433,28 @@ impl WebSocket<crate::uring::UringStream> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Event>, Error>> {
-        self.poll_next_event_with(cx, Self::poll_fill_take)
+        self.poll_next_event_with(cx, Self::poll_fill_take, Self::poll_flush_take)
+    }
+
+    /// [`poll_flush`](Self::poll_flush), but a large message queued by reference (a
+    /// header and a payload, nothing else) is handed to the ring as it is
+    /// ([`UringStream::send_owned`](crate::uring::UringStream::send_owned)), not copied.
+    pub fn poll_flush_take(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let mut runs = [IoSlice::new(&[]); 3];
+        if self.conn.transmit_slices(&mut runs) == 2
+            && runs[1].len() >= OWNED_SEND_MIN
+            && self.stream.send_idle()
+        {
+            if let (Some(head), Some(payload)) = (
+                self.conn.take_transmit_chunk(),
+                self.conn.take_transmit_chunk(),
+            ) {
+                // The header is copied and let go at once, so the transmit buffer it was
+                // split from is whole again when it goes back to the pool.
+                self.stream.send_owned(&head, payload).map_err(Error::Io)?;
+            }
+        }
+        self.poll_flush(cx)
     }
 
     /// Reads into the connection's buffer: with nothing buffered, by taking the next

@@ -70,7 +70,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -196,6 +196,24 @@ impl UringStream {
 }
 
 impl UringStream {
+    /// Whether nothing waits to be sent, so [`send_owned`](Self::send_owned) sends by
+    /// reference.
+    pub fn send_idle(&self) -> bool {
+        self.ring.lock().send_idle(self.slot)
+    }
+
+    /// Sends `head` then `payload` in one `sendmsg(2)`, holding the payload (not copying
+    /// it) until the kernel is done with it, when nothing else waits to be sent (see
+    /// [`send_idle`](Self::send_idle)) and `head` is 32 bytes at most (it is copied: a
+    /// frame header); else copying both after what waits. Never waits itself; like
+    /// `poll_write`, the bytes go out with the ring's next submission.
+    ///
+    /// # Errors
+    /// A failed earlier send's error.
+    pub fn send_owned(&mut self, head: &[u8], payload: Bytes) -> io::Result<()> {
+        self.ring.lock().send_owned(self.slot, head, payload)
+    }
+
     /// Reads the next run of received bytes by taking them: the buffer the kernel received
     /// them into is handed over as it is (a view into the ring's memory), where
     /// [`poll_read`](AsyncRead::poll_read) would copy them. The memory goes back to the
@@ -318,7 +336,7 @@ impl AsyncWrite for UringStream {
         if let Some(e) = s.write_error.take() {
             return Poll::Ready(Err(e));
         }
-        if s.sending || !s.filling.is_empty() {
+        if s.sending || s.owned.is_some() || !s.filling.is_empty() {
             s.write_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
@@ -358,6 +376,9 @@ struct Inner {
     /// Empty write buffers, lent to streams that write and taken back once their sends
     /// are done, so an idle stream holds none (and a busy one allocates none per write).
     spare: Vec<Vec<u8>>,
+    /// Emptied owned-send states, reused.
+    #[allow(clippy::vec_box)]
+    owned_spare: Vec<Box<OwnedSend>>,
     free: Vec<usize>,
     bufs: BufRing,
     /// Streams whose receive found no free buffer, in order; queued again as buffers return.
@@ -395,12 +416,77 @@ struct Slot {
     sent: usize,
     /// Bytes written since the running send started.
     filling: Vec<u8>,
+    /// A send of buffers held by reference ([`UringStream::send_owned`]), running; sent
+    /// before `filling`.
+    owned: Option<Box<OwnedSend>>,
     /// A cancel of the multishot receive is on its way (the reader fell behind).
     cancelling: bool,
     write_error: Option<io::Error>,
     write_waker: Option<Waker>,
     /// The handle was dropped: free the slot once nothing runs.
     orphan: bool,
+}
+
+/// The longest head [`UringStream::send_owned`] takes (a frame header is at most 14).
+const OWNED_HEAD_MAX: usize = 32;
+
+/// One `sendmsg(2)` of a short head (copied here) and a payload the ring holds until the
+/// kernel is done with it.
+struct OwnedSend {
+    head: [u8; OWNED_HEAD_MAX],
+    head_len: usize,
+    payload: Bytes,
+    /// How much of the head and payload (together) is sent.
+    sent: usize,
+    /// What the submitted entry points at (stable: boxed, and kept until completion).
+    iov: [libc::iovec; 2],
+    msg: libc::msghdr,
+}
+
+// SAFETY: the raw pointers point into `runs` (owned here) and `iov`.
+unsafe impl Send for OwnedSend {}
+
+impl OwnedSend {
+    fn new() -> Self {
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        Self {
+            head: [0; OWNED_HEAD_MAX],
+            head_len: 0,
+            payload: Bytes::new(),
+            sent: 0,
+            iov: [iov; 2],
+            // SAFETY: all-zero is a valid (empty) msghdr.
+            msg: unsafe { std::mem::zeroed() },
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.head_len + self.payload.len()
+    }
+
+    /// Points the message at what is not sent yet.
+    fn prepare(&mut self) -> *const libc::msghdr {
+        let mut skip = self.sent;
+        let mut n = 0;
+        for r in [&self.head[..self.head_len], &self.payload[..]] {
+            if skip >= r.len() {
+                skip -= r.len();
+                continue;
+            }
+            self.iov[n] = libc::iovec {
+                iov_base: r[skip..].as_ptr().cast_mut().cast(),
+                iov_len: r.len() - skip,
+            };
+            skip = 0;
+            n += 1;
+        }
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = n as _;
+        &self.msg
+    }
 }
 
 impl Ring {
@@ -459,6 +545,7 @@ impl Ring {
             uring,
             slots: Slots::default(),
             spare: Vec::new(),
+            owned_spare: Vec::new(),
             free: Vec::new(),
             bufs,
             starved: std::collections::VecDeque::new(),
@@ -575,6 +662,7 @@ impl Inner {
             inflight: Vec::new(),
             sent: 0,
             filling: Vec::new(),
+            owned: None,
             cancelling: false,
             write_error: None,
             write_waker: None,
@@ -651,6 +739,92 @@ impl Inner {
             .build()
             .user_data(user_data(i, RECV));
         self.push(&e);
+    }
+
+    /// Queues the slot's owned send (what of it is not sent yet).
+    fn queue_owned(&mut self, i: usize) {
+        let s = self.slot_mut(i);
+        let fd = s.fd.as_raw_fd();
+        let Some(o) = s.owned.as_deref_mut() else {
+            return;
+        };
+        let msg = o.prepare();
+        s.sending = true;
+        let e = opcode::SendMsg::new(types::Fd(fd), msg)
+            .build()
+            .user_data(user_data(i, SEND));
+        self.push(&e);
+    }
+
+    /// Whether nothing waits to be sent, so an owned send may start.
+    fn send_idle(&mut self, i: usize) -> bool {
+        let s = self.slot(i);
+        !s.sending && s.owned.is_none() && s.filling.is_empty() && s.inflight.len() == s.sent
+    }
+
+    /// Sends `head` (copied) then `payload` (by reference) when nothing else waits to be
+    /// sent, else copies both after what does.
+    fn send_owned(&mut self, i: usize, head: &[u8], payload: Bytes) -> io::Result<()> {
+        if let Some(e) = self.slot_mut(i).write_error.take() {
+            return Err(e);
+        }
+        if !self.send_idle(i) || head.len() > OWNED_HEAD_MAX {
+            let s = self.slot_mut(i);
+            s.filling.extend_from_slice(head);
+            s.filling.extend_from_slice(&payload);
+            if !s.sending {
+                self.queue_send(i);
+            }
+            return Ok(());
+        }
+        let mut o = self
+            .owned_spare
+            .pop()
+            .unwrap_or_else(|| Box::new(OwnedSend::new()));
+        o.head[..head.len()].copy_from_slice(head);
+        o.head_len = head.len();
+        o.payload = payload;
+        o.sent = 0;
+        self.slot_mut(i).owned = Some(o);
+        self.queue_owned(i);
+        Ok(())
+    }
+
+    /// An owned send completed with `res`.
+    fn owned_sent(&mut self, i: usize, res: i32) {
+        let s = self.slot_mut(i);
+        s.sending = false;
+        let Some(o) = s.owned.as_deref_mut() else {
+            return;
+        };
+        if res >= 0 {
+            o.sent += res.unsigned_abs() as usize;
+            if o.sent < o.len() {
+                if s.write_error.is_none() {
+                    self.queue_owned(i);
+                }
+                return;
+            }
+        } else if res == -libc::EAGAIN {
+            if s.write_error.is_none() {
+                self.queue_owned(i);
+            }
+            return;
+        } else {
+            s.write_error = Some(io::Error::from_raw_os_error(-res));
+            s.filling.clear();
+        }
+        // Done (or failed): the runs are let go, so their memory can be reused.
+        if let Some(mut o) = s.owned.take() {
+            o.payload = Bytes::new();
+            if self.owned_spare.len() < SPARES {
+                self.owned_spare.push(o);
+            }
+        }
+        let s = self.slot_mut(i);
+        if !s.filling.is_empty() && s.write_error.is_none() {
+            self.queue_send(i);
+        }
     }
 
     fn queue_send(&mut self, i: usize) {
@@ -968,6 +1142,12 @@ impl Inner {
                     s.read_error = Some(io::Error::from_raw_os_error(-res));
                 }
                 if let Some(w) = self.slot_mut(i).read_waker.take() {
+                    self.wake.push(w);
+                }
+            }
+            SEND if s.owned.is_some() => {
+                self.owned_sent(i, res);
+                if let Some(w) = self.slot_mut(i).write_waker.take() {
                     self.wake.push(w);
                 }
             }

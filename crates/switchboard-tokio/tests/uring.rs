@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use switchboard_tokio::uring::{before_park, UringStream};
-use switchboard_tokio::{accept, connect, CloseCode, Config, Message, State};
+use switchboard_tokio::{accept, connect, CloseCode, Config, Event, Message, State};
 use tokio::io::AsyncRead;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,16 +20,39 @@ fn with_hook<F: Future<Output = ()>>(workers: usize, f: F) {
         .block_on(f);
 }
 
-/// An echo server whose accepted streams are `UringStream`s.
-async fn uring_echo_server() -> std::net::SocketAddr {
+/// An echo server whose accepted streams are `UringStream`s, echoing with [`echo`] or, when
+/// `taking`, with [`echo_taking`].
+async fn uring_echo_server(taking: bool) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(echo(UringStream::from_tokio(tcp).unwrap()));
+            let stream = UringStream::from_tokio(tcp).unwrap();
+            if taking {
+                tokio::spawn(echo_taking(stream));
+            } else {
+                tokio::spawn(echo(stream));
+            }
         }
     });
     addr
+}
+
+/// As [`echo`], the way `serve`'s `/echo` does it: reads take the ring's receive buffers
+/// and large replies are sent by reference (`poll_next_event_take`).
+async fn echo_taking(stream: UringStream) {
+    let mut ws = accept(stream, Config::default()).await.unwrap();
+    loop {
+        match std::future::poll_fn(|cx| ws.poll_next_event_take(cx)).await {
+            Ok(Some(Event::Message(m))) => ws.feed(&m).unwrap(),
+            Ok(Some(Event::Close(_))) => {
+                let _ = ws.finish().await;
+                return;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
 }
 
 /// Accepts a WebSocket on `stream` and echoes its messages until the peer closes.
@@ -41,7 +64,10 @@ async fn echo(stream: UringStream) {
 }
 
 async fn echo_round_trips() {
-    let addr = uring_echo_server().await;
+    round_trips(uring_echo_server(false).await).await;
+}
+
+async fn round_trips(addr: std::net::SocketAddr) {
     let (mut ws, _) = connect(&format!("ws://{addr}/")).await.unwrap();
     // Sizes around the 4 KiB receive buffers, the 8 KiB direct sends and the 256 KiB
     // write limit.
@@ -88,6 +114,26 @@ fn websocket_echo_on_two_workers_with_the_park_hook() {
         let mut tasks = Vec::new();
         for _ in 0..8 {
             tasks.push(tokio::spawn(echo_round_trips()));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+/// The taking echo gets every size back intact: messages within one receive buffer (parsed
+/// where the kernel put them, sent by reference), messages spanning many (copied on from
+/// the first), and bursts of small ones; on one worker and on two.
+#[test]
+fn taking_echo_round_trips() {
+    with_hook(1, async {
+        round_trips(uring_echo_server(true).await).await
+    });
+    with_hook(2, async {
+        let addr = uring_echo_server(true).await;
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            tasks.push(tokio::spawn(round_trips(addr)));
         }
         for t in tasks {
             t.await.unwrap();
