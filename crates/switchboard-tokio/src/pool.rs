@@ -24,6 +24,10 @@ thread_local! {
     // Boxed on purpose: the boxes move into connections' buffer slots and back.
     #[allow(clippy::vec_box)]
     static POOL: RefCell<Vec<Box<BytesMut>>> = const { RefCell::new(Vec::new()) };
+    /// Empty boxes (holding no memory), for buffers that move into and out of slots
+    /// without one (io_uring's lent receive buffers).
+    #[allow(clippy::vec_box)]
+    static BOXES: RefCell<Vec<Box<BytesMut>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The least room a pooled buffer has: a buffer is rewound (its consumed front reclaimed)
@@ -38,10 +42,55 @@ pub(crate) fn take() -> Box<BytesMut> {
 
 /// Makes sure `slot` holds a buffer with memory (a pooled one if it has none).
 pub(crate) fn fill(slot: &mut Option<Box<BytesMut>>) -> &mut BytesMut {
-    if slot.as_ref().is_none_or(|b| b.capacity() == 0) {
-        *slot = Some(take());
+    match slot {
+        Some(b) if b.capacity() == 0 => {
+            // Swapped, not replaced: the emptied box is kept for `put`.
+            let mut p = take();
+            std::mem::swap(&mut **b, &mut *p);
+            *p = BytesMut::new();
+            keep_box(p);
+        }
+        Some(_) => {}
+        None => *slot = Some(take()),
     }
     slot.get_or_insert_with(take)
+}
+
+/// Puts `bytes` (memory of its own, such as a lent receive buffer) in the empty `slot`; a
+/// pooled buffer the slot held goes back to the pool. Allocates nothing once warm.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+pub(crate) fn put(slot: &mut Option<Box<BytesMut>>, bytes: BytesMut) {
+    match slot {
+        Some(b) => {
+            let old = std::mem::replace(&mut **b, bytes);
+            if old.capacity() > 0 {
+                let mut bx = empty_box();
+                *bx = old;
+                give(bx);
+            }
+        }
+        None => {
+            let mut bx = empty_box();
+            *bx = bytes;
+            *slot = Some(bx);
+        }
+    }
+}
+
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+fn empty_box() -> Box<BytesMut> {
+    BOXES
+        .with(|b| b.borrow_mut().pop())
+        .unwrap_or_else(|| Box::new(BytesMut::new()))
+}
+
+fn keep_box(b: Box<BytesMut>) {
+    BOXES.with(|bs| {
+        let mut bs = bs.borrow_mut();
+        if bs.len() < POOL_MAX {
+            bs.push(b);
+        }
+    });
 }
 
 /// Gives the buffer in `slot` back if it is empty; it then holds none.

@@ -22,6 +22,10 @@ const MAX_WRITE_SLICES: usize = 64;
 /// queues by reference).
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 const OWNED_SEND_MIN: usize = 4096;
+/// Received runs taken from the io_uring ring, not copied, from this size (smaller ones
+/// cost less to copy than to lend and reclaim a buffer for).
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+const TAKE_MIN: usize = 2048;
 
 /// A WebSocket connection after the handshake, over a stream `S` (TCP, TLS, a Unix socket, a
 /// hyper upgrade, an in-memory duplex).
@@ -464,23 +468,8 @@ impl WebSocket<crate::uring::UringStream> {
         if slot.as_ref().is_some_and(|b| !b.is_empty()) {
             return self.poll_fill(cx);
         }
-        match self.stream.poll_read_take(cx) {
-            Poll::Ready(Ok(Some(bytes))) => {
-                let n = bytes.len();
-                match slot {
-                    Some(b) => {
-                        // An empty pooled buffer (from the handshake) goes back to the pool.
-                        let old = std::mem::replace(&mut **b, bytes);
-                        if old.capacity() >= pool::MIN_ROOM {
-                            pool::give(Box::new(old));
-                        }
-                    }
-                    None => *slot = Some(Box::new(bytes)),
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Ok(None)) => Poll::Ready(Ok(0)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        match self.stream.poll_read_take(cx, TAKE_MIN, slot) {
+            Poll::Ready(r) => Poll::Ready(r),
             Poll::Pending => {
                 match slot {
                     // A taken buffer, used up: let go of the ring's memory, keeping the

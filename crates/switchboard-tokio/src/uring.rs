@@ -75,6 +75,8 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::pool;
+
 /// Provided receive buffers per ring (a power of two).
 const BUFFERS: u16 = 512;
 /// Bytes per provided receive buffer.
@@ -214,17 +216,28 @@ impl UringStream {
         self.ring.lock().send_owned(self.slot, head, payload)
     }
 
-    /// Reads the next run of received bytes by taking them: the buffer the kernel received
-    /// them into is handed over as it is (a view into the ring's memory), where
-    /// [`poll_read`](AsyncRead::poll_read) would copy them. The memory goes back to the
-    /// ring once the returned buffer and everything split from it are dropped, so keep it
-    /// briefly: a reader that holds many starves the ring of buffers (it replaces those
-    /// held longest with new memory). `None` at the end of the stream.
+    /// Reads the next run of received bytes into `dst`, an empty buffer slot (as
+    /// [`Connection::read_buf_slot`](switchboard_proto::Connection::read_buf_slot) gives):
+    /// a run of `take_min` bytes or more is handed over as it is, the buffer the kernel
+    /// received it into (a view into the ring's memory), where
+    /// [`poll_read`](AsyncRead::poll_read) would copy it; a shorter one is copied into a
+    /// pooled buffer (copying a few bytes costs less than lending a buffer). Lent memory
+    /// goes back to the ring once the buffer and everything split from it are dropped, so
+    /// keep it briefly: a reader that holds many starves the ring of buffers (it replaces
+    /// those held longest with new memory). Returns how many bytes `dst` got; 0 at the end
+    /// of the stream.
     ///
     /// # Errors
     /// The receive's error.
-    pub fn poll_read_take(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<BytesMut>>> {
-        self.ring.lock().poll_read_take(self.slot, cx)
+    pub fn poll_read_take(
+        &mut self,
+        cx: &mut Context<'_>,
+        take_min: usize,
+        dst: &mut Option<Box<BytesMut>>,
+    ) -> Poll<io::Result<usize>> {
+        self.ring
+            .lock()
+            .poll_read_take(self.slot, cx, take_min, dst)
     }
 }
 
@@ -888,26 +901,46 @@ impl Inner {
         Poll::Pending
     }
 
-    /// The next run of received bytes, moved out without a copy (see
-    /// [`UringStream::poll_read_take`]); `None` at the end of the stream.
+    /// Reads the next run of received bytes into the empty buffer slot `dst`: moved in
+    /// as it is when `take_min` bytes or more, else copied (see
+    /// [`UringStream::poll_read_take`]). `Ok(0)` at the end of the stream.
     fn poll_read_take(
         &mut self,
         i: usize,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<Option<BytesMut>>> {
-        if let Some((bid, start, end)) = self.slot_mut(i).rx.pop_front() {
-            let bytes = self.bufs.lend(bid, start as usize, end as usize);
-            if !self.starved.is_empty() {
-                self.feed_starved();
+        take_min: usize,
+        dst: &mut Option<Box<BytesMut>>,
+    ) -> Poll<io::Result<usize>> {
+        if let Some((bid, start, end)) = self.slot(i).rx.front() {
+            let (start, end) = (start as usize, end as usize);
+            if end - start >= take_min {
+                self.slot_mut(i).rx.pop_front();
+                let bytes = self.bufs.lend(bid, start, end);
+                if !self.starved.is_empty() {
+                    self.feed_starved();
+                }
+                pool::put(dst, bytes);
+                return Poll::Ready(Ok(end - start));
             }
-            return Poll::Ready(Ok(Some(bytes)));
+            let buf = pool::fill(dst);
+            let n = end - start;
+            buf.reserve(n);
+            buf.extend_from_slice(&self.bufs.get(bid, end)[start..start + n]);
+            let s = self.slot_mut(i);
+            if start + n == end {
+                s.rx.pop_front();
+                self.give_back(bid);
+            } else {
+                s.rx.advance_front(n as u32);
+            }
+            return Poll::Ready(Ok(n));
         }
         let s = self.slot_mut(i);
         if let Some(e) = s.read_error.take() {
             return Poll::Ready(Err(e));
         }
         if s.eof {
-            return Poll::Ready(Ok(None));
+            return Poll::Ready(Ok(0));
         }
         s.read_waker = Some(cx.waker().clone());
         if !s.receiving {
