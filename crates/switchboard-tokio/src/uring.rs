@@ -32,9 +32,10 @@
 //!   ring, allocated as the ring first needs them): armed once per stream, a receive holds
 //!   no buffer until data arrives. `poll_read` copies the bytes into the reader's buffer
 //!   and the provided buffer goes back, hottest first; [`UringStream::poll_read_take`]
-//!   hands the bytes over where they are instead, and the buffer goes back once they are
-//!   dropped ([`WebSocket::poll_next_event_take`](crate::WebSocket::poll_next_event_take)
-//!   reads so). The kernel's ring holds only a window of them (twice what
+//!   hands runs of 2 KiB or more over where they are instead, and the buffer goes back
+//!   once they are dropped
+//!   ([`WebSocket::poll_next_event_take`](crate::WebSocket::poll_next_event_take) reads
+//!   so). The kernel's ring holds only a window of them (twice what
 //!   the last round took, at least 16): it hands out buffers first-in first-out, so
 //!   keeping every free buffer in it would spread receives over 16 MiB of cold memory.
 //!   A stream that holds 8 unread buffers has its receive cancelled until its reader
@@ -47,11 +48,13 @@
 //!   handed to the ring (submitted at the next park, or at once from a thread without
 //!   [`before_park`]); errors surface on the next call. `poll_shutdown` waits until every
 //!   byte is sent. At most 256 KiB wait per stream; beyond that `poll_write` is pending
-//!   until sends complete.
-//! - **Costs**, measured in docs/benchmarks.md: less CPU per message than epoll, least
-//!   so per 16 KiB message (a write is copied once more than over epoll, and so is a
-//!   read that does not take its buffer); a little more memory per idle connection (its
-//!   slot).
+//!   until sends complete. [`UringStream::send_owned`] sends a header and a payload
+//!   `Bytes` in one `sendmsg(2)` without copying the payload (the ring holds it until the
+//!   kernel is done), when nothing else waits to be sent.
+//! - **Costs**, measured in docs/benchmarks.md: less CPU per message than epoll (with
+//!   the taking read and the owned send, a 16 KiB echo is not copied in user space at
+//!   all; through plain `poll_read`/`poll_write` it is copied once more each way than over
+//!   epoll); a little more memory per idle connection (its slot).
 //! - **Completions** are collected in [`before_park`], and by a task per ring that waits on
 //!   an eventfd. The eventfd is armed whenever the thread parks (a task woken there may
 //!   run on another worker while this one sleeps) and disarmed while the thread runs.
