@@ -84,7 +84,8 @@ fn empty_box() -> Box<BytesMut> {
         .unwrap_or_else(|| Box::new(BytesMut::new()))
 }
 
-fn keep_box(b: Box<BytesMut>) {
+/// Keeps an empty box (holding no memory) for [`put`].
+pub(crate) fn keep_box(b: Box<BytesMut>) {
     BOXES.with(|bs| {
         let mut bs = bs.borrow_mut();
         if bs.len() < POOL_MAX {

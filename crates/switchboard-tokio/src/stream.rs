@@ -471,11 +471,17 @@ impl WebSocket<crate::uring::UringStream> {
         match self.stream.poll_read_take(cx, TAKE_MIN, slot) {
             Poll::Ready(r) => Poll::Ready(r),
             Poll::Pending => {
-                match slot {
-                    // A taken buffer, used up: let go of the ring's memory, keeping the
-                    // box, so the next take allocates nothing.
-                    Some(b) if b.capacity() == 0 => **b = BytesMut::new(),
-                    _ => pool::give_back(slot),
+                match slot.take() {
+                    // A taken buffer used up (or none yet): let go of the ring's memory and
+                    // keep the box for the next take, not in this idle connection.
+                    Some(mut b) if b.capacity() == 0 => {
+                        *b = BytesMut::new();
+                        pool::keep_box(b);
+                    }
+                    other => {
+                        *slot = other;
+                        pool::give_back(slot);
+                    }
                 }
                 Poll::Pending
             }

@@ -1039,7 +1039,11 @@ impl Inner {
 
     /// Frees an orphaned slot with nothing running; the descriptor closes with it.
     fn maybe_free(&mut self, i: usize) {
-        let s = self.slot(i);
+        // Already freed: a push that submitted and reaped (a full batch) may have completed
+        // the slot's last operation and freed it there.
+        let Some(s) = self.slots.get(i) else {
+            return;
+        };
         if s.orphan && !s.receiving && !s.sending {
             *self.slots.entry(i) = None;
             self.free.push(i);
