@@ -879,17 +879,29 @@ impl Inner {
             let n = (end - start).min(buf.remaining());
             buf.put_slice(&self.bufs.get(bid, end)[start..start + n]);
             copied = true;
-            let s = self.slot_mut(i);
-            if start + n == end {
-                s.rx.pop_front();
-                self.give_back(bid);
-            } else {
-                s.rx.advance_front(n as u32);
-            }
+            self.consume_front(i, bid, start + n == end, n);
         }
         if copied {
             return Poll::Ready(Ok(()));
         }
+        self.poll_nothing_received(i, cx)
+    }
+
+    /// Marks `n` bytes of slot `i`'s first received run (in buffer `bid`) read; when that
+    /// was all of it (`whole`), the buffer goes back.
+    fn consume_front(&mut self, i: usize, bid: u16, whole: bool, n: usize) {
+        let s = self.slot_mut(i);
+        if whole {
+            s.rx.pop_front();
+            self.give_back(bid);
+        } else {
+            s.rx.advance_front(n as u32);
+        }
+    }
+
+    /// Nothing received is left to read: the receive's error, the end of the stream
+    /// (`Ok`), or pending with the receive armed.
+    fn poll_nothing_received(&mut self, i: usize, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let s = self.slot_mut(i);
         if let Some(e) = s.read_error.take() {
             return Poll::Ready(Err(e));
@@ -925,31 +937,14 @@ impl Inner {
                 pool::put(dst, bytes);
                 return Poll::Ready(Ok(end - start));
             }
+            // Copied whole (the slot was empty, so the run fits once reserved).
             let buf = pool::fill(dst);
-            let n = end - start;
-            buf.reserve(n);
-            buf.extend_from_slice(&self.bufs.get(bid, end)[start..start + n]);
-            let s = self.slot_mut(i);
-            if start + n == end {
-                s.rx.pop_front();
-                self.give_back(bid);
-            } else {
-                s.rx.advance_front(n as u32);
-            }
-            return Poll::Ready(Ok(n));
+            buf.reserve(end - start);
+            buf.extend_from_slice(&self.bufs.get(bid, end)[start..end]);
+            self.consume_front(i, bid, true, end - start);
+            return Poll::Ready(Ok(end - start));
         }
-        let s = self.slot_mut(i);
-        if let Some(e) = s.read_error.take() {
-            return Poll::Ready(Err(e));
-        }
-        if s.eof {
-            return Poll::Ready(Ok(0));
-        }
-        s.read_waker = Some(cx.waker().clone());
-        if !s.receiving {
-            self.queue_recv(i);
-        }
-        Poll::Pending
+        self.poll_nothing_received(i, cx).map_ok(|()| 0)
     }
 
     fn poll_write(
