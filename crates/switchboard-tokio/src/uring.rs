@@ -40,7 +40,8 @@
 //!   keeping every free buffer in it would spread receives over 16 MiB of cold memory.
 //!   A stream that holds 8 unread buffers has its receive cancelled until its reader
 //!   catches up, so a slow reader cannot take every buffer. When the thread goes idle,
-//!   free buffers beyond the 16 hottest are given back to the system.
+//!   free buffers beyond the 16 hottest are given back to the system, and the hook set
+//!   with [`on_idle`] runs (to let the allocator return the freed memory).
 //! - **Writes** are write-behind: `poll_write` copies into a buffer lent to the stream
 //!   and queues a send; the buffer goes back when everything is sent, so an idle stream
 //!   holds none. (A direct `sendmsg(2)` for large writes saved the copy but cost more: it
@@ -135,6 +136,25 @@ pub fn before_park() {
     if let Some(ring) = ring {
         ring.run(true);
     }
+}
+
+/// What [`on_idle`] set.
+static IDLE_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets a function to run each time a thread's ring goes idle (it received nothing for
+/// 500 ms) and frees its cold receive buffers. That is the moment to ask the allocator to
+/// give freed memory back to the system: mimalloc, for one, does so only while the thread
+/// goes on allocating, which an idle thread does not (`switchboard serve` calls
+/// `mi_collect` here). It runs on the thread that handles the ring's completions, usually
+/// the ring's own. It can be set once; returns `false` if it already was.
+///
+/// ```
+/// fn collect() { /* e.g. the allocator's collect call */ }
+/// assert!(switchboard_tokio::uring::on_idle(collect));
+/// assert!(!switchboard_tokio::uring::on_idle(collect));
+/// ```
+pub fn on_idle(hook: fn()) -> bool {
+    IDLE_HOOK.set(hook).is_ok()
 }
 
 /// Checks that io_uring, with what this module needs, works here.
@@ -1129,6 +1149,9 @@ impl Inner {
             // and faulting them in again cost ~4 % of the CPU at 100 x 20 B.)
             if self.timer.take() == Some(self.bufs.taken_total) {
                 self.bufs.release_cold(IDLE_RESIDENT);
+                if let Some(hook) = IDLE_HOOK.get() {
+                    hook();
+                }
             }
             return;
         }

@@ -354,3 +354,66 @@ fn a_uring_listener_accepts_streams_for_the_ring() {
         }
     });
 }
+
+/// Calls of the hook set by [`the_idle_hook_runs_once_the_ring_goes_idle`] (from any ring
+/// of this test binary).
+static IDLE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Every peer writes, then every stream reads what its peer wrote.
+async fn burst(pairs: &mut [(UringStream, TcpStream)]) {
+    for (_, peer) in pairs.iter_mut() {
+        peer.write_all(b"burst").await.unwrap();
+    }
+    for (ours, _) in pairs.iter_mut() {
+        let mut got = [0u8; 5];
+        ours.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"burst");
+    }
+}
+
+fn count_idle() {
+    IDLE_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A burst that cycles more receive buffers than the ring keeps when idle, then quiet: the
+/// ring frees the cold buffers and runs the `on_idle` hook (where `serve` asks the
+/// allocator to give the freed memory back).
+#[test]
+fn the_idle_hook_runs_once_the_ring_goes_idle() {
+    assert!(switchboard_tokio::uring::on_idle(count_idle));
+    // On a worker: the park hook (which arms the idle timer) runs on workers only.
+    with_hook(1, async { tokio::spawn(idle_hook_body()).await.unwrap() });
+}
+
+async fn idle_hook_body() {
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut pairs = Vec::new();
+        for _ in 0..64 {
+            let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+            pairs.push((
+                UringStream::from_tokio(accepted.unwrap().0).unwrap(),
+                peer.unwrap(),
+            ));
+        }
+        // The first burst finds the kernel's ring short of buffers, so the ring hands it
+        // every buffer; the quiet rounds after shrink what it tops up to again; the second
+        // burst then leaves its buffers with the ring, free: more than it keeps when idle.
+        burst(&mut pairs).await;
+        for _ in 0..60 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        burst(&mut pairs).await;
+        // The ring waits 500 ms with nothing received before it calls the thread idle.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while IDLE_CALLS.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the idle hook did not run within 10 s of the burst"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        drop(pairs);
+    }
+}

@@ -372,6 +372,24 @@ fn disable_huge_pages() {
 #[cfg(not(target_os = "linux"))]
 fn disable_huge_pages() {}
 
+/// Asks mimalloc to give the memory freed on this thread back to the system now. By
+/// itself it does so only as the thread goes on allocating, so a thread that went idle
+/// after a burst (10,000 handshakes, and the receive buffers they went through, which the
+/// ring frees once idle) kept about 200 B per idle connection resident. Only a forced
+/// collect returns them; it took 0.24 ms with 10,000 connections open, and runs once each
+/// time the ring goes idle with more than its few hottest buffers resident.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn give_back_freed_memory() {
+    extern "C" {
+        // mimalloc's own API (linked in by the `mimalloc` crate, the global allocator).
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: mi_collect takes a plain flag and only works on mimalloc's own structures
+    // (mimalloc is the global allocator, so they exist and are consistent).
+    unsafe { mi_collect(true) };
+}
+
 #[cfg(target_os = "linux")]
 fn check_io_uring() -> anyhow::Result<()> {
     switchboard_tokio::uring::available()
@@ -419,6 +437,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if s.io_uring {
         // Each worker submits its ring's queued reads and writes before it parks.
         rt.on_thread_park(switchboard_tokio::uring::before_park);
+        switchboard_tokio::uring::on_idle(give_back_freed_memory);
     }
     let rt = rt.build()?;
     rt.block_on(async move {
