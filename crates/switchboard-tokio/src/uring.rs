@@ -145,8 +145,9 @@ static IDLE_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 /// 500 ms) and frees its cold receive buffers. That is the moment to ask the allocator to
 /// give freed memory back to the system: mimalloc, for one, does so only while the thread
 /// goes on allocating, which an idle thread does not (`switchboard serve` calls
-/// `mi_collect` here). It runs on the thread that handles the ring's completions, usually
-/// the ring's own. It can be set once; returns `false` if it already was.
+/// `mi_collect` here). It runs on the thread that handles the ring's completions (usually
+/// the ring's own), outside the ring's lock. It can be set once; returns `false` if it
+/// already was.
 ///
 /// ```
 /// fn collect() { /* e.g. the allocator's collect call */ }
@@ -431,6 +432,9 @@ struct Inner {
     timer: Option<u64>,
     /// Its duration (the kernel reads it when the timer is submitted).
     timer_span: types::Timespec,
+    /// The idle timer freed the cold buffers: [`Ring::run`] calls the [`on_idle`] hook
+    /// once the lock is released.
+    went_idle: bool,
     owner: std::thread::ThreadId,
 }
 
@@ -591,6 +595,7 @@ impl Ring {
             reaping: false,
             timer: None,
             timer_span: types::Timespec::from(IDLE_AFTER),
+            went_idle: false,
             owner,
         };
         Ok(Self {
@@ -663,7 +668,14 @@ impl Ring {
         // empty list with capacity (this thread's spare), so a round allocates nothing.
         let spare = WAKE_SPARE.with(|w| std::mem::take(&mut *w.borrow_mut()));
         let mut wake = std::mem::replace(&mut inner.wake, spare);
+        let went_idle = std::mem::take(&mut inner.went_idle);
         drop(inner);
+        // Outside the lock: the hook is the caller's code, and may take its time.
+        if went_idle {
+            if let Some(hook) = IDLE_HOOK.get() {
+                hook();
+            }
+        }
         if parking && self.multi_thread && !wake.is_empty() {
             self.poke();
         }
@@ -1149,9 +1161,7 @@ impl Inner {
             // and faulting them in again cost ~4 % of the CPU at 100 x 20 B.)
             if self.timer.take() == Some(self.bufs.taken_total) {
                 self.bufs.release_cold(IDLE_RESIDENT);
-                if let Some(hook) = IDLE_HOOK.get() {
-                    hook();
-                }
+                self.went_idle = true;
             }
             return;
         }

@@ -149,13 +149,22 @@ async fn websocket_echo_without_the_park_hook() {
 
 /// A pair: our end as a `UringStream`, the peer's as a tokio stream.
 async fn pair() -> (UringStream, TcpStream) {
+    pairs(1).await.remove(0)
+}
+
+/// `n` pairs as [`pair`], accepted on one listener.
+async fn pairs(n: usize) -> Vec<(UringStream, TcpStream)> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = TcpStream::connect(listener.local_addr().unwrap());
-    let (peer, accepted) = tokio::join!(peer, listener.accept());
-    (
-        UringStream::from_tokio(accepted.unwrap().0).unwrap(),
-        peer.unwrap(),
-    )
+    let addr = listener.local_addr().unwrap();
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        pairs.push((
+            UringStream::from_tokio(accepted.unwrap().0).unwrap(),
+            peer.unwrap(),
+        ));
+    }
+    pairs
 }
 
 /// More than 256 KiB written at once waits for sends (the write limit), all of it arrives
@@ -209,16 +218,7 @@ fn end_of_stream_both_ways() {
 #[test]
 fn more_pending_receives_than_buffers() {
     with_hook(1, async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut pairs = Vec::new();
-        for _ in 0..2300 {
-            let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-            pairs.push((
-                UringStream::from_tokio(accepted.unwrap().0).unwrap(),
-                peer.unwrap(),
-            ));
-        }
+        let mut pairs = pairs(2300).await;
         // Each of ours queues a receive (one poll), then every peer sends.
         for (ours, _) in &mut pairs {
             std::future::poll_fn(|cx| {
@@ -386,34 +386,22 @@ fn the_idle_hook_runs_once_the_ring_goes_idle() {
 }
 
 async fn idle_hook_body() {
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut pairs = Vec::new();
-        for _ in 0..64 {
-            let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-            pairs.push((
-                UringStream::from_tokio(accepted.unwrap().0).unwrap(),
-                peer.unwrap(),
-            ));
-        }
-        // The first burst finds the kernel's ring short of buffers, so the ring hands it
-        // every buffer; the quiet rounds after shrink what it tops up to again; the second
-        // burst then leaves its buffers with the ring, free: more than it keeps when idle.
-        burst(&mut pairs).await;
-        for _ in 0..60 {
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        burst(&mut pairs).await;
-        // The ring waits 500 ms with nothing received before it calls the thread idle.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while IDLE_CALLS.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the idle hook did not run within 10 s of the burst"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        drop(pairs);
+    let mut pairs = pairs(64).await;
+    // The first burst finds the kernel's ring short of buffers, so the ring hands it
+    // every buffer; the quiet rounds after shrink what it tops up to again; the second
+    // burst then leaves its buffers with the ring, free: more than it keeps when idle.
+    burst(&mut pairs).await;
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    burst(&mut pairs).await;
+    // The ring waits 500 ms with nothing received before it calls the thread idle.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while IDLE_CALLS.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle hook did not run within 10 s of the burst"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
