@@ -415,61 +415,40 @@ impl Future for ConnTask {
         loop {
             match this {
                 Self::Start { fut, span } => {
-                    let (ws, reg) = match fut.as_mut().poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Routed::Done) => {
-                            *this = Self::Done;
-                            return Poll::Ready(());
-                        }
-                        Poll::Ready(Routed::Echo(ws, reg)) => (ws, reg),
-                        Poll::Ready(Routed::Session(session)) => {
-                            *this = Self::Boxed(session);
-                            continue;
-                        }
+                    let Poll::Ready(routed) = fut.as_mut().poll(cx) else {
+                        return Poll::Pending;
                     };
-                    let span = span.take();
-                    *this = Self::Echo { ws, reg, span };
+                    *this = opened(routed, span, |ws, reg, span| Self::Echo { ws, reg, span });
                 }
                 Self::Echo { ws, reg, .. } => {
-                    let stop = match poll_echo(ws, reg, cx, WebSocket::poll_next_event) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(stop) => stop,
+                    let Poll::Ready(stop) = poll_echo(ws, reg, cx, WebSocket::poll_next_event)
+                    else {
+                        return Poll::Pending;
                     };
-                    let Self::Echo { ws, reg, span } = std::mem::replace(this, Self::Done) else {
-                        return Poll::Ready(());
-                    };
-                    let span = span.map_or_else(Span::none, |s| *s);
-                    *this = Self::Boxed(Box::pin(end_echo(ws, reg, stop).instrument(span)));
+                    if let Self::Echo { ws, reg, span } = std::mem::replace(this, Self::Done) {
+                        *this = closing(ws, reg, stop, span);
+                    }
                 }
                 #[cfg(all(feature = "io-uring", target_os = "linux"))]
                 Self::StartUring { fut, span } => {
-                    let (ws, reg) = match fut.as_mut().poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Routed::Done) => {
-                            *this = Self::Done;
-                            return Poll::Ready(());
-                        }
-                        Poll::Ready(Routed::Echo(ws, reg)) => (ws, reg),
-                        Poll::Ready(Routed::Session(session)) => {
-                            *this = Self::Boxed(session);
-                            continue;
-                        }
+                    let Poll::Ready(routed) = fut.as_mut().poll(cx) else {
+                        return Poll::Pending;
                     };
-                    let span = span.take();
-                    *this = Self::EchoUring { ws, reg, span };
+                    *this = opened(routed, span, |ws, reg, span| Self::EchoUring {
+                        ws,
+                        reg,
+                        span,
+                    });
                 }
                 #[cfg(all(feature = "io-uring", target_os = "linux"))]
                 Self::EchoUring { ws, reg, .. } => {
-                    let stop = match poll_echo(ws, reg, cx, WebSocket::poll_next_event_take) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(stop) => stop,
-                    };
-                    let Self::EchoUring { ws, reg, span } = std::mem::replace(this, Self::Done)
+                    let Poll::Ready(stop) = poll_echo(ws, reg, cx, WebSocket::poll_next_event_take)
                     else {
-                        return Poll::Ready(());
+                        return Poll::Pending;
                     };
-                    let span = span.map_or_else(Span::none, |s| *s);
-                    *this = Self::Boxed(Box::pin(end_echo(ws, reg, stop).instrument(span)));
+                    if let Self::EchoUring { ws, reg, span } = std::mem::replace(this, Self::Done) {
+                        *this = closing(ws, reg, stop, span);
+                    }
                 }
                 Self::Boxed(fut) => {
                     if fut.as_mut().poll(cx).is_pending() {
@@ -482,6 +461,29 @@ impl Future for ConnTask {
             }
         }
     }
+}
+
+/// The state after a connection's first request was routed: done, a session of its own,
+/// or the echo loop that `open` makes (taking the connection's span along).
+fn opened<S>(
+    routed: Routed<S>,
+    span: &mut Option<Box<Span>>,
+    open: impl FnOnce(WebSocket<S>, Registration, Option<Box<Span>>) -> ConnTask,
+) -> ConnTask {
+    match routed {
+        Routed::Done => ConnTask::Done,
+        Routed::Echo(ws, reg) => open(ws, reg, span.take()),
+        Routed::Session(session) => ConnTask::Boxed(session),
+    }
+}
+
+/// The state after the echo loop stopped: its closing steps, boxed, in the connection's span.
+fn closing<S>(ws: WebSocket<S>, reg: Registration, stop: Stop, span: Option<Box<Span>>) -> ConnTask
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = span.map_or_else(Span::none, |s| *s);
+    ConnTask::Boxed(Box::pin(end_echo(ws, reg, stop).instrument(span)))
 }
 
 /// The TLS handshake, bounded by the handshake timeout.
