@@ -15,7 +15,8 @@ SKIP_BUILD=0 to build here.
 
 Environment: ROUNDS (5), DURATION (4 s measured per round, after 1 s warm-up),
 SCENARIOS ("100x20 100x1024 10x16384 500x20"), PEER (fastwebsockets | tokio-tungstenite |
-uring-echo), BASE (switchboard, or another of those: the server whose ratio is reported),
+uring-echo | uring-echo-eager), BASE (switchboard, or another of those: the server whose
+ratio is reported),
 SB_ARGS (more `switchboard serve` flags, e.g. "--io-uring"),
 SERVER_CORE (0), DRIVER_CORE (1), BASE_PORT (19300), SKIP_BUILD (1).
 Only 127.0.0.1 is used; only the processes started here are stopped, by PID.
@@ -49,13 +50,16 @@ PEERS = {
     "tokio-tungstenite": BT / "tungstenite-echo",
     # An experiment, not a peer: our protocol core on io_uring (peers/uring-echo).
     "uring-echo": BT / "uring-echo",
+    # The same, with each receive queued beside its send (`--eager-recv`).
+    "uring-echo-eager": BT / "uring-echo",
 }
 
 
 def server_cmd(name, p):
     if name == "switchboard":
         return [str(SB), "serve", "--listen", f"127.0.0.1:{p}", "--workers", "1", *SB_ARGS]
-    return [str(PEERS[name]), "--listen", f"127.0.0.1:{p}"]
+    extra = ["--eager-recv"] if name == "uring-echo-eager" else []
+    return [str(PEERS[name]), "--listen", f"127.0.0.1:{p}", *extra]
 
 
 def main():

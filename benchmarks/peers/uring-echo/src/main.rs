@@ -8,7 +8,7 @@
 //! every message, and the close handshake. No heartbeats, timeouts, TLS, limits on
 //! connections, or graceful shutdown.
 //!
-//!     uring-echo --listen 127.0.0.1:9002
+//!     uring-echo --listen 127.0.0.1:9002 [--eager-recv]
 
 use std::io::IoSlice;
 use std::net::TcpListener;
@@ -44,6 +44,9 @@ struct Server {
     conns: Vec<Option<Box<Conn>>>,
     free: Vec<usize>,
     config: Arc<Config>,
+    /// `--eager-recv`: queue a connection's next receive beside its send, instead of once
+    /// the send has completed.
+    eager_recv: bool,
 }
 
 fn user_data(slot: usize, kind: u64) -> u64 {
@@ -156,13 +159,14 @@ impl Server {
         let Some(c) = self.conns[slot].as_ref() else {
             return;
         };
-        if c.sending || c.receiving {
-            return;
-        }
         let done = c.eof || c.ws.as_ref().is_some_and(|ws| ws.should_close_tcp());
         if done {
-            self.close(slot);
-        } else {
+            if !c.sending && !c.receiving {
+                self.close(slot);
+            }
+        } else if !c.receiving && (!c.sending || self.eager_recv) {
+            // By default the next receive waits for the send: it is submitted a round
+            // later, when the peer's next message has usually arrived, and completes at once.
             self.recv(slot);
         }
     }
@@ -266,11 +270,13 @@ impl Server {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut listen = "127.0.0.1:9002".to_string();
+    let mut eager_recv = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().expect("--listen ADDR"),
+            "--eager-recv" => eager_recv = true,
             _ => {
-                eprintln!("usage: uring-echo [--listen ADDR]");
+                eprintln!("usage: uring-echo [--listen ADDR] [--eager-recv]");
                 std::process::exit(2);
             }
         }
@@ -283,6 +289,7 @@ fn main() {
         conns: Vec::new(),
         free: Vec::new(),
         config: Arc::new(config),
+        eager_recv,
     };
     s.push(
         opcode::Accept::new(types::Fd(lfd), std::ptr::null_mut(), std::ptr::null_mut())
