@@ -19,6 +19,8 @@ uring-echo | uring-echo-eager), BASE (switchboard, or another of those: the serv
 ratio is reported),
 SB_ARGS (more `switchboard serve` flags, e.g. "--io-uring"),
 SERVER_CORE (0), DRIVER_CORE (1), BASE_PORT (19300), SKIP_BUILD (1).
+Before the rounds, `driver host` measures what this host's kernel charges per system call
+and per io_uring entry (about 10 s); its line heads the table and it is in the JSON.
 Only 127.0.0.1 is used; only the processes started here are stopped, by PID.
 """
 
@@ -72,6 +74,13 @@ def main():
     for b in (SB, DRIVER, PEERS[PEER], PEERS.get(BASE, SB)):
         if not b.exists():
             sys.exit(f"paired.py: missing {b}; run benchmarks/run.sh (or SKIP_BUILD=0) first")
+    # What this host charges per system call and per io_uring entry: the ratios moved
+    # between hosts of the same kind (docs/benchmarks.md), so each run says which it had.
+    probe = subprocess.run(["taskset", "-c", SERVER_CORE, str(DRIVER), "host"],
+                           capture_output=True, text=True)
+    host_line = probe.stdout.splitlines()[0] if probe.returncode == 0 else f"host probe failed: {probe.stderr.strip()}"
+    host = json.loads(probe.stdout.splitlines()[-1]) if probe.returncode == 0 else None
+    print(host_line, file=sys.stderr, flush=True)
     env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # default logging, as users run it
     names = [BASE, PEER]
     rows = []
@@ -121,7 +130,8 @@ def main():
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip()
     print(f"\nPaired run at git {git}: {ROUNDS} rounds x {DURATION} s, both servers at once on"
-          f" core {SERVER_CORE}, drivers on core {DRIVER_CORE}, 1 message in flight.\n")
+          f" core {SERVER_CORE}, drivers on core {DRIVER_CORE}, 1 message in flight.")
+    print(f"{host_line}\n")
     print("(met/missed compares the unrounded median with 0.95.)\n")
     print(f"| scenario | {BASE} CPU us/echo | {PEER} CPU us/echo | ratio, median (min-max) | target <=0.95x |")
     print("|---|--:|--:|--:|---|")
@@ -131,7 +141,7 @@ def main():
         print(f"| {c} x {p} B | {row['base_us']:.2f} | {row['peer_us']:.2f} |"
               f" {row['ratio_median']:.3f}x ({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) | {met} |")
     print(json.dumps({"git": git, "base": BASE, "peer": PEER, "rounds": ROUNDS, "duration_s": DURATION,
-                      "rows": rows}))
+                      "host": host, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -191,6 +191,12 @@ if ((IDLE_CONNS > 0)); then
     done
 fi
 
+# What this host charges per system call and per io_uring entry (docs/benchmarks.md: the
+# ratios moved between hosts of the same kind); about 10 s, on the servers' core.
+HOST_PROBE=$(taskset -c "$SERVER_CORE" "$DRIVER" host 2>&1) || echo "run.sh: driver host failed: $HOST_PROBE" >&2
+HOST_LINE=$(printf '%s\n' "$HOST_PROBE" | head -1)
+HOST_JSON=$(printf '%s\n' "$HOST_PROBE" | tail -1)
+
 SB_SHA=$(sha256sum "$SB_BIN" | cut -c1-16)
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 GIT_DIRTY=$(git -C "$ROOT" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | wc -l)
@@ -201,10 +207,12 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     --meta "rustc=$(rustc --version 2>/dev/null || echo unknown)" \
     --meta "duration_s=$DURATION" --meta "warmup_s=$WARMUP" --meta "inflight=$INFLIGHT" \
     --meta "repeats=$REPEATS" --meta "idle_conns=$IDLE_CONNS" \
-    --meta "server_core=$SERVER_CORE" --meta "driver_core=$DRIVER_CORE" >"$RESULTS/$TS.md"
+    --meta "server_core=$SERVER_CORE" --meta "driver_core=$DRIVER_CORE" \
+    --meta "host_probe=$HOST_JSON" >"$RESULTS/$TS.md"
 
 echo
 echo "Switchboard benchmarks $TS (git $GIT_REV, $GIT_DIRTY uncommitted files in crates/), $(nproc) cores: $CPU_MODEL, kernel $(uname -r)"
+echo "$HOST_LINE"
 echo "$REPEATS repeat(s) x ${WARMUP}+${DURATION} s, $INFLIGHT message(s) in flight per connection; medians; server on core $SERVER_CORE, driver on core $DRIVER_CORE"
 echo
 cat "$RESULTS/$TS.md"
