@@ -78,8 +78,9 @@ def main():
     # between hosts of the same kind (docs/benchmarks.md), so each run says which it had.
     probe = subprocess.run(["taskset", "-c", SERVER_CORE, str(DRIVER), "host"],
                            capture_output=True, text=True)
-    host_line = probe.stdout.splitlines()[0] if probe.returncode == 0 else f"host probe failed: {probe.stderr.strip()}"
-    host = json.loads(probe.stdout.splitlines()[-1]) if probe.returncode == 0 else None
+    lines = probe.stdout.splitlines() if probe.returncode == 0 else []
+    host_line = lines[0] if lines else f"host probe failed: {probe.stderr.strip()}"
+    host = json.loads(lines[-1]) if lines else None
     print(host_line, file=sys.stderr, flush=True)
     env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # default logging, as users run it
     names = [BASE, PEER]

@@ -193,9 +193,14 @@ fi
 
 # What this host charges per system call and per io_uring entry (docs/benchmarks.md: the
 # ratios moved between hosts of the same kind); about 10 s, on the servers' core.
-HOST_PROBE=$(taskset -c "$SERVER_CORE" "$DRIVER" host 2>&1) || echo "run.sh: driver host failed: $HOST_PROBE" >&2
-HOST_LINE=$(printf '%s\n' "$HOST_PROBE" | head -1)
-HOST_JSON=$(printf '%s\n' "$HOST_PROBE" | tail -1)
+if HOST_PROBE=$(taskset -c "$SERVER_CORE" "$DRIVER" host 2>&1); then
+    HOST_LINE=$(printf '%s\n' "$HOST_PROBE" | head -1)
+    HOST_JSON=$(printf '%s\n' "$HOST_PROBE" | tail -1)
+else
+    HOST_LINE="host probe failed: $HOST_PROBE"
+    HOST_JSON=""
+    echo "run.sh: driver host failed: $HOST_PROBE" >&2
+fi
 
 SB_SHA=$(sha256sum "$SB_BIN" | cut -c1-16)
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)

@@ -31,22 +31,20 @@ use serde_json::{json, Value};
 
 const RUNS: usize = 5;
 
+/// One timed run of `f` (`n` operations): nanoseconds per op, to 0.1 ns.
+fn timed(n: u64, f: &mut impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    f(n)?;
+    Ok((t.elapsed().as_nanos() as f64 / n as f64 * 10.0).round() / 10.0)
+}
+
 /// Runs `f` (which does `n` operations) `RUNS` times; the fastest run's nanoseconds per op.
 fn best(n: u64, mut f: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<f64> {
     let mut best = f64::MAX;
     for _ in 0..RUNS {
-        let t = Instant::now();
-        f(n)?;
-        best = best.min(t.elapsed().as_nanos() as f64 / n as f64);
+        best = best.min(timed(n, &mut f)?);
     }
-    Ok((best * 10.0).round() / 10.0)
-}
-
-/// One timed run of `f` (`n` operations): nanoseconds per op, to 0.1 ns.
-fn best_of_one(n: u64, f: &mut impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    f(n)?;
-    Ok((t.elapsed().as_nanos() as f64 / n as f64 * 10.0).round() / 10.0)
+    Ok(best)
 }
 
 fn tcp_pair() -> anyhow::Result<(TcpStream, TcpStream)> {
@@ -58,8 +56,8 @@ fn tcp_pair() -> anyhow::Result<(TcpStream, TcpStream)> {
     Ok((a, b))
 }
 
-fn line_of(path: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
+/// The value of the first `key: value` line of `text` (as /proc/cpuinfo writes them).
+fn line_of(text: &str, key: &str) -> Option<String> {
     text.lines()
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_once(':'))
@@ -77,13 +75,14 @@ pub fn host() -> anyhow::Result<()> {
         .unwrap_or_default()
         .trim()
         .to_string();
-    let model_name = line_of("/proc/cpuinfo", "model name").unwrap_or_default();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model_name = line_of(&cpuinfo, "model name").unwrap_or_default();
     let cpu = json!({
         "model_name": model_name,
-        "family": line_of("/proc/cpuinfo", "cpu family"),
-        "model": line_of("/proc/cpuinfo", "model\t"),
-        "stepping": line_of("/proc/cpuinfo", "stepping"),
-        "mhz": line_of("/proc/cpuinfo", "cpu MHz"),
+        "family": line_of(&cpuinfo, "cpu family"),
+        "model": line_of(&cpuinfo, "model\t"),
+        "stepping": line_of(&cpuinfo, "stepping"),
+        "mhz": line_of(&cpuinfo, "cpu MHz"),
         "spectre_v2": vulnerability("spectre_v2"),
         "spec_rstack_overflow": vulnerability("spec_rstack_overflow"),
     });
@@ -96,7 +95,7 @@ pub fn host() -> anyhow::Result<()> {
         Ok(())
     })?;
 
-    let (a, mut b) = tcp_pair()?;
+    let (mut a, mut b) = tcp_pair()?;
     b.set_nonblocking(true)?;
     let mut buf = [0u8; 64];
     let recv_eagain_ns = best(1_000_000, |n| {
@@ -114,7 +113,6 @@ pub fn host() -> anyhow::Result<()> {
     // The two ways of moving 20 B take turns, run by run, so a host whose speed drifts
     // (as these do, by tens of percent within minutes) drifts under both alike.
     let msg = [7u8; 20];
-    let mut a = a;
     let (afd, bfd) = (a.as_raw_fd(), b.as_raw_fd());
     let mut by_syscalls = |n: u64| -> anyhow::Result<()> {
         for _ in 0..n {
@@ -153,8 +151,8 @@ pub fn host() -> anyhow::Result<()> {
     };
     let (mut tcp_syscalls_ns, mut tcp_uring_ns) = (f64::MAX, f64::MAX);
     for _ in 0..2 * RUNS {
-        tcp_syscalls_ns = tcp_syscalls_ns.min(best_of_one(100_000, &mut by_syscalls)?);
-        tcp_uring_ns = tcp_uring_ns.min(best_of_one(100_000, &mut by_uring)?);
+        tcp_syscalls_ns = tcp_syscalls_ns.min(timed(100_000, &mut by_syscalls)?);
+        tcp_uring_ns = tcp_uring_ns.min(timed(100_000, &mut by_uring)?);
     }
 
     let mut nops = |n: u64, per: u64| -> anyhow::Result<()> {
@@ -174,9 +172,10 @@ pub fn host() -> anyhow::Result<()> {
     let uring_nop_ns = best(1_000_000, |n| nops(n, 1))?;
     let uring_nop_batch_ns = best(3_200_000, |n| nops(n, 32))?;
 
-    let cpus = std::fs::read_to_string("/proc/cpuinfo")
-        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
-        .unwrap_or(0);
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     // Above 1: io_uring's send and receive cost more than the system calls they replace.
     let uring_over = (tcp_uring_ns / tcp_syscalls_ns * 1000.0).round() / 1000.0;
     let out = json!({

@@ -1053,7 +1053,12 @@ fn report(a: &Args) -> anyhow::Result<()> {
     let mut meta = serde_json::Map::new();
     for kv in a.values.get("--meta").into_iter().flatten() {
         let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
-        meta.insert(k.to_string(), Value::String(v.to_string()));
+        // A value that is a JSON object (run.sh's `host_probe`) is kept as one.
+        let v = serde_json::from_str::<Value>(v)
+            .ok()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| Value::String(v.to_string()));
+        meta.insert(k.to_string(), v);
     }
     if let Some(out) = a.str("--json-out") {
         let doc = json!({
