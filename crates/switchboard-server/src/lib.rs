@@ -179,7 +179,7 @@ impl Server {
                     Ok((conn, peer)) => {
                         backoff = Duration::from_millis(5);
                         shared.metrics.tcp_accepted.add(1);
-                        tasks.spawn(conn.task(peer, &shared));
+                        conn.spawn(peer, &shared, &tasks);
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -265,11 +265,26 @@ impl Listener {
 }
 
 impl Accepted {
-    fn task(self, peer: SocketAddr, shared: &Arc<Shared>) -> ConnTask {
+    /// Starts the connection's task: a tokio task over epoll; over io_uring, a task the
+    /// ring of the worker that picks it up polls itself (see [`uring::spawn`]).
+    ///
+    /// [`uring::spawn`]: switchboard_tokio::uring::spawn
+    fn spawn(self, peer: SocketAddr, shared: &Arc<Shared>, tasks: &TaskTracker) {
         match self {
-            Self::Tokio(tcp) => ConnTask::new(tcp, peer, shared),
+            Self::Tokio(tcp) => {
+                tasks.spawn(ConnTask::new(tcp, peer, shared));
+            }
             #[cfg(all(feature = "io-uring", target_os = "linux"))]
-            Self::Std(tcp) => ConnTask::new_uring(tcp, peer, shared),
+            Self::Std(tcp) => {
+                let task = tasks.track_future(ConnTask::new_uring(tcp, peer, shared));
+                // A tokio task first, so connections spread over the workers as tokio
+                // spreads tasks; it hands the connection to its worker's ring.
+                tokio::spawn(async move {
+                    if let Err(e) = switchboard_tokio::uring::spawn(task) {
+                        debug!(error = %e, "io_uring task failed");
+                    }
+                });
+            }
         }
     }
 }

@@ -125,6 +125,101 @@ thread_local! {
     static RING: RefCell<Option<Arc<Ring>>> = const { RefCell::new(None) };
     /// An empty waker list with capacity, swapped into a ring as [`Ring::run`] takes its own.
     static WAKE_SPARE: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+    /// The ring whose [`Ring::run`] this thread is in (null outside it): a task it wakes
+    /// is polled in that run, without poking the eventfd.
+    static RUNNING: std::cell::Cell<*const Ring> = const { std::cell::Cell::new(std::ptr::null()) };
+    /// An empty task list with capacity, swapped into a ring as [`Ring::run`] takes its own.
+    static READY_SPARE: RefCell<Vec<Arc<RingTask>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rounds of polling woken [`spawn`]ed tasks per [`Ring::run`] (each followed by a
+/// submission of what they queued); past it the rest wait for the next run.
+const TASK_ROUNDS: usize = 4;
+
+/// Runs `future` on this thread's ring: it is polled by the ring itself, as its operations
+/// complete (from [`before_park`], or from the ring's completion task), not scheduled as a
+/// tokio task. A connection whose reads and writes go through the ring saves the task
+/// scheduling per message: woken by a completion, it runs in the same round that
+/// collected it, and what it writes is submitted in that round too. Everything a tokio
+/// task may use works inside it (timers, `tokio::spawn`, channels): it is polled on a
+/// runtime thread, inside the runtime's context.
+///
+/// The future should be short to poll, like a connection's state machine; it must finish
+/// by itself (a future still pending when its thread's ring goes away is dropped with the
+/// ring's last reference, which its own streams hold: keep its life bounded, as a
+/// server's graceful shutdown does). A panic while polling drops the future.
+///
+/// # Errors
+/// When io_uring cannot be set up here (see [`UringStream::new`]); the future is dropped.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// switchboard_tokio::uring::spawn(async {
+///     // e.g. accept a WebSocket on a UringStream and echo it
+/// })?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn spawn<F>(future: F) -> io::Result<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let ring = Ring::current()?;
+    let task = Arc::new(RingTask {
+        future: Mutex::new(Some(Box::pin(future))),
+        queued: std::sync::atomic::AtomicBool::new(true),
+        ring: Arc::downgrade(&ring),
+    });
+    ring.schedule(task);
+    Ok(())
+}
+
+type TaskFuture = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A [`spawn`]ed future and its waker's state.
+struct RingTask {
+    future: Mutex<Option<TaskFuture>>,
+    /// In its ring's ready list (a wake while it is there does nothing more).
+    queued: std::sync::atomic::AtomicBool,
+    ring: std::sync::Weak<Ring>,
+}
+
+impl std::task::Wake for RingTask {
+    fn wake(self: Arc<Self>) {
+        if self.queued.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        if let Some(ring) = self.ring.upgrade() {
+            ring.schedule(self);
+        }
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.load(std::sync::atomic::Ordering::Acquire) {
+            Arc::clone(self).wake();
+        }
+    }
+}
+
+impl RingTask {
+    /// Polls the future once (dropping it when it is done or panicked).
+    fn run(self: Arc<Self>) {
+        self.queued
+            .store(false, std::sync::atomic::Ordering::Release);
+        let mut slot = self.future.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(fut) = slot.as_mut() else {
+            return;
+        };
+        let waker = Waker::from(Arc::clone(&self));
+        let mut cx = Context::from_waker(&waker);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        if !matches!(r, Ok(Poll::Pending)) {
+            // Dropped outside the lock: its streams' drops lock their ring.
+            let done = slot.take();
+            drop(slot);
+            drop(done);
+        }
+    }
 }
 
 /// Submits the ring work this thread queued and wakes the tasks whose operations completed.
@@ -404,6 +499,12 @@ struct Ring {
     multi_thread: bool,
     /// The eventfd the completion task waits on.
     eventfd: std::sync::OnceLock<RawFd>,
+    /// [`spawn`]ed tasks woken and waiting to be polled.
+    ready: Mutex<Vec<Arc<RingTask>>>,
+    /// The eventfd was poked for a woken task, and no run has started since.
+    poked: std::sync::atomic::AtomicBool,
+    /// The runtime, to see whether tasks wait in its shared queue.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 struct Inner {
@@ -539,7 +640,9 @@ impl Ring {
             io::Error::other("UringStream::new must be called inside a tokio runtime")
         })?;
         let multi_thread = handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread;
-        let ring = Arc::new(Self::create(multi_thread)?);
+        let mut ring = Self::create(multi_thread)?;
+        ring.runtime = Some(handle.clone());
+        let ring = Arc::new(ring);
         let eventfd = ring.eventfd()?;
         // SAFETY: the eventfd is owned by the AsyncFd, open for its whole life.
         let afd =
@@ -602,6 +705,9 @@ impl Ring {
             inner: Mutex::new(inner),
             multi_thread,
             eventfd: std::sync::OnceLock::new(),
+            ready: Mutex::new(Vec::new()),
+            poked: std::sync::atomic::AtomicBool::new(false),
+            runtime: None,
         })
     }
 
@@ -632,6 +738,66 @@ impl Ring {
     /// eventfd is armed only while the thread parks with nothing completed; before (or
     /// without the hook) it stays armed, so completions always wake the ring's task.
     fn run(&self, parking: bool) {
+        let outer = RUNNING.with(|r| r.replace(std::ptr::from_ref(self)));
+        self.poked
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.run_round(parking);
+        for round in 0..=TASK_ROUNDS {
+            let spare = READY_SPARE.with(|r| std::mem::take(&mut *r.borrow_mut()));
+            let mut ready = std::mem::replace(
+                &mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()),
+                spare,
+            );
+            if ready.is_empty() {
+                READY_SPARE.with(|r| *r.borrow_mut() = ready);
+                break;
+            }
+            if round == TASK_ROUNDS {
+                // Out of rounds: the rest run once the eventfd brings the ring back.
+                self.ready
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .append(&mut ready);
+                READY_SPARE.with(|r| *r.borrow_mut() = ready);
+                self.poke();
+                break;
+            }
+            for t in ready.drain(..) {
+                t.run();
+            }
+            READY_SPARE.with(|r| *r.borrow_mut() = ready);
+            // Submits what they queued, and collects what completed meanwhile.
+            self.run_round(parking);
+        }
+        RUNNING.with(|r| r.set(outer));
+        // A task woken here, with no scheduler core (in the park hook), waits in the
+        // runtime's shared queue, which the parking worker does not look at again.
+        if parking && self.multi_thread && self.tokio_queued() {
+            self.poke();
+        }
+    }
+
+    /// Whether tasks wait in the runtime's shared queue.
+    fn tokio_queued(&self) -> bool {
+        self.runtime
+            .as_ref()
+            .is_some_and(|h| h.metrics().global_queue_depth() > 0)
+    }
+
+    /// Puts a woken [`spawn`]ed task on the ready list, and makes sure a run polls it.
+    fn schedule(&self, task: Arc<RingTask>) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+        let here = RUNNING.with(|r| std::ptr::eq(r.get(), self));
+        if !here && !self.poked.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.poke();
+        }
+    }
+
+    /// One round of [`run`](Self::run): submits, collects, wakes.
+    fn run_round(&self, parking: bool) {
         let mut inner = self.lock();
         if parking {
             inner.hooked = true;
@@ -675,9 +841,6 @@ impl Ring {
             if let Some(hook) = IDLE_HOOK.get() {
                 hook();
             }
-        }
-        if parking && self.multi_thread && !wake.is_empty() {
-            self.poke();
         }
         for w in wake.drain(..) {
             w.wake();
