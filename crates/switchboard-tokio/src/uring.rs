@@ -132,9 +132,10 @@ thread_local! {
     static READY_SPARE: RefCell<Vec<Arc<RingTask>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Rounds of polling woken [`spawn`]ed tasks per [`Ring::run`] (each followed by a
-/// submission of what they queued); past it the rest wait for the next run.
-const TASK_ROUNDS: usize = 4;
+/// Polls of woken [`spawn`]ed tasks per [`Ring::run`] (in rounds, each followed by a
+/// submission of what they queued and a look at what completed): past it the rest wait
+/// for the next run, so a busy ring still lets the thread's tokio tasks run.
+const TASK_BUDGET: usize = 1024;
 
 /// Runs `future` on this thread's ring: it is polled by the ring itself, as its operations
 /// complete (from [`before_park`], or from the ring's completion task), not scheduled as a
@@ -165,11 +166,24 @@ where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let ring = Ring::current()?;
+    let index = ring
+        .live_free
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop();
+    let mut live = ring.live.lock().unwrap_or_else(|e| e.into_inner());
+    let index = index.unwrap_or_else(|| {
+        live.push(None);
+        live.len() - 1
+    });
     let task = Arc::new(RingTask {
         future: Mutex::new(Some(Box::pin(future))),
         queued: std::sync::atomic::AtomicBool::new(true),
         ring: Arc::downgrade(&ring),
+        index,
     });
+    live[index] = Some(Arc::clone(&task));
+    drop(live);
     ring.schedule(task);
     Ok(())
 }
@@ -182,6 +196,8 @@ struct RingTask {
     /// In its ring's ready list (a wake while it is there does nothing more).
     queued: std::sync::atomic::AtomicBool,
     ring: std::sync::Weak<Ring>,
+    /// Its index in the ring's `live` list.
+    index: usize,
 }
 
 impl std::task::Wake for RingTask {
@@ -212,12 +228,26 @@ impl RingTask {
         };
         let waker = Waker::from(Arc::clone(&self));
         let mut cx = Context::from_waker(&waker);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
         if !matches!(r, Ok(Poll::Pending)) {
             // Dropped outside the lock: its streams' drops lock their ring.
             let done = slot.take();
             drop(slot);
             drop(done);
+            if let Some(ring) = self.ring.upgrade() {
+                let mut live = ring.live.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(e) = live.get_mut(self.index) {
+                    if e.as_ref().is_some_and(|t| Arc::ptr_eq(t, &self)) {
+                        *e = None;
+                        drop(live);
+                        ring.live_free
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(self.index);
+                    }
+                }
+            }
         }
     }
 }
@@ -505,6 +535,31 @@ struct Ring {
     poked: std::sync::atomic::AtomicBool,
     /// The runtime, to see whether tasks wait in its shared queue.
     runtime: Option<tokio::runtime::Handle>,
+    /// Every [`spawn`]ed task not finished yet, by its index (`None`: a free index).
+    live: Mutex<Vec<Option<Arc<RingTask>>>>,
+    /// Free indexes of `live`.
+    live_free: Mutex<Vec<usize>>,
+    /// The owner thread runs [`before_park`]: a task woken on it outside a run is polled
+    /// before the thread sleeps, with no need to poke the eventfd.
+    hooked: std::sync::atomic::AtomicBool,
+    owner: std::thread::ThreadId,
+}
+
+/// Drops a ring's [`spawn`]ed tasks (their futures hold the ring's streams, and the ring
+/// holds them: a cycle that only this breaks).
+struct DropTasks(std::sync::Weak<Ring>);
+
+impl Drop for DropTasks {
+    fn drop(&mut self) {
+        if let Some(ring) = self.0.upgrade() {
+            let live = std::mem::take(&mut *ring.live.lock().unwrap_or_else(|e| e.into_inner()));
+            ring.ready.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            for t in live.into_iter().flatten() {
+                let fut = t.future.lock().unwrap_or_else(|e| e.into_inner()).take();
+                drop(fut);
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -650,6 +705,9 @@ impl Ring {
                 .map_err(|e| io::Error::other(e.to_string()))?;
         let weak = Arc::downgrade(&ring);
         handle.spawn(async move {
+            // Dropped with this task, when the runtime shuts down: the ring's own tasks
+            // ([`spawn`]) are dropped then too, as tokio drops its tasks.
+            let _tasks = DropTasks(weak.clone());
             loop {
                 let Ok(mut guard) = afd.readable().await else {
                     return;
@@ -708,6 +766,10 @@ impl Ring {
             ready: Mutex::new(Vec::new()),
             poked: std::sync::atomic::AtomicBool::new(false),
             runtime: None,
+            live: Mutex::new(Vec::new()),
+            live_free: Mutex::new(Vec::new()),
+            hooked: std::sync::atomic::AtomicBool::new(false),
+            owner,
         })
     }
 
@@ -742,7 +804,8 @@ impl Ring {
         self.poked
             .store(false, std::sync::atomic::Ordering::Release);
         self.run_round(parking);
-        for round in 0..=TASK_ROUNDS {
+        let mut budget = TASK_BUDGET;
+        loop {
             let spare = READY_SPARE.with(|r| std::mem::take(&mut *r.borrow_mut()));
             let mut ready = std::mem::replace(
                 &mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()),
@@ -752,7 +815,7 @@ impl Ring {
                 READY_SPARE.with(|r| *r.borrow_mut() = ready);
                 break;
             }
-            if round == TASK_ROUNDS {
+            if budget == 0 {
                 // Out of rounds: the rest run once the eventfd brings the ring back.
                 self.ready
                     .lock()
@@ -762,6 +825,7 @@ impl Ring {
                 self.poke();
                 break;
             }
+            budget = budget.saturating_sub(ready.len());
             for t in ready.drain(..) {
                 t.run();
             }
@@ -790,7 +854,13 @@ impl Ring {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(task);
-        let here = RUNNING.with(|r| std::ptr::eq(r.get(), self));
+        // Polled without a poke: in the run this thread is in, or at the owner's next park
+        // when a tokio task on the owner woke it (the owner passes through the park hook
+        // before it sleeps; a wake from inside the runtime's park, a timer's, does not).
+        let here = RUNNING.with(|r| std::ptr::eq(r.get(), self))
+            || (self.hooked.load(std::sync::atomic::Ordering::Acquire)
+                && tokio::task::try_id().is_some()
+                && std::thread::current().id() == self.owner);
         if !here && !self.poked.swap(true, std::sync::atomic::Ordering::AcqRel) {
             self.poke();
         }
@@ -799,8 +869,10 @@ impl Ring {
     /// One round of [`run`](Self::run): submits, collects, wakes.
     fn run_round(&self, parking: bool) {
         let mut inner = self.lock();
-        if parking {
+        if parking && !inner.hooked {
             inner.hooked = true;
+            self.hooked
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         inner.flush();
         let starving = !inner.starved.is_empty();
