@@ -59,6 +59,10 @@
 //! - **Completions** are collected in [`before_park`], and by a task per ring that waits on
 //!   an eventfd. The eventfd is armed whenever the thread parks (a task woken there may
 //!   run on another worker while this one sleeps) and disarmed while the thread runs.
+//! - **Tasks** ([`spawn`]) are futures the ring polls itself when their wakers fire: a
+//!   connection woken by a completion runs in the same [`before_park`] (or completion
+//!   task) run that collected it, and what it writes is submitted in that run, with no
+//!   tokio scheduling per message. `switchboard serve` runs its connections so.
 //! - **Dropping** a stream cancels its receive; queued bytes are still sent, then the socket
 //!   is closed.
 //!
@@ -145,10 +149,9 @@ const TASK_BUDGET: usize = 1024;
 /// task may use works inside it (timers, `tokio::spawn`, channels): it is polled on a
 /// runtime thread, inside the runtime's context.
 ///
-/// The future should be short to poll, like a connection's state machine; it must finish
-/// by itself (a future still pending when its thread's ring goes away is dropped with the
-/// ring's last reference, which its own streams hold: keep its life bounded, as a
-/// server's graceful shutdown does). A panic while polling drops the future.
+/// The future should be short to poll, like a connection's state machine. One still
+/// pending when the runtime shuts down is dropped then, as tokio drops its tasks (with
+/// the ring's completion task). A panic while polling drops the future.
 ///
 /// # Errors
 /// When io_uring cannot be set up here (see [`UringStream::new`]); the future is dropped.
@@ -166,15 +169,10 @@ where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let ring = Ring::current()?;
-    let index = ring
-        .live_free
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop();
     let mut live = ring.live.lock().unwrap_or_else(|e| e.into_inner());
-    let index = index.unwrap_or_else(|| {
-        live.push(None);
-        live.len() - 1
+    let index = live.free.pop().unwrap_or_else(|| {
+        live.tasks.push(None);
+        live.tasks.len() - 1
     });
     let task = Arc::new(RingTask {
         future: Mutex::new(Some(Box::pin(future))),
@@ -182,7 +180,7 @@ where
         ring: Arc::downgrade(&ring),
         index,
     });
-    live[index] = Some(Arc::clone(&task));
+    live.tasks[index] = Some(Arc::clone(&task));
     drop(live);
     ring.schedule(task);
     Ok(())
@@ -237,15 +235,11 @@ impl RingTask {
             drop(done);
             if let Some(ring) = self.ring.upgrade() {
                 let mut live = ring.live.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(e) = live.get_mut(self.index) {
-                    if e.as_ref().is_some_and(|t| Arc::ptr_eq(t, &self)) {
-                        *e = None;
-                        drop(live);
-                        ring.live_free
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(self.index);
-                    }
+                let entry = live.tasks.get_mut(self.index);
+                if let Some(e) = entry.filter(|e| e.as_ref().is_some_and(|t| Arc::ptr_eq(t, &self)))
+                {
+                    *e = None;
+                    live.free.push(self.index);
                 }
             }
         }
@@ -535,14 +529,21 @@ struct Ring {
     poked: std::sync::atomic::AtomicBool,
     /// The runtime, to see whether tasks wait in its shared queue.
     runtime: Option<tokio::runtime::Handle>,
-    /// Every [`spawn`]ed task not finished yet, by its index (`None`: a free index).
-    live: Mutex<Vec<Option<Arc<RingTask>>>>,
-    /// Free indexes of `live`.
-    live_free: Mutex<Vec<usize>>,
+    /// Every [`spawn`]ed task not finished yet.
+    live: Mutex<Live>,
     /// The owner thread runs [`before_park`]: a task woken on it outside a run is polled
     /// before the thread sleeps, with no need to poke the eventfd.
     hooked: std::sync::atomic::AtomicBool,
     owner: std::thread::ThreadId,
+}
+
+/// A ring's unfinished [`spawn`]ed tasks, by index.
+#[derive(Default)]
+struct Live {
+    /// `None`: a free index.
+    tasks: Vec<Option<Arc<RingTask>>>,
+    /// The free indexes of `tasks`.
+    free: Vec<usize>,
 }
 
 /// Drops a ring's [`spawn`]ed tasks (their futures hold the ring's streams, and the ring
@@ -554,7 +555,7 @@ impl Drop for DropTasks {
         if let Some(ring) = self.0.upgrade() {
             let live = std::mem::take(&mut *ring.live.lock().unwrap_or_else(|e| e.into_inner()));
             ring.ready.lock().unwrap_or_else(|e| e.into_inner()).clear();
-            for t in live.into_iter().flatten() {
+            for t in live.tasks.into_iter().flatten() {
                 let fut = t.future.lock().unwrap_or_else(|e| e.into_inner()).take();
                 drop(fut);
             }
@@ -766,8 +767,7 @@ impl Ring {
             ready: Mutex::new(Vec::new()),
             poked: std::sync::atomic::AtomicBool::new(false),
             runtime: None,
-            live: Mutex::new(Vec::new()),
-            live_free: Mutex::new(Vec::new()),
+            live: Mutex::new(Live::default()),
             hooked: std::sync::atomic::AtomicBool::new(false),
             owner,
         })
@@ -816,7 +816,7 @@ impl Ring {
                 break;
             }
             if budget == 0 {
-                // Out of rounds: the rest run once the eventfd brings the ring back.
+                // Out of budget: the rest run once the eventfd brings the ring back.
                 self.ready
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

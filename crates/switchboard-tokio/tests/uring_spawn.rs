@@ -1,0 +1,69 @@
+//! `uring::spawn`: futures polled by the thread's ring, on a runtime with the park hook.
+#![cfg(all(feature = "io-uring", target_os = "linux"))]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_tokio::uring::{before_park, spawn, UringStream};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_park(before_park)
+        .build()
+        .unwrap()
+}
+
+/// A timer fires inside tokio's park, where the park hook does not run again: the wake must
+/// poke the ring, or the task would wait forever on an otherwise idle runtime.
+#[test]
+fn a_timer_wakes_a_ring_task_on_an_idle_runtime() {
+    runtime().block_on(async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = tx.send(());
+        })
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("the ring task never woke after its timer")
+            .unwrap();
+    });
+}
+
+/// A ring task still pending when the runtime shuts down is dropped, as tokio drops its own.
+#[test]
+fn pending_ring_tasks_are_dropped_with_the_runtime() {
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let rt = runtime();
+    let flag = Flag(Arc::clone(&dropped));
+    rt.block_on(async {
+        // The task holds a stream on the ring, and the ring holds the task: a cycle that
+        // outlives the thread's own reference to the ring unless the shutdown breaks it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        spawn(async move {
+            let _flag = flag;
+            let _stream = UringStream::new(server).unwrap();
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    });
+    drop(rt);
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the pending ring task was leaked"
+    );
+}
