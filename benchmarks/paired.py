@@ -17,7 +17,8 @@ Environment: ROUNDS (5), DURATION (4 s measured per round, after 1 s warm-up),
 SCENARIOS ("100x20 100x1024 10x16384 500x20"), PEER (fastwebsockets | tokio-tungstenite |
 uring-echo | uring-echo-eager), BASE (switchboard, or another of those: the server whose
 ratio is reported),
-SB_ARGS (more `switchboard serve` flags, e.g. "--io-uring"),
+SB_ARGS (more `switchboard serve` flags, e.g. "--io-uring"), SB_BIN (the switchboard binary;
+default target/release/switchboard),
 SERVER_CORE (0), DRIVER_CORE (1), BASE_PORT (19300), SKIP_BUILD (1).
 Before the rounds, `driver host` measures what this host's kernel charges per system call
 and per io_uring entry (about 10 s); its line heads the table and it is in the JSON.
@@ -44,7 +45,8 @@ SERVER_CORE = os.environ.get("SERVER_CORE", "0")
 DRIVER_CORE = os.environ.get("DRIVER_CORE", "1")
 port = int(os.environ.get("BASE_PORT", "19300"))
 
-SB = ROOT / "target/release/switchboard"
+# SB_BIN: another switchboard build (a copy of an older one, for an A/B of the same host).
+SB = Path(os.environ["SB_BIN"]) if os.environ.get("SB_BIN") else ROOT / "target/release/switchboard"
 BT = HERE / "target/release"
 DRIVER = BT / "driver"
 PEERS = {

@@ -730,6 +730,9 @@ impl Ring {
     fn create(multi_thread: bool) -> io::Result<Self> {
         let uring = IoUring::builder()
             .setup_coop_taskrun()
+            // The kernel flags pending task work, so a round with nothing queued and no
+            // task work pending can skip `io_uring_enter` (see `Inner::submit`).
+            .setup_taskrun_flag()
             .setup_cqsize(CQ_ENTRIES)
             .build(ENTRIES)
             .map_err(|e| {
@@ -983,9 +986,21 @@ impl Inner {
     }
 
     /// Tops up the receive buffers, then hands the queued entries to the kernel.
+    ///
+    /// With nothing queued, the kernel is entered only when it has work to do for us: task
+    /// work pending (completions it has yet to post: receives whose data came, sends that
+    /// went) or completions held back by a full completion queue. Otherwise the entry would
+    /// do nothing; task work flagged just after this look runs at the thread's next system
+    /// call anyway (its `epoll_wait` included), and posts with the eventfd armed if it parks.
     fn submit(&mut self) -> io::Result<usize> {
         self.bufs.reclaim();
         self.bufs.top_up();
+        let mut sq = self.uring.submission();
+        sq.sync();
+        if sq.is_empty() && !sq.taskrun() && !sq.cq_overflow() {
+            return Ok(0);
+        }
+        drop(sq);
         self.uring.submit()
     }
 

@@ -67,3 +67,46 @@ fn pending_ring_tasks_are_dropped_with_the_runtime() {
         "the pending ring task was leaked"
     );
 }
+
+/// A ring task that is always ready (it wakes itself at every poll) must not keep the
+/// thread from its tokio tasks: a run polls tasks up to a budget, then lets the runtime go
+/// on. On one thread, a tokio task woken by the ring task's first poll runs long before the
+/// ring task has used up its polls.
+#[test]
+fn a_busy_ring_task_lets_tokio_tasks_run() {
+    const POLLS: usize = 100_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(before_park)
+        .build()
+        .unwrap();
+    let seen = rt.block_on(async {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let counted = Arc::clone(&polls);
+        let mut started_tx = Some(started_tx);
+        spawn(std::future::poll_fn(move |cx| {
+            if let Some(tx) = started_tx.take() {
+                let _ = tx.send(());
+            }
+            if counted.fetch_add(1, Ordering::SeqCst) + 1 >= POLLS {
+                return std::task::Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }))
+        .unwrap();
+        let watcher = tokio::spawn(async move {
+            started_rx.await.unwrap();
+            polls.load(Ordering::SeqCst)
+        });
+        tokio::time::timeout(Duration::from_secs(30), watcher)
+            .await
+            .expect("the tokio task never ran")
+            .unwrap()
+    });
+    assert!(
+        seen < POLLS / 2,
+        "the tokio task ran only after {seen} polls of the busy ring task"
+    );
+}
