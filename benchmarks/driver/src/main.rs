@@ -39,6 +39,9 @@ mod host;
 
 /// Echoes received (complete frames), across all connections.
 static ECHOED: AtomicU64 = AtomicU64::new(0);
+/// Echoes per connection (by index), to find connections that stopped: a server that
+/// drops some connections' reads serves fewer at once and looks cheaper per echo.
+static PER_CONN: std::sync::OnceLock<Box<[AtomicU64]>> = std::sync::OnceLock::new();
 /// Echoes with the wrong opcode/flags or the wrong length.
 static BAD_ECHOES: AtomicU64 = AtomicU64::new(0);
 /// Connections that failed or were closed by the server during the run.
@@ -475,6 +478,7 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
     }
     let connect_secs = t_connect.elapsed().as_secs_f64();
 
+    let _ = PER_CONN.set((0..conns.len()).map(|_| AtomicU64::new(0)).collect());
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (tcp, leftover)) in conns.into_iter().enumerate() {
         // RFC 6455 requires clients to mask with a fresh random key per frame. The server
@@ -487,7 +491,7 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         let batch = frame.repeat(a.inflight);
         let (k, plen) = (a.inflight, a.payload as u64);
         tasks.spawn(async move {
-            if let Err(e) = echo_loop(tcp, leftover, &batch, frame_len, plen, k, op).await {
+            if let Err(e) = echo_loop(i, tcp, leftover, &batch, frame_len, plen, k, op).await {
                 if CONN_ERRORS.fetch_add(1, Relaxed) < 3 {
                     eprintln!("driver: connection {i}: {e:#}");
                 }
@@ -496,12 +500,32 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
     }
 
     tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
+    let per_conn = || -> Vec<u64> {
+        PER_CONN
+            .get()
+            .map(|p| p.iter().map(|c| c.load(Relaxed)).collect())
+            .unwrap_or_default()
+    };
     let s0 = snapshot(a.server_pid)?;
+    let per0 = per_conn();
     let bad0 = BAD_ECHOES.load(Relaxed);
     let err0 = CONN_ERRORS.load(Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
     let s1 = snapshot(a.server_pid)?;
+    let per1 = per_conn();
     STOP.store(true, Relaxed);
+    // Echoes per connection in the measured window. In a closed loop every connection
+    // should get about as many as the others; a connection with no echo (stalled) or far
+    // fewer than the median (stalling now and then) means the server served fewer
+    // connections at once than asked, which flatters its CPU per echo.
+    let mut got: Vec<u64> = per0.iter().zip(&per1).map(|(x, y)| y - x).collect();
+    got.sort_unstable();
+    let stalled = got.iter().filter(|&&n| n == 0).count();
+    let (got_min, got_median) = (
+        got.first().copied().unwrap_or(0),
+        got.get(got.len() / 2).copied().unwrap_or(0),
+    );
+    let uneven = got.iter().filter(|&&n| n * 4 < got_median).count();
 
     let wall = (s1.at - s0.at).as_secs_f64();
     let echoes = s1.echoed - s0.echoed;
@@ -569,6 +593,18 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         other_load.unwrap_or(f64::NAN)
     );
     println!("  bad echoes:        {bad}   connection errors: {conn_errors}");
+    println!(
+        "  echoes per conn:   min {got_min}, median {got_median}; {stalled} with none, \
+         {uneven} under a quarter of the median"
+    );
+    if uneven > 0 {
+        eprintln!(
+            "driver: {uneven} of {} connections got under a quarter of the median echoes \
+             ({stalled} none): the server did not serve all {} at once, so the per-echo \
+             numbers do not describe this load",
+            a.connections, a.connections
+        );
+    }
     let out = json!({
         "mode": "load",
         "server": a.server_name,
@@ -597,13 +633,19 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         "other_load_cores": other_load,
         "bad_echoes": bad,
         "conn_errors": conn_errors,
+        "stalled_conns": stalled,
+        "uneven_conns": uneven,
+        "conn_echoes_min": got_min,
+        "conn_echoes_median": got_median,
     });
     println!("{out}");
     Ok(())
 }
 
 /// One connection's closed loop: send K frames, then one more for every echo received.
+#[allow(clippy::too_many_arguments)]
 async fn echo_loop(
+    index: usize,
     mut tcp: TcpStream,
     leftover: Vec<u8>,
     batch: &[u8],
@@ -705,6 +747,9 @@ async fn echo_loop(
             continue;
         }
         ECHOED.fetch_add(done as u64, Relaxed);
+        if let Some(c) = PER_CONN.get().and_then(|p| p.get(index)) {
+            c.fetch_add(done as u64, Relaxed);
+        }
         if bad > 0 {
             BAD_ECHOES.fetch_add(bad, Relaxed);
         }
@@ -944,7 +989,11 @@ fn report(a: &Args) -> anyhow::Result<()> {
             let errors: u64 = rs
                 .iter()
                 .map(|r| {
-                    r["bad_echoes"].as_u64().unwrap_or(0) + r["conn_errors"].as_u64().unwrap_or(0)
+                    // Unevenly served connections count: the run did not measure the load
+                    // it was asked for.
+                    r["bad_echoes"].as_u64().unwrap_or(0)
+                        + r["conn_errors"].as_u64().unwrap_or(0)
+                        + r["uneven_conns"].as_u64().unwrap_or(0)
                 })
                 .sum();
             // Ratio to the baseline: each run is paired with the baseline's run of the same
