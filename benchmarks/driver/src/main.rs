@@ -490,8 +490,10 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         let frame_len = frame.len();
         let batch = frame.repeat(a.inflight);
         let (k, plen) = (a.inflight, a.payload as u64);
+        let counter = PER_CONN.get().and_then(|p| p.get(i));
         tasks.spawn(async move {
-            if let Err(e) = echo_loop(i, tcp, leftover, &batch, frame_len, plen, k, op).await {
+            if let Err(e) = echo_loop(counter, tcp, leftover, &batch, frame_len, plen, k, op).await
+            {
                 if CONN_ERRORS.fetch_add(1, Relaxed) < 3 {
                     eprintln!("driver: connection {i}: {e:#}");
                 }
@@ -525,7 +527,11 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         got.first().copied().unwrap_or(0),
         got.get(got.len() / 2).copied().unwrap_or(0),
     );
-    let uneven = got.iter().filter(|&&n| n * 4 < got_median).count();
+    // A connection with none counts even when the median is 0 (most of them stalled).
+    let uneven = got
+        .iter()
+        .filter(|&&n| n == 0 || n * 4 < got_median)
+        .count();
 
     let wall = (s1.at - s0.at).as_secs_f64();
     let echoes = s1.echoed - s0.echoed;
@@ -645,7 +651,7 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
 /// One connection's closed loop: send K frames, then one more for every echo received.
 #[allow(clippy::too_many_arguments)]
 async fn echo_loop(
-    index: usize,
+    counter: Option<&'static AtomicU64>,
     mut tcp: TcpStream,
     leftover: Vec<u8>,
     batch: &[u8],
@@ -747,7 +753,7 @@ async fn echo_loop(
             continue;
         }
         ECHOED.fetch_add(done as u64, Relaxed);
-        if let Some(c) = PER_CONN.get().and_then(|p| p.get(index)) {
+        if let Some(c) = counter {
             c.fetch_add(done as u64, Relaxed);
         }
         if bad > 0 {
