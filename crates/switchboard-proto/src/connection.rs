@@ -142,6 +142,11 @@ struct Extras {
     /// it keys come from the thread-local CSPRNG (RFC 6455 §10.3 asks for unpredictable
     /// keys).
     seeded: Option<Box<rand::rngs::StdRng>>,
+    /// The header bytes of the last large message received, which sit in memory right
+    /// before its payload and are no use once parsed (server role): a reply with that
+    /// payload writes its own header there, so header and payload go out as one run of
+    /// memory ([`Connection::send`]). Dropped at the next event.
+    room: Option<BytesMut>,
 }
 
 /// A buffer that costs one pointer while it holds no memory (an idle connection has two);
@@ -434,6 +439,10 @@ impl Connection {
     /// On a protocol violation the close frame with the matching code is queued, the state
     /// becomes [`State::Closed`], the error is returned once, and later calls return `Ok(None)`.
     pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        if let Some(room) = self.extras.as_deref_mut().map(|x| &mut x.room) {
+            // The last message's header room is for a reply sent before this call.
+            *room = None;
+        }
         if slot_bytes(&self.read_buf).is_empty() && self.cur.is_none() {
             // Nothing buffered, no frame open: the common "need more bytes" case, without
             // walking the parser (an empty frame still needs its header bytes).
@@ -456,7 +465,20 @@ impl Connection {
                     None => return Ok(None),
                     Some((header, n)) => {
                         let f = self.check_header(header)?;
-                        slot_mut(&mut self.read_buf).advance(n);
+                        let buf = slot_mut(&mut self.read_buf);
+                        if self.role == Role::Server
+                            && f.len() >= ZERO_COPY_MIN
+                            && f.flags & (InFrame::FIN | InFrame::COMPRESSED) == InFrame::FIN
+                            && buf.len() - n >= f.len()
+                            && matches!(header.opcode, OpCode::Text | OpCode::Binary)
+                        {
+                            // A whole large message: its header stays, as room for the
+                            // reply's (see `Extras::room`).
+                            let room = buf.split_to(n);
+                            self.extras_mut().room = Some(room);
+                        } else {
+                            buf.advance(n);
+                        }
                         f
                     }
                 },
@@ -707,7 +729,15 @@ impl Connection {
             }
             let mut head = [0u8; MAX_HEADER_LEN];
             let n = header.encode(&mut head);
-            slot_mut(&mut self.out).extend_from_slice(&head[..n]);
+            match self.room_before(&bytes, n) {
+                Some(mut room) => {
+                    // The header goes where the received one was, right before the
+                    // payload: a transport can write both as one run.
+                    room.copy_from_slice(&head[..n]);
+                    self.push_chunk(room.freeze());
+                }
+                None => slot_mut(&mut self.out).extend_from_slice(&head[..n]),
+            }
             self.push_chunk(bytes);
             return Ok(());
         }
@@ -770,6 +800,19 @@ impl Connection {
         }
         self.push_chunk(frame);
         Ok(())
+    }
+
+    /// The last `n` bytes of the room a received header left (see `Extras::room`), when
+    /// that room ends where `payload` starts.
+    fn room_before(&mut self, payload: &[u8], n: usize) -> Option<BytesMut> {
+        let x = self.extras.as_deref_mut()?;
+        let room = x.room.as_ref()?;
+        if room.len() < n || room.as_ptr_range().end != payload.as_ptr() {
+            return None;
+        }
+        let mut room = x.room.take()?;
+        room.advance(room.len() - n);
+        Some(room)
     }
 
     /// Moves what `out` holds into the chunk queue, then appends `b` after it.
@@ -1011,6 +1054,9 @@ impl Connection {
         }
         if slot_bytes(&self.out).is_empty() {
             released |= self.out.take().is_some();
+        }
+        if let Some(x) = self.extras.as_deref_mut() {
+            released |= x.room.take().is_some();
         }
         released
     }

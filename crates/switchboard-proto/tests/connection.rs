@@ -503,6 +503,90 @@ mod shared_frames {
         assert_eq!(slices[1].as_ptr(), payload.as_ptr());
     }
 
+    /// A client frame of `payload`, masked, as the network would bring it.
+    fn client_frame(text: bool, payload: &[u8]) -> Vec<u8> {
+        let mut c = Connection::new(Role::Client, Config::default()).with_mask_seed(3);
+        let msg = if text {
+            Message::Text(String::from_utf8(payload.to_vec()).unwrap().into())
+        } else {
+            Message::binary(payload.to_vec())
+        };
+        c.send(&msg).unwrap();
+        drain(&mut c)
+    }
+
+    /// The frame a server sends for `msg`, encoded independently of the connection.
+    fn server_frame(msg: &Message) -> Vec<u8> {
+        encode_shared(msg).to_vec()
+    }
+
+    #[test]
+    fn a_large_reply_goes_out_in_the_room_the_received_header_left() {
+        for (text, len) in [(false, 4096), (true, 5000), (false, 70_000)] {
+            let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut s = Connection::new(Role::Server, Config::default());
+            s.handle_read(&client_frame(text, &payload));
+            let Some(Event::Message(msg)) = s.poll_event().unwrap() else {
+                panic!("no message");
+            };
+            s.send(&msg).unwrap();
+            let mut slices = [IoSlice::new(&[]); 4];
+            let n = s.transmit_slices(&mut slices);
+            assert_eq!(n, 2, "header run, then the payload");
+            let head_end = slices[0].as_ptr_range().end;
+            assert_eq!(head_end, slices[1].as_ptr(), "one run of memory ({len} B)");
+            assert_eq!(drain(&mut s), server_frame(&msg));
+        }
+    }
+
+    #[test]
+    fn a_reply_without_its_room_is_still_the_right_frame() {
+        let payload = vec![9u8; 6000];
+        // Room gone: another poll came first, or the reply is another slice of the payload.
+        for case in 0..3 {
+            let mut s = Connection::new(Role::Server, Config::default());
+            s.handle_read(&client_frame(false, &payload));
+            let Some(Event::Message(Message::Binary(b))) = s.poll_event().unwrap() else {
+                panic!("no message");
+            };
+            let reply = match case {
+                0 => {
+                    assert_eq!(s.poll_event().unwrap(), None);
+                    Message::Binary(b)
+                }
+                1 => Message::Binary(b.slice(1..)),
+                _ => Message::Binary(b.slice(..5000)),
+            };
+            s.send(&reply).unwrap();
+            let mut slices = [IoSlice::new(&[]); 4];
+            let n = s.transmit_slices(&mut slices);
+            if case < 2 {
+                assert_ne!(
+                    slices[0].as_ptr_range().end,
+                    slices[1].as_ptr(),
+                    "case {case}"
+                );
+            }
+            assert_eq!(n, 2);
+            assert_eq!(drain(&mut s), server_frame(&reply), "case {case}");
+        }
+    }
+
+    #[test]
+    fn a_message_that_is_not_whole_in_one_read_leaves_no_room() {
+        let payload = vec![5u8; 8000];
+        let frame = client_frame(false, &payload);
+        let mut s = Connection::new(Role::Server, Config::default());
+        s.handle_read(&frame[..100]);
+        assert_eq!(s.poll_event().unwrap(), None);
+        s.handle_read(&frame[100..]);
+        let Some(Event::Message(msg)) = s.poll_event().unwrap() else {
+            panic!("no message");
+        };
+        s.send(&msg).unwrap();
+        assert_eq!(drain(&mut s), server_frame(&msg));
+    }
+
     #[test]
     fn shared_frames_that_would_be_wrong_are_refused() {
         let mut s = Connection::new(Role::Server, Config::default());

@@ -453,9 +453,10 @@ impl WebSocket<crate::uring::UringStream> {
                 self.conn.take_transmit_chunk(),
                 self.conn.take_transmit_chunk(),
             ) {
-                // The header is copied and let go at once, so the transmit buffer it was
-                // split from is whole again when it goes back to the pool.
-                self.stream.send_owned(&head, payload).map_err(Error::Io)?;
+                // A header in the transmit buffer is copied and let go at once, so the
+                // buffer is whole again when it goes back to the pool; one written in
+                // front of the payload goes out with it, as one run.
+                self.stream.send_owned(head, payload).map_err(Error::Io)?;
             }
         }
         self.poll_flush(cx)

@@ -347,15 +347,18 @@ impl UringStream {
         self.ring.lock().send_idle(self.slot)
     }
 
-    /// Sends `head` then `payload` in one `sendmsg(2)`, holding the payload (not copying
-    /// it) until the kernel is done with it, when nothing else waits to be sent (see
-    /// [`send_idle`](Self::send_idle)) and `head` is 32 bytes at most (it is copied: a
-    /// frame header); else copying both after what waits. Never waits itself; like
+    /// Sends `head` then `payload`, holding the payload (not copying it) until the kernel
+    /// is done with it, when nothing else waits to be sent (see
+    /// [`send_idle`](Self::send_idle)) and `head` is 32 bytes at most (a frame header);
+    /// else copying both after what waits. When `head` ends where `payload` starts in
+    /// memory (the protocol core writes a reply's header into the room the received
+    /// header left), both are held and go out as one run (`send(2)`); otherwise `head` is
+    /// copied and the two go out in one `sendmsg(2)`. Never waits itself; like
     /// `poll_write`, the bytes go out with the ring's next submission.
     ///
     /// # Errors
     /// A failed earlier send's error.
-    pub fn send_owned(&mut self, head: &[u8], payload: Bytes) -> io::Result<()> {
+    pub fn send_owned(&mut self, head: Bytes, payload: Bytes) -> io::Result<()> {
         self.ring.lock().send_owned(self.slot, head, payload)
     }
 
@@ -630,8 +633,12 @@ const OWNED_HEAD_MAX: usize = 32;
 /// One `sendmsg(2)` of a short head (copied here) and a payload the ring holds until the
 /// kernel is done with it.
 struct OwnedSend {
+    /// The head, copied (unless `joined` holds it).
     head: [u8; OWNED_HEAD_MAX],
     head_len: usize,
+    /// The head when it ends where `payload` starts in memory (else empty): both go out
+    /// as one run.
+    joined: Bytes,
     payload: Bytes,
     /// How much of the head and payload (together) is sent.
     sent: usize,
@@ -652,6 +659,7 @@ impl OwnedSend {
         Self {
             head: [0; OWNED_HEAD_MAX],
             head_len: 0,
+            joined: Bytes::new(),
             payload: Bytes::new(),
             sent: 0,
             iov: [iov; 2],
@@ -662,6 +670,21 @@ impl OwnedSend {
 
     fn len(&self) -> usize {
         self.head_len + self.payload.len()
+    }
+
+    /// What is not sent yet as one run of memory, when the head is joined to the payload.
+    fn run(&self) -> Option<(*const u8, u32)> {
+        if self.joined.is_empty() {
+            return None;
+        }
+        let len = u32::try_from(self.len() - self.sent).ok()?;
+        // Each pointer stays inside its own buffer; the kernel reads on across the
+        // boundary, where `payload` (held with `joined` until the send completes) starts.
+        let ptr = match self.joined.get(self.sent..) {
+            Some(rest) if !rest.is_empty() => rest.as_ptr(),
+            _ => self.payload[self.sent - self.joined.len()..].as_ptr(),
+        };
+        Some((ptr, len))
     }
 
     /// Points the message at what is not sent yet.
@@ -1046,11 +1069,12 @@ impl Inner {
         let Some(o) = s.owned.as_deref_mut() else {
             return;
         };
-        let msg = o.prepare();
+        let e = match o.run() {
+            Some((ptr, len)) => opcode::Send::new(types::Fd(fd), ptr, len).build(),
+            None => opcode::SendMsg::new(types::Fd(fd), o.prepare()).build(),
+        }
+        .user_data(user_data(i, SEND));
         s.sending = true;
-        let e = opcode::SendMsg::new(types::Fd(fd), msg)
-            .build()
-            .user_data(user_data(i, SEND));
         self.push(&e);
     }
 
@@ -1062,13 +1086,13 @@ impl Inner {
 
     /// Sends `head` (copied) then `payload` (by reference) when nothing else waits to be
     /// sent, else copies both after what does.
-    fn send_owned(&mut self, i: usize, head: &[u8], payload: Bytes) -> io::Result<()> {
+    fn send_owned(&mut self, i: usize, head: Bytes, payload: Bytes) -> io::Result<()> {
         if let Some(e) = self.slot_mut(i).write_error.take() {
             return Err(e);
         }
         if !self.send_idle(i) || head.len() > OWNED_HEAD_MAX {
             let s = self.slot_mut(i);
-            s.filling.extend_from_slice(head);
+            s.filling.extend_from_slice(&head);
             s.filling.extend_from_slice(&payload);
             if !s.sending {
                 self.queue_send(i);
@@ -1079,8 +1103,12 @@ impl Inner {
             .owned_spare
             .pop()
             .unwrap_or_else(|| Box::new(OwnedSend::new()));
-        o.head[..head.len()].copy_from_slice(head);
         o.head_len = head.len();
+        if head.as_ptr_range().end == payload.as_ptr() {
+            o.joined = head;
+        } else {
+            o.head[..head.len()].copy_from_slice(&head);
+        }
         o.payload = payload;
         o.sent = 0;
         self.slot_mut(i).owned = Some(o);
@@ -1115,6 +1143,7 @@ impl Inner {
         // Done (or failed): the runs are let go, so their memory can be reused.
         if let Some(mut o) = s.owned.take() {
             o.payload = Bytes::new();
+            o.joined = Bytes::new();
             if self.owned_spare.len() < SPARES {
                 self.owned_spare.push(o);
             }
