@@ -18,7 +18,8 @@ SCENARIOS ("100x20 100x1024 10x16384 500x20"), PEER (fastwebsockets | tokio-tung
 uring-echo | uring-echo-eager), BASE (switchboard, or another of those: the server whose
 ratio is reported),
 SB_ARGS (more `switchboard serve` flags, e.g. "--io-uring"), SB_BIN (the switchboard binary;
-default target/release/switchboard),
+default target/release/switchboard), SB_PEER_BIN (the binary of PEER=switchboard-b: an A/B of
+two builds measured at once, e.g. `SB_PEER_BIN=/tmp/old-switchboard PEER=switchboard-b`),
 SERVER_CORE (0), DRIVER_CORE (1), BASE_PORT (19300), SKIP_BUILD (1).
 Before the rounds, `driver host` measures what this host's kernel charges per system call
 and per io_uring entry (about 10 s); its line heads the table and it is in the JSON.
@@ -56,12 +57,15 @@ PEERS = {
     "uring-echo": BT / "uring-echo",
     # The same, with each receive queued beside its send (`--eager-recv`).
     "uring-echo-eager": BT / "uring-echo",
+    # Another switchboard build (SB_PEER_BIN), for an A/B of two builds at once.
+    "switchboard-b": Path(os.environ.get("SB_PEER_BIN", str(SB))),
 }
 
 
 def server_cmd(name, p):
-    if name == "switchboard":
-        return [str(SB), "serve", "--listen", f"127.0.0.1:{p}", "--workers", "1", *SB_ARGS]
+    if name in ("switchboard", "switchboard-b"):
+        exe = SB if name == "switchboard" else PEERS[name]
+        return [str(exe), "serve", "--listen", f"127.0.0.1:{p}", "--workers", "1", *SB_ARGS]
     extra = ["--eager-recv"] if name == "uring-echo-eager" else []
     return [str(PEERS[name]), "--listen", f"127.0.0.1:{p}", *extra]
 
