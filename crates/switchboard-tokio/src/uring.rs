@@ -630,8 +630,9 @@ struct Slot {
 /// The longest head [`UringStream::send_owned`] takes (a frame header is at most 14).
 const OWNED_HEAD_MAX: usize = 32;
 
-/// One `sendmsg(2)` of a short head (copied here) and a payload the ring holds until the
-/// kernel is done with it.
+/// One send of a short head and a payload the ring holds until the kernel is done with
+/// it: a `sendmsg(2)` of the copied head and the payload, or a `send(2)` of one run when
+/// the head ends where the payload starts (`joined`).
 struct OwnedSend {
     /// The head, copied (unless `joined` holds it).
     head: [u8; OWNED_HEAD_MAX],
