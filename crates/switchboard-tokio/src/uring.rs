@@ -678,7 +678,9 @@ impl OwnedSend {
         if self.joined.is_empty() {
             return None;
         }
-        let len = u32::try_from(self.len() - self.sent).ok()?;
+        // At most 4 GiB per entry: a longer send goes out in parts (`owned_sent` queues
+        // the rest). Never `None` here, as `prepare` knows no joined head.
+        let len = u32::try_from(self.len() - self.sent).unwrap_or(u32::MAX);
         // Each pointer stays inside its own buffer; the kernel reads on across the
         // boundary, where `payload` (held with `joined` until the send completes) starts.
         let ptr = match self.joined.get(self.sent..) {
