@@ -13,6 +13,14 @@ ratio is switchboard's CPU per echo over the peer's; the table gives the median 
 rounds and their range. Run benchmarks/run.sh first (it builds the binaries), or set
 SKIP_BUILD=0 to build here.
 
+The price of measuring both at once: each server runs on about half a core, so more work
+waits for it each time it runs, and a server that batches more per wake-up (io_uring)
+gains more from that than one that makes two system calls per message. Against
+fastwebsockets this flatters switchboard, most with many connections (twelfth pass of
+docs/benchmarks.md: 500 x 20 B 0.86x here against about 0.97x with a core to itself, and
+0.79x with a third process on the core). Use it for A/B of two switchboard builds (alike
+in how they batch); judge the acceptance targets with run.sh, with many short repeats.
+
 Environment: ROUNDS (5), DURATION (4 s measured per round, after 1 s warm-up),
 SCENARIOS ("100x20 100x1024 10x16384 500x20"), PEER (fastwebsockets | tokio-tungstenite |
 uring-echo | uring-echo-eager), BASE (switchboard, or another of those: the server whose
@@ -153,6 +161,9 @@ def main():
         met = "met" if row["ratio_median"] <= 0.95 else "**missed**"
         print(f"| {c} x {p} B | {row['base_us']:.2f} | {row['peer_us']:.2f} |"
               f" {row['ratio_median']:.3f}x ({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) | {met} |")
+    if {BASE, PEER} & {"fastwebsockets", "tokio-tungstenite"}:
+        print("\nBoth servers shared one core: each ran on about half of it, which favours the one"
+              " that batches more per wake-up (see the docstring); run.sh gives each a core.")
     if errors:
         print(f"\n**{errors} bad echoes, connection errors or unevenly served connections** in these rounds"
               " (see the per-round lines): the ratios above do not describe a full load.")
