@@ -3,32 +3,35 @@
 (which drifts by 10-30 % between runs on a shared VM) is the same for both.
 
     benchmarks/paired.py                      # switchboard vs fastwebsockets, 4 scenarios
-    ROUNDS=3 DURATION=3 benchmarks/paired.py  # quicker
+    ROUNDS=3 DURATION=6 benchmarks/paired.py  # quicker
 
-Both servers are pinned to core $SERVER_CORE (0) and run at once; each has its own load
-driver, both pinned to core $DRIVER_CORE (1), with the same connections, payload and one
-message in flight per connection. Each driver reads its server's CPU time from /proc, so
-each server's CPU per echo is measured over the same seconds as the other's. A round's
-ratio is switchboard's CPU per echo over the peer's; the table gives the median of the
-rounds and their range. Run benchmarks/run.sh first (it builds the binaries), or set
-SKIP_BUILD=0 to build here.
+Both servers are pinned to core $SERVER_CORE (0); each has its own load driver, both
+pinned to core $DRIVER_CORE (1), with the same connections, payload and one message in
+flight per connection. The drivers take turns: every ALTERNATE (200) ms the running one is
+stopped (SIGSTOP) and the other continued, so each server has the core to itself while it
+works (its idle time costs nothing), and the machine's drift, which moves every server's
+CPU per echo by 10-30 % within minutes, falls on both alike. Each driver reads its
+server's CPU time from /proc. A round's ratio is switchboard's CPU per echo over the
+peer's; the table gives the median of the rounds and their range. Run benchmarks/run.sh
+first (it builds the binaries), or set SKIP_BUILD=0 to build here.
 
-The price of measuring both at once: each server runs on about half a core, so more work
-waits for it each time it runs, and a server that batches more per wake-up (io_uring)
-gains more from that than one that makes two system calls per message. Against
-fastwebsockets this flatters switchboard, most with many connections (twelfth pass of
-docs/benchmarks.md: 500 x 20 B 0.86x here against about 0.97x with a core to itself, and
-0.79x with a third process on the core). Use it for A/B of two switchboard builds (alike
-in how they batch); judge the acceptance targets with run.sh, with many short repeats.
+ALTERNATE=0 runs both at once instead, each on about half a core: more work waits for a
+server each time it runs, and a server that batches more per wake-up (io_uring) gains more
+from that than one that makes two system calls per message, so against fastwebsockets it
+flatters switchboard (twelfth pass of docs/benchmarks.md: 500 x 20 B 0.85x-0.88x at once,
+0.88x-0.92x taking turns, 0.79x with a third process on the core). Keep it for A/B of two
+switchboard builds, which batch alike.
 
-Environment: ROUNDS (5), DURATION (4 s measured per round, after 1 s warm-up),
+Environment: ROUNDS (5), DURATION (8 s measured per round, after 1 s warm-up; with turns each
+driver runs half of it),
 SCENARIOS ("100x20 100x1024 10x16384 500x20"), PEER (fastwebsockets | tokio-tungstenite |
 uring-echo | uring-echo-eager), BASE (switchboard, or another of those: the server whose
 ratio is reported),
 SB_ARGS (more `switchboard serve` flags, e.g. "--io-uring"), SB_BIN (the switchboard binary;
 default target/release/switchboard), SB_PEER_BIN (the binary of PEER=switchboard-b: an A/B of
 two builds measured at once, e.g. `SB_PEER_BIN=/tmp/old-switchboard PEER=switchboard-b`),
-SERVER_CORE (0), DRIVER_CORE (1), BASE_PORT (19300), SKIP_BUILD (1).
+SERVER_CORE (0), DRIVER_CORE (1), BASE_PORT (19300), SKIP_BUILD (1), ALTERNATE (200: the
+drivers take turns of that many ms, kept under the ring's 500 ms idle timer; 0: both at once).
 Before the rounds, `driver host` measures what this host's kernel charges per system call
 and per io_uring entry (about 10 s); its line heads the table and it is in the JSON.
 Only 127.0.0.1 is used; only the processes started here are stopped, by PID.
@@ -36,16 +39,18 @@ Only 127.0.0.1 is used; only the processes started here are stopped, by PID.
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
-DURATION = os.environ.get("DURATION", "4")
+DURATION = os.environ.get("DURATION", "8")
 SCENARIOS = os.environ.get("SCENARIOS", "100x20 100x1024 10x16384 500x20").split()
 PEER = os.environ.get("PEER", "fastwebsockets")
 BASE = os.environ.get("BASE", "switchboard")
@@ -53,6 +58,7 @@ SB_ARGS = os.environ.get("SB_ARGS", "").split()
 SERVER_CORE = os.environ.get("SERVER_CORE", "0")
 DRIVER_CORE = os.environ.get("DRIVER_CORE", "1")
 port = int(os.environ.get("BASE_PORT", "19300"))
+ALTERNATE_MS = int(os.environ.get("ALTERNATE", "200"))
 
 # SB_BIN: another switchboard build (a copy of an older one, for an A/B of the same host).
 SB = Path(os.environ["SB_BIN"]) if os.environ.get("SB_BIN") else ROOT / "target/release/switchboard"
@@ -76,6 +82,33 @@ def server_cmd(name, p):
         return [str(exe), "serve", "--listen", f"127.0.0.1:{p}", "--workers", "1", *SB_ARGS]
     extra = ["--eager-recv"] if name == "uring-echo-eager" else []
     return [str(PEERS[name]), "--listen", f"127.0.0.1:{p}", *extra]
+
+
+class Turns:
+    """Lets the drivers run one at a time, switching every ALTERNATE_MS: the others are
+    stopped with SIGSTOP (their servers go idle) until their turn comes."""
+
+    def __init__(self, procs):
+        self.procs = procs
+        self.done = threading.Event()
+        for p in procs[1:]:
+            p.send_signal(signal.SIGSTOP)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        i = 0
+        while not self.done.wait(ALTERNATE_MS / 1000):
+            nxt = (i + 1) % len(self.procs)
+            self.procs[i].send_signal(signal.SIGSTOP)
+            self.procs[nxt].send_signal(signal.SIGCONT)
+            i = nxt
+
+    def end(self):
+        self.done.set()
+        self.thread.join()
+        for p in self.procs:
+            p.send_signal(signal.SIGCONT)
 
 
 def main():
@@ -119,10 +152,15 @@ def main():
                            "--inflight", "1", "--payload", payload, "--duration", DURATION,
                            "--warmup", "1", "--server-pid", str(proc.pid), "--server-name", n]
                     drivers.append((n, subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)))
+                turns = Turns([d for _, d in drivers]) if ALTERNATE_MS else None
                 out = {}
-                for n, d in drivers:
-                    text = d.communicate(timeout=int(DURATION) + 120)[0]
-                    out[n] = json.loads(text.strip().splitlines()[-1])
+                try:
+                    for n, d in drivers:
+                        text = d.communicate(timeout=2 * int(DURATION) + 120)[0]
+                        out[n] = json.loads(text.strip().splitlines()[-1])
+                finally:
+                    if turns:
+                        turns.end()
             finally:
                 for _, _, proc in servers:
                     proc.kill()
@@ -150,7 +188,8 @@ def main():
         })
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip()
-    print(f"\nPaired run at git {git}: {ROUNDS} rounds x {DURATION} s, both servers at once on"
+    how = f"taking turns of {ALTERNATE_MS} ms" if ALTERNATE_MS else "at once"
+    print(f"\nPaired run at git {git}: {ROUNDS} rounds x {DURATION} s, both servers {how} on"
           f" core {SERVER_CORE}, drivers on core {DRIVER_CORE}, 1 message in flight.")
     print(f"{host_line}\n")
     print("(met/missed compares the unrounded median with 0.95.)\n")
@@ -161,14 +200,16 @@ def main():
         met = "met" if row["ratio_median"] <= 0.95 else "**missed**"
         print(f"| {c} x {p} B | {row['base_us']:.2f} | {row['peer_us']:.2f} |"
               f" {row['ratio_median']:.3f}x ({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) | {met} |")
-    if {BASE, PEER} & {"fastwebsockets", "tokio-tungstenite"}:
-        print("\nBoth servers shared one core: each ran on about half of it, which favours the one"
-              " that batches more per wake-up (see the docstring); run.sh gives each a core.")
+    if ALTERNATE_MS:
+        print(f"\nThe drivers took turns of {ALTERNATE_MS} ms: each server had the core to itself while it worked.")
+    elif {BASE, PEER} & {"fastwebsockets", "tokio-tungstenite"}:
+        print("\nBoth servers shared one core (ALTERNATE=0): each ran on about half of it, which favours"
+              " the one that batches more per wake-up (see the docstring); the default takes turns.")
     if errors:
         print(f"\n**{errors} bad echoes, connection errors or unevenly served connections** in these rounds"
               " (see the per-round lines): the ratios above do not describe a full load.")
     print(json.dumps({"git": git, "base": BASE, "peer": PEER, "rounds": ROUNDS, "duration_s": DURATION,
-                      "host": host, "errors": errors, "rows": rows}))
+                      "alternate_ms": ALTERNATE_MS, "host": host, "errors": errors, "rows": rows}))
 
 
 if __name__ == "__main__":
