@@ -29,7 +29,7 @@ uring-echo | uring-echo-eager), BASE (switchboard, or another of those: the serv
 ratio is reported),
 SB_ARGS (more `switchboard serve` flags, e.g. "--io-uring"), SB_BIN (the switchboard binary;
 default target/release/switchboard), SB_PEER_BIN (the binary of PEER=switchboard-b: an A/B of
-two builds measured at once, e.g. `SB_PEER_BIN=/tmp/old-switchboard PEER=switchboard-b`),
+two builds measured over the same seconds, e.g. `SB_PEER_BIN=/tmp/old-switchboard PEER=switchboard-b`),
 SERVER_CORE (0), DRIVER_CORE (1), BASE_PORT (19300), SKIP_BUILD (1), ALTERNATE (200: the
 drivers take turns of that many ms, kept under the ring's 500 ms idle timer; 0: both at once).
 Before the rounds, `driver host` measures what this host's kernel charges per system call
