@@ -208,6 +208,16 @@ impl Outbox {
         }
     }
 
+    /// Drops every queued frame at once (the connection was given up on: what waits for it
+    /// will never be sent); returns how many there were.
+    pub fn discard(&self) -> usize {
+        let mut g = self.lock();
+        let n = g.queue.len();
+        g.queue = VecDeque::new();
+        g.bytes = 0;
+        n
+    }
+
     /// The bounds.
     pub fn limits(&self) -> OutboxLimits {
         self.limits

@@ -174,6 +174,11 @@ pub struct ServerConfig {
     /// `io-uring` feature, Linux 6.0+, and a runtime that calls
     /// [`before_park`](switchboard_tokio::uring::before_park) on park. Default: off.
     pub io_uring: bool,
+    /// The kernel's send buffer per connection, in bytes
+    /// ([`SocketControl::set_send_buffer`](switchboard_tokio::SocketControl::set_send_buffer));
+    /// 0 leaves it to the kernel, which grows it up to `net.ipv4.tcp_wmem`'s maximum
+    /// (4 MiB by default) for a peer that does not read. Default: 256 KiB.
+    pub socket_send_buffer: usize,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -190,6 +195,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("hub", &self.hub)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("io_uring", &self.io_uring)
+            .field("socket_send_buffer", &self.socket_send_buffer)
             .finish()
     }
 }
@@ -211,6 +217,7 @@ impl Default for ServerConfig {
             hub: HubConfig::default(),
             api_key: None,
             io_uring: false,
+            socket_send_buffer: 256 << 10,
         }
     }
 }
@@ -231,6 +238,13 @@ impl ServerConfig {
     /// Drives sockets through io_uring (see [`ServerConfig::io_uring`]).
     pub fn io_uring(mut self, on: bool) -> Self {
         self.io_uring = on;
+        self
+    }
+
+    /// Sets the kernel's send buffer per connection (see
+    /// [`ServerConfig::socket_send_buffer`]).
+    pub fn socket_send_buffer(mut self, bytes: usize) -> Self {
+        self.socket_send_buffer = bytes;
         self
     }
 

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use switchboard_proto::{CloseCode, Event};
-use switchboard_tokio::{Error as WsError, WebSocket};
+use switchboard_tokio::{Error as WsError, SocketControl, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use crate::metrics::Metrics;
 use crate::registry::{Beat, Registration};
 
 /// Why a connection's loop stopped.
@@ -104,14 +103,20 @@ where
 }
 
 /// The closing steps after a loop stopped, then a log line saying how it ended.
+///
+/// A connection whose closing handshake did not complete (the peer did not answer within
+/// `timeout`, or the connection failed) is reset rather than closed, so the kernel frees
+/// what it still holds for it at once. The registration is let go last, once the socket
+/// is closed: until then the connection counts against every limit.
 pub(crate) async fn finish<S>(
     mut ws: WebSocket<S>,
     stop: Stop,
-    metrics: Arc<Metrics>,
+    reg: Registration,
     timeout: std::time::Duration,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + SocketControl,
 {
+    let metrics = Arc::clone(reg.metrics());
     let r = match stop {
         // Bounded: a peer that sent its close and stopped reading must not hold the task.
         Stop::PeerClosed => bounded(timeout, ws.finish()).await,
@@ -151,10 +156,16 @@ pub(crate) async fn finish<S>(
             .await
         }
         Stop::Failed(e @ WsError::Protocol(_)) => {
-            let _ = bounded(timeout, ws.finish()).await;
+            // The error's close frame went out; how the handshake ends decides the reset.
+            if bounded(timeout, ws.finish()).await.is_err() {
+                ws.get_ref().reset_on_drop();
+            }
             Err(e)
         }
-        Stop::Failed(e) => Err(e),
+        Stop::Failed(e) => {
+            ws.get_ref().reset_on_drop();
+            Err(e)
+        }
     };
     let conn = ws.connection();
     if let Some(Some(f)) = conn.sent_close() {
@@ -165,8 +176,15 @@ pub(crate) async fn finish<S>(
     }
     match r {
         Ok(()) => debug!("closed"),
-        Err(e) => debug!(error = %e, "ended"),
+        Err(e @ WsError::Protocol(_)) => debug!(error = %e, "ended"),
+        Err(e) => {
+            // The closing handshake did not complete (timed out or failed).
+            debug!(error = %e, "ended; resetting the connection");
+            ws.get_ref().reset_on_drop();
+        }
     }
+    drop(ws);
+    drop(reg);
 }
 
 async fn bounded(

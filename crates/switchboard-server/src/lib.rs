@@ -63,7 +63,9 @@ pub use switchboard_hub::{Hub, HubConfig, OutboxLimits, SlowConsumerPolicy};
 use switchboard_hub::Outbox;
 use switchboard_proto::handshake::server::Request;
 use switchboard_proto::Config;
-use switchboard_tokio::{read_request, refuse, upgrade_request, Error as WsError, WebSocket};
+use switchboard_tokio::{
+    read_request, refuse, upgrade_request, Error as WsError, SocketControl, WebSocket,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
@@ -345,6 +347,7 @@ impl ConnTask {
     /// plain streams for [`new_uring`](Self::new_uring) instead).
     fn new(tcp: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) -> Self {
         let _ = tcp.set_nodelay(true);
+        cap_send_buffer(&tcp, shared);
         let (id, span, reg) = Self::admit(peer, shared);
         match &shared.config.tls {
             Some(acceptor) => {
@@ -396,6 +399,7 @@ impl ConnTask {
                     return Routed::Done;
                 }
             };
+            cap_send_buffer(&stream, &shared);
             match shared.config.tls.clone() {
                 Some(acceptor) => {
                     if let Some(tls) = accept_tls(&acceptor, stream, &shared).await {
@@ -409,6 +413,17 @@ impl ConnTask {
         Self::StartUring {
             fut: Box::pin(routing.instrument(span.clone())),
             span: enabled.then(|| Box::new(span)),
+        }
+    }
+}
+
+/// Caps the kernel's send buffer of an accepted connection
+/// ([`ServerConfig::socket_send_buffer`]).
+fn cap_send_buffer(socket: &impl SocketControl, shared: &Shared) {
+    let bytes = shared.config.socket_send_buffer;
+    if bytes > 0 {
+        if let Err(e) = socket.set_send_buffer(bytes) {
+            debug!(error = %e, "could not cap the socket's send buffer");
         }
     }
 }
@@ -495,7 +510,7 @@ fn opened<S>(
 /// The state after the echo loop stopped: its closing steps, boxed, in the connection's span.
 fn closing<S>(ws: WebSocket<S>, reg: Registration, stop: Stop, span: Option<Box<Span>>) -> ConnTask
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + SocketControl + Send + 'static,
 {
     let span = span.map_or_else(Span::none, |s| *s);
     ConnTask::Boxed(Box::pin(end_echo(ws, reg, stop).instrument(span)))
@@ -527,7 +542,7 @@ where
 /// Runs a routed connection to its end (the boxed path: TLS, io_uring).
 async fn drive<S>(routed: Routed<S>)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + SocketControl,
 {
     match routed {
         Routed::Echo(mut ws, mut reg) => {
@@ -544,14 +559,13 @@ where
 
 async fn end_echo<S>(ws: WebSocket<S>, reg: Registration, stop: Stop)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + SocketControl,
 {
     let timeout = ws.connection().config().close_timeout;
-    let metrics = Arc::clone(reg.metrics());
-    // The connection stops counting against the limits once it is closing.
-    drop(reg);
-    metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-    finish(ws, stop, metrics, timeout).await;
+    reg.metrics()
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+    finish(ws, stop, reg, timeout).await;
 }
 
 /// The WebSocket endpoints.
@@ -571,7 +585,7 @@ async fn route<S>(
     shared: Arc<Shared>,
 ) -> Routed<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + SocketControl + Send + 'static,
 {
     let (req, leftover) = match read_request(&mut stream, &shared.echo).await {
         Ok(r) => r,
@@ -664,7 +678,7 @@ fn run_session<S, A>(
     shared: Arc<Shared>,
 ) -> BoxFuture<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + SocketControl + Send + 'static,
     A: session::App + Send + 'static,
 {
     let outbox = Arc::new(Outbox::new(shared.config.outbox));

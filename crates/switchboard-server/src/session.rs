@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use switchboard_hub::{Hub, Outbox};
 use switchboard_proto::{Event, Message};
-use switchboard_tokio::WebSocket;
+use switchboard_tokio::{SocketControl, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::echo::{check_registration, finish, Stop};
@@ -90,7 +90,7 @@ pub(crate) async fn run<S, A>(
     metrics: Arc<Metrics>,
     mut reg: Registration,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + SocketControl,
     A: App,
 {
     let opened = app.open(&mut Ctx {
@@ -110,15 +110,22 @@ pub(crate) async fn run<S, A>(
     // No more deliveries; leave every topic (the others see the leave now).
     outbox.close();
     app.close(&hub);
-    if matches!(stop, Stop::Shutdown) {
+    match stop {
         // Everything accepted before the shutdown still goes out, before the 1001.
-        let _ = move_frames(&mut ws, &outbox, &metrics, &mut reg, usize::MAX);
+        Stop::Shutdown => {
+            let _ = move_frames(&mut ws, &outbox, &metrics, &mut reg, usize::MAX);
+        }
+        // Given up on: what waits for it will never be sent; let it go now, not after
+        // the closing handshake's timeout.
+        Stop::SlowConsumer => {
+            outbox.discard();
+        }
+        _ => {}
     }
     let timeout = ws.connection().config().close_timeout;
-    drop(reg);
     // Boxed: the closing steps' timers and nested futures would otherwise be part of every
     // idle session's state.
-    Box::pin(finish(ws, stop, metrics, timeout)).await;
+    Box::pin(finish(ws, stop, reg, timeout)).await;
 }
 
 fn poll_session<S, A>(
@@ -192,9 +199,13 @@ where
 mod tests {
     /// A subscribed, idle connection is this future (boxed) plus its outbox and hub entry:
     /// keep it small (docs/benchmarks.md has the whole connection's cost).
-    #[test]
-    fn session_future_stays_small() {
-        let (a, _b) = tokio::io::duplex(64);
+    #[tokio::test]
+    async fn session_future_stays_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (a, _) = l.accept().await.unwrap();
         let ws = switchboard_tokio::WebSocket::from_raw(
             a,
             switchboard_proto::Role::Server,

@@ -64,6 +64,8 @@ mod maybe_tls;
 mod pool;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+mod socket;
 mod split;
 mod stream;
 #[cfg(feature = "rustls")]
@@ -81,6 +83,8 @@ pub use error::Error;
 pub use maybe_tls::MaybeTlsStream;
 #[cfg(feature = "server")]
 pub use server::{accept, accept_with, read_request, refuse, upgrade_request, Decision};
+#[cfg(feature = "server")]
+pub use socket::SocketControl;
 pub use split::{WsReader, WsWriter};
 pub use stream::WebSocket;
 pub use switchboard_proto::handshake::client::Response;

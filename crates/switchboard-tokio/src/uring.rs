@@ -63,8 +63,17 @@
 //!   connection woken by a completion runs in the same [`before_park`] (or completion
 //!   task) run that collected it, and what it writes is submitted in that run, with no
 //!   tokio scheduling per message. `switchboard serve` runs its connections so.
-//! - **Dropping** a stream cancels its receive; queued bytes are still sent, then the socket
-//!   is closed.
+//! - **Dropping** a stream cancels its receive and any send still running (bytes it has
+//!   not sent yet are dropped, as a socket's owner drops what it never wrote: call
+//!   `shutdown` first to wait for them), and closes the socket as soon as the kernel lets
+//!   go of both. A cancel the kernel cannot match (a receive busy on a socket that never
+//!   runs dry) resets the connection instead, so a dropped stream's socket never stays
+//!   open.
+//! - **A reader that stops reading** (typically a task waiting to write to a peer that
+//!   does not read) holds at most 8 receive buffers: past that its receive is cancelled
+//!   (at once when its writes back up), and what still arrives is copied out (at most
+//!   1 MiB; past it the connection is reset with an error), so it cannot starve the other
+//!   streams of the ring. All streams together hold at most half the ring's buffers.
 //!
 //! Needs Linux 6.0 or later (multishot receives, provided-buffer rings).
 //! [`UringStream::new`] fails with an error saying so where io_uring is missing or disabled
@@ -101,8 +110,21 @@ const IDLE_RESIDENT: usize = 16;
 /// kernel's copy into them cost 50 % more.
 const MIN_WINDOW: usize = 16;
 /// Received buffers a stream may hold unread: past this its receive is cancelled (and
-/// armed again once the reader catches up), so one slow reader cannot take every buffer.
+/// armed again once the reader catches up), and what still arrives before the cancel
+/// lands is copied out of the ring's buffers (its spill), so one slow reader cannot take
+/// every buffer.
 const RX_LIMIT: usize = 8;
+/// Received buffers all streams together may hold unread: past this, what arrives is
+/// copied into each stream's spill and the buffer goes straight back, so readers that
+/// stopped reading (a task waiting to write to a peer that never reads) can never hold
+/// the ring's buffers all at once and starve every other stream's receives.
+const RX_HELD_MAX: usize = BUFFERS as usize / 2;
+/// The most a stream's spill may hold. A multishot receive on a socket that never runs
+/// dry cannot always be cancelled (the kernel finds it only between its turns), so a peer
+/// that keeps sending while its reader does not read (it does not read the replies the
+/// reader waits to write) would otherwise grow the spill without bound: past this the
+/// stream fails with an error and its connection is reset, which ends the receive.
+const SPILL_MAX: usize = 1024 * 1024;
 /// The buffer group id of the receive buffers.
 const GROUP: u16 = 0;
 /// Spare write buffers kept per ring, and the largest kept.
@@ -119,7 +141,11 @@ const SUBMIT_BATCH: usize = 256;
 
 const RECV: u64 = 1;
 const SEND: u64 = 2;
-const CANCEL: u64 = 3;
+/// A cancel of the slot's receive, or of its send.
+const CANCEL_RECV: u64 = 3;
+const CANCEL_SEND: u64 = 4;
+/// The cancel of everything, when the ring is dropped.
+const CANCEL_ALL: u64 = 5;
 /// The ring's idle timer (slot 0, kind 0).
 const TIMER: u64 = 0;
 /// How long a thread must receive nothing before its cold buffers are given back.
@@ -387,6 +413,19 @@ impl UringStream {
     }
 }
 
+#[cfg(feature = "server")]
+impl crate::SocketControl for UringStream {
+    fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        let inner = self.ring.lock();
+        let fd = std::os::fd::AsFd::as_fd(&inner.slot(self.slot).fd);
+        socket2::SockRef::from(&fd).set_send_buffer_size(crate::socket::sndbuf_value(bytes))
+    }
+
+    fn reset_on_drop(&self) {
+        self.ring.lock().slot_mut(self.slot).reset = true;
+    }
+}
+
 /// A listening socket whose connections come out as plain `std` streams, ready for
 /// [`UringStream::new`]: unlike `tokio::net::TcpListener::accept`, an accepted connection
 /// is never registered with tokio's epoll driver it would not use (that costs two
@@ -431,6 +470,21 @@ impl UringListener {
     /// As `getsockname(2)`.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.fd.get_ref().local_addr()
+    }
+}
+
+/// Resets a TCP connection at once (RST, both queues dropped, `connect(2)` to
+/// `AF_UNSPEC`): operations still running on it end, where a cancel can miss them.
+fn reset(fd: RawFd) {
+    // SAFETY: an all-zero sockaddr with family AF_UNSPEC, passed with its own size.
+    unsafe {
+        let mut addr: libc::sockaddr = std::mem::zeroed();
+        addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        let _ = libc::connect(
+            fd,
+            &addr,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        );
     }
 }
 
@@ -534,10 +588,6 @@ struct Ring {
     runtime: Option<tokio::runtime::Handle>,
     /// Every [`spawn`]ed task not finished yet.
     live: Mutex<Live>,
-    /// The owner thread runs [`before_park`]: a task woken on it outside a run is polled
-    /// before the thread sleeps, with no need to poke the eventfd.
-    hooked: std::sync::atomic::AtomicBool,
-    owner: std::thread::ThreadId,
 }
 
 /// A ring's unfinished [`spawn`]ed tasks, by index.
@@ -580,6 +630,8 @@ struct Inner {
     bufs: BufRing,
     /// Streams whose receive found no free buffer, in order; queued again as buffers return.
     starved: std::collections::VecDeque<usize>,
+    /// Received buffers held unread in streams' queues (at most [`RX_HELD_MAX`]).
+    rx_held: usize,
     /// Tasks to wake once the lock is released.
     wake: Vec<Waker>,
     /// Whether the eventfd is armed (with the park hook: from each park until the owner runs).
@@ -625,6 +677,10 @@ struct Slot {
     write_waker: Option<Waker>,
     /// The handle was dropped: free the slot once nothing runs.
     orphan: bool,
+    /// Reset the connection when the handle is dropped ([`SocketControl::reset_on_drop`]).
+    ///
+    /// [`SocketControl::reset_on_drop`]: crate::SocketControl::reset_on_drop
+    reset: bool,
 }
 
 /// The longest head [`UringStream::send_owned`] takes (a frame header is at most 14).
@@ -780,6 +836,7 @@ impl Ring {
             free: Vec::new(),
             bufs,
             starved: std::collections::VecDeque::new(),
+            rx_held: 0,
             wake: Vec::new(),
             eventfd_on: true,
             hooked: false,
@@ -797,8 +854,6 @@ impl Ring {
             poked: std::sync::atomic::AtomicBool::new(false),
             runtime: None,
             live: Mutex::new(Live::default()),
-            hooked: std::sync::atomic::AtomicBool::new(false),
-            owner,
         })
     }
 
@@ -883,13 +938,11 @@ impl Ring {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(task);
-        // Polled without a poke: in the run this thread is in, or at the owner's next park
-        // when a tokio task on the owner woke it (the owner passes through the park hook
-        // before it sleeps; a wake from inside the runtime's park, a timer's, does not).
-        let here = RUNNING.with(|r| std::ptr::eq(r.get(), self))
-            || (self.hooked.load(std::sync::atomic::Ordering::Acquire)
-                && tokio::task::try_id().is_some()
-                && std::thread::current().id() == self.owner);
+        // Polled without a poke only in the run this thread is in. (A wake from a tokio
+        // task on the owner thread was once left to the owner's next park hook: a
+        // connection's close-timeout timer then went unanswered for seconds now and then,
+        // tests/hostile.rs caught it; a poke costs one eventfd write per run at most.)
+        let here = RUNNING.with(|r| std::ptr::eq(r.get(), self));
         if !here && !self.poked.swap(true, std::sync::atomic::Ordering::AcqRel) {
             self.poke();
         }
@@ -898,10 +951,8 @@ impl Ring {
     /// One round of [`run`](Self::run): submits, collects, wakes.
     fn run_round(&self, parking: bool) {
         let mut inner = self.lock();
-        if parking && !inner.hooked {
+        if parking {
             inner.hooked = true;
-            self.hooked
-                .store(true, std::sync::atomic::Ordering::Release);
         }
         inner.flush();
         let starving = !inner.starved.is_empty();
@@ -979,6 +1030,7 @@ impl Inner {
             write_error: None,
             write_waker: None,
             orphan: false,
+            reset: false,
         };
         let i = match self.free.pop() {
             Some(i) => i,
@@ -1062,6 +1114,20 @@ impl Inner {
         let e = opcode::RecvMulti::new(types::Fd(fd), GROUP)
             .build()
             .user_data(user_data(i, RECV));
+        self.push(&e);
+    }
+
+    /// Queues a cancel of slot `i`'s operation of `kind` (its completion says
+    /// `ECANCELED`).
+    fn cancel(&mut self, i: usize, kind: u64) {
+        let on = if kind == RECV {
+            CANCEL_RECV
+        } else {
+            CANCEL_SEND
+        };
+        let e = opcode::AsyncCancel::new(user_data(i, kind))
+            .build()
+            .user_data(user_data(i, on));
         self.push(&e);
     }
 
@@ -1195,6 +1261,11 @@ impl Inner {
             copied = true;
             self.consume_front(i, bid, start + n == end, n);
         }
+        // Spilled bytes came after every queued buffer.
+        let rx = &mut self.slot_mut(i).rx;
+        if buf.remaining() > 0 && rx.front().is_none() {
+            copied |= rx.read_spill(buf);
+        }
         if copied {
             return Poll::Ready(Ok(()));
         }
@@ -1207,6 +1278,7 @@ impl Inner {
         let s = self.slot_mut(i);
         if whole {
             s.rx.pop_front();
+            self.rx_held -= 1;
             self.give_back(bid);
         } else {
             s.rx.advance_front(n as u32);
@@ -1244,6 +1316,7 @@ impl Inner {
             let (start, end) = (start as usize, end as usize);
             if end - start >= take_min {
                 self.slot_mut(i).rx.pop_front();
+                self.rx_held -= 1;
                 let bytes = self.bufs.lend(bid, start, end);
                 if !self.starved.is_empty() {
                     self.feed_starved();
@@ -1257,6 +1330,19 @@ impl Inner {
             buf.extend_from_slice(&self.bufs.get(bid, end)[start..end]);
             self.consume_front(i, bid, true, end - start);
             return Poll::Ready(Ok(end - start));
+        }
+        let rx = &mut self.slot_mut(i).rx;
+        if let Some(spill) = rx.spill.as_deref_mut() {
+            // Rare (a reader that fell behind): copied, a buffer's worth at a time, as
+            // the ring's buffers would have handed it over.
+            let n = spill.len().min(BUFFER_SIZE);
+            let buf = pool::fill(dst);
+            buf.extend_from_slice(&spill[..n]);
+            spill.advance(n);
+            if spill.is_empty() {
+                rx.spill = None;
+            }
+            return Poll::Ready(Ok(n));
         }
         self.poll_nothing_received(i, cx).map_ok(|()| 0)
     }
@@ -1274,6 +1360,14 @@ impl Inner {
         let waiting = s.filling.len() + (s.inflight.len() - s.sent);
         if waiting >= WRITE_LIMIT {
             s.write_waker = Some(cx.waker().clone());
+            // The writer waits for the peer to read; its reader usually waits for the
+            // writer. Stop taking the ring's buffers for it meanwhile (what arrives stays
+            // in the socket, as over epoll); the reader arms the receive again once it
+            // has read what it holds.
+            if s.receiving && !s.starved && !s.cancelling {
+                s.cancelling = true;
+                self.cancel(i, RECV);
+            }
             return Poll::Pending;
         }
         // Every write is copied and sent through the ring, however large: a direct
@@ -1319,15 +1413,32 @@ impl Inner {
         }
     }
 
-    /// The handle is gone: cancel its receive and free the slot once nothing runs.
+    /// The handle is gone: cancel its receive and any send still running, and free the
+    /// slot (closing the descriptor) as soon as the kernel has let go of both. Bytes not
+    /// sent yet are dropped, as a socket's owner drops what it never wrote: a send still
+    /// running here waits for a peer that does not read, and must not keep the socket
+    /// open. (The kernel still sends what it took, as after `close(2)`.)
     fn release(&mut self, i: usize) {
         let mut s = self.slot_mut(i);
         s.orphan = true;
         s.read_waker = None;
         s.write_waker = None;
+        s.rx.spill = None;
+        if s.reset {
+            // Given up on: RST now, which also ends whatever still runs on it.
+            reset(s.fd.as_raw_fd());
+        }
         while let Some((bid, _, _)) = s.rx.pop_front() {
+            self.rx_held -= 1;
             self.give_back(bid);
             s = self.slot_mut(i);
+        }
+        let s = self.slot_mut(i);
+        if s.sending {
+            // Nothing more is queued once this send ends (`write_error` stops it).
+            s.write_error = Some(io::Error::from(io::ErrorKind::BrokenPipe));
+            s.filling.clear();
+            self.cancel(i, SEND);
         }
         let s = self.slot_mut(i);
         if s.starved {
@@ -1338,12 +1449,35 @@ impl Inner {
         }
         let s = self.slot(i);
         if s.receiving {
-            let e = opcode::AsyncCancel::new(user_data(i, RECV))
-                .build()
-                .user_data(user_data(i, CANCEL));
-            self.push(&e);
+            self.cancel(i, RECV);
         }
         self.maybe_free(i);
+    }
+
+    /// Slot `i`'s peer sent more than [`SPILL_MAX`] past what its reader read: what it
+    /// holds is let go, its reader gets an error, and the connection is reset (which ends
+    /// a receive that cancelling could not).
+    fn overrun(&mut self, i: usize) {
+        let mut s = self.slot_mut(i);
+        s.rx.spill = None;
+        while let Some((bid, _, _)) = s.rx.pop_front() {
+            self.rx_held -= 1;
+            self.give_back(bid);
+            s = self.slot_mut(i);
+        }
+        s.eof = true;
+        s.read_error = Some(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "receive overrun: the peer sent more than {} KiB beyond what was read \
+                 (it does not read what it is sent?); connection reset",
+                SPILL_MAX / 1024
+            ),
+        ));
+        reset(s.fd.as_raw_fd());
+        if let Some(w) = s.read_waker.take() {
+            self.wake.push(w);
+        }
     }
 
     /// Frees an orphaned slot with nothing running; the descriptor closes with it.
@@ -1413,6 +1547,11 @@ impl Inner {
             };
             if let Some(s) = self.slots.get_mut(i) {
                 s.starved = false;
+                if s.rx.spilling() {
+                    // It holds enough unread: armed again when its reader catches up.
+                    s.receiving = false;
+                    continue;
+                }
                 self.queue_recv(i);
             }
         }
@@ -1435,7 +1574,7 @@ impl Inner {
     }
 
     fn complete(&mut self, cqe: &cqueue::Entry) {
-        let (i, kind) = ((cqe.user_data() >> 2) as usize, cqe.user_data() & 3);
+        let (i, kind) = ((cqe.user_data() >> 3) as usize, cqe.user_data() & 7);
         let res = cqe.result();
         if kind == TIMER {
             // Nothing received since it was armed: the thread is idle, so free buffers
@@ -1452,6 +1591,31 @@ impl Inner {
             return;
         };
         match kind {
+            CANCEL_RECV | CANCEL_SEND if res == -libc::ENOENT || res == -libc::EALREADY => {
+                // Missed: a multishot receive that finds data at every turn is between
+                // turns (queued to run again) more often than waiting, and a cancel finds
+                // it only waiting. The next completion that still wants it cancels again;
+                // a dropped stream's socket is reset instead, which ends both operations
+                // at once (it is given up on: nothing is read or sent any more).
+                let running = if kind == CANCEL_RECV {
+                    s.receiving
+                } else {
+                    s.sending
+                };
+                if running && s.orphan {
+                    reset(s.fd.as_raw_fd());
+                } else if kind == CANCEL_RECV && s.receiving && s.cancelling {
+                    s.cancelling = false;
+                }
+                return;
+            }
+            RECV if res == -libc::ENOBUFS && !s.orphan && s.rx.spilling() => {
+                // Every buffer is taken, and this stream holds enough unread: its reader
+                // arms the receive again once it has caught up.
+                s.receiving = false;
+                s.cancelling = false;
+                return;
+            }
             RECV if res == -libc::ENOBUFS && !s.orphan => {
                 // Every buffer is taken: wait for one without waking the reader (which
                 // would only ask again).
@@ -1470,16 +1634,35 @@ impl Inner {
                     self.bufs.taken();
                     let bid = cqueue::buffer_select(cqe.flags()).unwrap_or(0);
                     let n = res.unsigned_abs();
-                    if s.orphan {
+                    let spilled = s.rx.spill.as_ref().map_or(0, |b| b.len());
+                    if s.orphan || s.eof {
+                        // Given up on, or reset for an overrun: nothing more is read.
+                        if more && !s.cancelling {
+                            s.cancelling = true;
+                            self.cancel(i, RECV);
+                        }
+                        self.give_back(bid);
+                    } else if spilled + n as usize > SPILL_MAX {
+                        self.overrun(i);
                         self.give_back(bid);
                     } else {
-                        s.rx.push_back((bid, 0, n));
-                        if more && s.rx.len() >= RX_LIMIT && !s.cancelling {
+                        let spill = s.rx.spilling() || self.rx_held >= RX_HELD_MAX;
+                        if spill {
+                            // Copied out, and the buffer goes straight back to the kernel.
+                            let data = self.bufs.get(bid, n as usize);
+                            s.rx.spill
+                                .get_or_insert_with(|| Box::new(BytesMut::new()))
+                                .extend_from_slice(data);
+                        } else {
+                            s.rx.push_back((bid, 0, n));
+                            self.rx_held += 1;
+                        }
+                        if more && s.rx.spilling() && !s.cancelling {
                             s.cancelling = true;
-                            let e = opcode::AsyncCancel::new(user_data(i, RECV))
-                                .build()
-                                .user_data(user_data(i, CANCEL));
-                            self.push(&e);
+                            self.cancel(i, RECV);
+                        }
+                        if spill {
+                            self.give_back(bid);
                         }
                     }
                 } else if res == 0 {
@@ -1488,7 +1671,7 @@ impl Inner {
                     // Not an error: the next read arms the receive again.
                 } else if res == -libc::ECANCELED {
                     // Our cancel (a slow reader, or the handle dropped): not an error.
-                } else if !s.orphan {
+                } else if !s.orphan && !s.eof {
                     s.read_error = Some(io::Error::from_raw_os_error(-res));
                 }
                 if let Some(w) = self.slot_mut(i).read_waker.take() {
@@ -1560,7 +1743,7 @@ impl Drop for Inner {
         }
         let all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
-            .user_data(user_data(0, CANCEL));
+            .user_data(user_data(0, CANCEL_ALL));
         // SAFETY: a cancel points at no buffer.
         let _ = unsafe { self.uring.submission().push(&all) };
         let ts = types::Timespec::new().nsec(10_000_000);
@@ -1622,9 +1805,34 @@ struct RxQueue {
     /// Boxed: only a stream that falls behind its receives needs it.
     #[allow(clippy::box_collection)]
     rest: Option<Box<std::collections::VecDeque<(u16, u32, u32)>>>,
+    /// Bytes received after every queued buffer, copied out of the ring's buffers because
+    /// the stream (or all streams together) held too many unread ([`RX_LIMIT`],
+    /// [`RX_HELD_MAX`]). Read after the buffers; while it holds anything, newer bytes
+    /// join it, so the order stays the order of arrival. Bounded by what arrives before
+    /// the stream's receive is cancelled.
+    spill: Option<Box<BytesMut>>,
 }
 
 impl RxQueue {
+    /// Whether newly received bytes must be copied into the spill rather than queued.
+    fn spilling(&self) -> bool {
+        self.spill.is_some() || self.len() >= RX_LIMIT
+    }
+
+    /// Copies up to `buf.remaining()` spilled bytes into `buf`; whether any were.
+    fn read_spill(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let Some(spill) = self.spill.as_deref_mut() else {
+            return false;
+        };
+        let n = spill.len().min(buf.remaining());
+        buf.put_slice(&spill[..n]);
+        spill.advance(n);
+        if spill.is_empty() {
+            self.spill = None;
+        }
+        n > 0
+    }
+
     fn push_back(&mut self, e: (u16, u32, u32)) {
         if self.first.is_none() {
             self.first = Some(e);
@@ -1655,7 +1863,7 @@ impl RxQueue {
 }
 
 fn user_data(slot: usize, kind: u64) -> u64 {
-    ((slot as u64) << 2) | kind
+    ((slot as u64) << 3) | kind
 }
 
 /// A ring of provided receive buffers (`IORING_REGISTER_PBUF_RING`).
