@@ -3,6 +3,7 @@
 #
 #   scripts/test.sh            # everything: lint, unit/integration/doc tests, interop,
 #                              # fuzz smoke run, browser test of the chat page,
+#                              # cargo install of the binary into a temporary root,
 #                              # nginx (docs/deploy.md's config) in front of the server,
 #                              # Autobahn server and client suites (the server suite
 #                              # twice: serve's default transport, io_uring where it
@@ -83,6 +84,19 @@ step "building release binaries (browser test, Autobahn)"
 cargo build --release --locked -p switchboard -p switchboard-tokio --bins --example autobahn_client
 export SWITCHBOARD_BIN="$target/release/switchboard"
 
+# The README's install command, into a throwaway root (reuses the release build above).
+step "cargo install --locked --path crates/switchboard"
+install_failed=0
+install_root="$(mktemp -d)"
+if cargo install --locked --quiet --path crates/switchboard --root "$install_root" --target-dir "$target" \
+  && "$install_root/bin/switchboard" --version; then
+  summary+=("cargo-install: 1 passed, 0 failed")
+else
+  summary+=("cargo-install: 0 passed, 1 failed")
+  install_failed=1
+fi
+rm -rf "$install_root"
+
 # --- the chat page in a real browser (headless Chromium + playwright-core) ---------------------
 step "browser test of the chat page"
 browser_failed=0
@@ -116,5 +130,6 @@ summary+=("$(grep -E "^autobahn-server: [0-9]+ passed, [0-9]+ failed" "$logs/aut
 step "summary"
 printf '%s\n' "${summary[@]}"
 ((browser_failed == 0)) || die "the browser test failed (screenshots and logs in $target/browser-artifacts/)"
+((install_failed == 0)) || die "cargo install --path crates/switchboard failed"
 ((nginx_failed == 0)) || die "the nginx test failed (its nginx.conf and logs in $target/nginx-artifacts/)"
 ((ab_failed == 0)) || die "Autobahn reported failures (reports in $target/autobahn/)"
