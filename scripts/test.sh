@@ -3,6 +3,8 @@
 #
 #   scripts/test.sh            # everything: lint, unit/integration/doc tests, interop,
 #                              # fuzz smoke run, browser test of the chat page,
+#                              # cargo install of the binary into a temporary root,
+#                              # nginx (docs/deploy.md's config) in front of the server,
 #                              # Autobahn server and client suites (the server suite
 #                              # twice: serve's default transport, io_uring where it
 #                              # works, and serve --io-uring false, epoll)
@@ -37,6 +39,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_missing+=(python3-venv)
 command -v git >/dev/null || apt_missing+=(git)
 command -v node >/dev/null || apt_missing+=(nodejs)
 command -v npm >/dev/null || apt_missing+=(npm)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || apt_missing+=(nginx)
+command -v openssl >/dev/null || apt_missing+=(openssl)
 if ((${#apt_missing[@]})); then
   command -v apt-get >/dev/null || die "missing ${apt_missing[*]} and no apt-get to install them"
   step "installing ${apt_missing[*]} with apt-get"
@@ -80,12 +84,32 @@ step "building release binaries (browser test, Autobahn)"
 cargo build --release --locked -p switchboard -p switchboard-tokio --bins --example autobahn_client
 export SWITCHBOARD_BIN="$target/release/switchboard"
 
+# The README's install command, into a throwaway root (reuses the release build above).
+step "cargo install --locked --path crates/switchboard"
+install_failed=0
+install_root="$(mktemp -d)"
+if cargo install --locked --quiet --path crates/switchboard --root "$install_root" --target-dir "$target" \
+  && "$install_root/bin/switchboard" --version; then
+  summary+=("cargo-install: 1 passed, 0 failed")
+else
+  summary+=("cargo-install: 0 passed, 1 failed")
+  install_failed=1
+fi
+rm -rf "$install_root"
+
 # --- the chat page in a real browser (headless Chromium + playwright-core) ---------------------
 step "browser test of the chat page"
 browser_failed=0
 ARTIFACTS_DIR="$target/browser-artifacts" scripts/browser-test.sh 2>&1 | tee "$logs/browser.log" || browser_failed=1
 line="$(grep -E '^browser: [0-9]+ passed, [0-9]+ failed' "$logs/browser.log" | tail -n1 || true)"
 summary+=("${line:-browser: 0 passed, 1 failed}")
+
+# --- nginx in front of the server, configured as docs/deploy.md says ---------------------------
+step "nginx reverse proxy (docs/deploy.md) in front of the server"
+nginx_failed=0
+ARTIFACTS_DIR="$target/nginx-artifacts" scripts/nginx-test.sh 2>&1 | tee "$logs/nginx.log" || nginx_failed=1
+line="$(grep -E '^nginx: [0-9]+ passed, [0-9]+ failed' "$logs/nginx.log" | tail -n1 || true)"
+summary+=("${line:-nginx: 0 passed, 1 failed}")
 export AUTOBAHN_CLIENT_CMD="$target/release/examples/autobahn_client"
 cases="${AUTOBAHN_CASES:-ci}"
 ab_failed=0
@@ -106,4 +130,6 @@ summary+=("$(grep -E "^autobahn-server: [0-9]+ passed, [0-9]+ failed" "$logs/aut
 step "summary"
 printf '%s\n' "${summary[@]}"
 ((browser_failed == 0)) || die "the browser test failed (screenshots and logs in $target/browser-artifacts/)"
+((install_failed == 0)) || die "cargo install --path crates/switchboard failed"
+((nginx_failed == 0)) || die "the nginx test failed (its nginx.conf and logs in $target/nginx-artifacts/)"
 ((ab_failed == 0)) || die "Autobahn reported failures (reports in $target/autobahn/)"

@@ -25,7 +25,7 @@ const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_
 const BIN = path.resolve(process.env.SWITCHBOARD_BIN || path.join(targetDir, 'release', 'switchboard'));
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.resolve(process.env.ARTIFACTS_DIR || path.join(root, 'target', 'browser-artifacts'));
-const TOTAL_MS = 55_000; // the whole run, including browser start and server stop
+const TOTAL_MS = 75_000; // the whole run, including browser start and server stop
 const WAIT_MS = 6_000; // one expectation inside a check
 
 const ROOM = 'browser-test';
@@ -104,6 +104,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let browser = null;
 const pages = {}; // label -> page
 const jsErrors = [];
+const eventsBefore = {}; // label -> number of event lines before the restart
 
 function base() {
   return `http://${server.addr}`;
@@ -213,6 +214,12 @@ const TEXT_A = 'hello <b>from</b> Ada & co';
 const TEXT_B = 'hi Ada, Bob here';
 const TEXT_A2 = 'only for #browser-test';
 const TEXT_C = 'back after the restart';
+const TEXT_LINKS = 'docs: https://example.com/a?b=1&c=2. <a href="javascript:alert(1)">x</a> javascript:alert(2) (see http://example.org/x_(y)) <img src=x onerror="window.__pwned=1">';
+const LINKS = ['https://example.com/a?b=1&c=2', 'http://example.org/x_(y)'];
+
+async function eventRows(page) {
+  return page.$$eval('#messages .event', (els) => els.map((e) => ({ cls: e.className, text: e.querySelector('.what')?.textContent })));
+}
 
 const checks = [
   ['server starts and logs "listening on http://ADDR"', async () => {
@@ -229,7 +236,7 @@ const checks = [
     assert(body.includes('id="messages"'), 'body is not the chat page (no id="messages")');
   }],
 
-  [`A (${A}) joins #${ROOM} from a prefilled /?room=&name= and the state badge reads open`, async () => {
+  ['before joining there is no connection badge (no "closed" on the page)', async () => {
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -237,14 +244,32 @@ const checks = [
       timeout: 20_000,
     });
     const a = await newPage('a');
-    await joinAs(a, A, ROOM, { prefilled: true });
-    await waitState(a, 'open');
+    await a.goto(base() + '/', { timeout: WAIT_MS });
+    await a.waitForSelector('#join', { state: 'visible' });
+    const r = await a.evaluate(() => ({
+      badge: !!document.querySelector('#state')?.checkVisibility(),
+      text: document.body.innerText,
+    }));
+    assert(!r.badge, 'the connection badge is visible before joining');
+    assert(!/\bclosed\b/i.test(r.text), `the join view says "closed": ${JSON.stringify(r.text.slice(0, 200))}`);
   }],
 
-  [`B (${B}, dark scheme) joins #${ROOM} and the state badge reads open`, async () => {
+  [`A (${A}) joins #${ROOM} from a prefilled /?room=&name= and the state badge reads online`, async () => {
+    const a = pages.a;
+    await joinAs(a, A, ROOM, { prefilled: true });
+    await waitState(a, 'online');
+  }],
+
+  ["the page's address keeps the room but not the name (a shared link does not carry it)", async () => {
+    const u = new URL(pages.a.url());
+    assert(u.searchParams.get('room') === ROOM, `address ${u.href} lost the room`);
+    assert(!u.searchParams.has('name'), `address ${u.href} carries the name`);
+  }],
+
+  [`B (${B}, dark scheme) joins #${ROOM} and the state badge reads online`, async () => {
     const b = await newPage('b', { colorScheme: 'dark' });
     await joinAs(b, B, ROOM);
-    await waitState(b, 'open');
+    await waitState(b, 'online');
   }],
 
   ['the server selects subprotocol switchboard.chat.v1', async () => {
@@ -296,6 +321,40 @@ const checks = [
     await shot('b', '02-b-messages');
   }],
 
+  ['http(s) URLs in a message are links; nothing else in it becomes markup', async () => {
+    await say(pages.a, TEXT_LINKS);
+    await waitMessage(pages.b, A, TEXT_LINKS);
+    const r = await pages.b.evaluate((t) => {
+      const box = [...document.querySelectorAll('#messages .msg .text')].find((e) => e.textContent === t);
+      return {
+        kids: [...box.children].map((c) => c.tagName),
+        links: [...box.querySelectorAll('a')].map((a) => ({ href: a.getAttribute('href'), text: a.textContent, rel: a.rel, target: a.target })),
+        imgs: document.querySelectorAll('#messages img').length,
+        pwned: window.__pwned === 1,
+      };
+    }, TEXT_LINKS);
+    assert(r.kids.every((k) => k === 'A'), `elements inside the text: ${JSON.stringify(r.kids)}`);
+    assert(JSON.stringify(r.links.map((l) => l.href)) === JSON.stringify(LINKS), `links: ${JSON.stringify(r.links)}`);
+    assert(r.links.every((l) => l.text === l.href && /\bnoopener\b/.test(l.rel) && l.target === '_blank'), `links: ${JSON.stringify(r.links)}`);
+    assert(r.imgs === 0 && !r.pwned, 'markup from the message text was rendered');
+    await shot('b', '02-b-links');
+  }],
+
+  ['while B types, A sees "Bob is typing…"; it goes away when B sends', async () => {
+    const [a, b] = [pages.a, pages.b];
+    await b.click('#text');
+    await b.keyboard.type('one more thing', { delay: 20 });
+    await a.waitForFunction((n) => document.querySelector('#typing')?.textContent === n + ' is typing…', B, { timeout: WAIT_MS })
+      .catch(async () => { throw new Error(`A's #typing reads ${JSON.stringify(await a.evaluate(() => document.querySelector('#typing')?.textContent ?? '(no #typing)'))}`); });
+    const own = await b.evaluate(() => document.querySelector('#typing').textContent);
+    assert(own === '', `B sees its own typing: ${JSON.stringify(own)}`);
+    await shot('a', '02-a-typing');
+    await b.press('#text', 'Enter');
+    await waitMessage(a, B, 'one more thing');
+    await a.waitForFunction(() => document.querySelector('#typing').textContent === '', null, { timeout: 1000 })
+      .catch(() => { throw new Error("A's typing line stays after B's message"); });
+  }],
+
   ['an error event from the server is shown to the user and the connection stays open', async () => {
     const a = pages.a;
     await a.evaluate(() => window.chat.ws.send('{this is not json'));
@@ -303,13 +362,13 @@ const checks = [
       .catch(() => { throw new Error('no toast with code invalid_json after sending invalid JSON'); });
     await sleep(250); // let the toast slide in
     await shot('a', '02-a-error-toast');
-    await waitState(a, 'open');
+    await waitState(a, 'online');
   }],
 
   [`C (${C}, narrow screen) in #${OTHER_ROOM} does not see #${ROOM}'s members or messages`, async () => {
     const c = await newPage('c', { viewport: { width: 390, height: 760 } });
     await joinAs(c, C, OTHER_ROOM);
-    await waitState(c, 'open');
+    await waitState(c, 'online');
     await waitMember(c, C);
     await say(pages.a, TEXT_A2);
     await waitMessage(pages.b, A, TEXT_A2);
@@ -351,14 +410,16 @@ const checks = [
     await shot('a', '06-a-after-b-left');
   }],
 
-  ['after a server restart the pages show reconnecting, then reconnect', async () => {
+  ['after a server restart the pages show offline, then reconnect', async () => {
     const addr = server.addr;
+    eventsBefore.a = (await eventRows(pages.a)).length;
+    eventsBefore.c = (await eventRows(pages.c)).length;
     const how = await stopServer(server);
-    await waitState(pages.a, 'reconnecting', 8000).catch((e) => { throw new Error(`${e.message} (server ${how})`); });
-    await shot('a', '07-a-reconnecting');
+    await waitState(pages.a, 'offline', 8000).catch((e) => { throw new Error(`${e.message} (server ${how})`); });
+    await shot('a', '07-a-offline');
     server = await startServer(addr);
-    await waitState(pages.a, 'open', 20_000);
-    await waitState(pages.c, 'open', 20_000);
+    await waitState(pages.a, 'online', 20_000);
+    await waitState(pages.c, 'online', 20_000);
     await waitMember(pages.a, C);
     await waitMember(pages.c, A);
     await say(pages.c, TEXT_C);
@@ -371,6 +432,15 @@ const checks = [
     await shot('c', '08-c-reconnected');
   }],
 
+  ['the restart left one line in each page ("Reconnected"), no false "left" and no join lines', async () => {
+    await sleep(500); // anything late would be here by now
+    for (const label of ['a', 'c']) {
+      const rows = (await eventRows(pages[label])).slice(eventsBefore[label]);
+      assert(rows.length === 1 && /\bsystem\b/.test(rows[0].cls) && /^Reconnected\b/.test(rows[0].text),
+        `${label.toUpperCase()}'s lines since the restart: ${JSON.stringify(rows)}`);
+    }
+  }],
+
   ['#leave closes with 1000, shows the join form and does not reconnect', async () => {
     const a = pages.a;
     await a.evaluate(() => {
@@ -381,7 +451,7 @@ const checks = [
     });
     await a.click('#leave');
     await a.waitForSelector('#join', { state: 'visible' });
-    await waitState(a, 'closed');
+    await a.waitForSelector('#state', { state: 'hidden' });
     await waitEvent(pages.c, 'leave', A);
     await waitMember(pages.c, A, false);
     await sleep(1500); // the first reconnect would come after at most 0.5 s
@@ -391,7 +461,7 @@ const checks = [
     }));
     assert(r.sent === 1000, `close code sent: ${r.sent}`);
     assert(r.ev && r.ev.code === 1000, `close event: ${JSON.stringify(r.ev)} (the server should echo 1000)`);
-    assert(r.state === 'closed' && r.ready === 3 && r.join, `after leaving: ${JSON.stringify(r)}`);
+    assert(r.state === 'idle' && r.ready === 3 && r.join, `after leaving: ${JSON.stringify(r)}`);
     await shot('a', '09-a-left');
   }],
 

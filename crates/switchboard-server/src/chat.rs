@@ -18,6 +18,10 @@ pub(crate) const SUBPROTOCOL: &str = "switchboard.chat.v1";
 /// The room a client lands in without `?room=`.
 pub(crate) const DEFAULT_ROOM: &str = "lobby";
 
+/// A connection's `typing` notices go to its room at most this often; the ones in between
+/// are dropped (docs/protocol.md).
+pub(crate) const TYPING_EVERY_MS: u64 = 2_000;
+
 /// Server-wide message numbers.
 static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -96,6 +100,10 @@ enum Out<'a> {
         member: MemberJson<'a>,
         time: u64,
     },
+    Typing {
+        room: &'a str,
+        member: MemberJson<'a>,
+    },
     Error {
         code: &'a str,
         message: &'a str,
@@ -127,6 +135,9 @@ pub(crate) struct Chat {
     room: String,
     sub: Option<Subscription>,
     max_text: usize,
+    /// When this connection's last `typing` notice went out (ms since the epoch; 0: none
+    /// since its last message).
+    last_typing: u64,
 }
 
 impl Chat {
@@ -139,6 +150,7 @@ impl Chat {
             room,
             sub: None,
             max_text,
+            last_typing: 0,
         }
     }
 
@@ -174,6 +186,51 @@ impl Chat {
         Ok(())
     }
 
+    /// Says `text` in the room (a `message` event, kept in the history).
+    fn say<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Ctx<'_, S>,
+        text: &str,
+    ) -> Result<(), Stop> {
+        let chars = text.chars().count();
+        if text.trim().is_empty() || chars > self.max_text {
+            return cx.reply(&error(
+                "invalid_text",
+                &format!("text must be 1-{} characters and not blank", self.max_text),
+            ));
+        }
+        // The next keystroke may announce itself again right away.
+        self.last_typing = 0;
+        let topic = Self::topic(&self.room);
+        let (room, me) = (&self.room, &self.me);
+        let _ = cx.hub.publish_with(&topic, true, |seq| {
+            render(&Out::Message {
+                id: NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed),
+                room,
+                from: me.into(),
+                text,
+                time: now_ms(),
+                seq,
+            })
+        });
+        Ok(())
+    }
+
+    /// Tells the room this member is typing, at most once per [`TYPING_EVERY_MS`]; not
+    /// kept in the history.
+    fn typing(&mut self, hub: &Hub) {
+        let now = now_ms();
+        if self.sub.is_none() || now.saturating_sub(self.last_typing) < TYPING_EVERY_MS {
+            return;
+        }
+        self.last_typing = now;
+        let notice = render(&Out::Typing {
+            room: &self.room,
+            member: (&self.me).into(),
+        });
+        let _ = hub.publish(&Self::topic(&self.room), notice, false);
+    }
+
     fn leave(&mut self, hub: &Hub) {
         if let Some(sub) = self.sub.take() {
             hub.unsubscribe(&sub);
@@ -203,39 +260,26 @@ impl App for Chat {
                 "chat messages are JSON text, see docs/protocol.md",
             ));
         };
+        // Text that does not start with `{` is what someone typed (`switchboard connect`,
+        // websocat): a chat message as it stands.
+        if !t.as_str().trim_start().starts_with('{') {
+            return self.say(cx, t.as_str());
+        }
         let req: In<'_> = match serde_json::from_str(t.as_str()) {
             Ok(r) => r,
             Err(e) => {
                 return cx.reply(&error(
                     "invalid_json",
                     &format!(
-                        "expected a JSON object like {{\"type\":\"message\",\"text\":\"hi\"}}: {e}"
+                        "text starting with '{{' must be a JSON object like {{\"type\":\"message\",\"text\":\"hi\"}} (other text is sent as a message): {e}"
                     ),
                 ))
             }
         };
         match &*req.kind {
-            "message" => {
-                let text = req.text.as_deref().unwrap_or_default();
-                let chars = text.chars().count();
-                if text.trim().is_empty() || chars > self.max_text {
-                    return cx.reply(&error(
-                        "invalid_text",
-                        &format!("text must be 1-{} characters and not blank", self.max_text),
-                    ));
-                }
-                let topic = Self::topic(&self.room);
-                let (room, me) = (&self.room, &self.me);
-                let _ = cx.hub.publish_with(&topic, true, |seq| {
-                    render(&Out::Message {
-                        id: NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed),
-                        room,
-                        from: me.into(),
-                        text,
-                        time: now_ms(),
-                        seq,
-                    })
-                });
+            "message" => self.say(cx, req.text.as_deref().unwrap_or_default()),
+            "typing" => {
+                self.typing(cx.hub);
                 Ok(())
             }
             "join" => {
@@ -254,12 +298,18 @@ impl App for Chat {
             }
             other => cx.reply(&error(
                 "unknown_type",
-                &format!("unknown message type {other:?}; use \"message\" or \"join\""),
+                &format!("unknown message type {other:?}; use \"message\", \"join\" or \"typing\""),
             )),
         }
     }
 
     fn close(&mut self, hub: &Hub) {
         self.leave(hub);
+    }
+
+    fn shutdown(&mut self, hub: &Hub) {
+        if let Some(sub) = self.sub.take() {
+            hub.unsubscribe(&sub);
+        }
     }
 }

@@ -31,6 +31,11 @@ pub(crate) trait App {
     ) -> Result<(), Stop>;
     /// The connection is over: unsubscribe, say goodbye to the others.
     fn close(&mut self, hub: &Hub);
+    /// The connection is over because the server is shutting down: every other connection
+    /// gets its own 1001, so a goodbye would only claim that someone left. Unsubscribe.
+    fn shutdown(&mut self, hub: &Hub) {
+        self.close(hub);
+    }
 }
 
 /// What an [`App`] may use.
@@ -109,7 +114,11 @@ pub(crate) async fn run<S, A>(
     };
     // No more deliveries; leave every topic (the others see the leave now).
     outbox.close();
-    app.close(&hub);
+    if matches!(stop, Stop::Shutdown) || reg.is_triggered() {
+        app.shutdown(&hub);
+    } else {
+        app.close(&hub);
+    }
     match stop {
         // Everything accepted before the shutdown still goes out, before the 1001.
         Stop::Shutdown => {

@@ -177,8 +177,8 @@ async fn chat_rooms(config: ServerConfig) {
         assert!(m["time"].as_u64().unwrap() > 1_700_000_000_000);
         assert!(m["id"].as_u64().is_some());
     }
-    // Plain text is an error event, not a disconnect.
-    bob.send(&Message::text("not json")).await.unwrap();
+    // Broken JSON is an error event, not a disconnect.
+    bob.send(&Message::text("{not json")).await.unwrap();
     let e = next_of(&mut bob, "error").await;
     assert_eq!(e["code"], "invalid_json");
     send_json(
@@ -259,6 +259,116 @@ async fn chat_validates_its_input() {
         .unwrap();
     assert_eq!(resp.protocol.as_deref(), Some("switchboard.chat.v1"));
     srv.stop().await;
+}
+
+#[tokio::test]
+async fn chat_takes_plain_text_as_a_message() {
+    let srv = start(ServerConfig::default()).await;
+    let mut ada = ws(srv.addr, "/chat?room=plain&name=Ada").await;
+    next_of(&mut ada, "welcome").await;
+    // What someone types in `switchboard connect ws://…/chat`: not JSON.
+    for typed in [
+        "hello from a terminal",
+        "[1, 2] is a list",
+        "42",
+        "  indented",
+    ] {
+        ada.send(&Message::text(typed)).await.unwrap();
+        let m = next_of(&mut ada, "message").await;
+        assert_eq!(m["text"], typed);
+        assert_eq!(m["from"]["name"], "Ada");
+    }
+    // Text that starts with '{' is still a request, and a broken one is still an error.
+    ada.send(&Message::text(" {not json")).await.unwrap();
+    let e = next_of(&mut ada, "error").await;
+    assert_eq!(e["code"], "invalid_json");
+    ada.send(&Message::text("   ")).await.unwrap();
+    assert_eq!(next_of(&mut ada, "error").await["code"], "invalid_text");
+    send_json(
+        &mut ada,
+        serde_json::json!({"type":"message","text":"json still works"}),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut ada, "message").await["text"],
+        "json still works"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn chat_typing_notices_reach_the_room_at_most_every_two_seconds() {
+    let srv = start(ServerConfig::default()).await;
+    let mut ada = ws(srv.addr, "/chat?room=typing&name=Ada").await;
+    next_of(&mut ada, "welcome").await;
+    let mut bob = ws(srv.addr, "/chat?room=typing&name=Bob").await;
+    next_of(&mut bob, "welcome").await;
+    for _ in 0..5 {
+        send_json(&mut ada, serde_json::json!({"type":"typing"})).await;
+    }
+    send_json(
+        &mut ada,
+        serde_json::json!({"type":"message","text":"done"}),
+    )
+    .await;
+    // Bob: his own join, one typing notice from Ada (the other four were within 2 s), then
+    // her message; the notice is not kept in the history.
+    let mut seen = Vec::new();
+    loop {
+        let v = next_json(&mut bob).await;
+        seen.push(v["type"].as_str().unwrap_or_default().to_string());
+        if v["type"] == "typing" {
+            assert_eq!(v["member"]["name"], "Ada");
+            assert_eq!(v["room"], "typing");
+        }
+        if v["type"] == "message" {
+            break;
+        }
+    }
+    assert_eq!(seen, ["join", "typing", "message"]);
+    // After a message the next keystroke announces itself again at once.
+    send_json(&mut ada, serde_json::json!({"type":"typing"})).await;
+    assert_eq!(next_json(&mut bob).await["type"], "typing");
+    let mut cy = ws(srv.addr, "/chat?room=typing&name=Cy").await;
+    let w = next_of(&mut cy, "welcome").await;
+    assert_eq!(w["history"].as_array().unwrap().len(), 1, "{w}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_no_one_that_the_others_left() {
+    let srv = start(ServerConfig::default()).await;
+    let mut clients = Vec::new();
+    for name in ["Ada", "Bob", "Cy"] {
+        let mut c = ws(srv.addr, &format!("/chat?room=bye&name={name}")).await;
+        next_of(&mut c, "welcome").await;
+        clients.push(c);
+    }
+    // Everyone has seen everyone join.
+    for c in &mut clients[..2] {
+        while next_json(c).await["member"]["name"] != "Cy" {}
+    }
+    next_of(&mut clients[2], "join").await;
+    let stopping = tokio::spawn(srv.stop());
+    for c in &mut clients {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), c.recv()).await {
+                Err(_) => panic!("no 1001 within 15 s"),
+                Ok(Ok(Some(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    assert_ne!(v["type"], "leave", "a leave during shutdown: {v}");
+                }
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) | Ok(Err(_)) => break,
+            }
+        }
+        let code = c
+            .connection()
+            .received_close()
+            .and_then(|f| f.as_ref().map(|f| f.code.0));
+        assert_eq!(code, Some(1001));
+    }
+    stopping.await.unwrap();
 }
 
 #[tokio::test]
