@@ -409,3 +409,303 @@ fn bench_names_the_limit_that_refused_it() {
     );
     assert!(stdout.contains("--max-connections-per-ip"), "{stdout}");
 }
+
+/// `connect` in a pseudo-terminal, as a person at a terminal runs it.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod terminal {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Child, Command};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// A child process on the slave side of a pseudo-terminal; what it writes is collected,
+    /// and cursor-position queries are answered as a terminal would.
+    pub(super) struct Term {
+        master: std::fs::File,
+        pub(super) child: Child,
+        output: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Term {
+        pub(super) fn spawn(args: &[&str]) -> Term {
+            let (mut master, mut slave) = (0, 0);
+            let size = libc::winsize {
+                ws_row: 40,
+                ws_col: 200,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: openpty writes two descriptors into the integers given; the name and
+            // termios pointers may be null and the window size outlives the call.
+            let r = unsafe {
+                libc::openpty(
+                    &mut master,
+                    &mut slave,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    &size,
+                )
+            };
+            assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+            // SAFETY: both descriptors were just opened and are owned by nobody else.
+            let (master, slave) = unsafe {
+                (
+                    std::fs::File::from_raw_fd(master),
+                    std::fs::File::from_raw_fd(slave),
+                )
+            };
+            let mut cmd = Command::new(super::BIN);
+            cmd.args(args)
+                .env("TERM", "xterm")
+                .stdin(slave.try_clone().unwrap())
+                .stdout(slave.try_clone().unwrap())
+                .stderr(slave);
+            // SAFETY: setsid and ioctl are async-signal-safe; they make the terminal the
+            // child's controlling terminal, so Ctrl-C reaches it as a terminal's would.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    libc::ioctl(0, libc::TIOCSCTTY, 0);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().unwrap();
+            drop(cmd);
+            let output = Arc::new(Mutex::new(Vec::new()));
+            let (out, mut reader, mut answer) = (
+                Arc::clone(&output),
+                master.try_clone().unwrap(),
+                master.try_clone().unwrap(),
+            );
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let chunk = &buf[..n];
+                    // "Where is the cursor?": a terminal answers; say column 1.
+                    if chunk.windows(4).any(|w| w == b"\x1b[6n") {
+                        let _ = answer.write_all(b"\x1b[1;1R");
+                    }
+                    out.lock().unwrap().extend_from_slice(chunk);
+                }
+            });
+            Term {
+                master,
+                child,
+                output,
+            }
+        }
+
+        pub(super) fn write(&mut self, bytes: &[u8]) {
+            self.master.write_all(bytes).unwrap();
+        }
+
+        pub(super) fn text(&self) -> String {
+            String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+        }
+
+        /// Waits until the output has every one of `want`; panics with the output if not.
+        pub(super) fn wait_for(&self, want: &[&str], within: Duration) -> String {
+            let deadline = Instant::now() + within;
+            loop {
+                let text = self.text();
+                if want.iter().all(|w| text.contains(w)) {
+                    return text;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "waited {within:?} for {want:?}; the terminal shows:\n{text:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        /// Waits for the child to end, at most `within`.
+        pub(super) fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+            let deadline = Instant::now() + within;
+            loop {
+                if let Some(s) = self.child.try_wait().unwrap() {
+                    return s.code();
+                }
+                if Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    panic!("still running after {within:?}:\n{:?}", self.text());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for Term {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Item 9: three lines pasted at once (one write to the terminal) are three messages.
+#[cfg(target_os = "linux")]
+#[test]
+fn connect_in_a_terminal_sends_every_pasted_line() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let mut t = terminal::Term::spawn(&["connect", &url]);
+    t.wait_for(&["connected to"], Duration::from_secs(10));
+    t.write(b"first line\nsecond line\nthird line\n");
+    t.wait_for(
+        &["< first line", "< second line", "< third line"],
+        Duration::from_secs(5),
+    );
+    t.write(b"/close\n");
+    assert_eq!(
+        t.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        t.text()
+    );
+}
+
+/// Item 9: a terminal that brackets pastes (`ESC [200~ … ESC [201~`, what xterm and most
+/// terminals send when they were asked to) still gets one message per pasted line.
+#[cfg(target_os = "linux")]
+#[test]
+fn connect_in_a_terminal_sends_every_line_of_a_bracketed_paste() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let mut t = terminal::Term::spawn(&["connect", &url]);
+    t.wait_for(&["connected to"], Duration::from_secs(10));
+    t.write(b"\x1b[200~alpha\nbeta\ngamma\x1b[201~\r");
+    let text = t.wait_for(&["< alpha", "< beta", "< gamma"], Duration::from_secs(5));
+    assert!(!text.contains("< alpha\n"), "sent as one message: {text:?}");
+    t.write(b"/close\n");
+    assert_eq!(
+        t.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        t.text()
+    );
+}
+
+/// The trace as the terminal shows it: escape sequences out, carriage returns honoured, so
+/// each line is what a person sees on that row.
+#[cfg(target_os = "linux")]
+fn screen_lines(raw: &str) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    let mut at_left = false;
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                // CSI: ESC [ parameters final-byte.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+            }
+            // Back to column 0: text that follows overwrites the row (the tests only care
+            // that a line starts at the left, so the row starts afresh).
+            '\r' => at_left = true,
+            '\n' => {
+                lines.push(String::new());
+                at_left = false;
+            }
+            c => {
+                if let Some(l) = lines.last_mut() {
+                    if at_left {
+                        l.clear();
+                        at_left = false;
+                    }
+                    l.push(c);
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// Item 9: Ctrl-C in a terminal under --trace closes with 1000 and shows every closing step,
+/// each on its own line.
+#[cfg(target_os = "linux")]
+#[test]
+fn connect_in_a_terminal_traces_the_close_after_ctrl_c() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let mut t = terminal::Term::spawn(&["connect", "--trace", "--compress", "off", &url]);
+    t.wait_for(&["connected to"], Duration::from_secs(10));
+    t.write(b"hello\n");
+    t.wait_for(&["< hello"], Duration::from_secs(5));
+    t.write(b"\x03");
+    let code = t.wait_exit(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let raw = t.text();
+    let lines = screen_lines(&raw);
+    let want = [
+        "═══ closing: client sent close first ═══",
+        "client ───▶ server  CLOSE  fin rsv=000 masked   len=2 code=1000",
+        "client ◀─── server  CLOSE  fin rsv=000 unmasked len=2 code=1000",
+        "client ─ ✕ ─ server  TCP closed by the server",
+        "═══ closed: 1000, initiated by the client ═══",
+    ];
+    let mut at = 0;
+    for w in want {
+        let found = lines[at..].iter().position(|l| {
+            l.contains(w) && (l.trim_start().starts_with('[') || l.trim_start().starts_with('═'))
+        });
+        let Some(i) = found else {
+            panic!(
+                "no line with {w:?} (in order, at the start of a row):\n{}",
+                lines.join("\n")
+            );
+        };
+        at += i + 1;
+    }
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+}
+
+/// Item 9: `/close CODE REASON` in a terminal under --trace: the same, with the code asked for.
+#[cfg(target_os = "linux")]
+#[test]
+fn connect_in_a_terminal_traces_a_close_command() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let mut t = terminal::Term::spawn(&["connect", "--trace", "--compress", "off", &url]);
+    t.wait_for(&["connected to"], Duration::from_secs(10));
+    t.write(b"/close 4000 done\n");
+    let code = t.wait_exit(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = screen_lines(&t.text());
+    let want = [
+        "client ───▶ server  TCP connect 127.0.0.1:",
+        "client ───▶ server  GET /echo HTTP/1.1",
+        "client ◀─── server  HTTP/1.1 101 Switching Protocols",
+        "═══ closing: client sent close first ═══",
+        "client ───▶ server  CLOSE  fin rsv=000 masked   len=6 code=4000 reason=\"done\"",
+        "client ◀─── server  CLOSE  fin rsv=000 unmasked len=2 code=4000 reason=\"\"",
+        "client ─ ✕ ─ server  TCP closed by the server",
+        "═══ closed: 4000, initiated by the client ═══",
+    ];
+    let mut at = 0;
+    for w in want {
+        let found = lines[at..].iter().position(|l| {
+            l.contains(w) && (l.trim_start().starts_with('[') || l.trim_start().starts_with('═'))
+        });
+        let Some(i) = found else {
+            panic!(
+                "no line with {w:?} (in order, at the start of a row):\n{}",
+                lines.join("\n")
+            );
+        };
+        at += i + 1;
+    }
+    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+}

@@ -103,30 +103,112 @@ enum Outcome {
     Ended(Exit),
 }
 
+/// Where a terminal's output goes: above the prompt while the line editor runs, straight to
+/// stdout once it has stopped (after Ctrl-C, Ctrl-D or `/close`: the terminal is back in its
+/// normal mode, and the editor would no longer print what it is handed).
+enum Screen {
+    Editor(Box<dyn rustyline::ExternalPrinter + Send>),
+    Direct,
+}
+
 /// Where output goes: stdout in a pipe, above the prompt in a terminal.
 #[derive(Clone)]
 struct Out {
     interactive: bool,
-    printer: Option<std::sync::Arc<std::sync::Mutex<Box<dyn rustyline::ExternalPrinter + Send>>>>,
+    screen: Option<std::sync::Arc<std::sync::Mutex<Screen>>>,
 }
 
 impl Out {
     fn message(&self, text: String) {
-        match &self.printer {
-            Some(p) => {
-                if let Ok(mut p) = p.lock() {
+        match &self.screen {
+            Some(s) => match s.lock().as_deref_mut() {
+                Ok(Screen::Editor(p)) => {
                     let _ = p.print(text);
                 }
-            }
+                _ => println!("{text}"),
+            },
             None => println!("{text}"),
         }
     }
 
     fn status(&self, text: String) {
-        match &self.printer {
+        match &self.screen {
             Some(_) => self.message(format!("* {text}")),
             None => eprintln!("connect: {text}"),
         }
+    }
+
+    /// The session is over: if the line editor still runs (the server ended the session),
+    /// let it print what it was handed, then put the terminal back as it was.
+    fn finish(&self, saved: Option<term::Saved>) {
+        let Some(s) = &self.screen else { return };
+        let Ok(mut g) = s.lock() else { return };
+        if matches!(*g, Screen::Editor(_)) {
+            // The editor prints queued lines as soon as its thread wakes up.
+            std::thread::sleep(Duration::from_millis(100));
+            *g = Screen::Direct;
+            if let Some(saved) = saved {
+                term::restore(&saved);
+            }
+            println!();
+        }
+    }
+}
+
+/// The terminal's settings, saved before the line editor switches it to raw mode, so they can
+/// be put back if the program ends while the editor runs.
+mod term {
+    #[cfg(target_os = "linux")]
+    pub(super) struct Saved(libc::termios);
+    #[cfg(not(target_os = "linux"))]
+    pub(super) struct Saved;
+
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    pub(super) fn save() -> Option<Saved> {
+        // SAFETY: tcgetattr fills the termios it is given (zeroed is a valid bit pattern for
+        // this plain C struct) and reads nothing else of ours.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) };
+        (r == 0).then_some(Saved(t))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn save() -> Option<Saved> {
+        None
+    }
+
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    pub(super) fn restore(s: &Saved) {
+        use std::io::Write;
+        // Bracketed paste off, as the editor would on its way out.
+        let _ = std::io::stdout().write_all(b"\x1b[?2004l");
+        let _ = std::io::stdout().flush();
+        // SAFETY: tcsetattr reads the termios saved by `save`, a valid value.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSADRAIN, &s.0) };
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn restore(_: &Saved) {}
+
+    /// Waits (at most `limit`) until the line editor has put the terminal in raw mode: until
+    /// then it would print what it is handed without a line break.
+    #[cfg(target_os = "linux")]
+    pub(super) fn wait_raw(limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            match save() {
+                Some(Saved(t)) if t.c_lflag & libc::ICANON == 0 => return,
+                None => return,
+                Some(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn wait_raw(limit: std::time::Duration) {
+        std::thread::sleep(limit.min(std::time::Duration::from_millis(50)));
     }
 }
 
@@ -142,25 +224,50 @@ fn start_input(interactive: bool) -> (mpsc::Receiver<Input>, Out) {
     if interactive {
         if let Ok(mut editor) = rustyline::DefaultEditor::new() {
             if let Ok(printer) = editor.create_external_printer() {
-                let printer: Box<dyn rustyline::ExternalPrinter + Send> = Box::new(printer);
+                let screen =
+                    std::sync::Arc::new(std::sync::Mutex::new(Screen::Editor(Box::new(printer))));
                 let out = Out {
                     interactive,
-                    printer: Some(std::sync::Arc::new(std::sync::Mutex::new(printer))),
+                    screen: Some(std::sync::Arc::clone(&screen)),
+                };
+                // The editor is done: what follows goes straight to the terminal.
+                let stop = move || {
+                    if let Ok(mut g) = screen.lock() {
+                        *g = Screen::Direct;
+                    }
                 };
                 std::thread::spawn(move || loop {
                     match editor.readline("> ") {
                         Ok(line) => {
                             let _ = editor.add_history_entry(line.as_str());
-                            if tx.blocking_send(Input::Line(line)).is_err() {
-                                return;
+                            // A bracketed paste of several lines comes back as one
+                            // string: each line is a message, as if typed one by one.
+                            let lines: Vec<String> = if line.is_empty() {
+                                vec![line]
+                            } else {
+                                line.lines().map(str::to_string).collect()
+                            };
+                            for l in lines {
+                                // After `/close` nothing more is read: stop the editor
+                                // first, so the closing steps print in order.
+                                let closing = matches!(parse_command(&l), Ok(Command::Close(..)));
+                                if closing {
+                                    stop();
+                                }
+                                if tx.blocking_send(Input::Line(l)).is_err() || closing {
+                                    return;
+                                }
                             }
                         }
                         Err(_) => {
+                            // Ctrl-C, Ctrl-D: close.
+                            stop();
                             let _ = tx.blocking_send(Input::Eof);
                             return;
                         }
                     }
                 });
+                term::wait_raw(Duration::from_millis(500));
                 return (rx, out);
             }
         }
@@ -179,14 +286,26 @@ fn start_input(interactive: bool) -> (mpsc::Receiver<Input>, Out) {
         rx,
         Out {
             interactive: false,
-            printer: None,
+            screen: None,
         },
     )
 }
 
 async fn session(a: ConnectArgs) -> Exit {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let (mut input, out) = start_input(interactive);
+    let saved = if interactive { term::save() } else { None };
+    let (input, out) = start_input(interactive);
+    let exit = session_with(&a, input, &out, interactive).await;
+    out.finish(saved);
+    exit
+}
+
+async fn session_with(
+    a: &ConnectArgs,
+    mut input: mpsc::Receiver<Input>,
+    out: &Out,
+    interactive: bool,
+) -> Exit {
     let mut tracer = (a.trace || a.trace_json).then(|| {
         let format = if a.trace_json {
             Format::Json
@@ -204,7 +323,7 @@ async fn session(a: ConnectArgs) -> Exit {
     let mut attempt: u32 = 0;
     loop {
         let (outcome, opened) =
-            one_connection(&a, &mut input, &out, tracer.as_mut(), attempt > 0).await;
+            one_connection(a, &mut input, out, tracer.as_mut(), attempt > 0).await;
         match outcome {
             Outcome::Done(e) => return e,
             Outcome::Ended(e) if !a.reconnect => return e,
