@@ -302,7 +302,16 @@ fn bench_broadcast_delivers_every_publish_to_every_subscriber() {
 fn bench_connect_counts_handshakes() {
     let srv = server(ServerConfig::default());
     let url = format!("ws://{}/echo", srv.addr);
-    let j = bench_json(&["connect", &url, "-c", "2", "--duration", "0.5"]);
+    let j = bench_json(&[
+        "connect",
+        &url,
+        "-c",
+        "2",
+        "--duration",
+        "500ms",
+        "--hold",
+        "5ms",
+    ]);
     assert_eq!(j["errors"], 0);
     assert!(j["received"].as_u64().unwrap() > 10);
     assert_eq!(j["close_codes"]["1000"], j["received"]);
@@ -708,4 +717,212 @@ fn connect_in_a_terminal_traces_a_close_command() {
         at += i + 1;
     }
     assert_eq!(code, Some(0), "{}", lines.join("\n"));
+}
+
+/// `switchboard serve` run as a user runs it; stopped (killed) when dropped.
+struct Served {
+    child: std::process::Child,
+    /// The log up to and including the "listening on" line.
+    log: String,
+    addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `switchboard serve ARGS` with `env` set; waits for "listening on".
+#[allow(clippy::zombie_processes)] // `Served`'s drop waits for it.
+fn serve_bin(args: &[&str], env: &[(&str, &str)]) -> Served {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("serve {args:?} ended before listening:\n{log}");
+        }
+        log.push_str(&line);
+        if let Some(i) = line.find("listening on http://") {
+            let rest = &line[i + "listening on http://".len()..];
+            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            // Keep draining the log so the server never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+            return Served { child, log, addr };
+        }
+    }
+}
+
+/// Runs `switchboard serve ARGS` expecting it to refuse to start: (status, stderr).
+fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve {args:?} {env:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sb-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Item 13: `--listen :PORT` and `localhost:PORT`; times as `10s`/`500ms` on flags, in the
+/// environment and in the file.
+#[test]
+fn serve_takes_short_listen_addresses_and_durations_with_units() {
+    let s = serve_bin(
+        &[
+            "--listen",
+            ":0",
+            "--ping-interval",
+            "10s",
+            "--pong-timeout",
+            "500ms",
+            "--shutdown-timeout",
+            "2s",
+        ],
+        &[("SWITCHBOARD_IDLE_TIMEOUT", "1h")],
+    );
+    assert!(s.addr.ip().is_loopback(), "{}", s.log);
+    let (code, out, err) = connect(
+        &["--timeout", "2s", &format!("ws://{}/echo", s.addr)],
+        "units\n",
+    );
+    assert_eq!((code, out.as_str()), (0, "units\n"), "{err}");
+    let s = serve_bin(&["--listen", "localhost:0"], &[]);
+    assert!(s.addr.ip().is_loopback(), "{}", s.log);
+    let file = temp_file(
+        "durations.toml",
+        "listen = \":0\"\nping_interval = \"500ms\"\nidle_timeout = \"2m\"\nshutdown_timeout = 1\n",
+    );
+    let s = serve_bin(&["--config", file.to_str().unwrap()], &[]);
+    assert!(s.addr.ip().is_loopback(), "{}", s.log);
+}
+
+/// Item 14: the start log says the version, the workers, the transport and the config file.
+#[test]
+fn serve_start_log_names_version_workers_transport_and_config_file() {
+    let s = serve_bin(&["--listen", "127.0.0.1:0", "--workers", "3"], &[]);
+    let version = format!("switchboard {}", env!("CARGO_PKG_VERSION"));
+    assert!(s.log.contains(&version), "{}", s.log);
+    assert!(s.log.contains("3 workers"), "{}", s.log);
+    assert!(
+        s.log.contains("sockets: io_uring") || s.log.contains("sockets: epoll"),
+        "{}",
+        s.log
+    );
+    assert!(s.log.contains("config file: none"), "{}", s.log);
+    let file = temp_file("start-log.toml", "listen = \"127.0.0.1:0\"\nworkers = 1\n");
+    let s = serve_bin(
+        &["--config", file.to_str().unwrap(), "--io-uring", "false"],
+        &[],
+    );
+    assert!(s.log.contains("1 worker,"), "{}", s.log);
+    assert!(s.log.contains("sockets: epoll"), "{}", s.log);
+    let shown = std::fs::canonicalize(&file).unwrap();
+    assert!(
+        s.log.contains(&format!("config file: {}", shown.display())),
+        "{}",
+        s.log
+    );
+}
+
+/// Item 13: allowed origins have one name: --allow-origin, SWITCHBOARD_ALLOW_ORIGIN,
+/// allow_origin in the file; the old names are refused with the new one.
+#[test]
+fn serve_allow_origin_has_one_name_everywhere() {
+    let check = |s: &Served, origin: &str| {
+        let (code, _, err) = connect(&["--origin", origin, &format!("ws://{}/echo", s.addr)], "");
+        (code, err)
+    };
+    let s = serve_bin(
+        &["--listen", "127.0.0.1:0"],
+        &[(
+            "SWITCHBOARD_ALLOW_ORIGIN",
+            "https://env.example,https://env2.example",
+        )],
+    );
+    assert_eq!(check(&s, "https://env2.example").0, 0);
+    let (code, err) = check(&s, "https://elsewhere.example");
+    assert_eq!(code, 5, "{err}");
+    let file = temp_file(
+        "origins.toml",
+        "listen = \"127.0.0.1:0\"\nallow_origin = [\"https://file.example\"]\n",
+    );
+    let s = serve_bin(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(check(&s, "https://file.example").0, 0);
+    let (code, err) = serve_refused(&[], &[("SWITCHBOARD_ALLOW_ORIGINS", "https://x.example")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("SWITCHBOARD_ALLOW_ORIGIN "), "{err}");
+    let old = temp_file("old.toml", "allowed_origins = [\"https://x.example\"]\n");
+    let (code, err) = serve_refused(&["--config", old.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`allow_origin`"), "{err}");
+}
+
+/// Item 13: a bad value from the environment is named as the variable; workers = 0 is
+/// refused on the flag, in the environment and in the file; each is one `error:` line.
+#[test]
+fn serve_option_errors_name_their_source_and_refuse_zero_workers() {
+    let (code, err) = serve_refused(&[], &[("SWITCHBOARD_WORKERS", "many")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("SWITCHBOARD_WORKERS"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let (code, err) = serve_refused(&[], &[("SWITCHBOARD_PING_INTERVAL", "soon")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("SWITCHBOARD_PING_INTERVAL") && err.contains("10s"),
+        "{err}"
+    );
+    let (code, err) = serve_refused(&["--workers", "0"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--workers"), "{err}");
+    let (code, err) = serve_refused(&[], &[("SWITCHBOARD_WORKERS", "0")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("SWITCHBOARD_WORKERS"), "{err}");
+    let zero = temp_file("zero.toml", "workers = 0\n");
+    let (code, err) = serve_refused(&["--config", zero.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("workers must be at least 1"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }

@@ -79,7 +79,7 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
     let target = Arc::new(Target::new(&a.url, a.subscribers + 1, &a.common)?);
     let max_publishes = a
         .count
-        .unwrap_or((a.rate * a.common.duration).ceil().max(1.0) as u64)
+        .unwrap_or((a.rate * a.common.duration.as_secs_f64()).ceil().max(1.0) as u64)
         .min(10_000_000) as usize;
     let board = Arc::new(Board {
         subscribed: AtomicUsize::new(0),

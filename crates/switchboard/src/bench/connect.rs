@@ -21,9 +21,9 @@ pub(crate) struct ConnectArgs {
     /// Connect loops running at once.
     #[arg(long, short = 'c', default_value_t = 50)]
     connections: usize,
-    /// Keep each connection open this many milliseconds before closing it.
-    #[arg(long, default_value_t = 0)]
-    hold_ms: u64,
+    /// Keep each connection open this long before closing it: 100ms, 1s.
+    #[arg(long, default_value = "0s", value_parser = crate::duration::parse, value_name = "DURATION")]
+    hold: Duration,
     #[command(flatten)]
     common: Common,
 }
@@ -34,7 +34,7 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
     let progress = Arc::new(Progress::default());
     let printer = progress.spawn_printer(a.common.quiet, "handshakes");
     let threads = a.common.threads.max(1);
-    let duration = Duration::from_secs_f64(a.common.duration.max(0.0));
+    let duration = a.common.duration;
     let started = std::time::Instant::now();
     let args = Arc::new(a.clone());
     let p = Arc::clone(&progress);
@@ -63,8 +63,8 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
                                     .borrow_mut()
                                     .record_us(t0.elapsed().as_micros() as u64);
                                 p.received.fetch_add(1, Ordering::Relaxed);
-                                if args.hold_ms > 0 {
-                                    tokio::time::sleep(Duration::from_millis(args.hold_ms)).await;
+                                if !args.hold.is_zero() {
+                                    tokio::time::sleep(args.hold).await;
                                 }
                                 let closed = tokio::time::timeout(
                                     Duration::from_secs(5),

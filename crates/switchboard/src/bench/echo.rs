@@ -57,7 +57,7 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
     };
     let threads = a.common.threads.max(1);
     let started = std::time::Instant::now();
-    let duration = Duration::from_secs_f64(a.common.duration.max(0.0));
+    let duration = a.common.duration;
     let args = Arc::new(a.clone());
     let p = Arc::clone(&progress);
     let results = on_threads(threads, move |t| {

@@ -61,9 +61,9 @@ enum Scenario {
 /// Options every scenario has.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Common {
-    /// How long to run, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    /// How long to run: 10s, 500ms, 2m (a bare number is seconds).
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse, value_name = "DURATION")]
+    duration: Duration,
     /// Load-generator threads (each a single-threaded runtime). Default 1: one core drives
     /// the load, the others stay for the server.
     #[arg(long, default_value_t = 1)]

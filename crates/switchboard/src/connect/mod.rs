@@ -55,9 +55,9 @@ pub(crate) struct ConnectArgs {
     /// close it or stdin ends).
     #[arg(long)]
     reconnect: bool,
-    /// Seconds to wait for TCP, TLS and the handshake.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    timeout: f64,
+    /// How long to wait for TCP, TLS and the handshake: 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse, value_name = "DURATION")]
+    timeout: Duration,
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     max_message_size: usize,
@@ -356,7 +356,7 @@ fn builder(a: &ConnectArgs) -> Result<(ClientBuilder, Config), String> {
     }
     let mut b = ClientBuilder::new(&a.url)
         .config(config)
-        .connect_timeout(Duration::from_secs_f64(a.timeout.max(0.1)));
+        .connect_timeout(a.timeout.max(Duration::from_millis(100)));
     for p in &a.protocols {
         b = b.protocol(p.clone());
     }
@@ -467,7 +467,7 @@ async fn one_connection(
     if let Some(t) = tracer.as_deref_mut() {
         t.tcp_connect(&format!("{}:{}", url.host, url.port), url.tls);
     }
-    let timeout = Duration::from_secs_f64(a.timeout.max(0.1));
+    let timeout = a.timeout.max(Duration::from_millis(100));
     let fail = |e: &WsError| {
         let (msg, exit) = explain(e, &url);
         out.status(msg);
@@ -479,7 +479,7 @@ async fn one_connection(
         Err(_) => {
             return fail(&WsError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("no connection within {timeout:?}"),
+                format!("no connection within {}", crate::duration::show(timeout)),
             )))
         }
     };
@@ -601,7 +601,7 @@ async fn one_connection(
             }
             () = deadline, if closing.is_some() => {
                 end(&mut ws, &mut tracer, &mut closing_seen);
-                out.status(format!("the server did not answer the close within {close_timeout:?}"));
+                out.status(format!("the server did not answer the close within {}", crate::duration::show(close_timeout)));
                 return (Outcome::Done(Exit::Lost), true);
             }
             line = input.recv(), if closing.is_none() => {
