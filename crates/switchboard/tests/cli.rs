@@ -388,6 +388,8 @@ fn connect_over_tls_with_a_ca_file_or_insecure() {
     assert_eq!((code, out.as_str()), (0, "over tls\n"), "{err}");
     let (code, out, err) = connect(&["--insecure", &url], "anyway\n");
     assert_eq!((code, out.as_str()), (0, "anyway\n"), "{err}");
+    let (code, out, err) = connect(&["-k", &url], "short flag\n");
+    assert_eq!((code, out.as_str()), (0, "short flag\n"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -925,4 +927,154 @@ fn serve_option_errors_name_their_source_and_refuse_zero_workers() {
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// A WebSocket server for one connection that runs `script` after the handshake.
+fn scripted<F, Fut>(script: F) -> SocketAddr
+where
+    F: FnOnce(switchboard_tokio::WebSocket<tokio::net::TcpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            let (tcp, _) = l.accept().await.unwrap();
+            let ws = switchboard_tokio::accept(tcp, switchboard_proto::Config::default())
+                .await
+                .unwrap();
+            script(ws).await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// A plain TCP server that answers one connection with `answer`, whatever it was sent.
+fn answers(answer: &'static [u8]) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut buf = [0u8; 2048];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = s.write_all(answer);
+        }
+    });
+    addr
+}
+
+/// Item 10: -n/--no-close keeps the connection after stdin ends, until the server closes.
+#[test]
+fn connect_no_close_stays_open_after_stdin_ends() {
+    for flag in ["-n", "--no-close"] {
+        let addr = scripted(|mut ws| async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = ws.send(&switchboard_proto::Message::text("late")).await;
+            let _ = ws.close(switchboard_proto::CloseCode::NORMAL, "").await;
+        });
+        let (code, out, err) = connect(&[flag, &format!("ws://{addr}/")], "");
+        assert_eq!((code, out.as_str()), (0, "late\n"), "{flag}: {err}");
+    }
+}
+
+/// Item 10: --ping-interval pings the server while the connection is quiet.
+#[test]
+fn connect_ping_interval_keeps_the_connection_alive() {
+    let addr = scripted(|mut ws| async move {
+        let mut pings = 0;
+        let end = tokio::time::Instant::now() + Duration::from_millis(1000);
+        loop {
+            tokio::select! {
+                ev = ws.next_event() => match ev {
+                    Ok(Some(switchboard_proto::Event::Ping(_))) => pings += 1,
+                    Ok(Some(_)) => {}
+                    _ => return,
+                },
+                () = tokio::time::sleep_until(end) => break,
+            }
+        }
+        let _ = ws
+            .send(&switchboard_proto::Message::text(format!("pings {pings}")))
+            .await;
+        let _ = ws.close(switchboard_proto::CloseCode::NORMAL, "").await;
+    });
+    let (code, out, err) = connect(
+        &["-n", "--ping-interval", "100ms", &format!("ws://{addr}/")],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let pings: u32 = out.trim().strip_prefix("pings ").unwrap().parse().unwrap();
+    assert!((5..=12).contains(&pings), "{pings} pings in 1 s at 100ms");
+}
+
+/// Item 10: wss:// to a plain server says to try ws://; an HTTP/1.0 or other non-101 answer
+/// shows its status line; something that is not HTTP shows what it said.
+#[test]
+fn connect_explains_wrong_scheme_and_shows_the_status_line() {
+    let srv = server(ServerConfig::default());
+    let (code, _, err) = connect(&[&format!("wss://{}/echo", srv.addr)], "");
+    assert_eq!(code, 7, "{err}");
+    assert!(
+        err.contains(&format!("try ws://{}/echo", srv.addr)),
+        "{err}"
+    );
+    let addr = answers(b"HTTP/1.0 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nno entry\n");
+    let (code, _, err) = connect(&[&format!("ws://{addr}/")], "");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("HTTP/1.0 403 Forbidden"), "{err}");
+    let addr = answers(b"HTTP/1.0 200 OK\r\n\r\n<html>hello</html>");
+    let (code, _, err) = connect(&[&format!("ws://{addr}/")], "");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("HTTP/1.0 200 OK"), "{err}");
+    let addr = answers(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+    let (code, _, err) = connect(&[&format!("ws://{addr}/")], "");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("SSH-2.0-OpenSSH_9.2p1"), "{err}");
+}
+
+/// Item 10: usage mistakes exit 2 with one `error:` line, whatever RUST_BACKTRACE says;
+/// failures are `error:` lines too.
+#[test]
+fn connect_errors_are_one_line_with_the_documented_status() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("connect")
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["foo://example.com/"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with("error: ") && err.contains("ws"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let (code, err) = run(&["-H", "no colon", "ws://127.0.0.1:1/"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("Name: value"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, err) = run(&[&format!("ws://{free}/")]);
+    assert_eq!(code, 6, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("is the server running"),
+        "{err}"
+    );
 }
