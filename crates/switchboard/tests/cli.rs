@@ -1078,3 +1078,87 @@ fn connect_errors_are_one_line_with_the_documented_status() {
         "{err}"
     );
 }
+
+fn bench_run(args: &[&str]) -> (i32, String, Duration) {
+    let t0 = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        t0.elapsed(),
+    )
+}
+
+/// Item 12: `bench echo` aimed at an endpoint that does not echo stops early and says why,
+/// instead of reporting a throughput and a latency of failures.
+#[test]
+fn bench_echo_at_a_non_echo_endpoint_stops_early_and_says_why() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/chat", srv.addr);
+    let (code, out, took) = bench_run(&["echo", &url, "-c", "4", "--duration", "10s"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(took < Duration::from_secs(5), "ran {took:?}:\n{out}");
+    assert!(out.contains("stopped early"), "{out}");
+    assert!(out.contains("not echoes") && out.contains("/echo"), "{out}");
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("throughput") || l.starts_with("latency")),
+        "{out}"
+    );
+}
+
+/// Item 12: a refused target asks whether the server is running; no rate is reported.
+#[test]
+fn bench_at_a_refused_target_asks_if_the_server_is_running() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("ws://{free}/echo");
+    for scenario in ["echo", "connect"] {
+        let (code, out, took) = bench_run(&[scenario, &url, "-c", "2", "--duration", "10s"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{scenario} ran {took:?}:\n{out}"
+        );
+        assert!(out.contains("is the server running"), "{scenario}: {out}");
+        assert!(
+            !out.lines().any(|l| l.starts_with("throughput")),
+            "{scenario}: {out}"
+        );
+    }
+}
+
+/// Item 12: memory per connection measured over a few connections says it is noise.
+#[test]
+fn bench_broadcast_memory_from_few_connections_is_called_noise() {
+    let s = serve_bin(&["--listen", "127.0.0.1:0", "--workers", "1"], &[]);
+    let pid = s.child.id().to_string();
+    let (code, out, _) = bench_run(&[
+        "broadcast",
+        &format!("ws://{}/ws", s.addr),
+        "--subscribers",
+        "20",
+        "--rate",
+        "50",
+        "--count",
+        "5",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("server RSS"))
+        .unwrap_or_else(|| panic!("no memory line:\n{out}"));
+    assert!(
+        line.contains("noise") && line.contains("1000 or more"),
+        "{line}"
+    );
+}

@@ -54,7 +54,7 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
                 );
                 tasks.push(tokio::task::spawn_local(async move {
                     let mut n = i;
-                    while Instant::now() < end {
+                    while Instant::now() < end && !p.stopped() {
                         let t0 = Instant::now();
                         p.sent.fetch_add(1, Ordering::Relaxed);
                         match target.connect(n).await {
@@ -95,8 +95,42 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
     let (attempts, ok, errors) = progress.totals();
     let rate = ok as f64 / elapsed;
     let (end_lines, codes, errs) = ends(&stats);
+    let head = format!("connect {}: {} loops, {elapsed:.1} s", a.url, a.connections);
+    if super::mostly_failed(attempts, ok, errors) {
+        let mut summary = super::failed_summary(
+            head,
+            "handshakes tried",
+            attempts,
+            errors,
+            &progress,
+            elapsed,
+        );
+        summary.extend(end_lines);
+        let json = json!({
+            "scenario": "connect",
+            "url": a.url,
+            "connections": a.connections,
+            "duration_s": elapsed,
+            "sent": attempts,
+            "received": ok,
+            "errors": errors,
+            "failed": true,
+            "stopped_early": progress.stopped(),
+            "msgs_per_sec": null,
+            "handshakes_per_sec": null,
+            "latency_us": null,
+            "close_codes": codes,
+            "error_kinds": errs,
+        });
+        return Ok(Report {
+            summary,
+            json,
+            print_json: a.common.json,
+            failed: true,
+        });
+    }
     let mut summary = vec![
-        format!("connect {}: {} loops, {elapsed:.1} s", a.url, a.connections),
+        head,
         format!("handshakes {ok} of {attempts} attempts, errors {errors}"),
         format!("throughput {rate:.0} handshakes/s (each followed by a close handshake)"),
         latency_line("handshake", &stats.latency),

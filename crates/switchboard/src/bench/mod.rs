@@ -107,9 +107,29 @@ pub(crate) struct Progress {
     pub(crate) errors: AtomicU64,
     pub(crate) connected: AtomicU64,
     pub(crate) done: AtomicBool,
+    /// Set when most attempts fail: every load loop stops, and no rate is reported.
+    pub(crate) stop: AtomicBool,
 }
 
+/// Failures before a run may be stopped for failing mostly.
+const MIN_FAILURES: u64 = 20;
+
 impl Progress {
+    /// Counts a failure; once most attempts have failed (at least [`MIN_FAILURES`] and at
+    /// least half of what was sent), asks every load loop to stop: going on would only
+    /// measure how fast things fail.
+    pub(crate) fn failed(&self) {
+        let errors = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if errors >= MIN_FAILURES && errors * 2 >= self.sent.load(Ordering::Relaxed) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the load loops should stop early.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
     /// The final counts: (sent, received, errors).
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
         (
@@ -204,7 +224,7 @@ impl ThreadStats {
     }
 
     pub(crate) fn error(&mut self, progress: &Progress, what: impl Into<String>) {
-        progress.errors.fetch_add(1, Ordering::Relaxed);
+        progress.failed();
         *self.errors.entry(what.into()).or_default() += 1;
     }
 
@@ -425,6 +445,36 @@ pub(crate) fn error_kind(e: &switchboard_tokio::Error) -> String {
     e.to_string().chars().take(160).collect()
 }
 
+/// Whether a run failed mostly (most attempts failed, or nothing succeeded): then its rate and
+/// latency would describe failures, and are not reported.
+pub(crate) fn mostly_failed(sent: u64, succeeded: u64, errors: u64) -> bool {
+    errors > 0 && (succeeded == 0 || errors * 2 >= sent)
+}
+
+/// The summary of a run that failed mostly: what failed, how often, and that no rate or
+/// latency is reported.
+pub(crate) fn failed_summary(
+    head: String,
+    what: &str,
+    sent: u64,
+    errors: u64,
+    progress: &Progress,
+    elapsed: f64,
+) -> Vec<String> {
+    let when = if progress.stopped() {
+        format!("stopped early after {elapsed:.1} s")
+    } else {
+        format!("ended after {elapsed:.1} s")
+    };
+    vec![
+        head,
+        format!(
+            "failed      {when}: {errors} errors for {sent} {what}; no throughput or latency is \
+             reported, they would measure the failures (the errors below say why)"
+        ),
+    ]
+}
+
 /// The close codes and errors as summary lines and JSON.
 pub(crate) fn ends(stats: &ThreadStats) -> (Vec<String>, Value, Value) {
     let mut lines = Vec::new();
@@ -438,6 +488,16 @@ pub(crate) fn ends(stats: &ThreadStats) -> (Vec<String>, Value, Value) {
     }
     for (e, n) in &stats.errors {
         lines.push(format!("error       {n} × {e}"));
+    }
+    if stats
+        .errors
+        .keys()
+        .any(|e| e.contains("Connection refused") || e.contains("connection refused"))
+    {
+        lines.push(
+            "hint        the target refused the connections: is the server running, and on that port?"
+                .into(),
+        );
     }
     if stats.errors.keys().any(|e| e.contains("HTTP 503")) {
         lines.push(
