@@ -618,6 +618,39 @@ mod tests {
         assert!(err.contains("unknown field `max_conections`"), "{err}");
     }
 
+    /// Item 13: every option has one name: `--some-option`, `SWITCHBOARD_SOME_OPTION` and
+    /// `some_option` in the file (only --config itself is not a file key).
+    #[test]
+    fn every_option_has_one_name_across_flag_environment_and_file() {
+        use clap::CommandFactory;
+        let cmd = T::command();
+        let mut checked = 0;
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            assert_eq!(
+                env,
+                format!("SWITCHBOARD_{}", key.to_ascii_uppercase()),
+                "--{long}"
+            );
+            if long == "config" {
+                continue;
+            }
+            // A wrong value is fine here; an unknown key is not.
+            let err = toml::from_str::<FileConfig>(&format!("{key} = []\n"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!err.contains("unknown field"), "--{long}: {err}");
+            checked += 1;
+        }
+        assert!(checked > 20, "{checked}");
+    }
+
     /// Zero-config `serve` uses io_uring where it works (and says which transport in the
     /// log); `--io-uring false` forces epoll. Huge pages are off unless asked for.
     #[test]
