@@ -80,12 +80,14 @@ Input (typed, or lines on stdin):
   //text                 a text message that starts with '/'
   /help                  this list
 
-Output: text messages as they are; binary ones as `base64:DATA` (in a pipe) or as hex.
+Output: text messages as they are; binary ones as `base64:DATA` (in a pipe) or as hex. Errors
+are one `error: ...` line on stderr. When stdin ends the client closes with 1000 (not with -n).
 
 Exit status: 0 closed with 1000 (or stdin ended and the close completed), 3 closed with another
-code, 4 connection lost without a close handshake, 5 handshake refused or invalid (HTTP status
-instead of 101, wrong accept key), 6 could not connect (refused, DNS, timeout), 7 TLS failed,
-1 other errors, 2 bad usage.";
+code, 4 connection lost without a close handshake, 5 handshake refused or invalid (an HTTP
+status line instead of 101, HTTP/1.0, not HTTP at all, wrong accept key), 6 could not connect
+(refused, DNS, timeout), 7 TLS failed (or wss:// to a plain server), 1 other errors, 2 bad
+usage (unknown option, invalid URL or --header).";
 
 /// How the program ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
