@@ -649,9 +649,19 @@ fn screen_lines(raw: &str) -> Vec<String> {
 #[cfg(target_os = "linux")]
 #[test]
 fn connect_in_a_terminal_traces_the_close_after_ctrl_c() {
+    // With -n too: only the end of input keeps the session open, not Ctrl-C.
+    for extra in [None, Some("-n")] {
+        ctrl_c_closes(extra);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn ctrl_c_closes(extra: Option<&str>) {
     let srv = server(ServerConfig::default());
     let url = format!("ws://{}/echo", srv.addr);
-    let mut t = terminal::Term::spawn(&["connect", "--trace", "--compress", "off", &url]);
+    let mut args = vec!["connect", "--trace", "--compress", "off", &url];
+    args.extend(extra);
+    let mut t = terminal::Term::spawn(&args);
     t.wait_for(&["connected to"], Duration::from_secs(10));
     t.write(b"hello\n");
     t.wait_for(&["< hello"], Duration::from_secs(5));
@@ -680,7 +690,7 @@ fn connect_in_a_terminal_traces_the_close_after_ctrl_c() {
         };
         at += i + 1;
     }
-    assert_eq!(code, Some(0), "{}", lines.join("\n"));
+    assert_eq!(code, Some(0), "{extra:?}: {}", lines.join("\n"));
 }
 
 /// Item 9: `/close CODE REASON` in a terminal under --trace: the same, with the code asked for.

@@ -115,12 +115,14 @@ pub(crate) struct Progress {
 const MIN_FAILURES: u64 = 20;
 
 impl Progress {
-    /// Counts a failure; once most attempts have failed (at least [`MIN_FAILURES`] and at
-    /// least half of what was sent), asks every load loop to stop: going on would only
-    /// measure how fast things fail.
+    /// Counts a failure; once most attempts have failed (at least [`MIN_FAILURES`], and at
+    /// least as many as messages sent and connections opened), asks every load loop to stop:
+    /// going on would only measure how fast things fail. (Connections opened count, so a few
+    /// failed connects early in a large run do not stop it.)
     pub(crate) fn failed(&self) {
         let errors = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
-        if errors >= MIN_FAILURES && errors * 2 >= self.sent.load(Ordering::Relaxed) {
+        let attempts = self.sent.load(Ordering::Relaxed) + self.connected.load(Ordering::Relaxed);
+        if errors >= MIN_FAILURES && errors * 2 >= attempts {
             self.stop.store(true, Ordering::Relaxed);
         }
     }

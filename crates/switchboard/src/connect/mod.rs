@@ -105,6 +105,8 @@ enum Exit {
 enum Input {
     Line(String),
     Eof,
+    /// Ctrl-C in a terminal: close, even under --no-close.
+    Interrupt,
 }
 
 enum Outcome {
@@ -278,10 +280,15 @@ fn start_input(interactive: bool) -> (mpsc::Receiver<Input>, Out) {
                                 }
                             }
                         }
-                        Err(_) => {
-                            // Ctrl-C, Ctrl-D: close.
+                        Err(e) => {
+                            // Ctrl-C closes; Ctrl-D ends the input (which closes too,
+                            // unless --no-close).
                             stop();
-                            let _ = tx.blocking_send(Input::Eof);
+                            let input = match e {
+                                rustyline::error::ReadlineError::Interrupted => Input::Interrupt,
+                                _ => Input::Eof,
+                            };
+                            let _ = tx.blocking_send(input);
                             return;
                         }
                     }
@@ -368,8 +375,8 @@ async fn session_with(
                 ));
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    i = input.recv(), if !input_done => if matches!(i, None | Some(Input::Eof)) {
-                        if a.no_close {
+                    i = input.recv(), if !input_done => if matches!(i, None | Some(Input::Eof | Input::Interrupt)) {
+                        if a.no_close && !matches!(i, Some(Input::Interrupt)) {
                             input_done = true;
                             tokio::time::sleep(wait).await;
                         } else {
@@ -733,7 +740,9 @@ async fn one_connection(
                         *input_done = true;
                         continue;
                     }
-                    Some(Input::Eof) | None => Ok(Command::Close(CloseCode::NORMAL, String::new())),
+                    Some(Input::Eof | Input::Interrupt) | None => {
+                        Ok(Command::Close(CloseCode::NORMAL, String::new()))
+                    }
                 };
                 let r = match cmd {
                     Err(help) => { out.error(help); Ok(()) }
