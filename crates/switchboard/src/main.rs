@@ -84,9 +84,13 @@ fn from_environment(e: &clap::Error) -> Option<String> {
     if on_command_line || !set.split(',').any(|v| v == value.as_str()) {
         return None;
     }
-    let why = std::error::Error::source(e)
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
+    let why = match (std::error::Error::source(e), e.get(ContextKind::ValidValue)) {
+        (Some(s), _) => format!(": {s}"),
+        (None, Some(ContextValue::Strings(valid))) => {
+            format!(": expected one of {}", valid.join(", "))
+        }
+        _ => String::new(),
+    };
     Some(format!(
         "invalid value {value:?} in the environment variable {var} (what --{long} takes){why}"
     ))

@@ -923,6 +923,12 @@ fn serve_option_errors_name_their_source_and_refuse_zero_workers() {
         err.contains("SWITCHBOARD_PING_INTERVAL") && err.contains("10s"),
         "{err}"
     );
+    let (code, err) = serve_refused(&[], &[("SWITCHBOARD_SLOW_CONSUMER", "sometimes")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("SWITCHBOARD_SLOW_CONSUMER") && err.contains("disconnect, drop-oldest"),
+        "{err}"
+    );
     let (code, err) = serve_refused(&["--workers", "0"], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--workers"), "{err}");
