@@ -436,6 +436,8 @@ mod terminal {
     /// and cursor-position queries are answered as a terminal would.
     pub(super) struct Term {
         master: std::fs::File,
+        /// Kept to read the terminal's settings after the child is gone.
+        slave: std::fs::File,
         pub(super) child: Child,
         output: Arc<Mutex<Vec<u8>>>,
     }
@@ -473,7 +475,7 @@ mod terminal {
                 .env("TERM", "xterm")
                 .stdin(slave.try_clone().unwrap())
                 .stdout(slave.try_clone().unwrap())
-                .stderr(slave);
+                .stderr(slave.try_clone().unwrap());
             // SAFETY: setsid and ioctl are async-signal-safe; they make the terminal the
             // child's controlling terminal, so Ctrl-C reaches it as a terminal's would.
             unsafe {
@@ -507,9 +509,21 @@ mod terminal {
             });
             Term {
                 master,
+                slave,
                 child,
                 output,
             }
+        }
+
+        /// Whether the terminal is in its normal (canonical, echoing) mode.
+        pub(super) fn is_cooked(&self) -> bool {
+            use std::os::fd::AsRawFd;
+            // SAFETY: tcgetattr fills the termios it is given; zeroed is a valid value of
+            // this plain C struct.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            let r = unsafe { libc::tcgetattr(self.slave.as_raw_fd(), &mut t) };
+            assert_eq!(r, 0, "tcgetattr: {}", std::io::Error::last_os_error());
+            t.c_lflag & libc::ICANON != 0 && t.c_lflag & libc::ECHO != 0
         }
 
         pub(super) fn write(&mut self, bytes: &[u8]) {
@@ -1177,4 +1191,37 @@ fn bench_broadcast_memory_from_few_connections_is_called_noise() {
         line.contains("noise") && line.contains("1000 or more"),
         "{line}"
     );
+}
+
+/// When the server ends the session while the line editor runs, what it said is shown and the
+/// terminal is left in its normal mode (not raw, where typing shows nothing).
+#[cfg(target_os = "linux")]
+#[test]
+fn connect_in_a_terminal_restores_it_when_the_server_closes() {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let mut t = terminal::Term::spawn(&["connect", &url]);
+    t.wait_for(&["connected to"], Duration::from_secs(10));
+    assert!(
+        !t.is_cooked(),
+        "the editor should have the terminal in raw mode"
+    );
+    // Shutting down sends 1001 Going Away.
+    drop(srv);
+    assert_eq!(
+        t.wait_exit(Duration::from_secs(10)),
+        Some(3),
+        "{}",
+        t.text()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = screen_lines(&t.text());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("closed by the server with 1001")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(t.is_cooked(), "the terminal was left in raw mode");
 }
