@@ -1,16 +1,15 @@
 //! `switchboard`: the WebSocket server, client and load generator in one binary.
 
-use anyhow::Context;
-
 /// mimalloc: size-classed small allocations without per-object headers and less
 /// fragmentation from the short-lived handshake allocations, which lowers memory per idle
 /// connection (measured in docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod bench;
 mod connect;
+mod duration;
 mod serve;
 
 /// Switchboard: a WebSocket server, client and load generator.
@@ -33,13 +32,68 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => serve::serve(*args).context("switchboard serve"),
-        Command::Connect(args) => std::process::exit(connect::run(args)?),
-        Command::Bench(args) => std::process::exit(bench::run(args)?),
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            if let Some(msg) = from_environment(&e) {
+                eprintln!("error: {msg}");
+                std::process::exit(2);
+            }
+            e.exit()
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve::serve(*args).map(|()| 0),
+        Command::Connect(args) => connect::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // One line, the causes after colons; no backtrace.
+            eprintln!("error: {e:#}");
+            let usage = e.downcast_ref::<serve::UsageError>().is_some();
+            std::process::exit(if usage { 2 } else { 1 });
+        }
     }
+}
+
+/// A value clap refused that came from a `SWITCHBOARD_*` variable rather than the command
+/// line: the message names the variable (clap's own names only the flag).
+fn from_environment(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let ContextValue::String(arg) = e.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let ContextValue::String(value) = e.get(ContextKind::InvalidValue)? else {
+        return None;
+    };
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let cmd = Cli::command();
+    let var = cmd
+        .get_subcommands()
+        .flat_map(|s| s.get_arguments())
+        .find(|a| a.get_long() == Some(long))?
+        .get_env()?
+        .to_str()?
+        .to_string();
+    let set = std::env::var(&var).ok()?;
+    let flag = format!("--{long}");
+    let on_command_line = std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    if on_command_line || !set.split(',').any(|v| v == value.as_str()) {
+        return None;
+    }
+    let why = match (std::error::Error::source(e), e.get(ContextKind::ValidValue)) {
+        (Some(s), _) => format!(": {s}"),
+        (None, Some(ContextValue::Strings(valid))) => {
+            format!(": expected one of {}", valid.join(", "))
+        }
+        _ => String::new(),
+    };
+    Some(format!(
+        "invalid value {value:?} in the environment variable {var} (what --{long} takes){why}"
+    ))
 }
 
 /// A TLS client configuration that accepts any certificate (`--insecure`).

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+
+use crate::duration::FileDuration;
 use switchboard_server::{
     HeartbeatConfig, HubConfig, Limits, OriginPolicy, OutboxLimits, ServerConfig,
     SlowConsumerPolicy,
@@ -25,12 +27,13 @@ pub(crate) struct ServeArgs {
     /// TOML config file (see --help for its keys).
     #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
+    /// Address to listen on: host:port, localhost:8080, :8080 (the default host,
+    /// 127.0.0.1), 0.0.0.0:8080 (every interface) [default: 127.0.0.1:8080].
+    #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     listen: Option<SocketAddr>,
-    /// Worker threads [default: one per CPU core].
-    #[arg(long, env = "SWITCHBOARD_WORKERS", value_name = "N")]
-    workers: Option<usize>,
+    /// Worker threads, at least 1 [default: one per CPU core].
+    #[arg(long, env = "SWITCHBOARD_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
 
     /// Largest message on /chat and /ws, in bytes; larger ones are closed with 1009
     /// [default: 65536].
@@ -52,32 +55,34 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_MAX_CHAT_TEXT", value_name = "CHARS")]
     max_chat_text: Option<usize>,
 
-    /// Ping a connection after this many seconds without hearing from it; 0: never
-    /// [default: 30].
-    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", value_name = "SECS")]
-    ping_interval: Option<f64>,
-    /// Close (1011 "ping timeout") a connection whose pong has not come after this many
-    /// seconds [default: 20].
-    #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", value_name = "SECS")]
-    pong_timeout: Option<f64>,
-    /// Close (1001 "idle timeout") a connection after this many seconds without a message
-    /// either way; 0: never [default: 3600].
-    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", value_name = "SECS")]
-    idle_timeout: Option<f64>,
-    /// On SIGINT/SIGTERM, wait this many seconds for close handshakes [default: 10].
-    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "SECS")]
-    shutdown_timeout: Option<f64>,
+    /// Ping a connection after this long without hearing from it (30s, 500ms; a bare number
+    /// is seconds); 0: never [default: 30s].
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", value_name = "DURATION", value_parser = crate::duration::parse)]
+    ping_interval: Option<Duration>,
+    /// Close (1011 "ping timeout") a connection whose pong has not come after this long
+    /// [default: 20s].
+    #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", value_name = "DURATION", value_parser = crate::duration::parse)]
+    pong_timeout: Option<Duration>,
+    /// Close (1001 "idle timeout") a connection after this long without a message either
+    /// way; 0: never [default: 1h].
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", value_name = "DURATION", value_parser = crate::duration::parse)]
+    idle_timeout: Option<Duration>,
+    /// On SIGINT/SIGTERM, wait this long for close handshakes [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = crate::duration::parse)]
+    shutdown_timeout: Option<Duration>,
 
     /// Also allow WebSockets from this browser origin (repeatable; `*` allows any). The
     /// server's own origin and http(s)://localhost:*, 127.0.0.1:*, [::1]:* are allowed
     /// by default; requests without Origin (non-browser clients) always are.
+    /// The same name everywhere: `SWITCHBOARD_ALLOW_ORIGIN` (comma-separated) and
+    /// `allow_origin = [...]` in the file.
     #[arg(
         long = "allow-origin",
-        env = "SWITCHBOARD_ALLOW_ORIGINS",
+        env = "SWITCHBOARD_ALLOW_ORIGIN",
         value_delimiter = ',',
         value_name = "ORIGIN"
     )]
-    allow_origins: Vec<String>,
+    allow_origin: Vec<String>,
 
     /// Bytes queued for one subscriber before the slow-consumer policy applies
     /// [default: 1048576].
@@ -152,14 +157,14 @@ pub(crate) struct ServeArgs {
 const CONFIG_HELP: &str = "\
 Config file (--config FILE), TOML, every key optional:
 
-  listen = \"0.0.0.0:8080\"
+  listen = \"0.0.0.0:8080\"     # or \":8080\", \"localhost:8080\"
   workers = 2
   api_key = \"change-me\"
-  allowed_origins = [\"https://app.example.com\"]
+  allow_origin = [\"https://app.example.com\"]
   max_message_size = 65536
   max_connections = 100000
   max_connections_per_ip = 1000
-  ping_interval = 30.0        # seconds; 0 disables
+  ping_interval = \"30s\"       # durations: \"500ms\", \"2m\", \"1h\"; 0 disables
   slow_consumer = \"disconnect\" # or \"drop-oldest\"
   # ... and every other option, named as its flag with underscores.
 
@@ -170,19 +175,19 @@ Logs: RUST_LOG=debug shows one span per connection (id, peer) with its lifecycle
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    listen: Option<SocketAddr>,
-    workers: Option<usize>,
+    listen: Option<FileListen>,
+    workers: Option<u16>,
     max_message_size: Option<usize>,
     echo_max_message_size: Option<usize>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<u32>,
     max_subscriptions: Option<usize>,
     max_chat_text: Option<usize>,
-    ping_interval: Option<f64>,
-    pong_timeout: Option<f64>,
-    idle_timeout: Option<f64>,
-    shutdown_timeout: Option<f64>,
-    allowed_origins: Option<Vec<String>>,
+    ping_interval: Option<FileDuration>,
+    pong_timeout: Option<FileDuration>,
+    idle_timeout: Option<FileDuration>,
+    shutdown_timeout: Option<FileDuration>,
+    allow_origin: Option<Vec<String>>,
     outbox_max_bytes: Option<usize>,
     outbox_max_messages: Option<usize>,
     slow_consumer: Option<String>,
@@ -199,24 +204,75 @@ struct FileConfig {
     huge_pages: Option<bool>,
 }
 
+/// `listen` in the file: the same forms as the flag.
+#[derive(Debug, Clone, Copy)]
+struct FileListen(SocketAddr);
+
+impl<'de> Deserialize<'de> for FileListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_listen(&s)
+            .map(FileListen)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `--listen`: `host:port`, `localhost:port`, `:port` (127.0.0.1), `[::1]:port`.
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    let bad = || {
+        format!(
+            "{s:?} is not an address to listen on: write host:port, for example 127.0.0.1:8080, \
+             localhost:8080, :8080 (127.0.0.1) or 0.0.0.0:8080 (every interface)"
+        )
+    };
+    if let Some(port) = t.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let (host, port) = t.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("cannot resolve {host:?} in --listen {s:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(bad)
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    // Old spellings get a pointer to the one name the option has now.
+    if let Ok(toml::Value::Table(t)) = toml::from_str::<toml::Value>(&text) {
+        if t.contains_key("allowed_origins") {
+            bail!(
+                "{}: `allowed_origins` is now `allow_origin` (the same name as --allow-origin)",
+                path.display()
+            );
+        }
+    }
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
-/// Seconds as a duration; 0 (or less) means "off".
-fn secs(name: &str, v: f64) -> anyhow::Result<Option<Duration>> {
-    if !v.is_finite() {
-        bail!("{name} must be a number of seconds");
-    }
-    Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
+/// A duration, 0 meaning "off".
+fn off_if_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 /// The merged settings.
 pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
     pub(crate) workers: Option<usize>,
+    /// The config file read, if any.
+    pub(crate) config_file: Option<PathBuf>,
     pub(crate) log_json: bool,
     pub(crate) io_uring: bool,
     /// Which transport sockets use, and why, for the log.
@@ -226,6 +282,9 @@ pub(crate) struct Settings {
 }
 
 pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
+    if std::env::var_os("SWITCHBOARD_ALLOW_ORIGINS").is_some() {
+        bail!("SWITCHBOARD_ALLOW_ORIGINS is now SWITCHBOARD_ALLOW_ORIGIN (the same name as --allow-origin)");
+    }
     let f = match &a.config {
         Some(p) => read_file(p)?,
         None => FileConfig::default(),
@@ -277,17 +336,21 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
     limits.max_chat_text = pick!(max_chat_text, limits.max_chat_text);
 
     let mut heartbeat = HeartbeatConfig::default();
-    heartbeat.ping_interval = secs("ping_interval", pick!(ping_interval, 30.0))?;
-    heartbeat.pong_timeout = secs("pong_timeout", pick!(pong_timeout, 20.0))?;
-    heartbeat.idle_timeout = secs("idle_timeout", pick!(idle_timeout, 3600.0))?;
-    let shutdown_timeout =
-        secs("shutdown_timeout", pick!(shutdown_timeout, 10.0))?.unwrap_or_default();
+    macro_rules! pick_duration {
+        ($name:ident, $default:expr) => {
+            a.$name.or(f.$name.map(|d| d.0)).unwrap_or($default)
+        };
+    }
+    heartbeat.ping_interval = off_if_zero(pick_duration!(ping_interval, Duration::from_secs(30)));
+    heartbeat.pong_timeout = off_if_zero(pick_duration!(pong_timeout, Duration::from_secs(20)));
+    heartbeat.idle_timeout = off_if_zero(pick_duration!(idle_timeout, Duration::from_secs(3600)));
+    let shutdown_timeout = pick_duration!(shutdown_timeout, Duration::from_secs(10));
 
     let mut origins = OriginPolicy::default();
-    origins.allowed = if a.allow_origins.is_empty() {
-        f.allowed_origins.unwrap_or_default()
+    origins.allowed = if a.allow_origin.is_empty() {
+        f.allow_origin.unwrap_or_default()
     } else {
-        a.allow_origins
+        a.allow_origin
     };
 
     let policy = match pick!(slow_consumer, "disconnect".to_string()).as_str() {
@@ -336,12 +399,17 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         (None, None) => {}
         _ => bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
     }
+    let workers = a.workers.or(f.workers);
+    if workers == Some(0) {
+        bail!("workers must be at least 1 (leave it out for one per CPU core)");
+    }
     Ok(Settings {
         listen: a
             .listen
-            .or(f.listen)
+            .or(f.listen.map(|l| l.0))
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-        workers: a.workers.or(f.workers),
+        workers: workers.map(usize::from),
+        config_file: a.config,
         log_json: a.log_json.or(f.log_json).unwrap_or(false),
         io_uring,
         transport,
@@ -415,8 +483,20 @@ fn init_logging(json: bool) {
     }
 }
 
+/// A mistake in the options (flags, environment, file): exit status 2, like clap's own.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let s = settings(args)?;
+    let s = settings(args).map_err(|e| UsageError(format!("{e:#}")))?;
     if !s.huge_pages {
         disable_huge_pages();
     }
@@ -428,11 +508,21 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let api = s.config.api_key.is_some();
     let transport = s.transport.clone();
+    let workers = s.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let config_file = s.config_file.as_ref().map_or_else(
+        || "none".to_string(),
+        |p| {
+            std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        },
+    );
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
-    if let Some(n) = s.workers {
-        rt.worker_threads(n.max(1));
-    }
+    rt.worker_threads(workers);
     #[cfg(target_os = "linux")]
     if s.io_uring {
         // Each worker submits its ring's queued reads and writes before it parks.
@@ -449,9 +539,13 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })?;
         let addr = listener.local_addr()?;
         tracing::info!(
+            "switchboard {}: {workers} worker{}, sockets: {transport}, config file: {config_file}",
+            env!("CARGO_PKG_VERSION"),
+            if workers == 1 { "" } else { "s" }
+        );
+        tracing::info!(
             "listening on {scheme}://{addr} (chat page at /, WebSockets at /chat, /ws and /echo, metrics at /metrics)"
         );
-        tracing::info!("sockets: {transport}");
         if !api {
             tracing::info!("POST /api/publish is disabled until an API key is set (SWITCHBOARD_API_KEY)");
         }
@@ -522,6 +616,39 @@ mod tests {
         let t = T::parse_from(["x", "--config", file.to_str().unwrap()]);
         let err = format!("{:#}", settings(t.a).err().unwrap());
         assert!(err.contains("unknown field `max_conections`"), "{err}");
+    }
+
+    /// Item 13: every option has one name: `--some-option`, `SWITCHBOARD_SOME_OPTION` and
+    /// `some_option` in the file (only --config itself is not a file key).
+    #[test]
+    fn every_option_has_one_name_across_flag_environment_and_file() {
+        use clap::CommandFactory;
+        let cmd = T::command();
+        let mut checked = 0;
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            assert_eq!(
+                env,
+                format!("SWITCHBOARD_{}", key.to_ascii_uppercase()),
+                "--{long}"
+            );
+            if long == "config" {
+                continue;
+            }
+            // A wrong value is fine here; an unknown key is not.
+            let err = toml::from_str::<FileConfig>(&format!("{key} = []\n"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!err.contains("unknown field"), "--{long}: {err}");
+            checked += 1;
+        }
+        assert!(checked > 20, "{checked}");
     }
 
     /// Zero-config `serve` uses io_uring where it works (and says which transport in the

@@ -61,6 +61,10 @@ struct Board {
     delivered: Vec<AtomicU32>,
 }
 
+/// Fewer subscribers than this make the memory per connection noise: RSS grows by pages and
+/// allocator chunks, and a few hundred bytes per connection hide in that granularity.
+const RSS_MIN_CONNECTIONS: usize = 1000;
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
@@ -79,7 +83,7 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
     let target = Arc::new(Target::new(&a.url, a.subscribers + 1, &a.common)?);
     let max_publishes = a
         .count
-        .unwrap_or((a.rate * a.common.duration).ceil().max(1.0) as u64)
+        .unwrap_or((a.rate * a.common.duration.as_secs_f64()).ceil().max(1.0) as u64)
         .min(10_000_000) as usize;
     let board = Arc::new(Board {
         subscribed: AtomicUsize::new(0),
@@ -160,8 +164,18 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
         latency_line("fan-out", &fanout),
         format!("           (fan-out: per publish, until the last of the {} subscribers had it; {complete} complete publishes)", a.subscribers),
     ];
-    if let Some(b) = rss_per_conn {
-        summary.push(format!("server RSS {b:.0} B per subscribed connection"));
+    let rss_noise = a.subscribers < RSS_MIN_CONNECTIONS;
+    match rss_per_conn {
+        Some(b) if !rss_noise => {
+            summary.push(format!("server RSS {b:.0} B per subscribed connection"));
+        }
+        _ if a.server_pid.is_some() && rss_noise => summary.push(format!(
+            "server RSS {} per subscribed connection: noise with {} connections (memory grows \
+             in pages and allocator chunks); measure with {RSS_MIN_CONNECTIONS} or more",
+            rss_per_conn.map_or("not measurable".into(), |b| format!("{b:.0} B")),
+            a.subscribers
+        )),
+        _ => {}
     }
     summary.extend(end_lines);
     let json = json!({
@@ -183,6 +197,7 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
         "fanout_us": percentiles(&fanout),
         "complete_publishes": complete,
         "server_rss_bytes_per_connection": rss_per_conn,
+        "server_rss_is_noise": a.server_pid.is_some() && rss_noise,
         "close_codes": codes,
         "error_kinds": errs,
     });

@@ -21,9 +21,9 @@ pub(crate) struct ConnectArgs {
     /// Connect loops running at once.
     #[arg(long, short = 'c', default_value_t = 50)]
     connections: usize,
-    /// Keep each connection open this many milliseconds before closing it.
-    #[arg(long, default_value_t = 0)]
-    hold_ms: u64,
+    /// Keep each connection open this long before closing it: 100ms, 1s.
+    #[arg(long, default_value = "0s", value_parser = crate::duration::parse, value_name = "DURATION")]
+    hold: Duration,
     #[command(flatten)]
     common: Common,
 }
@@ -34,7 +34,7 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
     let progress = Arc::new(Progress::default());
     let printer = progress.spawn_printer(a.common.quiet, "handshakes");
     let threads = a.common.threads.max(1);
-    let duration = Duration::from_secs_f64(a.common.duration.max(0.0));
+    let duration = a.common.duration;
     let started = std::time::Instant::now();
     let args = Arc::new(a.clone());
     let p = Arc::clone(&progress);
@@ -54,7 +54,7 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
                 );
                 tasks.push(tokio::task::spawn_local(async move {
                     let mut n = i;
-                    while Instant::now() < end {
+                    while Instant::now() < end && !p.stopped() {
                         let t0 = Instant::now();
                         p.sent.fetch_add(1, Ordering::Relaxed);
                         match target.connect(n).await {
@@ -63,8 +63,8 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
                                     .borrow_mut()
                                     .record_us(t0.elapsed().as_micros() as u64);
                                 p.received.fetch_add(1, Ordering::Relaxed);
-                                if args.hold_ms > 0 {
-                                    tokio::time::sleep(Duration::from_millis(args.hold_ms)).await;
+                                if !args.hold.is_zero() {
+                                    tokio::time::sleep(args.hold).await;
                                 }
                                 let closed = tokio::time::timeout(
                                     Duration::from_secs(5),
@@ -95,8 +95,42 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
     let (attempts, ok, errors) = progress.totals();
     let rate = ok as f64 / elapsed;
     let (end_lines, codes, errs) = ends(&stats);
+    let head = format!("connect {}: {} loops, {elapsed:.1} s", a.url, a.connections);
+    if super::mostly_failed(attempts, ok, errors) {
+        let mut summary = super::failed_summary(
+            head,
+            "handshakes tried",
+            attempts,
+            errors,
+            &progress,
+            elapsed,
+        );
+        summary.extend(end_lines);
+        let json = json!({
+            "scenario": "connect",
+            "url": a.url,
+            "connections": a.connections,
+            "duration_s": elapsed,
+            "sent": attempts,
+            "received": ok,
+            "errors": errors,
+            "failed": true,
+            "stopped_early": progress.stopped(),
+            "msgs_per_sec": null,
+            "handshakes_per_sec": null,
+            "latency_us": null,
+            "close_codes": codes,
+            "error_kinds": errs,
+        });
+        return Ok(Report {
+            summary,
+            json,
+            print_json: a.common.json,
+            failed: true,
+        });
+    }
     let mut summary = vec![
-        format!("connect {}: {} loops, {elapsed:.1} s", a.url, a.connections),
+        head,
         format!("handshakes {ok} of {attempts} attempts, errors {errors}"),
         format!("throughput {rate:.0} handshakes/s (each followed by a close handshake)"),
         latency_line("handshake", &stats.latency),

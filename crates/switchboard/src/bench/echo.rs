@@ -42,6 +42,9 @@ pub(crate) struct EchoArgs {
     common: Common,
 }
 
+/// How often a waiting connection checks whether the run was stopped.
+const CHECK: Duration = Duration::from_millis(200);
+
 /// How long to wait for the replies still in flight when the run ends.
 const DRAIN: Duration = Duration::from_secs(2);
 
@@ -57,7 +60,7 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
     };
     let threads = a.common.threads.max(1);
     let started = std::time::Instant::now();
-    let duration = Duration::from_secs_f64(a.common.duration.max(0.0));
+    let duration = a.common.duration;
     let args = Arc::new(a.clone());
     let p = Arc::clone(&progress);
     let results = on_threads(threads, move |t| {
@@ -102,11 +105,45 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
         Some(r) => format!("open loop at {r} msg/s"),
         None => format!("closed loop, {} in flight per connection", a.inflight),
     };
+    let head = format!(
+        "echo {}: {} connections, {} B payload, {mode}, {elapsed:.1} s",
+        a.url, a.connections, a.payload
+    );
+    if super::mostly_failed(sent, received, errors) {
+        let mut summary =
+            super::failed_summary(head, "messages sent", sent, errors, &progress, elapsed);
+        summary.extend(end_lines);
+        if stats.errors.keys().any(|e| e.contains("wrong length")) {
+            summary.push(format!(
+                "hint        the replies are not echoes of the messages sent: is {} an echo \
+                 endpoint? (a Switchboard server's is /echo)",
+                a.url
+            ));
+        }
+        let json = json!({
+            "scenario": "echo",
+            "url": a.url,
+            "connections": a.connections,
+            "duration_s": elapsed,
+            "sent": sent,
+            "received": received,
+            "errors": errors,
+            "failed": true,
+            "stopped_early": progress.stopped(),
+            "msgs_per_sec": null,
+            "latency_us": null,
+            "close_codes": codes,
+            "error_kinds": errs,
+        });
+        return Ok(Report {
+            summary,
+            json,
+            print_json: a.common.json,
+            failed: true,
+        });
+    }
     let mut summary = vec![
-        format!(
-            "echo {}: {} connections, {} B payload, {mode}, {elapsed:.1} s",
-            a.url, a.connections, a.payload
-        ),
+        head,
         format!("messages   sent {sent}, received {received}, errors {errors}"),
         format!("throughput {rate:.0} msg/s, {mb:.2} MB/s (payload, one direction)"),
         latency_line("latency", &stats.latency),
@@ -203,8 +240,14 @@ async fn conn(
     let deadline = tokio::time::sleep_until(end);
     tokio::pin!(deadline);
     let mut stopping = false;
+    // Every 200 ms: has the run been stopped because most messages fail?
+    let check = tokio::time::sleep(CHECK);
+    tokio::pin!(check);
     loop {
         if left == 0 && times.is_empty() {
+            break;
+        }
+        if p.stopped() {
             break;
         }
         if stopping && times.is_empty() {
@@ -256,6 +299,9 @@ async fn conn(
                 if let Err(e) = ws.flush().await {
                     return stats.borrow_mut().error(&p, super::error_kind(&e));
                 }
+            }
+            () = &mut check => {
+                check.as_mut().reset(Instant::now() + CHECK);
             }
             () = &mut deadline => {
                 if stopping {

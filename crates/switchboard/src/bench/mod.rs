@@ -61,9 +61,9 @@ enum Scenario {
 /// Options every scenario has.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Common {
-    /// How long to run, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    /// How long to run: 10s, 500ms, 2m (a bare number is seconds).
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse, value_name = "DURATION")]
+    duration: Duration,
     /// Load-generator threads (each a single-threaded runtime). Default 1: one core drives
     /// the load, the others stay for the server.
     #[arg(long, default_value_t = 1)]
@@ -107,9 +107,31 @@ pub(crate) struct Progress {
     pub(crate) errors: AtomicU64,
     pub(crate) connected: AtomicU64,
     pub(crate) done: AtomicBool,
+    /// Set when most attempts fail: every load loop stops, and no rate is reported.
+    pub(crate) stop: AtomicBool,
 }
 
+/// Failures before a run may be stopped for failing mostly.
+const MIN_FAILURES: u64 = 20;
+
 impl Progress {
+    /// Counts a failure; once most attempts have failed (at least [`MIN_FAILURES`], and at
+    /// least as many as messages sent and connections opened), asks every load loop to stop:
+    /// going on would only measure how fast things fail. (Connections opened count, so a few
+    /// failed connects early in a large run do not stop it.)
+    pub(crate) fn failed(&self) {
+        let errors = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
+        let attempts = self.sent.load(Ordering::Relaxed) + self.connected.load(Ordering::Relaxed);
+        if errors >= MIN_FAILURES && errors * 2 >= attempts {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the load loops should stop early.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
     /// The final counts: (sent, received, errors).
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
         (
@@ -204,7 +226,7 @@ impl ThreadStats {
     }
 
     pub(crate) fn error(&mut self, progress: &Progress, what: impl Into<String>) {
-        progress.errors.fetch_add(1, Ordering::Relaxed);
+        progress.failed();
         *self.errors.entry(what.into()).or_default() += 1;
     }
 
@@ -425,6 +447,36 @@ pub(crate) fn error_kind(e: &switchboard_tokio::Error) -> String {
     e.to_string().chars().take(160).collect()
 }
 
+/// Whether a run failed mostly (most attempts failed, or nothing succeeded): then its rate and
+/// latency would describe failures, and are not reported.
+pub(crate) fn mostly_failed(sent: u64, succeeded: u64, errors: u64) -> bool {
+    errors > 0 && (succeeded == 0 || errors * 2 >= sent)
+}
+
+/// The summary of a run that failed mostly: what failed, how often, and that no rate or
+/// latency is reported.
+pub(crate) fn failed_summary(
+    head: String,
+    what: &str,
+    sent: u64,
+    errors: u64,
+    progress: &Progress,
+    elapsed: f64,
+) -> Vec<String> {
+    let when = if progress.stopped() {
+        format!("stopped early after {elapsed:.1} s")
+    } else {
+        format!("ended after {elapsed:.1} s")
+    };
+    vec![
+        head,
+        format!(
+            "failed      {when}: {errors} errors for {sent} {what}; no throughput or latency is \
+             reported, they would measure the failures (the errors below say why)"
+        ),
+    ]
+}
+
 /// The close codes and errors as summary lines and JSON.
 pub(crate) fn ends(stats: &ThreadStats) -> (Vec<String>, Value, Value) {
     let mut lines = Vec::new();
@@ -438,6 +490,16 @@ pub(crate) fn ends(stats: &ThreadStats) -> (Vec<String>, Value, Value) {
     }
     for (e, n) in &stats.errors {
         lines.push(format!("error       {n} × {e}"));
+    }
+    if stats
+        .errors
+        .keys()
+        .any(|e| e.contains("Connection refused") || e.contains("connection refused"))
+    {
+        lines.push(
+            "hint        the target refused the connections: is the server running, and on that port?"
+                .into(),
+        );
     }
     if stats.errors.keys().any(|e| e.contains("HTTP 503")) {
         lines.push(

@@ -43,8 +43,16 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
     /// Accept any server certificate (self-signed test servers). Not for real traffic.
-    #[arg(long)]
+    #[arg(long, short = 'k')]
     insecure: bool,
+    /// Stay connected when stdin ends (print what arrives until the server closes or
+    /// Ctrl-C), instead of closing with 1000.
+    #[arg(long, short = 'n')]
+    no_close: bool,
+    /// Keep-alive: send a ping whenever this long has passed since the last one (30s,
+    /// 500ms), so idle timeouts of proxies and servers do not end a quiet session.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    ping_interval: Option<Duration>,
     /// Draw the session as a sequence diagram on stderr: handshake, every frame, closing.
     #[arg(long)]
     trace: bool,
@@ -55,9 +63,9 @@ pub(crate) struct ConnectArgs {
     /// close it or stdin ends).
     #[arg(long)]
     reconnect: bool,
-    /// Seconds to wait for TCP, TLS and the handshake.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    timeout: f64,
+    /// How long to wait for TCP, TLS and the handshake: 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse, value_name = "DURATION")]
+    timeout: Duration,
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     max_message_size: usize,
@@ -72,18 +80,21 @@ Input (typed, or lines on stdin):
   //text                 a text message that starts with '/'
   /help                  this list
 
-Output: text messages as they are; binary ones as `base64:DATA` (in a pipe) or as hex.
+Output: text messages as they are; binary ones as `base64:DATA` (in a pipe) or as hex. Errors
+are one `error: ...` line on stderr. When stdin ends the client closes with 1000 (not with -n).
 
 Exit status: 0 closed with 1000 (or stdin ended and the close completed), 3 closed with another
-code, 4 connection lost without a close handshake, 5 handshake refused or invalid (HTTP status
-instead of 101, wrong accept key), 6 could not connect (refused, DNS, timeout), 7 TLS failed,
-1 other errors, 2 bad usage.";
+code, 4 connection lost without a close handshake, 5 handshake refused or invalid (an HTTP
+status line instead of 101, HTTP/1.0, not HTTP at all, wrong accept key), 6 could not connect
+(refused, DNS, timeout), 7 TLS failed (or wss:// to a plain server), 1 other errors, 2 bad
+usage (unknown option, invalid URL or --header).";
 
 /// How the program ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exit {
     Normal = 0,
     Other = 1,
+    Usage = 2,
     CloseCode = 3,
     Lost = 4,
     Refused = 5,
@@ -94,6 +105,8 @@ enum Exit {
 enum Input {
     Line(String),
     Eof,
+    /// Ctrl-C in a terminal: close, even under --no-close.
+    Interrupt,
 }
 
 enum Outcome {
@@ -103,30 +116,120 @@ enum Outcome {
     Ended(Exit),
 }
 
+/// Where a terminal's output goes: above the prompt while the line editor runs, straight to
+/// stdout once it has stopped (after Ctrl-C, Ctrl-D or `/close`: the terminal is back in its
+/// normal mode, and the editor would no longer print what it is handed).
+enum Screen {
+    Editor(Box<dyn rustyline::ExternalPrinter + Send>),
+    Direct,
+}
+
 /// Where output goes: stdout in a pipe, above the prompt in a terminal.
 #[derive(Clone)]
 struct Out {
     interactive: bool,
-    printer: Option<std::sync::Arc<std::sync::Mutex<Box<dyn rustyline::ExternalPrinter + Send>>>>,
+    screen: Option<std::sync::Arc<std::sync::Mutex<Screen>>>,
 }
 
 impl Out {
     fn message(&self, text: String) {
-        match &self.printer {
-            Some(p) => {
-                if let Ok(mut p) = p.lock() {
+        match &self.screen {
+            Some(s) => match s.lock().as_deref_mut() {
+                Ok(Screen::Editor(p)) => {
                     let _ = p.print(text);
                 }
-            }
+                _ => println!("{text}"),
+            },
             None => println!("{text}"),
         }
     }
 
     fn status(&self, text: String) {
-        match &self.printer {
+        match &self.screen {
             Some(_) => self.message(format!("* {text}")),
             None => eprintln!("connect: {text}"),
         }
+    }
+
+    /// Why the session failed or ended badly: one `error: …` line.
+    fn error(&self, text: String) {
+        match &self.screen {
+            Some(_) => self.message(format!("* error: {text}")),
+            None => eprintln!("error: {text}"),
+        }
+    }
+
+    /// The session is over: if the line editor still runs (the server ended the session),
+    /// let it print what it was handed, then put the terminal back as it was.
+    fn finish(&self, saved: Option<term::Saved>) {
+        let Some(s) = &self.screen else { return };
+        let Ok(mut g) = s.lock() else { return };
+        if matches!(*g, Screen::Editor(_)) {
+            // The editor prints queued lines as soon as its thread wakes up.
+            std::thread::sleep(Duration::from_millis(100));
+            *g = Screen::Direct;
+            if let Some(saved) = saved {
+                term::restore(&saved);
+            }
+            println!();
+        }
+    }
+}
+
+/// The terminal's settings, saved before the line editor switches it to raw mode, so they can
+/// be put back if the program ends while the editor runs.
+mod term {
+    #[cfg(target_os = "linux")]
+    pub(super) struct Saved(libc::termios);
+    #[cfg(not(target_os = "linux"))]
+    pub(super) struct Saved;
+
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    pub(super) fn save() -> Option<Saved> {
+        // SAFETY: tcgetattr fills the termios it is given (zeroed is a valid bit pattern for
+        // this plain C struct) and reads nothing else of ours.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) };
+        (r == 0).then_some(Saved(t))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn save() -> Option<Saved> {
+        None
+    }
+
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    pub(super) fn restore(s: &Saved) {
+        use std::io::Write;
+        // Bracketed paste off, as the editor would on its way out.
+        let _ = std::io::stdout().write_all(b"\x1b[?2004l");
+        let _ = std::io::stdout().flush();
+        // SAFETY: tcsetattr reads the termios saved by `save`, a valid value.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSADRAIN, &s.0) };
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn restore(_: &Saved) {}
+
+    /// Waits (at most `limit`) until the line editor has put the terminal in raw mode: until
+    /// then it would print what it is handed without a line break.
+    #[cfg(target_os = "linux")]
+    pub(super) fn wait_raw(limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            match save() {
+                Some(Saved(t)) if t.c_lflag & libc::ICANON == 0 => return,
+                None => return,
+                Some(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn wait_raw(limit: std::time::Duration) {
+        std::thread::sleep(limit.min(std::time::Duration::from_millis(50)));
     }
 }
 
@@ -142,25 +245,55 @@ fn start_input(interactive: bool) -> (mpsc::Receiver<Input>, Out) {
     if interactive {
         if let Ok(mut editor) = rustyline::DefaultEditor::new() {
             if let Ok(printer) = editor.create_external_printer() {
-                let printer: Box<dyn rustyline::ExternalPrinter + Send> = Box::new(printer);
+                let screen =
+                    std::sync::Arc::new(std::sync::Mutex::new(Screen::Editor(Box::new(printer))));
                 let out = Out {
                     interactive,
-                    printer: Some(std::sync::Arc::new(std::sync::Mutex::new(printer))),
+                    screen: Some(std::sync::Arc::clone(&screen)),
+                };
+                // The editor is done: what follows goes straight to the terminal.
+                let stop = move || {
+                    if let Ok(mut g) = screen.lock() {
+                        *g = Screen::Direct;
+                    }
                 };
                 std::thread::spawn(move || loop {
                     match editor.readline("> ") {
                         Ok(line) => {
                             let _ = editor.add_history_entry(line.as_str());
-                            if tx.blocking_send(Input::Line(line)).is_err() {
-                                return;
+                            // A bracketed paste of several lines comes back as one
+                            // string: each line is a message, as if typed one by one.
+                            let lines: Vec<String> = if line.is_empty() {
+                                vec![line]
+                            } else {
+                                line.lines().map(str::to_string).collect()
+                            };
+                            for l in lines {
+                                // After `/close` nothing more is read: stop the editor
+                                // first, so the closing steps print in order.
+                                let closing = matches!(parse_command(&l), Ok(Command::Close(..)));
+                                if closing {
+                                    stop();
+                                }
+                                if tx.blocking_send(Input::Line(l)).is_err() || closing {
+                                    return;
+                                }
                             }
                         }
-                        Err(_) => {
-                            let _ = tx.blocking_send(Input::Eof);
+                        Err(e) => {
+                            // Ctrl-C closes; Ctrl-D ends the input (which closes too,
+                            // unless --no-close).
+                            stop();
+                            let input = match e {
+                                rustyline::error::ReadlineError::Interrupted => Input::Interrupt,
+                                _ => Input::Eof,
+                            };
+                            let _ = tx.blocking_send(input);
                             return;
                         }
                     }
                 });
+                term::wait_raw(Duration::from_millis(500));
                 return (rx, out);
             }
         }
@@ -179,14 +312,26 @@ fn start_input(interactive: bool) -> (mpsc::Receiver<Input>, Out) {
         rx,
         Out {
             interactive: false,
-            printer: None,
+            screen: None,
         },
     )
 }
 
 async fn session(a: ConnectArgs) -> Exit {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let (mut input, out) = start_input(interactive);
+    let saved = if interactive { term::save() } else { None };
+    let (input, out) = start_input(interactive);
+    let exit = session_with(&a, input, &out, interactive).await;
+    out.finish(saved);
+    exit
+}
+
+async fn session_with(
+    a: &ConnectArgs,
+    mut input: mpsc::Receiver<Input>,
+    out: &Out,
+    interactive: bool,
+) -> Exit {
     let mut tracer = (a.trace || a.trace_json).then(|| {
         let format = if a.trace_json {
             Format::Json
@@ -202,9 +347,18 @@ async fn session(a: ConnectArgs) -> Exit {
         Tracer::new(format, sink)
     });
     let mut attempt: u32 = 0;
+    // Set when stdin ended under --no-close: nothing more to read, the session goes on.
+    let mut input_done = false;
     loop {
-        let (outcome, opened) =
-            one_connection(&a, &mut input, &out, tracer.as_mut(), attempt > 0).await;
+        let (outcome, opened) = one_connection(
+            a,
+            &mut input,
+            &mut input_done,
+            out,
+            tracer.as_mut(),
+            attempt > 0,
+        )
+        .await;
         match outcome {
             Outcome::Done(e) => return e,
             Outcome::Ended(e) if !a.reconnect => return e,
@@ -221,7 +375,14 @@ async fn session(a: ConnectArgs) -> Exit {
                 ));
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    i = input.recv() => if matches!(i, None | Some(Input::Eof)) { return Exit::Normal },
+                    i = input.recv(), if !input_done => if matches!(i, None | Some(Input::Eof | Input::Interrupt)) {
+                        if a.no_close && !matches!(i, Some(Input::Interrupt)) {
+                            input_done = true;
+                            tokio::time::sleep(wait).await;
+                        } else {
+                            return Exit::Normal;
+                        }
+                    },
                 }
             }
         }
@@ -237,7 +398,7 @@ fn builder(a: &ConnectArgs) -> Result<(ClientBuilder, Config), String> {
     }
     let mut b = ClientBuilder::new(&a.url)
         .config(config)
-        .connect_timeout(Duration::from_secs_f64(a.timeout.max(0.1)));
+        .connect_timeout(a.timeout.max(Duration::from_millis(100)));
     for p in &a.protocols {
         b = b.protocol(p.clone());
     }
@@ -262,10 +423,87 @@ fn builder(a: &ConnectArgs) -> Result<(ClientBuilder, Config), String> {
     Ok((b, config))
 }
 
-/// Why connecting failed, in words, with the exit status.
-fn explain(e: &WsError, url: &WsUrl) -> (String, Exit) {
+/// The first line of what the server sent, printable (at most 100 characters).
+fn first_line(seen: &[u8]) -> String {
+    let end = seen
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(seen.len());
+    String::from_utf8_lossy(&seen[..end])
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect()
+}
+
+/// The first line of the body after an HTTP head, if any.
+fn body_line(seen: &[u8]) -> String {
+    let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return String::new();
+    };
+    first_line(&seen[i + 4..])
+}
+
+/// The same URL with the other scheme: `wss://` for `ws://` and back.
+fn other_scheme(url: &str) -> String {
+    for (from, to) in [
+        ("wss://", "ws://"),
+        ("https://", "http://"),
+        ("ws://", "wss://"),
+        ("http://", "https://"),
+    ] {
+        if let Some(rest) = url.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    url.to_string()
+}
+
+/// Why connecting failed, in words, with the exit status. `seen`: the first bytes the server
+/// sent, if any.
+fn explain(e: &WsError, url: &WsUrl, raw_url: &str, seen: &[u8]) -> (String, Exit) {
     let target = format!("{}:{}", url.host, url.port);
     match e {
+        // A TLS client hello answered in plain text (an HTTP 400, typically).
+        WsError::Tls(t) if t.contains("InvalidContentType") || t.contains("corrupt message") => (
+            format!(
+                "{target} answered in plain text, not TLS: try {}",
+                other_scheme(raw_url)
+            ),
+            Exit::Tls,
+        ),
+        // An HTTP request answered with a TLS record (alert or handshake).
+        WsError::Handshake(_) if !url.tls && matches!(seen.first(), Some(0x15 | 0x16)) => (
+            format!(
+                "{target} answered with TLS, not plain HTTP: try {}",
+                other_scheme(raw_url)
+            ),
+            Exit::Refused,
+        ),
+        WsError::Handshake(switchboard_proto::handshake::HandshakeError::HttpVersion)
+            if !seen.is_empty() =>
+        {
+            let body = body_line(seen);
+            (
+                format!(
+                    "the server answered {} instead of HTTP/1.1 101 Switching Protocols{}",
+                    first_line(seen),
+                    if body.is_empty() { String::new() } else { format!(": {body}") }
+                ),
+                Exit::Refused,
+            )
+        }
+        WsError::Handshake(switchboard_proto::handshake::HandshakeError::Malformed(_))
+            if !seen.is_empty() =>
+        {
+            (
+                format!(
+                    "the server answered {:?}, which is not HTTP: is {target} a WebSocket server?",
+                    first_line(seen)
+                ),
+                Exit::Refused,
+            )
+        }
         WsError::Io(io) => match io.kind() {
             std::io::ErrorKind::ConnectionRefused => (
                 format!("connection refused by {target}: is the server running, and on that port?"),
@@ -299,11 +537,7 @@ fn explain(e: &WsError, url: &WsUrl) -> (String, Exit) {
     }
 }
 
-fn drain_trace(
-    ws: &mut WebSocket<MaybeTlsStream>,
-    tracer: &mut Option<&mut Tracer>,
-    closing_seen: &mut bool,
-) {
+fn drain_trace(ws: &mut Ws, tracer: &mut Option<&mut Tracer>, closing_seen: &mut bool) {
     while let Some(f) = ws.poll_trace() {
         if let Some(t) = tracer.as_deref_mut() {
             if f.header.opcode == switchboard_proto::OpCode::Close && !*closing_seen {
@@ -327,6 +561,7 @@ fn exit_for(code: Option<u16>) -> Exit {
 async fn one_connection(
     a: &ConnectArgs,
     input: &mut mpsc::Receiver<Input>,
+    input_done: &mut bool,
     out: &Out,
     mut tracer: Option<&mut Tracer>,
     reconnecting: bool,
@@ -334,24 +569,26 @@ async fn one_connection(
     let url = match WsUrl::parse(&a.url) {
         Ok(u) => u,
         Err(e) => {
-            out.status(e.to_string());
-            return (Outcome::Done(Exit::Other), false);
+            out.error(format!("{e} (for example ws://127.0.0.1:8080/echo)"));
+            return (Outcome::Done(Exit::Usage), false);
         }
     };
     let (b, config) = match builder(a) {
         Ok(b) => b,
         Err(e) => {
-            out.status(e);
-            return (Outcome::Done(Exit::Other), false);
+            out.error(e);
+            return (Outcome::Done(Exit::Usage), false);
         }
     };
     if let Some(t) = tracer.as_deref_mut() {
         t.tcp_connect(&format!("{}:{}", url.host, url.port), url.tls);
     }
-    let timeout = Duration::from_secs_f64(a.timeout.max(0.1));
+    let timeout = a.timeout.max(Duration::from_millis(100));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let fail = |e: &WsError| {
-        let (msg, exit) = explain(e, &url);
-        out.status(msg);
+        let bytes = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        let (msg, exit) = explain(e, &url, &a.url, &bytes);
+        out.error(msg);
         (Outcome::Ended(exit), false)
     };
     let stream = match tokio::time::timeout(timeout, b.open(&url)).await {
@@ -360,7 +597,7 @@ async fn one_connection(
         Err(_) => {
             return fail(&WsError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("no connection within {timeout:?}"),
+                format!("no connection within {}", crate::duration::show(timeout)),
             )))
         }
     };
@@ -368,6 +605,10 @@ async fn one_connection(
     if let (Some(t), Ok(raw)) = (tracer.as_deref_mut(), req.encode()) {
         t.request(&raw);
     }
+    let stream = Recorder {
+        inner: stream,
+        seen: std::sync::Arc::clone(&seen),
+    };
     let (mut ws, resp) = match client_handshake(stream, &req, config).await {
         Ok(r) => r,
         Err(e) => {
@@ -403,9 +644,7 @@ async fn one_connection(
         ));
     }
     let mut closing_seen = false;
-    let end = |ws: &mut WebSocket<MaybeTlsStream>,
-               tracer: &mut Option<&mut Tracer>,
-               closing_seen: &mut bool| {
+    let end = |ws: &mut Ws, tracer: &mut Option<&mut Tracer>, closing_seen: &mut bool| {
         drain_trace(ws, tracer, closing_seen);
         let conn = ws.connection();
         let code = conn
@@ -425,16 +664,25 @@ async fn one_connection(
     let mut closing: Option<tokio::time::Instant> = None;
     let mut sent_code: Option<u16> = None;
     let close_timeout = ws.connection().config().close_timeout;
+    let mut next_ping = a.ping_interval.map(|p| tokio::time::Instant::now() + p);
     loop {
-        let deadline = tokio::time::sleep_until(
-            closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400)),
-        );
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let deadline = tokio::time::sleep_until(closing.unwrap_or_else(far));
+        let ping_due = tokio::time::sleep_until(next_ping.unwrap_or_else(far));
         tokio::select! {
+            () = ping_due, if next_ping.is_some() && closing.is_none() => {
+                next_ping = a.ping_interval.map(|p| tokio::time::Instant::now() + p);
+                let r = ws.ping(KEEP_ALIVE).await;
+                drain_trace(&mut ws, &mut tracer, &mut closing_seen);
+                if let Err(e) = r {
+                    out.error(format!("keep-alive ping failed: {e}"));
+                }
+            }
             ev = ws.next_event() => {
                 drain_trace(&mut ws, &mut tracer, &mut closing_seen);
                 match ev {
                     Ok(Some(Event::Message(m))) => out.message(render(&m, out.interactive)),
-                    Ok(Some(Event::Pong(p))) => if out.interactive {
+                    Ok(Some(Event::Pong(p))) => if out.interactive && p.as_ref() != KEEP_ALIVE {
                         out.status(format!("pong ({} bytes)", p.len()));
                     },
                     Ok(Some(Event::Ping(_))) => {}
@@ -446,7 +694,7 @@ async fn one_connection(
                         }
                         let reason = f.as_ref().map(|f| f.reason.as_str().to_string()).unwrap_or_default();
                         if closing.is_some() {
-                            out.status(format!(
+                            out.error(format!(
                                 "the server closed with {} (we asked for {})",
                                 code.map_or("no status code".into(), |c| c.to_string()),
                                 sent_code.unwrap_or(1000)
@@ -454,7 +702,7 @@ async fn one_connection(
                             return (Outcome::Done(exit_for(code)), true);
                         }
                         if code != Some(1000) {
-                            out.status(format!(
+                            out.error(format!(
                                 "closed by the server with {}{}",
                                 code.map_or("no status code".into(), |c| c.to_string()),
                                 if reason.is_empty() { String::new() } else { format!(" ({reason})") }
@@ -469,29 +717,35 @@ async fn one_connection(
                     }
                     Err(WsError::Disconnected) | Err(WsError::Io(_)) => {
                         end(&mut ws, &mut tracer, &mut closing_seen);
-                        out.status("connection lost without a close handshake (1006)".into());
+                        out.error("connection lost without a close handshake (1006)".into());
                         let o = Exit::Lost;
                         return (if closing.is_some() { Outcome::Done(o) } else { Outcome::Ended(o) }, true);
                     }
                     Err(e) => {
                         end(&mut ws, &mut tracer, &mut closing_seen);
-                        out.status(e.to_string());
+                        out.error(e.to_string());
                         return (Outcome::Ended(Exit::Other), true);
                     }
                 }
             }
             () = deadline, if closing.is_some() => {
                 end(&mut ws, &mut tracer, &mut closing_seen);
-                out.status(format!("the server did not answer the close within {close_timeout:?}"));
+                out.error(format!("the server did not answer the close within {}", crate::duration::show(close_timeout)));
                 return (Outcome::Done(Exit::Lost), true);
             }
-            line = input.recv(), if closing.is_none() => {
+            line = input.recv(), if closing.is_none() && !*input_done => {
                 let cmd = match line {
                     Some(Input::Line(l)) => parse_command(&l),
-                    Some(Input::Eof) | None => Ok(Command::Close(CloseCode::NORMAL, String::new())),
+                    Some(Input::Eof) | None if a.no_close => {
+                        *input_done = true;
+                        continue;
+                    }
+                    Some(Input::Eof | Input::Interrupt) | None => {
+                        Ok(Command::Close(CloseCode::NORMAL, String::new()))
+                    }
                 };
                 let r = match cmd {
-                    Err(help) => { out.status(help); Ok(()) }
+                    Err(help) => { out.error(help); Ok(()) }
                     Ok(Command::Send(m)) => ws.send(&m).await,
                     Ok(Command::Ping(p)) => ws.ping(p.as_bytes()).await,
                     Ok(Command::Close(code, reason)) => {
@@ -505,10 +759,79 @@ async fn one_connection(
                 };
                 drain_trace(&mut ws, &mut tracer, &mut closing_seen);
                 if let Err(e) = r {
-                    out.status(format!("send failed: {e}"));
+                    out.error(format!("send failed: {e}"));
                 }
             }
         }
+    }
+}
+
+/// The payload of `--ping-interval`'s pings; their pongs are not shown.
+const KEEP_ALIVE: &[u8] = b"keep-alive";
+
+type Ws = WebSocket<Recorder<MaybeTlsStream>>;
+
+/// A stream that keeps the first 4 KiB it reads: what the server answered, to show it when
+/// the handshake fails.
+struct Recorder<S> {
+    inner: S,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+const RECORD: usize = 4096;
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Recorder<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = r {
+            if let Ok(mut seen) = self.seen.lock() {
+                let new = &buf.filled()[before..];
+                let take = new.len().min(RECORD.saturating_sub(seen.len()));
+                seen.extend_from_slice(&new[..take]);
+            }
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Recorder<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
