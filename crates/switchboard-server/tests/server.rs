@@ -935,3 +935,62 @@ mod io_uring {
         on_uring(pages_and_echo(ServerConfig::default().io_uring(true)));
     }
 }
+
+/// `/echo` selects the first subprotocol a client offers (issue 23 item 8: browsers and
+/// Node `ws` fail a handshake that offered one and got none back).
+#[tokio::test]
+async fn echo_selects_the_first_offered_subprotocol() {
+    let srv = start(ServerConfig::default()).await;
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Protocol: my.app.v2, other\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("\r\nsec-websocket-protocol: my.app.v2\r\n"),
+        "{head}"
+    );
+    drop(s);
+    srv.stop().await;
+}
+
+/// HTTP framing strictness (issue 23 item 6): a request that could be framed two ways gets
+/// 400 (a request-smuggling shape once connections are reused), so does one without a Host
+/// or with two; an absolute-form target is served like its path.
+#[tokio::test]
+async fn ambiguous_requests_get_400_and_absolute_form_is_served() {
+    let srv = start(ServerConfig::default().api_key("k")).await;
+    for bad in [
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: 22\r\nContent-Length: 40\r\n\r\n{\"topic\":\"t\",\"data\":1}",
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: +22\r\n\r\n{\"topic\":\"t\",\"data\":1}",
+        "GET /healthz HTTP/1.1\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ] {
+        let (status, body) = http(srv.addr, bad).await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+    }
+    let ok = "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: 22\r\n\r\n{\"topic\":\"t\",\"data\":1}";
+    assert_eq!(
+        http(srv.addr, ok).await.0,
+        200,
+        "the same request, framed one way"
+    );
+    let (status, body) = http(
+        srv.addr,
+        "GET http://localhost/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    srv.stop().await;
+}

@@ -56,6 +56,17 @@ pub enum HandshakeError {
     /// No Host header.
     #[error("missing Host header")]
     MissingHost,
+    /// More than one Host header (RFC 9112 §3.2: exactly one).
+    #[error("more than one Host header")]
+    MultipleHosts,
+    /// A `Content-Length` that is not one decimal number, or several that differ (RFC 9112
+    /// §6.3: a request that could be framed two ways must be refused).
+    #[error("invalid Content-Length: {0}")]
+    InvalidContentLength(String),
+    /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.1: a request-smuggling
+    /// shape).
+    #[error("both Content-Length and Transfer-Encoding")]
+    ContentLengthAndTransferEncoding,
     /// The Upgrade header is missing or does not name websocket.
     #[error("missing or wrong Upgrade header: expected `Upgrade: websocket`")]
     NotWebSocketUpgrade,

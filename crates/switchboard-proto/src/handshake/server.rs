@@ -48,21 +48,107 @@ impl Request {
     /// assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
     /// assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     /// ```
+    ///
+    /// Every request is held to what HTTP/1.1 requires of its head, so that it can be framed
+    /// one way only (RFC 9112): exactly one `Host` (at most one in HTTP/1.0), a
+    /// `Content-Length` that is one decimal number (copies must agree), never together with
+    /// `Transfer-Encoding`. An absolute-form target (`GET http://host/path`, as proxies send)
+    /// is accepted: its path becomes [`path`](Self::path) and its authority the `Host`
+    /// (RFC 9112 §3.2.2).
+    ///
+    /// ```
+    /// use switchboard_proto::{Config, handshake::server::Request};
+    /// let c = Config::default();
+    /// let two = b"POST /api HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n";
+    /// assert_eq!(Request::parse(two, &c).unwrap_err().status(), 400);
+    /// let (r, _) = Request::parse(b"GET http://example.com/healthz HTTP/1.1\r\nHost: x\r\n\r\n", &c)
+    ///     .unwrap()
+    ///     .unwrap();
+    /// assert_eq!((r.path.as_str(), r.host()), ("/healthz", "example.com"));
+    /// ```
     pub fn parse(buf: &[u8], config: &Config) -> Result<Option<(Self, usize)>, HandshakeError> {
         let mut storage = vec![httparse::EMPTY_HEADER; config.max_handshake_headers];
         let mut req = httparse::Request::new(&mut storage);
         let Some(used) = head_len(req.parse(buf), buf.len(), config)? else {
             return Ok(None);
         };
-        Ok(Some((
-            Self {
-                method: req.method.unwrap_or_default().to_string(),
-                path: req.path.unwrap_or("/").to_string(),
-                version: req.version.unwrap_or_default(),
-                headers: collect_headers(req.headers),
-            },
-            used,
-        )))
+        let mut r = Self {
+            method: req.method.unwrap_or_default().to_string(),
+            path: req.path.unwrap_or("/").to_string(),
+            version: req.version.unwrap_or_default(),
+            headers: collect_headers(req.headers),
+        };
+        r.absolute_form_to_origin_form();
+        r.check_framing()?;
+        Ok(Some((r, used)))
+    }
+
+    /// `http://authority/path?q` becomes `/path?q` with `Host: authority` (any Host sent is
+    /// replaced, RFC 9112 §3.2.2).
+    fn absolute_form_to_origin_form(&mut self) {
+        let lower = self
+            .path
+            .get(..8)
+            .unwrap_or(&self.path)
+            .to_ascii_lowercase();
+        let skip = ["http://", "https://", "ws://", "wss://"]
+            .iter()
+            .find(|s| lower.starts_with(*s))
+            .map(|s| s.len());
+        let Some(skip) = skip else {
+            return;
+        };
+        let rest = &self.path[skip..];
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(split);
+        let authority = authority.to_string();
+        self.path = if target.starts_with('/') {
+            target.to_string()
+        } else {
+            format!("/{target}")
+        };
+        self.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
+        self.headers.push(("Host".to_string(), authority));
+    }
+
+    /// The head's framing rules (see [`parse`](Self::parse)).
+    fn check_framing(&self) -> Result<(), HandshakeError> {
+        let hosts = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .count();
+        match hosts {
+            0 if self.version == 1 => return Err(HandshakeError::MissingHost),
+            0 | 1 => {}
+            _ => return Err(HandshakeError::MultipleHosts),
+        }
+        let mut length: Option<&str> = None;
+        let values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim);
+        for v in values {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HandshakeError::InvalidContentLength(format!("{v:?}")));
+            }
+            let v = v.trim_start_matches('0');
+            match length {
+                Some(l) if l != v => {
+                    return Err(HandshakeError::InvalidContentLength(
+                        "several different values".into(),
+                    ))
+                }
+                _ => length = Some(v),
+            }
+        }
+        if length.is_some() && find(&self.headers, "transfer-encoding").is_some() {
+            return Err(HandshakeError::ContentLengthAndTransferEncoding);
+        }
+        Ok(())
     }
 
     /// Checks every rule of RFC 6455 §4.2.1 and returns the `Sec-WebSocket-Key`.
@@ -103,6 +189,17 @@ impl Request {
     /// The first header with that name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         find(&self.headers, name)
+    }
+
+    /// The body's length from `Content-Length` (checked by [`parse`](Self::parse): copies
+    /// agree), or `None` without one (or one too large for a `u64`).
+    pub fn content_length(&self) -> Option<u64> {
+        find(&self.headers, "content-length")?
+            .split(',')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The `Host` header.
@@ -269,6 +366,47 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    /// RFC 9112 framing rules (issue 23 item 6): one Host, one Content-Length value of
+    /// digits only, never with Transfer-Encoding; absolute-form targets accepted.
+    #[test]
+    fn requests_that_could_be_framed_two_ways_are_refused() {
+        let c = Config::default();
+        let parse = |head: &str| Request::parse(head.as_bytes(), &c);
+        let status = |head: &str| parse(head).err().map(|e| e.status());
+        for bad in [
+            "POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n",
+            "POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
+            "POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: -3\r\n\r\n",
+            "POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: 0x3\r\n\r\n",
+            "POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n",
+            "POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            assert_eq!(status(bad), Some(400), "{bad:?}");
+        }
+        for good in [
+            "POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            "POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: 003\r\nContent-Length: 3\r\n\r\n",
+            "GET /healthz HTTP/1.0\r\n\r\n",
+        ] {
+            assert!(parse(good).unwrap().is_some(), "{good:?}");
+        }
+        let (r, _) =
+            parse("GET HTTP://Example.com:8080/healthz?x=1 HTTP/1.1\r\nHost: other\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(r.path, "/healthz?x=1");
+        assert_eq!(r.path_only(), "/healthz");
+        assert_eq!(r.host(), "Example.com:8080");
+        let (r, _) = parse("GET http://example.com HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.path.as_str(), r.host()), ("/", "example.com"));
+    }
+
     use super::*;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
