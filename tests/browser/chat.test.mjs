@@ -277,6 +277,19 @@ const checks = [
     assert(proto === 'switchboard.chat.v1', `ws.protocol is ${JSON.stringify(proto)}`);
   }],
 
+  ['a page that offers a subprotocol to /echo gets it selected and its message echoed', async () => {
+    const r = await pages.a.evaluate(async (url) => await new Promise((resolve) => {
+      const ws = new WebSocket(url, ['my.app.v2', 'other']);
+      const t = setTimeout(() => resolve({ error: 'no answer in 5 s' }), 5000);
+      ws.onopen = () => ws.send('ping from the page');
+      ws.onmessage = (e) => { clearTimeout(t); resolve({ protocol: ws.protocol, data: e.data }); ws.close(); };
+      ws.onerror = () => { clearTimeout(t); resolve({ error: 'the handshake failed (onerror)' }); };
+    }), base().replace(/^http/, 'ws') + '/echo');
+    assert(!r.error, r.error);
+    assert(r.protocol === 'my.app.v2', `selected ${JSON.stringify(r.protocol)}`);
+    assert(r.data === 'ping from the page', `echoed ${JSON.stringify(r.data)}`);
+  }],
+
   ['A sees B in #members', async () => {
     await waitMember(pages.a, B);
     await waitMember(pages.a, A);

@@ -626,7 +626,18 @@ where
         return refused(stream, &shared, reject(403, body).await).await;
     }
     match endpoint {
-        Endpoint::Echo => match upgrade(stream, &req, &leftover, &shared.echo, None, &shared).await
+        // A test endpoint: it speaks whatever the client offers, so the first offered
+        // subprotocol is selected (browsers and Node `ws` fail a handshake that offered
+        // one and got none back).
+        Endpoint::Echo => match upgrade(
+            stream,
+            &req,
+            &leftover,
+            &shared.echo,
+            req.protocols().next(),
+            &shared,
+        )
+        .await
         {
             Some(ws) => Routed::Echo(ws, reg),
             None => Routed::Done,
