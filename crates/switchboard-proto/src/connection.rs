@@ -545,25 +545,35 @@ impl Connection {
                 _ => {}
             }
         }
-        if h.payload_len > self.config.max_frame_size as u64 {
-            return Err(ProtocolError::FrameTooLarge {
-                len: h.payload_len,
-                max: self.config.max_frame_size,
-            });
-        }
-        let so_far = self.partial().map_or(0, |p| p.buf.len()) as u64;
-        if !h.opcode.is_control() && so_far + h.payload_len > self.config.max_message_size as u64 {
-            return Err(ProtocolError::MessageTooLarge {
-                len: so_far + h.payload_len,
-                max: self.config.max_message_size,
-            });
-        }
         let (text, compressed) = match (h.opcode, self.partial()) {
             (OpCode::Text, _) => (true, h.rsv1),
             (OpCode::Binary, _) => (false, h.rsv1),
             (OpCode::Continuation, Some(p)) => (p.text, p.compressed),
             _ => (false, false),
         };
+        // The limits are the message's: a compressed one is checked again once inflated,
+        // and on the wire it may be a little longer than the message it holds.
+        let on_wire = |max: usize| {
+            if compressed {
+                compressed_limit(max)
+            } else {
+                max as u64
+            }
+        };
+        if h.payload_len > on_wire(self.config.max_frame_size) {
+            return Err(ProtocolError::FrameTooLarge {
+                len: h.payload_len,
+                max: self.config.max_frame_size,
+            });
+        }
+        let so_far = self.partial().map_or(0, |p| p.buf.len()) as u64;
+        if !h.opcode.is_control() && so_far + h.payload_len > on_wire(self.config.max_message_size)
+        {
+            return Err(ProtocolError::MessageTooLarge {
+                len: so_far + h.payload_len,
+                max: self.config.max_message_size,
+            });
+        }
         let flag = |on: bool, f: u8| if on { f } else { 0 };
         Ok(InFrame {
             len: h.payload_len as usize,
@@ -714,7 +724,8 @@ impl Connection {
             if sent.is_some() {
                 return Ok(());
             }
-            // Compression failed (zlib out of memory): send it uncompressed instead.
+            // Not compressed (incompressible without context takeover, or zlib out of
+            // memory): sent as it is.
         }
         if self.role == Role::Server && payload.len() >= ZERO_COPY_MIN {
             // Only the header is written here; the payload goes out by reference.
@@ -1060,4 +1071,13 @@ impl Connection {
         }
         released
     }
+}
+/// The longest a compressed message of at most `max` bytes may be on the wire. zlib falls
+/// back to stored blocks for incompressible data (about 0.03 % more), but a compressor that
+/// codes every literal with deflate's fixed Huffman codes (zlib-ng's and zlib-rs's fastest
+/// level does) spends up to 9 bits per byte: 12.5 % more, plus a few bytes. That much is
+/// buffered before inflating; the inflated message is held to `max`.
+pub(crate) fn compressed_limit(max: usize) -> u64 {
+    let max = max as u64;
+    max.saturating_add(max / 8 + 64)
 }

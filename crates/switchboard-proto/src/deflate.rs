@@ -158,6 +158,11 @@ impl DeflateCodec {
                 let n = out.len() - TRAILER.len();
                 out.truncate(n);
             }
+            // Incompressible: without context takeover nothing ties the next message to this
+            // one, so it goes out as it is (RFC 7692 §6.1 allows either per message), shorter.
+            if no_context && out.len() >= input.len() {
+                return None;
+            }
             if out.is_empty() {
                 // zlib emits nothing for an empty sync flush right after another one; an empty
                 // message is then the single empty-block byte (RFC 7692 §7.2.3.6).
@@ -240,12 +245,23 @@ fn inflate_message(
             if allowed == 0 {
                 return Err(InflateFailure::TooLarge);
             }
-            let want = ((chunk.len() - consumed) * 4).clamp(4096, 1 << 20);
-            let space = want.min(allowed);
             let start = out.len();
-            // Exact growth: the output never holds more than `max + 1` bytes of capacity
-            // beyond what was asked for, whatever the compressed input claims.
-            out.reserve_exact(space);
+            // Geometric growth in halvings of the bound (`max + 1`, `max / 2`, `max / 4`,
+            // …): the capacity at least doubles each time, and the last growth is from at
+            // most half the bound, so the peak (the old and the new block while the
+            // allocator copies) stays within 1.5 times the limit. (Small exact steps made a
+            // message inflating to the limit reallocate thousands of times and left the
+            // allocator holding four times the limit.)
+            let want = ((chunk.len() - consumed) * 4).max(4096).min(allowed);
+            if out.capacity() - start < want {
+                let need = start + want;
+                let mut target = max + 1;
+                while target / 2 >= need && target / 2 > out.capacity() {
+                    target /= 2;
+                }
+                out.reserve_exact(target - start);
+            }
+            let space = (out.capacity() - start).min(allowed);
             out.resize(start + space, 0);
             let (in0, out0) = (inf.total_in(), inf.total_out());
             let r = inf.decompress(
