@@ -2,8 +2,6 @@
 //! `/metrics` is scraped. Linux only; elsewhere they are absent. A value that cannot be read
 //! is left out rather than reported wrong.
 
-use std::fmt::Write as _;
-
 /// The kernel's clock tick for `/proc` times (`USER_HZ`): 100 on every Linux architecture
 /// Rust supports (it is part of the kernel's ABI; Prometheus' own Go client assumes it too).
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -13,6 +11,7 @@ const USER_HZ: f64 = 100.0;
 pub(crate) fn render(out: &mut String) {
     #[cfg(target_os = "linux")]
     {
+        use std::fmt::Write as _;
         let read = |path: &str| std::fs::read_to_string(path).ok();
         let stat = read("/proc/self/stat").and_then(|s| parse_stat(&s));
         let mut gauge = |name: &str, help: &str, kind: &str, v: f64| {
