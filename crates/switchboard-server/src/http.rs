@@ -2,6 +2,7 @@
 //! `POST /api/publish`. One request per connection (`Connection: close`).
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
@@ -9,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_proto::handshake::server::{reason_phrase, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::pubsub::{binary_message, publish_json, publishable};
 use crate::Shared;
@@ -17,13 +18,19 @@ use crate::Shared;
 /// The chat page, embedded at build time.
 const CHAT_PAGE: &str = include_str!("../assets/chat.html");
 
+/// A response, whole, and its status (for the metrics).
+pub(crate) struct Response {
+    status: u16,
+    bytes: Vec<u8>,
+}
+
 /// An HTTP response with a body.
 pub(crate) fn response(
     status: u16,
     content_type: &str,
     extra: &[(&str, &str)],
     body: &[u8],
-) -> Vec<u8> {
+) -> Response {
     let mut head = String::with_capacity(160);
     let _ = write!(
         head,
@@ -35,25 +42,29 @@ pub(crate) fn response(
         let _ = write!(head, "{n}: {v}\r\n");
     }
     head.push_str("\r\n");
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
-    out
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    Response { status, bytes }
 }
 
-fn text(status: u16, body: &str) -> Vec<u8> {
+fn text(status: u16, body: &str) -> Response {
     response(status, "text/plain; charset=utf-8", &[], body.as_bytes())
 }
 
-fn json(status: u16, body: &str) -> Vec<u8> {
+fn json(status: u16, body: &str) -> Response {
     response(status, "application/json", &[], body.as_bytes())
 }
 
 /// Answers one plain HTTP request and closes.
-pub(crate) async fn handle<S>(mut stream: S, req: Request, leftover: Vec<u8>, shared: &Shared)
-where
+pub(crate) async fn handle<S>(
+    mut stream: S,
+    req: Request,
+    leftover: Vec<u8>,
+    peer: SocketAddr,
+    shared: &Shared,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    shared.metrics.http_requests.add(1);
     let path = req.path_only().to_string();
     let resp = match (req.method.as_str(), path.as_str()) {
         ("GET" | "HEAD", "/" | "/index.html") => response(
@@ -80,7 +91,7 @@ where
         ),
         ("POST", "/api/publish") => {
             match read_body(&mut stream, &req, leftover, shared.config.limits.max_api_body, shared.config.ws.handshake_timeout).await {
-                Ok(body) => publish(&req, &body, shared),
+                Ok(body) => publish(&req, &body, peer, shared),
                 Err(resp) => resp,
             }
         }
@@ -96,16 +107,16 @@ where
         }
         _ => text(404, &format!("nothing at {path}; the chat is at /, WebSockets at /chat, /ws and /echo\n")),
     };
-    let resp = if req.method == "HEAD" {
+    shared.metrics.http_request(&req.method, resp.status);
+    let mut resp = resp.bytes;
+    if req.method == "HEAD" {
         // Same head, no body.
         let end = resp
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .map_or(resp.len(), |i| i + 4);
-        resp[..end].to_vec()
-    } else {
-        resp
-    };
+        resp.truncate(end);
+    }
     // Bounded: a client that does not read its response must not hold the connection.
     let write = async {
         stream.write_all(&resp).await?;
@@ -127,7 +138,7 @@ async fn read_body<S: AsyncRead + Unpin>(
     mut body: Vec<u8>,
     max: usize,
     timeout: Duration,
-) -> Result<Vec<u8>, Vec<u8>> {
+) -> Result<Vec<u8>, Response> {
     if req.header("transfer-encoding").is_some() {
         return Err(text(
             411,
@@ -166,7 +177,7 @@ struct PublishBody<'a> {
     data_base64: Option<String>,
 }
 
-fn publish(req: &Request, body: &[u8], shared: &Shared) -> Vec<u8> {
+fn publish(req: &Request, body: &[u8], peer: SocketAddr, shared: &Shared) -> Response {
     let Some(key) = shared.config.api_key.as_deref() else {
         return text(
             403,
@@ -177,17 +188,24 @@ fn publish(req: &Request, body: &[u8], shared: &Shared) -> Vec<u8> {
         .header("authorization")
         .and_then(|v| v.trim().strip_prefix("Bearer ").map(str::trim))
         .or_else(|| req.header("x-api-key").map(str::trim));
+    let refused = |reason: &str| {
+        if let Some(suppressed) = shared.refusals.auth.check() {
+            warn!(%peer, reason, suppressed, "publish API refused: no or wrong API key");
+        }
+    };
     match given {
         None => {
+            refused("missing_key");
             return response(
                 401,
                 "text/plain; charset=utf-8",
                 &[("WWW-Authenticate", "Bearer")],
                 b"send the API key as `Authorization: Bearer KEY`\n",
-            )
+            );
         }
         Some(g) if !constant_time_eq(g.as_bytes(), key.as_bytes()) => {
-            return text(403, "wrong API key\n")
+            refused("wrong_key");
+            return text(403, "wrong API key\n");
         }
         Some(_) => {}
     }

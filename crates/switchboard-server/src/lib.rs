@@ -44,7 +44,9 @@ mod config;
 mod echo;
 mod http;
 mod metrics;
+mod process;
 mod pubsub;
+mod refusal;
 mod registry;
 mod session;
 
@@ -72,7 +74,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, debug_span, info, warn, Instrument, Span};
 
 use crate::echo::{finish, poll_echo, Stop};
-use crate::metrics::Handshake;
+use crate::metrics::{Handshake, Reject};
+use crate::refusal::RefusalLogs;
 use crate::registry::{Registration, Registry};
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 use switchboard_tokio::uring::UringStream;
@@ -85,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) hub: Hub,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) registry: Arc<Registry>,
+    /// Rate limits for the refusals logged.
+    pub(crate) refusals: RefusalLogs,
     next_id: AtomicU64,
 }
 
@@ -133,6 +138,7 @@ impl Server {
                 hub,
                 metrics,
                 registry,
+                refusals: RefusalLogs::default(),
                 next_id: AtomicU64::new(1),
                 config,
             }),
@@ -356,14 +362,16 @@ impl ConnTask {
                 Self::Boxed(Box::pin(
                     async move {
                         if let Some(tls) = accept_tls(&acceptor, tcp, &shared).await {
-                            drive(route(tls, id, reg, shared).await).await;
+                            drive(route(tls, id, peer, reg, shared).await).await;
                         }
                     }
                     .instrument(span),
                 ))
             }
             None => Self::Start {
-                fut: Box::pin(route(tcp, id, reg, Arc::clone(shared)).instrument(span.clone())),
+                fut: Box::pin(
+                    route(tcp, id, peer, reg, Arc::clone(shared)).instrument(span.clone()),
+                ),
                 span: (!span.is_disabled()).then(|| Box::new(span)),
             },
         }
@@ -403,11 +411,11 @@ impl ConnTask {
             match shared.config.tls.clone() {
                 Some(acceptor) => {
                     if let Some(tls) = accept_tls(&acceptor, stream, &shared).await {
-                        drive(route(tls, id, reg, shared).await).await;
+                        drive(route(tls, id, peer, reg, shared).await).await;
                     }
                     Routed::Done
                 }
-                None => route(stream, id, reg, shared).await,
+                None => route(stream, id, peer, reg, shared).await,
             }
         };
         Self::StartUring {
@@ -581,6 +589,7 @@ enum Endpoint {
 async fn route<S>(
     mut stream: S,
     id: u64,
+    peer: SocketAddr,
     reg: Result<Registration, (Registration, registry::Refusal)>,
     shared: Arc<Shared>,
 ) -> Routed<S>
@@ -598,12 +607,12 @@ where
         }
     };
     if !req.is_upgrade() {
-        http::handle(stream, req, leftover, &shared).await;
+        http::handle(stream, req, leftover, peer, &shared).await;
         return Routed::Done;
     }
-    let reject = |status: u16, body: String| async move {
+    let reject = |why: Reject, status: u16, body: String| async move {
         debug!(status, %body, "handshake refused");
-        Err::<(), _>((status, body))
+        Err::<(), _>((why, status, body))
     };
     let endpoint = match req.path_only() {
         "/echo" => Endpoint::Echo,
@@ -611,19 +620,28 @@ where
         "/ws" => Endpoint::PubSub,
         other => {
             let body = format!("no WebSocket endpoint at {other}; try /chat, /ws or /echo");
-            return refused(stream, &shared, reject(404, body).await).await;
+            return refused(stream, &shared, reject(Reject::NotFound, 404, body).await).await;
         }
     };
     let reg = match reg {
         Ok(reg) => reg,
-        Err((_, why)) => return refused(stream, &shared, reject(503, why.message()).await).await,
+        Err((_, why)) => {
+            let (reason, limit) = why.reason_and_limit();
+            if let Some(suppressed) = shared.refusals.limit.check() {
+                warn!(%peer, reason = reason.label(), limit, suppressed, "WebSocket refused: connection limit");
+            }
+            return refused(stream, &shared, reject(reason, 503, why.message()).await).await;
+        }
     };
     if !shared.config.origins.allows(req.origin(), req.host()) {
         let origin = req.origin().unwrap_or_default();
+        if let Some(suppressed) = shared.refusals.origin.check() {
+            warn!(%peer, reason = "origin", origin, suppressed, "WebSocket refused: origin not allowed");
+        }
         let body = format!(
             "origin {origin} may not open WebSockets here (cross-site WebSocket hijacking protection); operators: allow it with --allow-origin {origin}"
         );
-        return refused(stream, &shared, reject(403, body).await).await;
+        return refused(stream, &shared, reject(Reject::Origin, 403, body).await).await;
     }
     match endpoint {
         // A test endpoint: it speaks whatever the client offers, so the first offered
@@ -657,7 +675,7 @@ where
             let (room, name) = match (room, name) {
                 (Ok(r), Ok(n)) => (r, n),
                 (Err(e), _) | (_, Err(e)) => {
-                    return refused(stream, &shared, reject(400, e).await).await
+                    return refused(stream, &shared, reject(Reject::BadRequest, 400, e).await).await
                 }
             };
             let protocol = req.choose_protocol(&[chat::SUBPROTOCOL]);
@@ -714,12 +732,16 @@ where
     )
 }
 
-async fn refused<S>(mut stream: S, shared: &Shared, why: Result<(), (u16, String)>) -> Routed<S>
+async fn refused<S>(
+    mut stream: S,
+    shared: &Shared,
+    why: Result<(), (Reject, u16, String)>,
+) -> Routed<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err((status, body)) = why {
-        shared.metrics.handshake(Handshake::Rejected);
+    if let Err((why, status, body)) = why {
+        shared.metrics.handshake(Handshake::Rejected(why));
         let _ = refuse(&mut stream, status, &body).await;
     }
     Routed::Done

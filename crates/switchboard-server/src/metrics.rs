@@ -57,10 +57,58 @@ impl Counter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Handshake {
     Accepted,
-    /// Refused on purpose: 403 origin, 404 path, 503 limits.
-    Rejected,
+    /// Refused on purpose, for a reason.
+    Rejected(Reject),
     /// Malformed, timed out, or the peer went away.
     Failed,
+}
+
+/// Why a WebSocket handshake was refused: the `reason` label of
+/// `switchboard_handshakes_total{outcome="rejected"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reject {
+    /// 404: no WebSocket endpoint at the path.
+    NotFound,
+    /// 403: the `Origin` is not allowed.
+    Origin,
+    /// 503: the server is at `--max-connections`.
+    ConnectionLimit,
+    /// 503: the client's address is at `--max-connections-per-ip`.
+    PerIpLimit,
+    /// 400: a valid handshake with parameters the endpoint refuses (chat room or name).
+    BadRequest,
+}
+
+impl Reject {
+    const ALL: [Self; 5] = [
+        Self::NotFound,
+        Self::Origin,
+        Self::ConnectionLimit,
+        Self::PerIpLimit,
+        Self::BadRequest,
+    ];
+
+    /// The label value.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::Origin => "origin",
+            Self::ConnectionLimit => "connection_limit",
+            Self::PerIpLimit => "per_ip_limit",
+            Self::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// The `method` label of `switchboard_http_requests_total`: a fixed set, other methods are
+/// counted as `other`.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        _ => "other",
+    }
 }
 
 /// Everything `/metrics` reports.
@@ -71,10 +119,12 @@ pub struct Metrics {
     /// TCP connections accepted.
     pub tcp_accepted: Counter,
     pub(crate) handshakes_accepted: Counter,
-    pub(crate) handshakes_rejected: Counter,
+    /// By [`Reject`], in the order of [`Reject::ALL`].
+    handshakes_rejected: [Counter; Reject::ALL.len()],
     pub(crate) handshakes_failed: Counter,
-    /// Plain HTTP requests answered.
-    pub http_requests: Counter,
+    /// Plain HTTP requests answered, by method label and status (both from fixed sets:
+    /// the statuses are the server's own).
+    http_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// WebSocket messages received.
     pub messages_in: Counter,
     /// WebSocket payload bytes received.
@@ -95,9 +145,15 @@ impl Metrics {
     pub(crate) fn handshake(&self, h: Handshake) {
         match h {
             Handshake::Accepted => self.handshakes_accepted.add(1),
-            Handshake::Rejected => self.handshakes_rejected.add(1),
+            Handshake::Rejected(why) => self.handshakes_rejected[why as usize].add(1),
             Handshake::Failed => self.handshakes_failed.add(1),
         }
+    }
+
+    /// Counts a plain HTTP request answered with `status`.
+    pub(crate) fn http_request(&self, method: &str, status: u16) {
+        let mut m = self.http_requests.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((method_label(method), status)).or_default() += 1;
     }
 
     /// Counts a close code; `side` is `"sent"` or `"received"`.
@@ -119,11 +175,6 @@ impl Metrics {
             "switchboard_tcp_connections_total",
             "TCP connections accepted.",
             self.tcp_accepted.get(),
-        );
-        counter(
-            "switchboard_http_requests_total",
-            "Plain HTTP requests answered (pages, API, metrics).",
-            self.http_requests.get(),
         );
         counter(
             "switchboard_messages_received_total",
@@ -184,17 +235,36 @@ impl Metrics {
             "# HELP switchboard_handshakes_total WebSocket handshakes by outcome.\n\
              # TYPE switchboard_handshakes_total counter\n",
         );
-        for (outcome, c) in [
-            ("accepted", &self.handshakes_accepted),
-            ("rejected", &self.handshakes_rejected),
-            ("failed", &self.handshakes_failed),
-        ] {
+        let _ = writeln!(
+            s,
+            "switchboard_handshakes_total{{outcome=\"accepted\"}} {}",
+            self.handshakes_accepted.get()
+        );
+        for why in Reject::ALL {
             let _ = writeln!(
                 s,
-                "switchboard_handshakes_total{{outcome=\"{outcome}\"}} {}",
-                c.get()
+                "switchboard_handshakes_total{{outcome=\"rejected\",reason=\"{}\"}} {}",
+                why.label(),
+                self.handshakes_rejected[why as usize].get()
             );
         }
+        let _ = writeln!(
+            s,
+            "switchboard_handshakes_total{{outcome=\"failed\"}} {}",
+            self.handshakes_failed.get()
+        );
+        s.push_str(
+            "# HELP switchboard_http_requests_total Plain HTTP requests answered (pages, API, metrics), by method and status.\n\
+             # TYPE switchboard_http_requests_total counter\n",
+        );
+        let requests = self.http_requests.lock().unwrap_or_else(|p| p.into_inner());
+        for ((method, status), n) in requests.iter() {
+            let _ = writeln!(
+                s,
+                "switchboard_http_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
+            );
+        }
+        drop(requests);
         s.push_str(
             "# HELP switchboard_close_codes_total Close frames by code and direction.\n\
              # TYPE switchboard_close_codes_total counter\n",
@@ -206,6 +276,15 @@ impl Metrics {
                 "switchboard_close_codes_total{{code=\"{code}\",direction=\"{side}\"}} {n}"
             );
         }
+        drop(codes);
+        let _ = write!(
+            s,
+            "# HELP switchboard_build_info The running version (always 1).\n\
+             # TYPE switchboard_build_info gauge\n\
+             switchboard_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        crate::process::render(&mut s);
         s
     }
 }

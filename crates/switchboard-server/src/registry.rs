@@ -53,6 +53,14 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// The metrics reason and the limit reached.
+    pub(crate) fn reason_and_limit(&self) -> (crate::metrics::Reject, u64) {
+        match *self {
+            Self::Full(n) => (crate::metrics::Reject::ConnectionLimit, n as u64),
+            Self::PerIp(n) => (crate::metrics::Reject::PerIpLimit, u64::from(n)),
+        }
+    }
+
     pub(crate) fn message(&self) -> String {
         match self {
             Self::Full(n) => format!(

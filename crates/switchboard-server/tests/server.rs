@@ -892,7 +892,7 @@ async fn pages_and_echo(config: ServerConfig) {
     assert_eq!(s, 200);
     for line in [
         "switchboard_handshakes_total{outcome=\"accepted\"} 1",
-        "switchboard_handshakes_total{outcome=\"rejected\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"not_found\"} 1",
         "switchboard_messages_received_total 1",
         "switchboard_messages_sent_total 1",
         "switchboard_bytes_received_total 5",
@@ -901,6 +901,118 @@ async fn pages_and_echo(config: ServerConfig) {
     ] {
         assert!(m.contains(line), "missing {line:?} in\n{m}");
     }
+    srv.stop().await;
+}
+
+/// Every rejected handshake is counted under its reason, every plain HTTP request under its
+/// method and status; the process and build metrics are there.
+#[tokio::test]
+async fn metrics_count_refusals_by_reason_and_requests_by_method_and_status() {
+    let mut limits = Limits::default();
+    limits.max_connections_per_ip = 1;
+    let srv = start(ServerConfig::default().limits(limits).api_key("k")).await;
+    let refused = |url: String, origin: Option<&'static str>| async move {
+        let mut b = ClientBuilder::new(url);
+        if let Some(o) = origin {
+            b = b.origin(o);
+        }
+        match b.connect().await {
+            Ok(_) => panic!("not refused"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let err = refused(
+        format!("ws://{}/chat", srv.addr),
+        Some("https://evil.example"),
+    )
+    .await;
+    assert!(err.contains("403"), "{err}");
+    let err = refused(format!("ws://{}/nope", srv.addr), None).await;
+    assert!(err.contains("404"), "{err}");
+    let err = refused(format!("ws://{}/chat?room=%ZZ", srv.addr), None).await;
+    assert!(err.contains("400"), "{err}");
+    let held = ws(srv.addr, "/echo").await;
+    let err = refused(format!("ws://{}/ws", srv.addr), None).await;
+    assert!(err.contains("503"), "{err}");
+
+    let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(http(srv.addr, get).await.0, 200);
+    assert_eq!(
+        http(srv.addr, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").await.0,
+        200
+    );
+    let body = r#"{"topic":"t","data":1}"#;
+    assert_eq!(http(srv.addr, &publish_req(None, body)).await.0, 401);
+    assert_eq!(http(srv.addr, &publish_req(Some("no"), body)).await.0, 403);
+    assert_eq!(http(srv.addr, &publish_req(Some("k"), body)).await.0, 200);
+    let purge = "PURGE /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(http(srv.addr, purge).await.0, 405);
+    let (s, m) = http(srv.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(s, 200);
+    let version = env!("CARGO_PKG_VERSION");
+    let build_info = format!("switchboard_build_info{{version=\"{version}\"}} 1");
+    let mut lines = vec![
+        "switchboard_handshakes_total{outcome=\"accepted\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"origin\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"not_found\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"bad_request\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"per_ip_limit\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"connection_limit\"} 0",
+        "switchboard_handshakes_total{outcome=\"failed\"} 0",
+        "switchboard_http_requests_total{method=\"GET\",status=\"200\"} 1",
+        "switchboard_http_requests_total{method=\"HEAD\",status=\"200\"} 1",
+        "switchboard_http_requests_total{method=\"POST\",status=\"200\"} 1",
+        "switchboard_http_requests_total{method=\"POST\",status=\"401\"} 1",
+        "switchboard_http_requests_total{method=\"POST\",status=\"403\"} 1",
+        "switchboard_http_requests_total{method=\"other\",status=\"405\"} 1",
+        &build_info,
+    ];
+    if cfg!(target_os = "linux") {
+        lines.extend([
+            "# TYPE process_resident_memory_bytes gauge",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_open_fds gauge",
+            "# TYPE process_max_fds gauge",
+            "# TYPE process_start_time_seconds gauge",
+        ]);
+    }
+    for line in lines {
+        assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+    }
+    let value = |name: &str| -> f64 {
+        let line = m.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.and_then(|l| l.split_once(' ')?.1.parse().ok())
+            .unwrap_or_else(|| panic!("no value for {name} in\n{m}"))
+    };
+    if cfg!(target_os = "linux") {
+        assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        let fds = value("process_open_fds");
+        assert!(fds >= 3.0 && fds <= value("process_max_fds"), "{fds} fds");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = value("process_start_time_seconds");
+        assert!(
+            started <= now + 1.0 && started > now - 3600.0,
+            "started {started}, now {now}"
+        );
+    }
+    drop(held);
+    srv.stop().await;
+
+    // The other limit: all connections.
+    let mut limits = Limits::default();
+    limits.max_connections = 1;
+    let srv = start(ServerConfig::default().limits(limits)).await;
+    let held = ws(srv.addr, "/echo").await;
+    let err = refused(format!("ws://{}/ws", srv.addr), None).await;
+    assert!(err.contains("503"), "{err}");
+    let (_, m) = http(srv.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let line = "switchboard_handshakes_total{outcome=\"rejected\",reason=\"connection_limit\"} 1";
+    assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+    drop(held);
     srv.stop().await;
 }
 

@@ -1,0 +1,110 @@
+//! Refusals are logged for operators (its own test binary: it installs the global
+//! subscriber).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchboard_server::{Limits, Server, ServerConfig};
+use switchboard_tokio::ClientBuilder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+async fn status(addr: std::net::SocketAddr, req: &str) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out)[9..12].parse().unwrap()
+}
+
+/// At the default level (`info`), origin, connection-limit and publish-key refusals each log
+/// a warning naming the peer and the reason.
+#[tokio::test]
+async fn refusals_are_logged_with_peer_and_reason() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let mut limits = Limits::default();
+    limits.max_connections_per_ip = 1;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::new(ServerConfig::default().limits(limits).api_key("k"));
+    let task = tokio::spawn(server.run(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let err = ClientBuilder::new(format!("ws://{addr}/chat"))
+        .origin("https://evil.example")
+        .connect()
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("403"), "{err}");
+    let held = ClientBuilder::new(format!("ws://{addr}/echo"))
+        .connect()
+        .await
+        .unwrap();
+    let err = ClientBuilder::new(format!("ws://{addr}/ws"))
+        .connect()
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("503"), "{err}");
+    let body = r#"{"topic":"t","data":1}"#;
+    let publish = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(status(addr, &publish).await, 403);
+
+    let logs = captured.text();
+    let line = |needle: &str| -> String {
+        logs.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in\n{logs}"))
+            .to_string()
+    };
+    for (needle, more) in [
+        ("reason=\"origin\"", "https://evil.example"),
+        ("reason=\"per_ip_limit\"", "limit=1"),
+        ("reason=\"wrong_key\"", "publish"),
+    ] {
+        let l = line(needle);
+        assert!(l.contains("WARN"), "not a warning: {l}");
+        assert!(l.contains("peer=127.0.0.1:"), "no peer: {l}");
+        assert!(l.contains(more), "no {more:?}: {l}");
+    }
+
+    drop(held);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
