@@ -119,12 +119,17 @@ const RX_LIMIT: usize = 8;
 /// stopped reading (a task waiting to write to a peer that never reads) can never hold
 /// the ring's buffers all at once and starve every other stream's receives.
 const RX_HELD_MAX: usize = BUFFERS as usize / 2;
-/// The most a stream's spill may hold. A multishot receive on a socket that never runs
-/// dry cannot always be cancelled (the kernel finds it only between its turns), so a peer
-/// that keeps sending while its reader does not read (it does not read the replies the
-/// reader waits to write) would otherwise grow the spill without bound: past this the
-/// stream fails with an error and its connection is reset, which ends the receive.
+/// The most a stream's spill may hold while the stream cannot send (its peer does not
+/// read what it is sent). A multishot receive on a socket that never runs dry cannot
+/// always be cancelled (the kernel finds it only between its turns), so a peer that keeps
+/// sending without reading the replies would otherwise grow the spill without bound: past
+/// this the stream fails with an error and its connection is reset, which ends the
+/// receive. A reader that is only behind (a burst larger than it reads per round, a large
+/// message) may spill up to [`SPILL_HARD_MAX`], as a socket's receive buffer holds what
+/// its reader has not read yet.
 const SPILL_MAX: usize = 1024 * 1024;
+/// The most a stream's spill may hold in any case.
+const SPILL_HARD_MAX: usize = 64 * 1024 * 1024;
 /// The buffer group id of the receive buffers.
 const GROUP: u16 = 0;
 /// Spare write buffers kept per ring, and the largest kept.
@@ -471,6 +476,11 @@ impl UringListener {
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.fd.get_ref().local_addr()
     }
+}
+
+/// Bytes slot `s` has waiting to be sent (written and not sent yet).
+fn unsent(s: &Slot) -> usize {
+    s.filling.len() + (s.inflight.len() - s.sent) + s.owned.as_ref().map_or(0, |o| o.len() - o.sent)
 }
 
 /// Resets a TCP connection at once (RST, both queues dropped, `connect(2)` to
@@ -1454,12 +1464,13 @@ impl Inner {
         self.maybe_free(i);
     }
 
-    /// Slot `i`'s peer sent more than [`SPILL_MAX`] past what its reader read: what it
+    /// Slot `i`'s peer sent more than [`SPILL_MAX`] past what its reader read while not
+    /// reading what it was sent (or [`SPILL_HARD_MAX`] in any case): what it
     /// holds is let go, its reader gets an error, and the connection is reset (which ends
     /// a receive that cancelling could not).
     fn overrun(&mut self, i: usize) {
         let mut s = self.slot_mut(i);
-        s.rx.spill = None;
+        let spilled = s.rx.spill.take().map_or(0, |b| b.len());
         while let Some((bid, _, _)) = s.rx.pop_front() {
             self.rx_held -= 1;
             self.give_back(bid);
@@ -1469,9 +1480,9 @@ impl Inner {
         s.read_error = Some(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "receive overrun: the peer sent more than {} KiB beyond what was read \
-                 (it does not read what it is sent?); connection reset",
-                SPILL_MAX / 1024
+                "receive overrun: the peer kept sending ({} KiB beyond what was read) while \
+                 not reading what it is sent; connection reset",
+                spilled / 1024
             ),
         ));
         reset(s.fd.as_raw_fd());
@@ -1642,7 +1653,13 @@ impl Inner {
                             self.cancel(i, RECV);
                         }
                         self.give_back(bid);
-                    } else if spilled + n as usize > SPILL_MAX {
+                    } else if spilled + n as usize
+                        > if unsent(s) >= WRITE_LIMIT {
+                            SPILL_MAX
+                        } else {
+                            SPILL_HARD_MAX
+                        }
+                    {
                         self.overrun(i);
                         self.give_back(bid);
                     } else {
