@@ -88,6 +88,10 @@ pub(crate) struct ServeArgs {
     /// [default: 1048576].
     #[arg(long, env = "SWITCHBOARD_OUTBOX_MAX_BYTES", value_name = "BYTES")]
     outbox_max_bytes: Option<usize>,
+    /// The kernel's send buffer per connection, in bytes (SO_SNDBUF; 0 leaves it to the
+    /// kernel, which grows it up to 4 MiB for a peer that does not read) [default: 262144].
+    #[arg(long, env = "SWITCHBOARD_SOCKET_SEND_BUFFER", value_name = "BYTES")]
+    socket_send_buffer: Option<usize>,
     /// Messages queued for one subscriber before the slow-consumer policy applies
     /// [default: 4096].
     #[arg(long, env = "SWITCHBOARD_OUTBOX_MAX_MESSAGES", value_name = "N")]
@@ -189,6 +193,7 @@ struct FileConfig {
     shutdown_timeout: Option<FileDuration>,
     allow_origin: Option<Vec<String>>,
     outbox_max_bytes: Option<usize>,
+    socket_send_buffer: Option<usize>,
     outbox_max_messages: Option<usize>,
     slow_consumer: Option<String>,
     history: Option<usize>,
@@ -372,7 +377,11 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         .origins(origins)
         .outbox(outbox)
         .hub(HubConfig::default().history(pick!(history, 50)))
-        .shutdown_timeout(shutdown_timeout);
+        .shutdown_timeout(shutdown_timeout)
+        .socket_send_buffer(pick!(
+            socket_send_buffer,
+            ServerConfig::default().socket_send_buffer
+        ));
     if let Some(key) = a.api_key.or(f.api_key).filter(|k| !k.is_empty()) {
         config = config.api_key(key);
     }
