@@ -231,6 +231,10 @@ fn deflate_sync(d: &mut Deflate, input: &[u8], out: &mut Vec<u8>) -> bool {
     }
 }
 
+/// Past this much inflated output, the buffer reserves the whole limit (see
+/// [`inflate_message`]); it is also the most handed to the inflater per call.
+const INFLATE_STEP: usize = 1 << 20;
+
 /// Inflates `input` followed by the sync-flush trailer.
 fn inflate_message(
     inf: &mut Inflate,
@@ -246,22 +250,23 @@ fn inflate_message(
                 return Err(InflateFailure::TooLarge);
             }
             let start = out.len();
-            // Geometric growth in halvings of the bound (`max + 1`, `max / 2`, `max / 4`,
-            // …): the capacity at least doubles each time, and the last growth is from at
-            // most half the bound, so the peak (the old and the new block while the
-            // allocator copies) stays within 1.5 times the limit. (Small exact steps made a
-            // message inflating to the limit reallocate thousands of times and left the
-            // allocator holding four times the limit.)
+            // Growth: doubling up to [`INFLATE_STEP`]; past it, the whole bound (`max + 1`)
+            // is reserved at once, and the buffer is filled a step at a time. Memory the
+            // inflater has not written is reserved, not touched, so a message inflating to
+            // the limit costs the limit and a step or two, never a growing series of copies
+            // (small exact steps made one reallocate thousands of times and left the
+            // allocator holding four times the limit).
             let want = ((chunk.len() - consumed) * 4).max(4096).min(allowed);
             if out.capacity() - start < want {
-                let need = start + want;
-                let mut target = max + 1;
-                while target / 2 >= need && target / 2 > out.capacity() {
-                    target /= 2;
-                }
-                out.reserve_exact(target - start);
+                let target = if start + want > INFLATE_STEP {
+                    max + 1
+                } else {
+                    (out.capacity() * 2).clamp(start + want, INFLATE_STEP.min(max + 1))
+                };
+                out.reserve_exact(target.max(start + want) - start);
             }
-            let space = (out.capacity() - start).min(allowed);
+            // Zeroed (so touched) only as far as this call may write.
+            let space = (out.capacity() - start).min(allowed).min(INFLATE_STEP);
             out.resize(start + space, 0);
             let (in0, out0) = (inf.total_in(), inf.total_out());
             let r = inf.decompress(
