@@ -16,7 +16,7 @@
 # Environment (defaults in brackets):
 #   DURATION [10]  measured seconds per run      WARMUP [2]   warm-up seconds before it
 #   INFLIGHT [1]   messages in flight per conn   REPEATS [5]  runs per cell (median reported)
-#   SCENARIOS ["100x20 100x1024 10x16384 500x20"]  CONNECTIONSxPAYLOAD_BYTES
+#   SCENARIOS ["100x20 100x1024 10x16384 500x20"]  CONNECTIONSxPAYLOAD_BYTES; empty: idle test only
 #   SERVERS ["switchboard fastwebsockets tokio-tungstenite"]
 #   IDLE_CONNS [10000]  0 skips the idle test
 #   IDLE_ARRIVALS ["batch storm"]  batch: $IDLE_BATCH [64] at a time; storm: all at once
@@ -46,7 +46,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 INFLIGHT=${INFLIGHT:-1}
 REPEATS=${REPEATS:-5}
-SCENARIOS=${SCENARIOS:-"100x20 100x1024 10x16384 500x20"}
+SCENARIOS=${SCENARIOS-"100x20 100x1024 10x16384 500x20"}
 SERVERS=${SERVERS:-"switchboard fastwebsockets tokio-tungstenite"}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_ARRIVALS=${IDLE_ARRIVALS:-"batch storm"}
