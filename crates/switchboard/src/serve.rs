@@ -441,10 +441,12 @@ fn disable_huge_pages() {
 fn disable_huge_pages() {}
 
 /// Makes mimalloc give the pages it frees back to the system at once (its purge delay 0,
-/// unless `MIMALLOC_PURGE_DELAY` says otherwise). With the default delay (10 ms), what a
-/// reconnect storm left freed stayed resident in about one run in three, even after the
-/// idle collect ([`give_back_freed_memory`]): up to 1.1 KB per idle connection after
-/// 10,000 connections arrived at once, instead of 0.55–0.67 KB (docs/benchmarks.md).
+/// unless `MIMALLOC_PURGE_DELAY` says otherwise). With the default delay (1 s in v3; a
+/// freed page is purged once it passed, when mimalloc next looks, which a server gone idle
+/// may never do), what a reconnect storm left freed stayed resident in about one run in
+/// three, even after the idle collect ([`give_back_freed_memory`]): 0.62–1.13 KB per idle
+/// connection after 10,000 connections arrived at once over io_uring, and 0.57–0.69 KB
+/// with it at 0 (docs/benchmarks.md).
 /// Steady traffic allocates nothing per message, so it rarely frees a whole page.
 #[allow(unsafe_code)]
 fn purge_freed_pages_at_once() {
@@ -671,6 +673,24 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 20, "{checked}");
+    }
+
+    /// `serve` turns mimalloc's purge delay (1 s by default in v3: which tells that the option
+    /// number is right) to 0, so what a reconnect storm freed does not stay resident.
+    #[test]
+    #[allow(unsafe_code)]
+    fn freed_pages_are_purged_at_once() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        extern "C" {
+            fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+        }
+        // SAFETY: reads one of mimalloc's options (the test binary's global allocator).
+        let get = || unsafe { mi_option_get(15) };
+        assert_eq!(get(), 1000, "mimalloc v3's default purge delay (ms)");
+        purge_freed_pages_at_once();
+        assert_eq!(get(), 0);
     }
 
     /// Zero-config `serve` uses io_uring where it works (and says which transport in the
