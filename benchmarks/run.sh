@@ -8,15 +8,21 @@
 # core $SERVER_CORE with one tokio worker, run the closed-loop driver pinned to core
 # $DRIVER_CORE, record msgs/s and the server's CPU per echo (/proc/PID/stat), stop the server.
 # Then, per server, the idle-memory test: $IDLE_CONNS idle WebSocket connections, server
-# VmRSS delta per connection. Prints a markdown table (ratios vs fastwebsockets) and writes
+# VmRSS delta per connection (after the server settled), both when they arrive in batches
+# ($IDLE_BATCH at a time) and all at once (a reconnect storm), switchboard on io_uring
+# (`switchboard`) and on epoll (`switchboard-epoll`). Prints a markdown table (ratios vs fastwebsockets) and writes
 # benchmarks/results/<timestamp>.json (plus .md and a folder of logs).
 #
 # Environment (defaults in brackets):
 #   DURATION [10]  measured seconds per run      WARMUP [2]   warm-up seconds before it
 #   INFLIGHT [1]   messages in flight per conn   REPEATS [5]  runs per cell (median reported)
-#   SCENARIOS ["100x20 100x1024 10x16384 500x20"]  CONNECTIONSxPAYLOAD_BYTES
+#   SCENARIOS ["100x20 100x1024 10x16384 500x20"]  CONNECTIONSxPAYLOAD_BYTES; empty: idle test only
 #   SERVERS ["switchboard fastwebsockets tokio-tungstenite"]
 #   IDLE_CONNS [10000]  0 skips the idle test
+#   IDLE_ARRIVALS ["batch storm"]  batch: $IDLE_BATCH [64] at a time; storm: all at once
+#   IDLE_REPEATS [3]  idle runs per server and arrival (median reported; storms vary)
+#   IDLE_SERVERS [$SERVERS, with switchboard-epoll after switchboard]
+#   SB_ARGS []  extra arguments to `switchboard serve` (e.g. "--io-uring false")
 #   SERVER_CORE [0]  DRIVER_CORE [1]  BASE_PORT [19100]
 #   HOLD_LOCK [1]  hold the cargo lock ($CARGO_LOCK, /tmp/switchboard-cargo.lock) for the
 #                  whole run, so no cargo build on this machine competes for the cores
@@ -40,9 +46,17 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 INFLIGHT=${INFLIGHT:-1}
 REPEATS=${REPEATS:-5}
-SCENARIOS=${SCENARIOS:-"100x20 100x1024 10x16384 500x20"}
+SCENARIOS=${SCENARIOS-"100x20 100x1024 10x16384 500x20"}
 SERVERS=${SERVERS:-"switchboard fastwebsockets tokio-tungstenite"}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_ARRIVALS=${IDLE_ARRIVALS:-"batch storm"}
+IDLE_BATCH=${IDLE_BATCH:-64}
+IDLE_REPEATS=${IDLE_REPEATS:-3}
+IDLE_SERVERS=${IDLE_SERVERS:-$(for s in $SERVERS; do
+    echo -n "$s "
+    if [[ $s == switchboard ]]; then echo -n "switchboard-epoll "; fi
+done)}
+read -ra SB_EXTRA <<<"${SB_ARGS:-}"
 SERVER_CORE=${SERVER_CORE:-0}
 DRIVER_CORE=${DRIVER_CORE:-1}
 PORT=${BASE_PORT:-19100}
@@ -107,7 +121,8 @@ start_server() { # NAME PORT
     local name=$1 port=$2 cmd
     case $name in
     # The per-IP limit (1,000 by default) would stop the 10,000-connection idle test.
-    switchboard) cmd=("$SB_BIN" serve --listen "127.0.0.1:$port" --workers 1 --max-connections-per-ip 1000000) ;;
+    switchboard) cmd=("$SB_BIN" serve --listen "127.0.0.1:$port" --workers 1 --max-connections-per-ip 1000000 "${SB_EXTRA[@]}") ;;
+    switchboard-epoll) cmd=("$SB_BIN" serve --listen "127.0.0.1:$port" --workers 1 --max-connections-per-ip 1000000 "${SB_EXTRA[@]}" --io-uring false) ;;
     fastwebsockets) cmd=("$BT/fastwebsockets-echo" --listen "127.0.0.1:$port") ;;
     tokio-tungstenite) cmd=("$BT/tungstenite-echo" --listen "127.0.0.1:$port") ;;
     *) echo "run.sh: unknown server $name" >&2; exit 1 ;;
@@ -176,18 +191,28 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
 done
 
 if ((IDLE_CONNS > 0)); then
-    echo "== idle memory: $IDLE_CONNS connections per server" >&2
-    for name in "${SRV[@]}"; do
-        PORT=$((PORT + 1))
-        start_server "$name" "$PORT" || { FAILED=$((FAILED + 1)); continue; }
-        log="$LOGS/idle-$name.txt"
-        echo "-- idle $name (pid $SPID, port $PORT)" >&2
-        timeout 180 taskset -c "$DRIVER_CORE" "$DRIVER" idle --url "ws://127.0.0.1:$PORT/echo" \
-            --connections "$IDLE_CONNS" --server-pid "$SPID" --server-name "$name" \
-            >"$log" 2>&1 || echo "run.sh: idle driver failed (see $log)" >&2
-        grep -E 'VmRSS|per connection|probe' "$log" | sed 's/^/   /' >&2 || true
-        record "$log"
-        stop_server
+    read -ra ISRV <<<"$IDLE_SERVERS"
+    echo "== idle memory: $IDLE_CONNS connections per server, arriving: $IDLE_ARRIVALS; $IDLE_REPEATS repeat(s)" >&2
+    for ((rep = 1; rep <= IDLE_REPEATS; rep++)); do
+        for arrival in $IDLE_ARRIVALS; do
+            case $arrival in
+            batch) how=(--concurrency "$IDLE_BATCH") ;;
+            storm) how=(--storm) ;;
+            *) echo "run.sh: unknown arrival $arrival (batch or storm)" >&2; exit 1 ;;
+            esac
+            for name in "${ISRV[@]}"; do
+                PORT=$((PORT + 1))
+                start_server "$name" "$PORT" || { FAILED=$((FAILED + 1)); continue; }
+                log="$LOGS/idle-$arrival-$rep-$name.txt"
+                echo "-- [$rep/$IDLE_REPEATS] idle $arrival $name (pid $SPID, port $PORT)" >&2
+                timeout 180 taskset -c "$DRIVER_CORE" "$DRIVER" idle --url "ws://127.0.0.1:$PORT/echo" \
+                    --connections "$IDLE_CONNS" "${how[@]}" --server-pid "$SPID" --server-name "$name" \
+                    >"$log" 2>&1 || echo "run.sh: idle driver failed (see $log)" >&2
+                grep -E 'open \(|VmRSS|per connection|probe' "$log" | sed 's/^/   /' >&2 || true
+                record "$log"
+                stop_server
+            done
+        done
     done
 fi
 
@@ -212,6 +237,8 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     --meta "rustc=$(rustc --version 2>/dev/null || echo unknown)" \
     --meta "duration_s=$DURATION" --meta "warmup_s=$WARMUP" --meta "inflight=$INFLIGHT" \
     --meta "repeats=$REPEATS" --meta "idle_conns=$IDLE_CONNS" \
+    --meta "idle_arrivals=$IDLE_ARRIVALS" --meta "idle_batch=$IDLE_BATCH" --meta "idle_repeats=$IDLE_REPEATS" \
+    --meta "sb_args=${SB_ARGS:-}" \
     --meta "server_core=$SERVER_CORE" --meta "driver_core=$DRIVER_CORE" \
     --meta "host_probe=$HOST_JSON" >"$RESULTS/$TS.md"
 

@@ -101,9 +101,10 @@ driver [load] --url ws://HOST:PORT/PATH --connections N --inflight K --payload B
     Prints msgs/s and, with --server-pid, the server's CPU per echo; last line is JSON.
 
 driver idle --url ws://HOST:PORT/PATH --connections N --server-pid PID
-            [--settle SECS] [--concurrency C] [--server-name NAME]
-    Opens N WebSocket connections (handshake only), waits, prints the server's VmRSS delta
-    per connection; last line is JSON.
+            [--settle SECS] [--concurrency C | --storm] [--server-name NAME]
+    Opens N WebSocket connections (handshake only), C at a time (64), or with --storm all
+    N at once (a reconnect storm), waits SECS (2) for the server to settle, prints the
+    server's VmRSS delta per connection; last line is JSON.
 
 driver report --input RESULTS.jsonl --json-out FILE [--baseline NAME] [--meta KEY=VALUE]...
     Turns the JSON lines of many runs into markdown tables (stdout) and one JSON file.
@@ -124,7 +125,7 @@ struct Args {
 
 impl Args {
     fn parse(argv: Vec<String>) -> anyhow::Result<Self> {
-        const FLAGS: &[&str] = &["--text"];
+        const FLAGS: &[&str] = &["--text", "--storm"];
         let mut out = Args::default();
         let mut it = argv.into_iter();
         while let Some(a) = it.next() {
@@ -148,7 +149,10 @@ impl Args {
     }
 
     fn str(&self, k: &str) -> Option<&str> {
-        self.values.get(k).and_then(|v| v.last()).map(String::as_str)
+        self.values
+            .get(k)
+            .and_then(|v| v.last())
+            .map(String::as_str)
     }
 
     fn req(&self, k: &str) -> anyhow::Result<&str> {
@@ -179,7 +183,9 @@ fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
     };
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
     {
         authority.to_string()
     } else {
@@ -238,7 +244,10 @@ fn proc_cpu_ticks(pid: i32) -> anyhow::Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat (is the server running?)"))?;
     // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
-    let rest = &s[s.rfind(')').ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))? + 1..];
+    let rest = &s[s
+        .rfind(')')
+        .ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))?
+        + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): utime is field 14, stime field 15.
     let utime: u64 = f.get(11).ok_or_else(|| anyhow!("short stat"))?.parse()?;
@@ -308,13 +317,19 @@ fn test_payload(len: usize, text: bool) -> Vec<u8> {
     if text {
         (0..len).map(|i| b'a' + (i % 26) as u8).collect()
     } else {
-        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(7)).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
+            .collect()
     }
 }
 
 /// TCP connect + WebSocket opening handshake. Returns the stream and any bytes that arrived
 /// after the 101 response head.
-async fn ws_connect(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+async fn ws_connect(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> anyhow::Result<(TcpStream, Vec<u8>)> {
     let mut tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let req = ClientRequest::new(host, path);
@@ -447,7 +462,11 @@ fn proc_stat_cpus() -> Vec<CpuTicks> {
     s.lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
         .map(|l| {
-            let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
             // user nice system idle iowait irq softirq steal guest guest_nice; guest time is
             // already included in user.
             let total = v.iter().take(8).sum();
@@ -542,7 +561,13 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         (Some(t0), Some(t1)) => Some((t1 - t0) as f64 / tck as f64),
         _ => None,
     };
-    let us_per_echo = server_cpu.map(|c| if echoes > 0 { c * 1e6 / echoes as f64 } else { f64::NAN });
+    let us_per_echo = server_cpu.map(|c| {
+        if echoes > 0 {
+            c * 1e6 / echoes as f64
+        } else {
+            f64::NAN
+        }
+    });
     // How busy each core was (anything: our processes, softirq, other people's jobs), to spot
     // runs disturbed by other load on the machine.
     let mut core_busy = Vec::new();
@@ -594,8 +619,16 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
     );
     println!(
         "  cores busy:        {}   (softirq {})   other load: {:.2} cores",
-        core_busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" "),
-        core_softirq.iter().map(|b| format!("{:.0}%", b * 100.0)).collect::<Vec<_>>().join(" "),
+        core_busy
+            .iter()
+            .map(|b| format!("{:.0}%", b * 100.0))
+            .collect::<Vec<_>>()
+            .join(" "),
+        core_softirq
+            .iter()
+            .map(|b| format!("{:.0}%", b * 100.0))
+            .collect::<Vec<_>>()
+            .join(" "),
         other_load.unwrap_or(f64::NAN)
     );
     println!("  bad echoes:        {bad}   connection errors: {conn_errors}");
@@ -708,7 +741,10 @@ async fn echo_loop(
                     if avail < 4 {
                         break;
                     }
-                    (4, u16::from_be_bytes([buf[start + 2], buf[start + 3]]) as u64)
+                    (
+                        4,
+                        u16::from_be_bytes([buf[start + 2], buf[start + 3]]) as u64,
+                    )
                 }
                 127 => {
                     if avail < 10 {
@@ -794,6 +830,8 @@ struct IdleArgs {
     server_pid: i32,
     settle: f64,
     concurrency: usize,
+    /// How the connections arrived: `storm` (all at once) or `batch` (`concurrency` at a time).
+    arrival: &'static str,
     server_name: String,
 }
 
@@ -804,7 +842,12 @@ impl IdleArgs {
             connections: a.num("--connections", Some(10_000))?,
             server_pid: a.num("--server-pid", None)?,
             settle: a.num("--settle", Some(2.0))?,
-            concurrency: a.num("--concurrency", Some(64))?,
+            concurrency: if a.flag("--storm") {
+                usize::MAX
+            } else {
+                a.num("--concurrency", Some(64))?
+            },
+            arrival: if a.flag("--storm") { "storm" } else { "batch" },
             server_name: a.str("--server-name").unwrap_or("server").to_string(),
         })
     }
@@ -864,9 +907,15 @@ async fn idle(a: IdleArgs) -> anyhow::Result<()> {
     }
     drop(conns);
 
+    let how = if a.arrival == "storm" {
+        "all at once".to_string()
+    } else {
+        format!("{} at a time", a.concurrency)
+    };
     println!(
-        "{} idle: {opened} of {} connections open ({} failed) in {open_secs:.2} s",
+        "{} idle ({}): {opened} of {} connections open ({} failed) in {open_secs:.2} s ({how})",
         a.server_name,
+        a.arrival,
         a.connections,
         errors.len()
     );
@@ -875,11 +924,16 @@ async fn idle(a: IdleArgs) -> anyhow::Result<()> {
         a.settle
     );
     println!("  per connection:    {per_conn:.0} bytes");
-    println!("  echo probe:        {probe_ok}/{} sampled connections answered", sample.len());
+    println!(
+        "  echo probe:        {probe_ok}/{} sampled connections answered",
+        sample.len()
+    );
     let out = json!({
         "mode": "idle",
         "server": a.server_name,
         "scenario": format!("idle {}", a.connections),
+        "arrival": a.arrival,
+        "concurrency": a.concurrency.min(a.connections),
         "url": a.url,
         "connections": a.connections,
         "opened": opened,
@@ -946,7 +1000,8 @@ fn report(a: &Args) -> anyhow::Result<()> {
     let mut scenarios: Vec<String> = Vec::new();
     let mut servers: Vec<String> = Vec::new();
     let mut load: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
-    let mut idle: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    // Idle runs by how the connections arrived (batch before storm), then server.
+    let mut idle: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
     for r in &runs {
         let server = r["server"].as_str().unwrap_or("?").to_string();
         if !servers.contains(&server) {
@@ -960,7 +1015,11 @@ fn report(a: &Args) -> anyhow::Result<()> {
                 }
                 load.entry((sc, server)).or_default().push(r);
             }
-            Some("idle") => idle.entry(server).or_default().push(r),
+            Some("idle") => {
+                // Runs from before the storm test were all batches.
+                let arrival = r["arrival"].as_str().unwrap_or("batch").to_string();
+                idle.entry((arrival, server)).or_default().push(r);
+            }
             _ => {}
         }
     }
@@ -1065,19 +1124,25 @@ fn report(a: &Args) -> anyhow::Result<()> {
 
     let mut summary_idle = Vec::new();
     if !idle.is_empty() {
+        md.push_str(&format!(
+            "\n| idle connections | arrival | server | server RSS per idle connection | vs {baseline} | RSS before → after | opened (s) | echo probe |\n\
+             |---|---|---|--:|--:|--:|--:|--:|\n"
+        ));
+    }
+    let mut arrivals: Vec<String> = idle.keys().map(|(a, _)| a.clone()).collect();
+    arrivals.dedup();
+    for arrival in &arrivals {
         let base = idle
-            .get(&baseline)
+            .get(&(arrival.clone(), baseline.clone()))
             .map(|v| median(v.iter().map(|r| f(r, "bytes_per_conn")).collect()))
             .unwrap_or(f64::NAN);
-        md.push_str(&format!(
-            "\n| idle connections | server | server RSS per idle connection | vs {baseline} | RSS before → after | opened | echo probe |\n\
-             |---|---|--:|--:|--:|--:|--:|\n"
-        ));
         for s in &servers {
-            let Some(rs) = idle.get(s) else { continue };
+            let Some(rs) = idle.get(&(arrival.clone(), s.clone())) else {
+                continue;
+            };
             let b = median(rs.iter().map(|r| f(r, "bytes_per_conn")).collect());
             let r0 = &rs[rs.len() - 1];
-            let verdict = if *s == ours && b.is_finite() {
+            let verdict = if s.starts_with(ours.as_str()) && b.is_finite() {
                 if b <= idle_target {
                     format!(" (target ≤{idle_target:.0} B: met)")
                 } else {
@@ -1086,19 +1151,27 @@ fn report(a: &Args) -> anyhow::Result<()> {
             } else {
                 String::new()
             };
+            let how = match r0["concurrency"].as_u64() {
+                Some(c) if arrival == "batch" => format!("batch ({c} at a time)"),
+                _ if arrival == "storm" => "storm (all at once)".to_string(),
+                _ => arrival.clone(),
+            };
             md.push_str(&format!(
-                "| {} | {s} | {b:.0} B{verdict} | {} | {:.1} → {:.1} MiB | {}/{} | {}/{} |\n",
+                "| {} | {how} | {s} | {b:.0} B{verdict} | {} | {:.1} → {:.1} MiB | {}/{} ({:.1}) | {}/{} |\n",
                 r0["connections"],
                 fmt_ratio(b / base),
                 f(r0, "rss_before_kb") / 1024.0,
                 f(r0, "rss_after_kb") / 1024.0,
                 r0["opened"],
                 r0["connections"],
+                f(r0, "open_s"),
                 r0["probe_ok"],
                 r0["probe_total"],
             ));
+            let all: Vec<f64> = rs.iter().map(|r| f(r, "bytes_per_conn")).collect();
             summary_idle.push(json!({
-                "server": s, "runs": rs.len(), "bytes_per_conn_median": b,
+                "server": s, "arrival": arrival, "runs": rs.len(), "bytes_per_conn_median": b,
+                "bytes_per_conn_all": all,
                 "ratio_vs_baseline": b / base,
             }));
         }

@@ -51,7 +51,11 @@ fn listen_arg() -> anyhow::Result<String> {
     let mut listen = "127.0.0.1:9002".to_string();
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--listen" => listen = args.next().ok_or_else(|| anyhow::anyhow!("--listen needs ADDR"))?,
+            "--listen" => {
+                listen = args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--listen needs ADDR"))?
+            }
             "-h" | "--help" => {
                 println!("fastwebsockets-echo [--listen ADDR]");
                 std::process::exit(0);
@@ -70,7 +74,10 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(&listen).await?;
-        eprintln!("fastwebsockets-echo listening on {}", listener.local_addr()?);
+        eprintln!(
+            "fastwebsockets-echo listening on {}",
+            listener.local_addr()?
+        );
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(x) => x,

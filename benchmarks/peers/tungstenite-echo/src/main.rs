@@ -26,7 +26,11 @@ fn listen_arg() -> anyhow::Result<String> {
     let mut listen = "127.0.0.1:9003".to_string();
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--listen" => listen = args.next().ok_or_else(|| anyhow::anyhow!("--listen needs ADDR"))?,
+            "--listen" => {
+                listen = args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--listen needs ADDR"))?
+            }
             "-h" | "--help" => {
                 println!("tungstenite-echo [--listen ADDR]");
                 std::process::exit(0);

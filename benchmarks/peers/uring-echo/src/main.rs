@@ -101,8 +101,12 @@ impl Server {
         c.msg.msg_iovlen = n;
         c.sending = true;
         let e = if n == 1 {
-            opcode::Send::new(types::Fd(c.fd), c.iov[0].iov_base.cast(), c.iov[0].iov_len as u32)
-                .build()
+            opcode::Send::new(
+                types::Fd(c.fd),
+                c.iov[0].iov_base.cast(),
+                c.iov[0].iov_len as u32,
+            )
+            .build()
         } else {
             opcode::SendMsg::new(types::Fd(c.fd), &c.msg).build()
         };
@@ -215,9 +219,13 @@ impl Server {
                     self.recv(s);
                 }
                 self.push(
-                    opcode::Accept::new(types::Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
-                        .build()
-                        .user_data(ACCEPT),
+                    opcode::Accept::new(
+                        types::Fd(listener),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                    .build()
+                    .user_data(ACCEPT),
                 );
             }
             RECV => {
@@ -285,7 +293,11 @@ fn main() {
     let lfd = listener.as_raw_fd();
     let config = Config::default();
     let mut s = Server {
-        ring: IoUring::builder().setup_coop_taskrun().setup_single_issuer().build(4096).expect("io_uring"),
+        ring: IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .build(4096)
+            .expect("io_uring"),
         conns: Vec::new(),
         free: Vec::new(),
         config: Arc::new(config),
