@@ -83,8 +83,9 @@ impl Request {
         Ok(Some((r, used)))
     }
 
-    /// `http://authority/path?q` becomes `/path?q` with `Host: authority` (any Host sent is
-    /// replaced, RFC 9112 §3.2.2).
+    /// `http://authority/path?q` becomes `/path?q` with `Host: authority` (the Host sent is
+    /// replaced, RFC 9112 §3.2.2; without one, none is made up, so an HTTP/1.1 request still
+    /// gets its 400 and the head never has more headers than were sent).
     fn absolute_form_to_origin_form(&mut self) {
         let lower = self
             .path
@@ -107,9 +108,17 @@ impl Request {
         } else {
             format!("/{target}")
         };
-        self.headers
-            .retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
-        self.headers.push(("Host".to_string(), authority));
+        let mut first = true;
+        self.headers.retain_mut(|(n, v)| {
+            if !n.eq_ignore_ascii_case("host") {
+                return true;
+            }
+            if std::mem::take(&mut first) {
+                v.clone_from(&authority);
+                return true;
+            }
+            false
+        });
     }
 
     /// The head's framing rules (see [`parse`](Self::parse)).
@@ -401,10 +410,15 @@ mod tests {
         assert_eq!(r.path, "/healthz?x=1");
         assert_eq!(r.path_only(), "/healthz");
         assert_eq!(r.host(), "Example.com:8080");
-        let (r, _) = parse("GET http://example.com HTTP/1.1\r\n\r\n")
+        let (r, _) = parse("GET http://example.com HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!((r.path.as_str(), r.host()), ("/", "example.com"));
+        assert_eq!(r.headers.len(), 1, "the Hosts sent are replaced by one");
+        assert_eq!(
+            status("GET http://example.com/ HTTP/1.1\r\n\r\n"),
+            Some(400)
+        );
     }
 
     use super::*;
