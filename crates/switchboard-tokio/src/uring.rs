@@ -1374,9 +1374,8 @@ impl Inner {
             // writer. Stop taking the ring's buffers for it meanwhile (what arrives stays
             // in the socket, as over epoll); the reader arms the receive again once it
             // has read what it holds.
-            if s.receiving && !s.starved && !s.cancelling {
-                s.cancelling = true;
-                self.cancel(i, RECV);
+            if s.receiving && !s.starved {
+                self.cancel_receive(i);
             }
             return Poll::Pending;
         }
@@ -1429,20 +1428,15 @@ impl Inner {
     /// running here waits for a peer that does not read, and must not keep the socket
     /// open. (The kernel still sends what it took, as after `close(2)`.)
     fn release(&mut self, i: usize) {
-        let mut s = self.slot_mut(i);
+        let s = self.slot_mut(i);
         s.orphan = true;
         s.read_waker = None;
         s.write_waker = None;
-        s.rx.spill = None;
         if s.reset {
             // Given up on: RST now, which also ends whatever still runs on it.
             reset(s.fd.as_raw_fd());
         }
-        while let Some((bid, _, _)) = s.rx.pop_front() {
-            self.rx_held -= 1;
-            self.give_back(bid);
-            s = self.slot_mut(i);
-        }
+        self.discard_received(i);
         let s = self.slot_mut(i);
         if s.sending {
             // Nothing more is queued once this send ends (`write_error` stops it).
@@ -1469,13 +1463,8 @@ impl Inner {
     /// holds is let go, its reader gets an error, and the connection is reset (which ends
     /// a receive that cancelling could not).
     fn overrun(&mut self, i: usize) {
-        let mut s = self.slot_mut(i);
-        let spilled = s.rx.spill.take().map_or(0, |b| b.len());
-        while let Some((bid, _, _)) = s.rx.pop_front() {
-            self.rx_held -= 1;
-            self.give_back(bid);
-            s = self.slot_mut(i);
-        }
+        let spilled = self.discard_received(i);
+        let s = self.slot_mut(i);
         s.eof = true;
         s.read_error = Some(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -1488,6 +1477,26 @@ impl Inner {
         reset(s.fd.as_raw_fd());
         if let Some(w) = s.read_waker.take() {
             self.wake.push(w);
+        }
+    }
+
+    /// Lets go of what slot `i` received and has not read: its buffers go back to the
+    /// kernel, its spill is freed. Returns how many bytes the spill held.
+    fn discard_received(&mut self, i: usize) -> usize {
+        let spilled = self.slot_mut(i).rx.spill.take().map_or(0, |b| b.len());
+        while let Some((bid, _, _)) = self.slot_mut(i).rx.pop_front() {
+            self.rx_held -= 1;
+            self.give_back(bid);
+        }
+        spilled
+    }
+
+    /// Queues a cancel of slot `i`'s receive unless one is on its way.
+    fn cancel_receive(&mut self, i: usize) {
+        let s = self.slot_mut(i);
+        if !s.cancelling {
+            s.cancelling = true;
+            self.cancel(i, RECV);
         }
     }
 
@@ -1648,9 +1657,8 @@ impl Inner {
                     let spilled = s.rx.spill.as_ref().map_or(0, |b| b.len());
                     if s.orphan || s.eof {
                         // Given up on, or reset for an overrun: nothing more is read.
-                        if more && !s.cancelling {
-                            s.cancelling = true;
-                            self.cancel(i, RECV);
+                        if more {
+                            self.cancel_receive(i);
                         }
                         self.give_back(bid);
                     } else if spilled + n as usize
@@ -1674,9 +1682,8 @@ impl Inner {
                             s.rx.push_back((bid, 0, n));
                             self.rx_held += 1;
                         }
-                        if more && s.rx.spilling() && !s.cancelling {
-                            s.cancelling = true;
-                            self.cancel(i, RECV);
+                        if more && s.rx.spilling() {
+                            self.cancel_receive(i);
                         }
                         if spill {
                             self.give_back(bid);
