@@ -1,0 +1,1 @@
+//! Server test helpers (filled in by the server split of issue 24).
