@@ -1,11 +1,11 @@
 //! `uring::spawn`: futures polled by the thread's ring, on a runtime with the park hook.
-#![cfg(all(feature = "io-uring", target_os = "linux"))]
+#![cfg(target_os = "linux")]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_tokio::uring::{before_park, spawn, UringStream};
+use switchboard_uring::{before_park, spawn, UringStream};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
