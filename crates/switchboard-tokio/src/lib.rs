@@ -51,9 +51,8 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
-// No unsafe code, except in the io_uring module (which hands buffers to the kernel).
-#![cfg_attr(not(feature = "io-uring"), forbid(unsafe_code))]
-#![cfg_attr(feature = "io-uring", deny(unsafe_code))]
+// No unsafe code in any feature set: io_uring's is in the switchboard-uring crate.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "client")]
@@ -70,11 +69,14 @@ mod split;
 mod stream;
 #[cfg(feature = "rustls")]
 pub mod tls;
+mod transport;
 #[cfg(feature = "hyper")]
 pub mod upgrade;
+/// TCP streams driven by io_uring (feature `io-uring`, Linux): the
+/// [switchboard-uring](switchboard_uring) crate. A `WebSocket<UringStream>` reads by taking
+/// the ring's receive buffers and sends queued frames by reference (see [`Transport`]).
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
-#[allow(unsafe_code)]
-pub mod uring;
+pub use switchboard_uring as uring;
 
 #[cfg(feature = "client")]
 pub use client::{client_handshake, connect, ClientBuilder};
@@ -92,3 +94,4 @@ pub use switchboard_proto::handshake::server::Request;
 pub use switchboard_proto::{
     self as proto, CloseCode, CloseFrame, Config, Event, Message, Role, Side, State, Text,
 };
+pub use transport::{Plain, ReadSize, Transport};

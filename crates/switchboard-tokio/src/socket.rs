@@ -48,6 +48,17 @@ impl SocketControl for tokio::net::TcpStream {
     }
 }
 
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+impl SocketControl for switchboard_uring::UringStream {
+    fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        socket2::SockRef::from(self).set_send_buffer_size(sndbuf_value(bytes))
+    }
+
+    fn reset_on_drop(&self) {
+        switchboard_uring::UringStream::reset_on_drop(self);
+    }
+}
+
 #[cfg(feature = "rustls")]
 impl<S: SocketControl> SocketControl for tokio_rustls::server::TlsStream<S> {
     fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {

@@ -6,10 +6,8 @@
 //! that only reads still answers pings.
 
 use std::future::poll_fn;
-use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use switchboard_proto::{CloseCode, CloseFrame, Connection, Event, Message, Role, State};
@@ -17,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::io::poll_read_buf;
 
 use crate::error::Error;
-use crate::pool;
+use crate::transport::{poll_read_copied, poll_write_copied, ReadSize};
 
 #[derive(Debug)]
 struct Shared<S> {
@@ -34,16 +32,13 @@ impl<S> Shared<S> {
 }
 
 impl<S: AsyncWrite> Shared<S> {
-    /// Writes everything queued in the connection, in queue order.
+    /// Writes everything queued in the connection, in queue order (the copying write of
+    /// [`Transport`](crate::Transport), one run or a vectored write of several per call).
     async fn flush(&self) -> Result<(), Error> {
         let mut w = self.writer.lock().await;
-        loop {
-            // Taken under the writer lock, so chunks go out in the order they were queued.
-            let Some(chunk) = self.conn().take_transmit_chunk() else {
-                break;
-            };
-            w.write_all(&chunk).await?;
-        }
+        // Written under the writer lock, so frames go out in the order they were queued;
+        // the connection's lock is held only while a write is polled.
+        poll_fn(|cx| poll_write_copied(&mut *w, cx, &mut self.conn())).await?;
         w.flush().await?;
         Ok(())
     }
@@ -59,6 +54,7 @@ pub struct WsReader<S> {
     shared: Arc<Shared<S>>,
     read: ReadHalf<S>,
     tcp_closed: bool,
+    read_size: ReadSize,
 }
 
 /// The sending half of a split [`WebSocket`](crate::WebSocket). Cloneable: several tasks may
@@ -91,6 +87,7 @@ pub(crate) fn split<S: AsyncRead + AsyncWrite>(
             shared: Arc::clone(&shared),
             read,
             tcp_closed,
+            read_size: ReadSize::default(),
         },
         WsWriter { shared },
     )
@@ -144,27 +141,16 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
             if pending {
                 self.shared.flush().await?;
             }
-            let n = poll_fn(|cx| self.poll_fill(cx)).await?;
+            let n = poll_fn(|cx| {
+                let mut c = self.shared.conn();
+                poll_read_copied(&mut self.read, cx, &mut c, &mut self.read_size)
+            })
+            .await?;
             if n == 0 {
                 self.tcp_closed = true;
                 return Err(Error::Disconnected);
             }
         }
-    }
-
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut c = self.shared.conn();
-        let want = c.read_hint().max(pool::BUF_SIZE / 2);
-        let slot = c.read_buf_slot();
-        let buf = pool::fill(slot);
-        if buf.capacity() - buf.len() < want {
-            buf.reserve(want);
-        }
-        let r = poll_read_buf(Pin::new(&mut self.read), cx, buf);
-        if r.is_pending() {
-            pool::give_back(slot);
-        }
-        r
     }
 
     async fn wait_eof(&mut self) {

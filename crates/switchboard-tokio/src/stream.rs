@@ -1,10 +1,9 @@
-//! `WebSocket<S>`: a connection over any `AsyncRead + AsyncWrite`.
+//! `WebSocket<S>`: a connection over a [`Transport`] (any `AsyncRead + AsyncWrite` stream).
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
 use switchboard_proto::{
@@ -15,20 +14,12 @@ use tokio_util::io::poll_read_buf;
 
 use crate::error::Error;
 use crate::pool;
-
-/// Runs of queued bytes handed to one vectored write (a burst of broadcast frames).
-const MAX_WRITE_SLICES: usize = 64;
-/// Payloads sent by reference over io_uring from this size (those the connection already
-/// queues by reference).
-#[cfg(all(feature = "io-uring", target_os = "linux"))]
-const OWNED_SEND_MIN: usize = 4096;
-/// Received runs taken from the io_uring ring, not copied, from this size (smaller ones
-/// cost less to copy than to lend and reclaim a buffer for).
-#[cfg(all(feature = "io-uring", target_os = "linux"))]
-const TAKE_MIN: usize = 2048;
+use crate::transport::{ReadSize, Transport};
 
 /// A WebSocket connection after the handshake, over a stream `S` (TCP, TLS, a Unix socket, a
-/// hyper upgrade, an in-memory duplex).
+/// hyper upgrade, an in-memory duplex, io_uring's `UringStream`): reading and writing need
+/// `S:` [`Transport`], which all of those are (wrap another stream in
+/// [`Plain`](crate::Plain)).
 ///
 /// Reading ([`recv`](Self::recv), [`next_event`](Self::next_event)) answers pings and close
 /// frames by itself. Writing is batched: [`feed`](Self::feed) queues a message without a
@@ -59,10 +50,10 @@ pub struct WebSocket<S> {
     tcp_closed: bool,
     /// Adaptive read size: doubles while reads fill the buffer (large messages arrive in
     /// one read), halves when they use little of it.
-    read_size: u32,
+    read_size: ReadSize,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+impl<S> WebSocket<S> {
     /// Wraps a stream whose handshake is already done.
     pub fn from_raw(stream: S, role: Role, config: impl Into<Arc<Config>>) -> Self {
         Self::from_partial(stream, role, config, &[])
@@ -89,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             stream,
             conn,
             tcp_closed: false,
-            read_size: pool::BUF_SIZE as u32,
+            read_size: ReadSize::default(),
         }
     }
 
@@ -124,6 +115,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &mut self.stream
     }
 
+    /// Queues a message without writing it. Fails with
+    /// [`SendError::WriteBufferFull`](switchboard_proto::SendError::WriteBufferFull) when
+    /// [`Config::max_write_buffer`] bytes are already queued: [`flush`](Self::flush) first.
+    pub fn feed(&mut self, msg: &Message) -> Result<(), Error> {
+        self.ensure_out_buf();
+        self.conn.send(msg)?;
+        Ok(())
+    }
+
+    /// Queues a complete server frame encoded once for many connections
+    /// ([`proto::frame::encode_shared`](switchboard_proto::frame::encode_shared)), by
+    /// reference: broadcasting to N connections copies the frame zero times in user space
+    /// (the next flush hands it to one vectored write, or over io_uring to the ring as it
+    /// is, see [`Transport`]). See
+    /// [`Connection::send_shared`] for which frames are accepted.
+    ///
+    /// ```no_run
+    /// # async fn run(mut sockets: Vec<switchboard_tokio::WebSocket<tokio::net::TcpStream>>) -> Result<(), switchboard_tokio::Error> {
+    /// use switchboard_tokio::{proto::frame::encode_shared, Message};
+    /// let frame = encode_shared(&Message::text("to everyone"));
+    /// for ws in &mut sockets {
+    ///     ws.feed_shared(frame.clone())?;
+    ///     ws.flush().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn feed_shared(&mut self, frame: bytes::Bytes) -> Result<(), Error> {
+        self.conn.send_shared(frame)?;
+        Ok(())
+    }
+
+    /// Starts the closing handshake without waiting: queues a close frame, which the next
+    /// flush or read writes. Messages the peer sent before its close reply keep arriving from
+    /// [`next_event`](Self::next_event) until its `Event::Close` (then `None`). For clients
+    /// that want to see them; [`close`](Self::close) discards them and waits.
+    pub fn feed_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.ensure_out_buf();
+        self.conn.close(Some(CloseFrame::new(code, reason)))?;
+        Ok(())
+    }
+
+    /// Queues a ping without writing it (see [`feed`](Self::feed)).
+    pub fn feed_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.ensure_out_buf();
+        self.conn.ping(payload)?;
+        Ok(())
+    }
+
+    fn ensure_out_buf(&mut self) {
+        pool::fill(self.conn.transmit_buf_slot());
+    }
+
+    /// Who sent the first close frame, once the closing handshake started.
+    pub fn close_initiator(&self) -> Option<Side> {
+        self.conn.close_initiator()
+    }
+}
+
+impl<S: Transport> WebSocket<S> {
     /// The next text or binary message; `Ok(None)` once the connection closed cleanly.
     /// Pings, pongs and the peer's close frame are handled on the way.
     pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
@@ -166,17 +216,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `Event::Close` or a protocol error, await [`finish`](Self::finish) (the reply or the
     /// error's close frame is already queued).
     pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
-        self.poll_next_event_with(cx, Self::poll_fill, Self::poll_flush)
-    }
-
-    /// [`poll_next_event`](Self::poll_next_event) with the read a transport does best.
-    #[inline(always)]
-    fn poll_next_event_with(
-        &mut self,
-        cx: &mut Context<'_>,
-        fill: fn(&mut Self, &mut Context<'_>) -> Poll<io::Result<usize>>,
-        flush: fn(&mut Self, &mut Context<'_>) -> Poll<Result<(), Error>>,
-    ) -> Poll<Result<Option<Event>, Error>> {
         loop {
             match self.conn.poll_event() {
                 Ok(Some(ev)) => return Poll::Ready(Ok(Some(ev))),
@@ -187,116 +226,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Ok(None));
             }
             if !self.conn.transmit_is_empty() {
-                match flush(self, cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
-                }
+                ready!(self.poll_flush(cx))?;
             }
-            match fill(self, cx) {
-                Poll::Ready(Ok(0)) => {
+            let filled = self
+                .stream
+                .poll_fill(cx, &mut self.conn, &mut self.read_size);
+            match ready!(filled) {
+                Ok(0) => {
                     self.tcp_closed = true;
                     return Poll::Ready(Err(Error::Disconnected));
                 }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-                Poll::Pending => return Poll::Pending,
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(Error::Io(e))),
             }
         }
     }
 
-    /// Writes everything queued, poll-based (see [`flush`](Self::flush)).
+    /// Writes everything queued, poll-based (see [`flush`](Self::flush)), the way the
+    /// transport does best ([`Transport::poll_transmit`]).
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        while !self.conn.transmit_is_empty() {
-            let first = self.conn.pending_transmit();
-            // One run of bytes (the usual case) goes out with a plain write: on a socket
-            // that is `send(2)`, cheaper in the kernel than `writev(2)`.
-            let r =
-                if first.len() == self.conn.queued_transmit() || !self.stream.is_write_vectored() {
-                    Pin::new(&mut self.stream).poll_write(cx, first)
-                } else {
-                    let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
-                    let n = self.conn.transmit_slices(&mut slices);
-                    Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n])
-                };
-            let n = match r {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())))
-                }
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-                Poll::Pending => return Poll::Pending,
-            };
-            self.conn.advance_transmit(n);
-        }
-        match Pin::new(&mut self.stream).poll_flush(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-            Poll::Pending => return Poll::Pending,
-        }
+        ready!(self.stream.poll_transmit(cx, &mut self.conn)).map_err(Error::Io)?;
+        ready!(Pin::new(&mut self.stream).poll_flush(cx)).map_err(Error::Io)?;
         pool::give_back(self.conn.transmit_buf_slot());
         Poll::Ready(Ok(()))
-    }
-
-    /// Reads from the stream into the connection's buffer, taking a pooled buffer if it has
-    /// none and giving it back when the read would block with nothing buffered.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        // At the base read size, any pooled buffer's room will do (at least MIN_ROOM), so
-        // small messages never make it grow or rewind.
-        let base = if self.read_size as usize <= pool::BUF_SIZE {
-            pool::MIN_ROOM
-        } else {
-            self.read_size as usize
-        };
-        let want = self.conn.read_hint().max(base);
-        let slot = self.conn.read_buf_slot();
-        let buf = pool::fill(slot);
-        if buf.capacity() - buf.len() < want {
-            buf.reserve(want);
-        }
-        let room = buf.capacity() - buf.len();
-        let r = poll_read_buf(Pin::new(&mut self.stream), cx, buf);
-        match &r {
-            Poll::Ready(Ok(n)) if *n == room => {
-                self.read_size = (self.read_size * 2).min(pool::MAX_READ_SIZE as u32);
-            }
-            Poll::Ready(Ok(n)) if *n < room / 4 => {
-                self.read_size = (self.read_size / 2).max(pool::BUF_SIZE as u32);
-            }
-            Poll::Pending => pool::give_back(slot),
-            _ => {}
-        }
-        r
-    }
-
-    /// Queues a message without writing it. Fails with
-    /// [`SendError::WriteBufferFull`](switchboard_proto::SendError::WriteBufferFull) when
-    /// [`Config::max_write_buffer`] bytes are already queued: [`flush`](Self::flush) first.
-    pub fn feed(&mut self, msg: &Message) -> Result<(), Error> {
-        self.ensure_out_buf();
-        self.conn.send(msg)?;
-        Ok(())
-    }
-
-    /// Queues a complete server frame encoded once for many connections
-    /// ([`proto::frame::encode_shared`](switchboard_proto::frame::encode_shared)), by
-    /// reference: broadcasting to N connections copies the payload zero times in user space
-    /// (the next flush hands it to one vectored write). See
-    /// [`Connection::send_shared`] for which frames are accepted.
-    ///
-    /// ```no_run
-    /// # async fn run(mut sockets: Vec<switchboard_tokio::WebSocket<tokio::net::TcpStream>>) -> Result<(), switchboard_tokio::Error> {
-    /// use switchboard_tokio::{proto::frame::encode_shared, Message};
-    /// let frame = encode_shared(&Message::text("to everyone"));
-    /// for ws in &mut sockets {
-    ///     ws.feed_shared(frame.clone())?;
-    ///     ws.flush().await?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn feed_shared(&mut self, frame: bytes::Bytes) -> Result<(), Error> {
-        self.conn.send_shared(frame)?;
-        Ok(())
     }
 
     /// Queues a message and writes everything queued.
@@ -305,32 +257,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.flush().await
     }
 
-    /// Starts the closing handshake without waiting: queues a close frame, which the next
-    /// flush or read writes. Messages the peer sent before its close reply keep arriving from
-    /// [`next_event`](Self::next_event) until its `Event::Close` (then `None`). For clients
-    /// that want to see them; [`close`](Self::close) discards them and waits.
-    pub fn feed_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        self.ensure_out_buf();
-        self.conn.close(Some(CloseFrame::new(code, reason)))?;
-        Ok(())
-    }
-
-    /// Queues a ping without writing it (see [`feed`](Self::feed)).
-    pub fn feed_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.ensure_out_buf();
-        self.conn.ping(payload)?;
-        Ok(())
-    }
-
     /// Sends a ping.
     pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.ensure_out_buf();
         self.conn.ping(payload)?;
         self.flush().await
-    }
-
-    fn ensure_out_buf(&mut self) {
-        pool::fill(self.conn.transmit_buf_slot());
     }
 
     /// Writes everything queued.
@@ -413,79 +344,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.tcp_closed = true;
         }
     }
+}
 
-    /// Who sent the first close frame, once the closing handshake started.
-    pub fn close_initiator(&self) -> Option<Side> {
-        self.conn.close_initiator()
-    }
-
+impl<S: AsyncRead + AsyncWrite> WebSocket<S> {
     /// Splits into a reader and a writer that can be used from different tasks.
     pub fn split(self) -> (crate::split::WsReader<S>, crate::split::WsWriter<S>) {
         crate::split::split(self.stream, self.conn, self.tcp_closed)
-    }
-}
-
-/// Over io_uring, reads take the ring's receive buffers instead of copying them.
-#[cfg(all(feature = "io-uring", target_os = "linux"))]
-impl WebSocket<crate::uring::UringStream> {
-    /// [`poll_next_event`](Self::poll_next_event), reading with
-    /// [`UringStream::poll_read_take`](crate::uring::UringStream::poll_read_take): a
-    /// message that arrives in one receive is parsed where the kernel put it, so its bytes
-    /// are not copied once more. Messages it returns hold ring memory: drop them soon
-    /// (the echo loop writes them back at once).
-    pub fn poll_next_event_take(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<Event>, Error>> {
-        self.poll_next_event_with(cx, Self::poll_fill_take, Self::poll_flush_take)
-    }
-
-    /// [`poll_flush`](Self::poll_flush), but a large message queued by reference (a
-    /// header and a payload, nothing else) is handed to the ring as it is
-    /// ([`UringStream::send_owned`](crate::uring::UringStream::send_owned)), not copied.
-    pub fn poll_flush_take(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let mut runs = [IoSlice::new(&[]); 3];
-        if self.conn.transmit_slices(&mut runs) == 2
-            && runs[1].len() >= OWNED_SEND_MIN
-            && self.stream.send_idle()
-        {
-            if let (Some(head), Some(payload)) = (
-                self.conn.take_transmit_chunk(),
-                self.conn.take_transmit_chunk(),
-            ) {
-                // A header in the transmit buffer is copied and let go at once, so the
-                // buffer is whole again when it goes back to the pool; one written in
-                // front of the payload goes out with it, as one run.
-                self.stream.send_owned(head, payload).map_err(Error::Io)?;
-            }
-        }
-        self.poll_flush(cx)
-    }
-
-    /// Reads into the connection's buffer: with nothing buffered, by taking the next
-    /// received buffer; in the middle of a frame, by copying (as `poll_fill`).
-    fn poll_fill_take(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let slot = self.conn.read_buf_slot();
-        if slot.as_ref().is_some_and(|b| !b.is_empty()) {
-            return self.poll_fill(cx);
-        }
-        match self.stream.poll_read_take(cx, TAKE_MIN, slot) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => {
-                match slot.take() {
-                    // A taken buffer used up (or none yet): let go of the ring's memory and
-                    // keep the box for the next take, not in this idle connection.
-                    Some(mut b) if b.capacity() == 0 => {
-                        *b = BytesMut::new();
-                        pool::keep_box(b);
-                    }
-                    other => {
-                        *slot = other;
-                        pool::give_back(slot);
-                    }
-                }
-                Poll::Pending
-            }
-        }
     }
 }

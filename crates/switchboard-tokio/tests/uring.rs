@@ -1,13 +1,14 @@
-//! `UringStream` end to end over real sockets on 127.0.0.1, with and without the park hook.
+//! WebSockets over `UringStream` end to end over real sockets on 127.0.0.1, with and without
+//! the park hook: reads take the ring's receive buffers and frames queued by reference go to
+//! the ring as they are (the `Transport` of `UringStream`). The ring alone is tested in the
+//! switchboard-uring crate.
 #![cfg(all(feature = "io-uring", target_os = "linux"))]
 
 use std::future::Future;
 
 use switchboard_tokio::uring::{before_park, UringStream};
 use switchboard_tokio::{accept, connect, CloseCode, Config, Event, Message, State};
-use tokio::io::AsyncRead;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Runs `f` on a runtime that submits ring work before each park, as `serve --io-uring` does.
 fn with_hook<F: Future<Output = ()>>(workers: usize, f: F) {
@@ -21,15 +22,15 @@ fn with_hook<F: Future<Output = ()>>(workers: usize, f: F) {
 }
 
 /// An echo server whose accepted streams are `UringStream`s, echoing with [`echo`] or, when
-/// `taking`, with [`echo_taking`].
-async fn uring_echo_server(taking: bool) -> std::net::SocketAddr {
+/// `batched`, with [`echo_batched`].
+async fn uring_echo_server(batched: bool) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let stream = UringStream::from_tokio(tcp).unwrap();
-            if taking {
-                tokio::spawn(echo_taking(stream));
+            if batched {
+                tokio::spawn(echo_batched(stream));
             } else {
                 tokio::spawn(echo(stream));
             }
@@ -38,12 +39,12 @@ async fn uring_echo_server(taking: bool) -> std::net::SocketAddr {
     addr
 }
 
-/// As [`echo`], the way `serve`'s `/echo` does it: reads take the ring's receive buffers
-/// and large replies are sent by reference (`poll_next_event_take`).
-async fn echo_taking(stream: UringStream) {
+/// As [`echo`], the way `serve`'s `/echo` does it: replies are queued, and written in one
+/// batch before the next read waits (large ones by reference).
+async fn echo_batched(stream: UringStream) {
     let mut ws = accept(stream, Config::default()).await.unwrap();
     loop {
-        match std::future::poll_fn(|cx| ws.poll_next_event_take(cx)).await {
+        match std::future::poll_fn(|cx| ws.poll_next_event(cx)).await {
             Ok(Some(Event::Message(m))) => ws.feed(&m).unwrap(),
             Ok(Some(Event::Close(_))) => {
                 let _ = ws.finish().await;
@@ -121,11 +122,11 @@ fn websocket_echo_on_two_workers_with_the_park_hook() {
     });
 }
 
-/// The taking echo gets every size back intact: messages within one receive buffer (parsed
+/// The batched echo gets every size back intact: messages within one receive buffer (parsed
 /// where the kernel put them, sent by reference), messages spanning many (copied on from
 /// the first), and bursts of small ones; on one worker and on two.
 #[test]
-fn taking_echo_round_trips() {
+fn batched_echo_round_trips() {
     with_hook(1, async {
         round_trips(uring_echo_server(true).await).await
     });
@@ -171,4 +172,3 @@ fn a_uring_listener_accepts_streams_for_the_ring() {
         }
     });
 }
-

@@ -1,6 +1,7 @@
-//! The io_uring echo path (`poll_next_event_take`, as `serve`'s `/echo` uses it) allocates
-//! nothing per message once warm: received buffers are lent and reclaimed, large replies
-//! are sent by reference with reused send states, small ones copied into reused buffers.
+//! The io_uring echo path (`poll_next_event` on a `UringStream`, as `serve`'s `/echo` uses
+//! it) allocates nothing per message once warm: received buffers are lent and reclaimed,
+//! large replies are sent by reference with reused send states, small ones copied into
+//! reused buffers.
 #![cfg(all(feature = "io-uring", target_os = "linux"))]
 #![allow(unsafe_code)] // a counting global allocator needs it; test-only
 
@@ -77,7 +78,7 @@ fn taking_echo_does_not_allocate_per_message() {
                 let mut seen = 0;
                 let mut allocs = None;
                 loop {
-                    match std::future::poll_fn(|cx| ws.poll_next_event_take(cx)).await {
+                    match std::future::poll_fn(|cx| ws.poll_next_event(cx)).await {
                         Ok(Some(Event::Message(m))) => {
                             seen += 1;
                             if seen == WARM_UP {
