@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use switchboard_proto::{CloseCode, Event};
-use switchboard_tokio::{Error as WsError, SocketControl, WebSocket};
+use switchboard_tokio::{Error as WsError, SocketControl, Transport, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
@@ -47,27 +47,22 @@ where
     }
 }
 
-/// How a loop reads its next event: [`WebSocket::poll_next_event`], or a transport's own.
-pub(crate) type NextEvent<S> =
-    fn(&mut WebSocket<S>, &mut Context<'_>) -> Poll<Result<Option<Event>, WsError>>;
-
 /// Echoes every message back, batching the replies to a burst into one write, until the
 /// connection ends or the server shuts down.
 pub(crate) fn poll_echo<S>(
     ws: &mut WebSocket<S>,
     reg: &mut Registration,
     cx: &mut Context<'_>,
-    next: NextEvent<S>,
 ) -> Poll<Stop>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     if let Some(stop) = check_registration(ws, reg) {
         return Poll::Ready(stop);
     }
     let (mut msgs, mut bytes) = (0u64, 0u64);
     let r = loop {
-        match next(ws, cx) {
+        match ws.poll_next_event(cx) {
             Poll::Ready(Ok(Some(Event::Message(m)))) => {
                 msgs += 1;
                 bytes += m.payload().len() as u64;
@@ -114,7 +109,7 @@ pub(crate) async fn finish<S>(
     reg: Registration,
     timeout: std::time::Duration,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + SocketControl,
+    S: Transport + SocketControl,
 {
     let metrics = Arc::clone(reg.metrics());
     let r = match stop {
@@ -200,7 +195,7 @@ async fn bounded(
 /// Flushes what is queued, then runs the closing handshake with `code`.
 async fn going_away<S>(ws: &mut WebSocket<S>, code: CloseCode, reason: &str) -> Result<(), WsError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     ws.flush().await?;
     ws.close(code, reason).await

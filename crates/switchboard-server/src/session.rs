@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use switchboard_hub::{Hub, Outbox};
 use switchboard_proto::{Event, Message};
-use switchboard_tokio::{SocketControl, WebSocket};
+use switchboard_tokio::{SocketControl, Transport, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::echo::{check_registration, finish, Stop};
@@ -95,7 +95,7 @@ pub(crate) async fn run<S, A>(
     metrics: Arc<Metrics>,
     mut reg: Registration,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + SocketControl,
+    S: Transport + SocketControl,
     A: App,
 {
     let opened = app.open(&mut Ctx {
@@ -147,7 +147,7 @@ fn poll_session<S, A>(
     cx: &mut Context<'_>,
 ) -> Poll<Stop>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
     A: App,
 {
     if let Some(stop) = check_registration(ws, reg) {

@@ -11,9 +11,9 @@ use crate::ring::{Ring, RUNNING};
 
 /// Runs `future` on this thread's ring: it is polled by the ring itself, as its operations
 /// complete (from [`before_park`](crate::before_park), or from the ring's completion task),
-/// not scheduled as a tokio task. A connection whose reads and writes go through the ring saves the task
-/// scheduling per message: woken by a completion, it runs in the same round that
-/// collected it, and what it writes is submitted in that round too. Everything a tokio
+/// not scheduled as a tokio task. A connection whose reads and writes go through the ring
+/// saves the task scheduling per message: woken by a completion, it runs in the same round
+/// that collected it, and what it writes is submitted in that round too. Everything a tokio
 /// task may use works inside it (timers, `tokio::spawn`, channels): it is polled on a
 /// runtime thread, inside the runtime's context.
 ///

@@ -279,7 +279,6 @@ pub(crate) struct Settings {
     /// The config file read, if any.
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) log_json: bool,
-    pub(crate) io_uring: bool,
     /// Which transport sockets use, and why, for the log.
     pub(crate) transport: String,
     pub(crate) huge_pages: bool,
@@ -420,7 +419,6 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         workers: workers.map(usize::from),
         config_file: a.config,
         log_json: a.log_json.or(f.log_json).unwrap_or(false),
-        io_uring,
         transport,
         huge_pages: a.huge_pages.or(f.huge_pages).unwrap_or(false),
         config,
@@ -490,15 +488,11 @@ fn give_back_freed_memory() {
     unsafe { mi_collect(true) };
 }
 
-#[cfg(target_os = "linux")]
+/// Whether the io_uring transport works here (the server checks; only the flag's name and
+/// the log line are this file's).
 fn check_io_uring() -> anyhow::Result<()> {
-    switchboard_tokio::uring::available()
+    switchboard_server::check_transport(&ServerConfig::default().io_uring(true))
         .context("io_uring cannot be used here; --io-uring false runs on epoll")
-}
-
-#[cfg(not(target_os = "linux"))]
-fn check_io_uring() -> anyhow::Result<()> {
-    bail!("io_uring needs Linux; --io-uring false runs on epoll")
 }
 
 fn init_logging(json: bool) {
@@ -553,16 +547,15 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .to_string()
         },
     );
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    rt.worker_threads(workers);
+    // What the transport needs (over io_uring: each worker submits its ring's queued reads
+    // and writes before it parks, and gives freed memory back once it goes idle).
     #[cfg(target_os = "linux")]
-    if s.io_uring {
-        // Each worker submits its ring's queued reads and writes before it parks.
-        rt.on_thread_park(switchboard_tokio::uring::before_park);
-        switchboard_tokio::uring::on_idle(give_back_freed_memory);
-    }
-    let rt = rt.build()?;
+    let on_idle: Option<fn()> = Some(give_back_freed_memory);
+    #[cfg(not(target_os = "linux"))]
+    let on_idle: Option<fn()> = None;
+    let rt = switchboard_server::runtime(&s.config, on_idle)
+        .worker_threads(workers)
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(s.listen).await.with_context(|| {
             format!(
@@ -709,17 +702,16 @@ mod tests {
         let s = settings(T::parse_from(["x"]).a).unwrap();
         #[cfg(target_os = "linux")]
         assert_eq!(
-            s.io_uring,
-            switchboard_tokio::uring::available().is_ok(),
+            s.config.io_uring,
+            switchboard_server::check_transport(&ServerConfig::default().io_uring(true)).is_ok(),
             "{}",
             s.transport
         );
-        assert_eq!(s.io_uring, s.config.io_uring);
-        assert_eq!(s.transport.starts_with("io_uring"), s.io_uring);
+        assert_eq!(s.transport.starts_with("io_uring"), s.config.io_uring);
         assert!(!s.huge_pages);
 
         let s = settings(T::parse_from(["x", "--io-uring", "false", "--huge-pages"]).a).unwrap();
-        assert!(!s.io_uring && !s.config.io_uring);
+        assert!(!s.config.io_uring);
         assert_eq!(s.transport, "epoll (io_uring turned off)");
         assert!(s.huge_pages);
     }

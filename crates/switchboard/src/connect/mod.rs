@@ -835,6 +835,12 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Recorder<S> {
     }
 }
 
+// Read and written by copying, through the AsyncRead and AsyncWrite above.
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> switchboard_tokio::Transport
+    for Recorder<S>
+{
+}
+
 enum Command {
     Send(Message),
     Ping(String),
