@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use switchboard_proto::{CloseCode, CloseFrame, Connection, Event, Message, Role, State};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::io::poll_read_buf;
@@ -197,7 +196,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
 
     /// Queues a frame encoded once for many connections (see
     /// [`WebSocket::feed_shared`](crate::WebSocket::feed_shared)).
-    pub fn feed_shared(&self, frame: Bytes) -> Result<(), Error> {
+    pub fn feed_shared(&self, frame: switchboard_proto::SharedFrame) -> Result<(), Error> {
         self.shared.conn().send_shared(frame)?;
         Ok(())
     }

@@ -294,7 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn feed_shared(&mut self, frame: bytes::Bytes) -> Result<(), Error> {
+    pub fn feed_shared(&mut self, frame: switchboard_proto::SharedFrame) -> Result<(), Error> {
         self.conn.send_shared(frame)?;
         Ok(())
     }

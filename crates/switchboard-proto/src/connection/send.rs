@@ -1,13 +1,13 @@
 //! Output commands: encoding messages and control frames, shared frames, and the closing
 //! handshake.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use rand::Rng;
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::config::Role;
 use crate::error::SendError;
-use crate::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use crate::frame::{FrameHeader, OpCode, SharedFrame, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 use crate::message::Message;
 
@@ -78,10 +78,11 @@ impl Connection {
     /// broadcast to many connections, encoded once with
     /// [`frame::encode_shared`](crate::frame::encode_shared).
     ///
-    /// Server role only (a client must mask every frame with its own key). The frame must be
-    /// one whole, unmasked Text or Binary message; RSV1 (compressed) only when
-    /// permessage-deflate was negotiated without server context takeover, so the message
-    /// decodes the same whatever this connection sent before.
+    /// Server role only (a client must mask every frame with its own key). The frame is one
+    /// whole, unmasked Text or Binary message (checked once, when the [`SharedFrame`] was
+    /// made, not here); RSV1 (compressed) only when permessage-deflate was negotiated
+    /// without server context takeover, so the message decodes the same whatever this
+    /// connection sent before.
     ///
     /// ```
     /// use switchboard_proto::{frame::encode_shared, Config, Connection, Message, Role};
@@ -93,29 +94,13 @@ impl Connection {
     /// assert_eq!(a.pending_transmit(), &frame[..]);
     /// assert!(Connection::new(Role::Client, Config::default()).send_shared(frame).is_err());
     /// ```
-    pub fn send_shared(&mut self, frame: Bytes) -> Result<(), SendError> {
+    pub fn send_shared(&mut self, frame: SharedFrame) -> Result<(), SendError> {
         if self.role != Role::Server {
             return Err(SendError::InvalidSharedFrame(
                 "only a server may send shared frames",
             ));
         }
-        let Ok(Some((h, n))) = FrameHeader::parse(&frame) else {
-            return Err(SendError::InvalidSharedFrame("not a frame"));
-        };
-        if n as u64 + h.payload_len != frame.len() as u64 {
-            return Err(SendError::InvalidSharedFrame("not exactly one whole frame"));
-        }
-        if !h.fin || h.mask.is_some() || h.rsv2 || h.rsv3 {
-            return Err(SendError::InvalidSharedFrame(
-                "must be final, unmasked, without RSV2/RSV3",
-            ));
-        }
-        if !matches!(h.opcode, OpCode::Text | OpCode::Binary) {
-            return Err(SendError::InvalidSharedFrame(
-                "must be a Text or Binary frame",
-            ));
-        }
-        if h.rsv1
+        if frame.is_compressed()
             && !self
                 .deflate_params()
                 .is_some_and(|p| p.server_no_context_takeover)
@@ -124,11 +109,11 @@ impl Connection {
                 "compressed, but this connection did not agree to server_no_context_takeover",
             ));
         }
-        self.check_send(h.opcode, frame.len())?;
+        self.check_send(frame.opcode(), frame.len())?;
         if self.tracing() {
-            self.record(true, h, &frame[n..]);
+            self.record(true, frame.header(), &frame[frame.header_len()..]);
         }
-        self.push_chunk(frame);
+        self.push_chunk(frame.into_bytes());
         Ok(())
     }
 
