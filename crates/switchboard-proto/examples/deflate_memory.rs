@@ -4,34 +4,13 @@
 //! ```sh
 //! cargo run --release -p switchboard-proto --example deflate_memory
 //! ```
-#![allow(unsafe_code)] // a counting global allocator needs it; measurement-only code
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use switchboard_proto::extension::{DeflateConfig, DeflateParams};
 use switchboard_proto::{Config, Connection, Event, Message, Role};
-
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+use switchboard_testkit::alloc::{self, CountingAllocator};
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAllocator = CountingAllocator;
 
 /// Heap held by one connection after it sent and received one compressed message: a fresh
 /// client and server pair is measured together and, being symmetric (each holds one
@@ -49,7 +28,7 @@ fn held(bits: u8, no_context: bool, mem_level: u8) -> isize {
     let msg = Message::text(
         r#"{"type":"message","room":"lobby","text":"hello hello hello hello"}"#.repeat(30),
     );
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = alloc::live_bytes();
     let mut client = Connection::new(Role::Client, cfg).with_deflate(p);
     let mut server = Connection::new(Role::Server, cfg).with_deflate(p);
     client.send(&msg).unwrap();
@@ -64,7 +43,7 @@ fn held(bits: u8, no_context: bool, mem_level: u8) -> isize {
     while let Ok(Some(Event::Message(_))) = client.poll_event() {}
     server.release_idle_buffers();
     client.release_idle_buffers();
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = alloc::live_bytes();
     std::hint::black_box((&server, &client));
     (after - before) / 2
 }
