@@ -295,11 +295,7 @@ async fn subscriber(
             }
         }
     }
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        ws.close(switchboard_proto::CloseCode::NORMAL, "bench done"),
-    )
-    .await;
+    super::close_done(&mut ws).await;
 }
 
 /// Set once the publisher has sent its last publish.
@@ -360,9 +356,5 @@ async fn publisher(
         p.sent.fetch_add(1, Ordering::Relaxed);
     }
     DONE.store(true, Ordering::Release);
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        ws.close(switchboard_proto::CloseCode::NORMAL, "bench done"),
-    )
-    .await;
+    super::close_done(&mut ws).await;
 }
