@@ -226,13 +226,8 @@ async fn subscriber(
     gate: Rc<tokio::sync::Semaphore>,
 ) {
     let permit = gate.acquire().await;
-    let mut ws = match target.connect(i).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            return stats
-                .borrow_mut()
-                .error(&p, format!("connect: {}", super::error_kind(&e)))
-        }
+    let Some(mut ws) = target.connect_or_count(i, &stats, &p).await else {
+        return;
     };
     let sub = json!({"type":"subscribe","topic":args.topic,"id":i}).to_string();
     if let Err(e) = ws.send(&Message::text(sub)).await {

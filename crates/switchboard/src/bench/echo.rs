@@ -180,13 +180,8 @@ async fn conn(
     end: Instant,
     quota: Option<u64>,
 ) {
-    let mut ws = match target.connect(i).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            return stats
-                .borrow_mut()
-                .error(&p, format!("connect: {}", super::error_kind(&e)))
-        }
+    let Some(mut ws) = target.connect_or_count(i, &stats, &p).await else {
+        return;
     };
     p.connected.fetch_add(1, Ordering::Relaxed);
     let mut left = quota.unwrap_or(u64::MAX);

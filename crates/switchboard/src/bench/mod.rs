@@ -374,6 +374,23 @@ impl Target {
             .await
             .map(|(ws, _)| ws)
     }
+
+    /// Opens connection number `i`; a failure is counted in `stats` as a `connect: …` error.
+    pub(crate) async fn connect_or_count(
+        &self,
+        i: usize,
+        stats: &std::cell::RefCell<ThreadStats>,
+        progress: &Progress,
+    ) -> Option<WebSocket<MaybeTlsStream>> {
+        match self.connect(i).await {
+            Ok(ws) => Some(ws),
+            Err(e) => {
+                let what = format!("connect: {}", error_kind(&e));
+                stats.borrow_mut().error(progress, what);
+                None
+            }
+        }
+    }
 }
 
 /// Runs `threads` single-threaded runtimes; `body(thread_index)` on each; returns their
