@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Switchboard echo benchmarks against fastwebsockets and tokio-tungstenite.
 #
-#   benchmarks/run.sh                         # full run (~14 min), see docs/benchmarks.md
+#   benchmarks/run.sh                         # full run (~14 min), see benchmarks/README.md
 #   DURATION=2 WARMUP=1 REPEATS=1 IDLE_CONNS=1000 benchmarks/run.sh   # quick smoke run
 #
 # For every repeat, scenario (connections x payload) and server: start the server pinned to
@@ -209,7 +209,7 @@ if ((IDLE_CONNS > 0)); then
     done
 fi
 
-# What this host charges per system call and per io_uring entry (docs/benchmarks.md: the
+# What this host charges per system call and per io_uring entry (benchmarks/log/: the
 # ratios moved between hosts of the same kind); about 10 s, on the servers' core.
 if HOST_PROBE=$(taskset -c "$SERVER_CORE" "$DRIVER" host 2>&1); then
     HOST_LINE=$(printf '%s\n' "$HOST_PROBE" | head -1)
