@@ -145,7 +145,7 @@ pub(crate) struct ServeArgs {
     log_json: Option<bool>,
     /// Drive sockets through io_uring (Linux 6.0+) rather than epoll: one system call per
     /// scheduler round for every socket's reads and writes, about 10 % less server CPU per
-    /// message than epoll (docs/benchmarks.md). `false` forces epoll; `true` fails if
+    /// message than epoll (benchmarks/README.md). `false` forces epoll; `true` fails if
     /// io_uring cannot be used [default: io_uring where it works here, else epoll, said
     /// in the log at start].
     #[arg(long, env = "SWITCHBOARD_IO_URING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -153,7 +153,7 @@ pub(crate) struct ServeArgs {
     /// Let the heap use transparent huge pages (2 MiB) where the kernel offers them
     /// (`madvise` mode). Off by default: the allocator would ask for them, and 2 MiB pages
     /// touched by a few connections each make an idle connection cost about 1.1 KB
-    /// instead of about 660 B (docs/benchmarks.md) [default: false].
+    /// instead of about 660 B (benchmarks/log/) [default: false].
     #[arg(long, env = "SWITCHBOARD_HUGE_PAGES", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     huge_pages: Option<bool>,
 }
@@ -455,7 +455,7 @@ fn disable_huge_pages() {}
 /// may never do), what a reconnect storm left freed stayed resident in about one run in
 /// three, even after the idle collect ([`give_back_freed_memory`]): 0.62–1.13 KB per idle
 /// connection after 10,000 connections arrived at once over io_uring, and 0.57–0.69 KB
-/// with it at 0 (docs/benchmarks.md).
+/// with it at 0 (benchmarks/README.md).
 /// Steady traffic allocates nothing per message, so it rarely frees a whole page.
 #[allow(unsafe_code)]
 fn purge_freed_pages_at_once() {
