@@ -1,9 +1,12 @@
 //! Server settings, each with a bounded default.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_hub::{HubConfig, OutboxLimits};
 use switchboard_proto::Config;
+
+use crate::auth::Authenticator;
 
 /// Connection and usage limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,8 +170,11 @@ pub struct ServerConfig {
     pub outbox: OutboxLimits,
     /// Topics' history.
     pub hub: HubConfig,
-    /// The key `POST /api/publish` requires (`None`: the API answers 403).
+    /// The key `POST /api/publish` requires (`None`: the API answers 403), checked by
+    /// [`ApiKey`](crate::ApiKey) unless [`authenticator`](Self::authenticator) is set.
     pub api_key: Option<String>,
+    /// Who may use `POST /api/publish`, in place of the API key check. Default: `None`.
+    pub authenticator: Option<Arc<dyn Authenticator>>,
     /// Drive every connection's socket through io_uring
     /// ([`UringStream`](switchboard_tokio::uring::UringStream)) instead of epoll. Needs the
     /// `io-uring` feature, Linux 6.0+, and a runtime that calls
@@ -194,6 +200,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("outbox", &self.outbox)
             .field("hub", &self.hub)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("authenticator", &self.authenticator)
             .field("io_uring", &self.io_uring)
             .field("socket_send_buffer", &self.socket_send_buffer)
             .finish()
@@ -216,6 +223,7 @@ impl Default for ServerConfig {
             outbox: OutboxLimits::default(),
             hub: HubConfig::default(),
             api_key: None,
+            authenticator: None,
             io_uring: false,
             socket_send_buffer: 256 << 10,
         }
@@ -287,6 +295,13 @@ impl ServerConfig {
     /// Sets the API key of `POST /api/publish`.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(key.into());
+        self
+    }
+
+    /// Sets who may use `POST /api/publish` (see [`Authenticator`]), in place of the API
+    /// key check.
+    pub fn authenticator(mut self, auth: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(auth));
         self
     }
 
