@@ -62,7 +62,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub use auth::{ApiKey, AuthError, Authenticator, Identity};
-pub use config::{HeartbeatConfig, Limits, OriginPolicy, ServerConfig};
+pub use config::{
+    HeartbeatConfig, Limits, OriginPolicy, ServerConfig, DEFLATE_THRESHOLD,
+    DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER, ECHO_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE,
+};
 pub use metrics::Metrics;
 pub use switchboard_hub::{Hub, HubConfig, OutboxLimits, SlowConsumerPolicy};
 /// The head of an HTTP request, as an [`Authenticator`] sees it.

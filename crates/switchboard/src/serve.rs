@@ -12,17 +12,18 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::duration::FileDuration;
+use switchboard_proto::extension::DeflateConfig;
 use switchboard_server::{
-    HeartbeatConfig, HubConfig, Limits, OriginPolicy, OutboxLimits, ServerConfig,
-    SlowConsumerPolicy,
+    ServerConfig, SlowConsumerPolicy, DEFLATE_THRESHOLD, DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER,
 };
 
 /// Options of `switchboard serve`. Every option can also be set with the environment
 /// variable shown, or in the TOML file given with --config under the same name with
 /// underscores (`max_connections = 5000`). Flags win over the environment, the environment
-/// over the file, the file over the defaults.
+/// over the file, the file over the defaults, which are the library's
+/// (`ServerConfig::default()`; `--help` shows them).
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = CONFIG_HELP)]
+#[command(after_long_help = CONFIG_HELP, mut_args(with_library_default))]
 pub(crate) struct ServeArgs {
     /// TOML config file (see --help for its keys).
     #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
@@ -35,39 +36,37 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
 
-    /// Largest message on /chat and /ws, in bytes; larger ones are closed with 1009
-    /// [default: 65536].
+    /// Largest message on /chat and /ws, in bytes; larger ones are closed with 1009.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     max_message_size: Option<usize>,
-    /// Largest message on /echo [default: 16777216, what the Autobahn 9.x cases need].
+    /// Largest message on /echo, in bytes (the Autobahn 9.x cases need 16 MiB).
     #[arg(long, env = "SWITCHBOARD_ECHO_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     echo_max_message_size: Option<usize>,
-    /// Open connections at most; past it handshakes get 503 [default: 100000].
+    /// Open connections at most; past it handshakes get 503.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
-    /// Open connections per client IP; past it, 503 [default: 1000].
+    /// Open connections per client IP; past it, 503.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     max_connections_per_ip: Option<u32>,
-    /// Topics one /ws connection may subscribe to [default: 64].
+    /// Topics one /ws connection may subscribe to.
     #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", value_name = "N")]
     max_subscriptions: Option<usize>,
-    /// Largest chat message, in characters [default: 4000].
+    /// Largest chat message, in characters.
     #[arg(long, env = "SWITCHBOARD_MAX_CHAT_TEXT", value_name = "CHARS")]
     max_chat_text: Option<usize>,
 
     /// Ping a connection after this long without hearing from it (30s, 500ms; a bare number
-    /// is seconds); 0: never [default: 30s].
+    /// is seconds); 0: never.
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", value_name = "DURATION", value_parser = crate::duration::parse)]
     ping_interval: Option<Duration>,
-    /// Close (1011 "ping timeout") a connection whose pong has not come after this long
-    /// [default: 20s].
+    /// Close (1011 "ping timeout") a connection whose pong has not come after this long.
     #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", value_name = "DURATION", value_parser = crate::duration::parse)]
     pong_timeout: Option<Duration>,
     /// Close (1001 "idle timeout") a connection after this long without a message either
-    /// way; 0: never [default: 1h].
+    /// way; 0: never.
     #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", value_name = "DURATION", value_parser = crate::duration::parse)]
     idle_timeout: Option<Duration>,
-    /// On SIGINT/SIGTERM, wait this long for close handshakes [default: 10s].
+    /// On SIGINT/SIGTERM, wait this long for close handshakes.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = crate::duration::parse)]
     shutdown_timeout: Option<Duration>,
 
@@ -84,24 +83,21 @@ pub(crate) struct ServeArgs {
     )]
     allow_origin: Vec<String>,
 
-    /// Bytes queued for one subscriber before the slow-consumer policy applies
-    /// [default: 1048576].
+    /// Bytes queued for one subscriber before the slow-consumer policy applies.
     #[arg(long, env = "SWITCHBOARD_OUTBOX_MAX_BYTES", value_name = "BYTES")]
     outbox_max_bytes: Option<usize>,
     /// The kernel's send buffer per connection, in bytes (SO_SNDBUF; 0 leaves it to the
-    /// kernel, which grows it up to 4 MiB for a peer that does not read) [default: 262144].
+    /// kernel, which grows it up to 4 MiB for a peer that does not read).
     #[arg(long, env = "SWITCHBOARD_SOCKET_SEND_BUFFER", value_name = "BYTES")]
     socket_send_buffer: Option<usize>,
-    /// Messages queued for one subscriber before the slow-consumer policy applies
-    /// [default: 4096].
+    /// Messages queued for one subscriber before the slow-consumer policy applies.
     #[arg(long, env = "SWITCHBOARD_OUTBOX_MAX_MESSAGES", value_name = "N")]
     outbox_max_messages: Option<usize>,
     /// What happens to a subscriber past its outbox bound: `disconnect` (close with 1008)
-    /// or `drop-oldest` (drop its oldest queued messages and count them)
-    /// [default: disconnect].
+    /// or `drop-oldest` (drop its oldest queued messages and count them).
     #[arg(long, env = "SWITCHBOARD_SLOW_CONSUMER", value_parser = ["disconnect", "drop-oldest"], value_name = "POLICY")]
     slow_consumer: Option<String>,
-    /// Chat messages each room keeps for newcomers [default: 50].
+    /// Chat messages each room keeps for newcomers.
     #[arg(long, env = "SWITCHBOARD_HISTORY", value_name = "N")]
     history: Option<usize>,
 
@@ -116,7 +112,7 @@ pub(crate) struct ServeArgs {
     )]
     api_key: Option<String>,
 
-    /// permessage-deflate: negotiate compression with clients that offer it [default: on].
+    /// permessage-deflate: negotiate compression with clients that offer it.
     #[arg(long, value_parser = ["on", "off"], env = "SWITCHBOARD_DEFLATE")]
     deflate: Option<String>,
     /// Keep compression context across messages (better ratio; costs ~300 KiB of zlib state
@@ -124,13 +120,12 @@ pub(crate) struct ServeArgs {
     /// own with per-thread shared zlib streams, so idle connections hold no zlib memory.
     #[arg(long, env = "SWITCHBOARD_DEFLATE_CONTEXT_TAKEOVER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     deflate_context_takeover: Option<bool>,
-    /// Largest LZ77 window for compression, 8-15 (2^N bytes; smaller saves memory)
-    /// [default: 15].
+    /// Largest LZ77 window for compression, 8-15 (2^N bytes; smaller saves memory).
     #[arg(long, value_parser = clap::value_parser!(u8).range(8..=15), env = "SWITCHBOARD_DEFLATE_WINDOW_BITS")]
     deflate_window_bits: Option<u8>,
-    /// Messages smaller than this many bytes are sent uncompressed. Default: 256 without
-    /// context takeover (smaller JSON messages do not shrink on their own), 32 with it
-    /// (docs/deflate.md has the measurements).
+    /// Messages smaller than this many bytes are sent uncompressed (smaller JSON messages do
+    /// not shrink on their own without context takeover; docs/deflate.md has the
+    /// measurements).
     #[arg(long, env = "SWITCHBOARD_DEFLATE_THRESHOLD")]
     deflate_threshold: Option<usize>,
 
@@ -294,97 +289,7 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         Some(p) => read_file(p)?,
         None => FileConfig::default(),
     };
-    macro_rules! pick {
-        ($name:ident, $default:expr) => {
-            a.$name.or(f.$name).unwrap_or($default)
-        };
-    }
-    let max_message = pick!(max_message_size, 64 << 10);
-    let echo_max = pick!(echo_max_message_size, 16 << 20);
-    let deflate_on = match pick!(deflate, "on".to_string()).as_str() {
-        "on" => true,
-        "off" => false,
-        other => bail!("deflate must be \"on\" or \"off\", not {other:?}"),
-    };
-    let no_context = !pick!(deflate_context_takeover, false);
-    let window = pick!(deflate_window_bits, 15);
-    if !(8..=15).contains(&window) {
-        bail!("deflate_window_bits must be 8-15");
-    }
-    let threshold = a
-        .deflate_threshold
-        .or(f.deflate_threshold)
-        .unwrap_or(if no_context { 256 } else { 32 });
-    let deflate = deflate_on.then(|| {
-        switchboard_proto::extension::DeflateConfig::default()
-            .server_no_context_takeover(no_context)
-            .client_no_context_takeover(no_context)
-            .server_max_window_bits(window)
-            .client_max_window_bits(window)
-            .threshold(threshold)
-    });
-    let ws = switchboard_proto::Config::default()
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
-        .max_write_buffer(max_message.saturating_mul(2).max(4 << 20))
-        .deflate(deflate);
-    let echo = switchboard_proto::Config::default()
-        .max_message_size(echo_max)
-        .max_frame_size(echo_max)
-        .max_write_buffer(echo_max.saturating_mul(2).max(1 << 20))
-        .deflate(deflate);
-
-    let mut limits = Limits::default();
-    limits.max_connections = pick!(max_connections, limits.max_connections);
-    limits.max_connections_per_ip = pick!(max_connections_per_ip, limits.max_connections_per_ip);
-    limits.max_subscriptions = pick!(max_subscriptions, limits.max_subscriptions);
-    limits.max_chat_text = pick!(max_chat_text, limits.max_chat_text);
-
-    let mut heartbeat = HeartbeatConfig::default();
-    macro_rules! pick_duration {
-        ($name:ident, $default:expr) => {
-            a.$name.or(f.$name.map(|d| d.0)).unwrap_or($default)
-        };
-    }
-    heartbeat.ping_interval = off_if_zero(pick_duration!(ping_interval, Duration::from_secs(30)));
-    heartbeat.pong_timeout = off_if_zero(pick_duration!(pong_timeout, Duration::from_secs(20)));
-    heartbeat.idle_timeout = off_if_zero(pick_duration!(idle_timeout, Duration::from_secs(3600)));
-    let shutdown_timeout = pick_duration!(shutdown_timeout, Duration::from_secs(10));
-
-    let mut origins = OriginPolicy::default();
-    origins.allowed = if a.allow_origin.is_empty() {
-        f.allow_origin.unwrap_or_default()
-    } else {
-        a.allow_origin
-    };
-
-    let policy = match pick!(slow_consumer, "disconnect".to_string()).as_str() {
-        "disconnect" => SlowConsumerPolicy::Disconnect,
-        "drop-oldest" => SlowConsumerPolicy::DropOldest,
-        other => bail!("slow_consumer must be \"disconnect\" or \"drop-oldest\", not {other:?}"),
-    };
-    let outbox = OutboxLimits {
-        max_bytes: pick!(outbox_max_bytes, 1 << 20),
-        max_messages: pick!(outbox_max_messages, 4096),
-        policy,
-    };
-
-    let mut config = ServerConfig::default()
-        .ws(ws)
-        .echo(echo)
-        .limits(limits)
-        .heartbeat(heartbeat)
-        .origins(origins)
-        .outbox(outbox)
-        .hub(HubConfig::default().history(pick!(history, 50)))
-        .shutdown_timeout(shutdown_timeout)
-        .socket_send_buffer(pick!(
-            socket_send_buffer,
-            ServerConfig::default().socket_send_buffer
-        ));
-    if let Some(key) = a.api_key.or(f.api_key).filter(|k| !k.is_empty()) {
-        config = config.api_key(key);
-    }
+    let mut config = server_config(&a, &f)?;
     let (io_uring, transport) = match a.io_uring.or(f.io_uring) {
         Some(true) => {
             check_io_uring()?;
@@ -398,15 +303,6 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
     };
     if io_uring {
         config = config.io_uring(true);
-    }
-    match (a.tls_cert.or(f.tls_cert), a.tls_key.or(f.tls_key)) {
-        (Some(cert), Some(key)) => {
-            let acceptor = switchboard_tokio::tls::acceptor_from_pem(&cert, &key)
-                .context("loading the TLS certificate and key")?;
-            config = config.tls(acceptor);
-        }
-        (None, None) => {}
-        _ => bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
     }
     let workers = a.workers.or(f.workers);
     if workers == Some(0) {
@@ -424,6 +320,191 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         transport,
         huge_pages: a.huge_pages.or(f.huge_pages).unwrap_or(false),
         config,
+    })
+}
+
+/// The server's settings: the library's defaults, with what the flags, the environment and
+/// the file set (all but io_uring, which [`settings`] decides).
+fn server_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<ServerConfig> {
+    macro_rules! pick {
+        ($name:ident) => {
+            a.$name.or(f.$name)
+        };
+    }
+    macro_rules! pick_owned {
+        ($name:ident) => {
+            a.$name.clone().or_else(|| f.$name.clone())
+        };
+    }
+    macro_rules! pick_duration {
+        ($name:ident) => {
+            a.$name.or(f.$name.map(|d| d.0))
+        };
+    }
+    let mut c = ServerConfig::default();
+    if let Some(n) = pick!(max_message_size) {
+        c = c.max_message_size(n);
+    }
+    if let Some(n) = pick!(echo_max_message_size) {
+        c = c.echo_max_message_size(n);
+    }
+    if let Some(d) = deflate(a, f, c.ws.deflate)? {
+        c = c.deflate(d);
+    }
+    let limits = &mut c.limits;
+    set(&mut limits.max_connections, pick!(max_connections));
+    set(
+        &mut limits.max_connections_per_ip,
+        pick!(max_connections_per_ip),
+    );
+    set(&mut limits.max_subscriptions, pick!(max_subscriptions));
+    set(&mut limits.max_chat_text, pick!(max_chat_text));
+    let heartbeat = &mut c.heartbeat;
+    set(
+        &mut heartbeat.ping_interval,
+        pick_duration!(ping_interval).map(off_if_zero),
+    );
+    set(
+        &mut heartbeat.pong_timeout,
+        pick_duration!(pong_timeout).map(off_if_zero),
+    );
+    set(
+        &mut heartbeat.idle_timeout,
+        pick_duration!(idle_timeout).map(off_if_zero),
+    );
+    set(&mut c.shutdown_timeout, pick_duration!(shutdown_timeout));
+    let allowed = Some(a.allow_origin.clone()).filter(|o| !o.is_empty());
+    set(
+        &mut c.origins.allowed,
+        allowed.or_else(|| f.allow_origin.clone()),
+    );
+    if let Some(p) = pick_owned!(slow_consumer) {
+        c.outbox.policy = match p.as_str() {
+            "disconnect" => SlowConsumerPolicy::Disconnect,
+            "drop-oldest" => SlowConsumerPolicy::DropOldest,
+            other => {
+                bail!("slow_consumer must be \"disconnect\" or \"drop-oldest\", not {other:?}")
+            }
+        };
+    }
+    set(&mut c.outbox.max_bytes, pick!(outbox_max_bytes));
+    set(&mut c.outbox.max_messages, pick!(outbox_max_messages));
+    set(&mut c.hub.history, pick!(history));
+    set(&mut c.socket_send_buffer, pick!(socket_send_buffer));
+    if let Some(key) = pick_owned!(api_key).filter(|k| !k.is_empty()) {
+        c = c.api_key(key);
+    }
+    match (pick_owned!(tls_cert), pick_owned!(tls_key)) {
+        (Some(cert), Some(key)) => {
+            let acceptor = switchboard_tokio::tls::acceptor_from_pem(&cert, &key)
+                .context("loading the TLS certificate and key")?;
+            c = c.tls(acceptor);
+        }
+        (None, None) => {}
+        _ => bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)"),
+    }
+    Ok(c)
+}
+
+/// Overrides `setting` with `value` when there is one.
+fn set<T>(setting: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *setting = v;
+    }
+}
+
+/// permessage-deflate as the options set it: `None` when none of them is given (the
+/// library's `default` stands), `Some(None)` for off.
+fn deflate(
+    a: &ServeArgs,
+    f: &FileConfig,
+    default: Option<DeflateConfig>,
+) -> anyhow::Result<Option<Option<DeflateConfig>>> {
+    let on = match a.deflate.as_deref().or(f.deflate.as_deref()) {
+        None => None,
+        Some("on") => Some(true),
+        Some("off") => Some(false),
+        Some(other) => bail!("deflate must be \"on\" or \"off\", not {other:?}"),
+    };
+    let takeover = a.deflate_context_takeover.or(f.deflate_context_takeover);
+    let window = a.deflate_window_bits.or(f.deflate_window_bits);
+    let threshold = a.deflate_threshold.or(f.deflate_threshold);
+    if window.is_some_and(|w| !(8..=15).contains(&w)) {
+        bail!("deflate_window_bits must be 8-15");
+    }
+    if on.is_none() && takeover.is_none() && window.is_none() && threshold.is_none() {
+        return Ok(None);
+    }
+    if !on.unwrap_or(default.is_some()) {
+        return Ok(Some(None));
+    }
+    let mut d = match (takeover, default) {
+        (Some(t), _) => ServerConfig::deflate_config(t),
+        (None, Some(d)) => d,
+        (None, None) => ServerConfig::deflate_config(false),
+    };
+    if let Some(w) = window {
+        d = d.server_max_window_bits(w).client_max_window_bits(w);
+    }
+    if let Some(t) = threshold {
+        d = d.threshold(t);
+    }
+    Ok(Some(Some(d)))
+}
+
+/// `--help` shows the library's default of each option that has one (see
+/// [`library_default`]).
+fn with_library_default(arg: clap::Arg) -> clap::Arg {
+    let Some(default) = library_default(arg.get_id().as_str()) else {
+        return arg;
+    };
+    let add = |h: &clap::builder::StyledStr| format!("{h} [default: {default}]");
+    let long = arg.get_long_help().map(add);
+    let arg = match arg.get_help().map(add) {
+        Some(help) => arg.help(help),
+        None => arg,
+    };
+    match long {
+        Some(long) => arg.long_help(long),
+        None => arg,
+    }
+}
+
+/// The default of a server option, as `ServerConfig::default()` has it, written as the
+/// option takes it; `None` for options that are not server settings.
+fn library_default(id: &str) -> Option<String> {
+    let c = ServerConfig::default();
+    let off_or = |d: Option<Duration>| d.map_or_else(|| "0".to_string(), crate::duration::show);
+    let deflate = c.ws.deflate;
+    Some(match id {
+        "max_message_size" => c.ws.max_message_size.to_string(),
+        "echo_max_message_size" => c.echo.max_message_size.to_string(),
+        "max_connections" => c.limits.max_connections.to_string(),
+        "max_connections_per_ip" => c.limits.max_connections_per_ip.to_string(),
+        "max_subscriptions" => c.limits.max_subscriptions.to_string(),
+        "max_chat_text" => c.limits.max_chat_text.to_string(),
+        "ping_interval" => off_or(c.heartbeat.ping_interval),
+        "pong_timeout" => off_or(c.heartbeat.pong_timeout),
+        "idle_timeout" => off_or(c.heartbeat.idle_timeout),
+        "shutdown_timeout" => crate::duration::show(c.shutdown_timeout),
+        "outbox_max_bytes" => c.outbox.max_bytes.to_string(),
+        "outbox_max_messages" => c.outbox.max_messages.to_string(),
+        "slow_consumer" => match c.outbox.policy {
+            SlowConsumerPolicy::DropOldest => "drop-oldest",
+            _ => "disconnect",
+        }
+        .to_string(),
+        "history" => c.hub.history.to_string(),
+        "socket_send_buffer" => c.socket_send_buffer.to_string(),
+        "deflate" => if deflate.is_some() { "on" } else { "off" }.to_string(),
+        "deflate_context_takeover" => deflate
+            .is_some_and(|d| !d.server_no_context_takeover)
+            .to_string(),
+        "deflate_window_bits" => deflate.map_or(15, |d| d.server_max_window_bits).to_string(),
+        "deflate_threshold" => format!(
+            "{DEFLATE_THRESHOLD}; {DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER} with context takeover"
+        ),
+        _ => return None,
     })
 }
 
@@ -700,6 +781,112 @@ mod tests {
         assert_eq!(get(), 1000, "mimalloc v3's default purge delay (ms)");
         purge_freed_pages_at_once();
         assert_eq!(get(), 0);
+    }
+
+    /// One source of defaults: `serve` with no options runs `ServerConfig::default()` (but
+    /// for io_uring, which it turns on where it works), permessage-deflate included.
+    #[test]
+    fn serve_without_options_runs_the_library_defaults() {
+        let s = settings(T::parse_from(["x"]).a).unwrap();
+        assert_eq!(s.config.clone().io_uring(false), ServerConfig::default());
+        assert!(s.config.ws.deflate.is_some() && s.config.echo.deflate.is_some());
+        // An empty config file changes nothing either.
+        let dir = std::env::temp_dir().join(format!("sb-cfg-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("empty.toml");
+        std::fs::write(&file, "").unwrap();
+        let s = settings(T::parse_from(["x", "--config", file.to_str().unwrap()]).a).unwrap();
+        assert_eq!(s.config.io_uring(false), ServerConfig::default());
+    }
+
+    /// Each option lands in its setting, and the deflate options build on the library's.
+    #[test]
+    fn options_land_in_their_settings() {
+        let s = settings(
+            T::parse_from([
+                "x",
+                "--max-message-size",
+                "1000",
+                "--echo-max-message-size",
+                "2000",
+                "--idle-timeout",
+                "0",
+                "--slow-consumer",
+                "drop-oldest",
+                "--history",
+                "3",
+                "--deflate-window-bits",
+                "10",
+            ])
+            .a,
+        )
+        .unwrap();
+        let c = s.config;
+        assert_eq!((c.ws.max_message_size, c.ws.max_frame_size), (1000, 1000));
+        assert_eq!(c.ws.max_write_buffer, 4 << 20);
+        assert_eq!(c.echo.max_message_size, 2000);
+        assert_eq!(c.heartbeat.idle_timeout, None);
+        assert_eq!(c.outbox.policy, SlowConsumerPolicy::DropOldest);
+        assert_eq!(c.hub.history, 3);
+        let d = c.ws.deflate.unwrap();
+        assert_eq!(
+            (d.server_max_window_bits, d.client_max_window_bits),
+            (10, 10)
+        );
+        assert_eq!(d.threshold, DEFLATE_THRESHOLD);
+        assert!(d.server_no_context_takeover);
+        assert_eq!(c.echo.deflate, Some(d));
+
+        let c = settings(T::parse_from(["x", "--deflate-context-takeover"]).a)
+            .unwrap()
+            .config;
+        let d = c.ws.deflate.unwrap();
+        assert!(!d.server_no_context_takeover && !d.client_no_context_takeover);
+        assert_eq!(d.threshold, DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER);
+        let c = settings(T::parse_from(["x", "--deflate", "off"]).a)
+            .unwrap()
+            .config;
+        assert_eq!((c.ws.deflate, c.echo.deflate), (None, None));
+    }
+
+    /// `--help` shows the library's default of every server option, and no option's help
+    /// writes one of its own.
+    #[test]
+    fn help_shows_the_library_defaults() {
+        use clap::CommandFactory;
+        let mut cmd = T::command().term_width(1000);
+        let help = cmd.render_long_help().to_string();
+        let c = ServerConfig::default();
+        for shown in [
+            format!("[default: {}]", c.ws.max_message_size),
+            format!("[default: {}]", c.limits.max_connections),
+            "[default: 30s]".to_string(),
+            "[default: 1h]".to_string(),
+            "[default: on]".to_string(),
+            format!("[default: {DEFLATE_THRESHOLD}; {DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER} with context takeover]"),
+        ] {
+            assert!(help.contains(&shown), "{shown} missing in\n{help}");
+        }
+        let mut with_default = 0;
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let text = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(ToString::to_string);
+            let text = text.unwrap_or_default();
+            assert!(!text.is_empty(), "--{id} has no help");
+            let shown = text.matches("[default: ").count();
+            match library_default(id) {
+                Some(d) => {
+                    assert!(text.ends_with(&format!("[default: {d}]")), "--{id}: {text}");
+                    assert_eq!(shown, 1, "--{id}: {text}");
+                    with_default += 1;
+                }
+                None => assert!(shown <= 1, "--{id}: {text}"),
+            }
+        }
+        assert_eq!(with_default, 19, "every server setting has its option");
     }
 
     /// Zero-config `serve` uses io_uring where it works (and says which transport in the
