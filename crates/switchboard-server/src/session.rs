@@ -160,7 +160,7 @@ where
                     hub: shared.hub.clone(),
                     outbox,
                     metrics: Arc::clone(&shared.metrics),
-                    identity,
+                    identity: (!identity.is_anonymous()).then(|| Box::new(identity)),
                 },
                 reg,
             )
@@ -180,8 +180,13 @@ pub(crate) struct Link {
     pub(crate) hub: Hub,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) identity: Identity,
+    /// Who is connected; `None`: anonymous (boxed, so an anonymous session holds 8 bytes
+    /// for it).
+    pub(crate) identity: Option<Box<Identity>>,
 }
+
+/// The identity of every anonymous session.
+static ANONYMOUS: Identity = Identity { user: None };
 
 fn move_frames<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocket<S>,
@@ -207,38 +212,32 @@ fn move_frames<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Runs a session to its end, closing the connection the way its end calls for.
-pub(crate) async fn run<S, A>(mut ws: WebSocket<S>, mut app: A, link: Link, mut reg: Registration)
+pub(crate) async fn run<S, A>(mut ws: WebSocket<S>, app: A, link: Link, mut reg: Registration)
 where
     S: AsyncRead + AsyncWrite + Unpin + SocketControl,
     A: App,
 {
-    let Link {
-        hub,
-        outbox,
-        metrics,
-        identity,
-    } = link;
-    let mut replies = Replies::default();
-    app.open(&mut Ctx {
-        hub: &hub,
-        outbox: &outbox,
-        identity: &identity,
-        replies: &mut replies,
-    });
-    let stop = match replies.write(&mut ws, &metrics, &mut reg) {
-        Err(stop) => stop,
-        Ok(()) => {
-            let mut session = Session {
-                app: &mut app,
-                hub: &hub,
-                outbox: &outbox,
-                metrics: &metrics,
-                identity: &identity,
-                replies: &mut replies,
-            };
-            poll_fn(|cx| session.poll(&mut ws, &mut reg, cx)).await
-        }
+    let mut session = Session {
+        app,
+        link,
+        replies: Replies::default(),
     };
+    session.open();
+    let stop = match session.write(&mut ws, &mut reg) {
+        Err(stop) => stop,
+        Ok(()) => poll_fn(|cx| session.poll(&mut ws, &mut reg, cx)).await,
+    };
+    let Session {
+        mut app,
+        link:
+            Link {
+                hub,
+                outbox,
+                metrics,
+                ..
+            },
+        ..
+    } = session;
     // No more deliveries; leave every topic (the others see the leave now).
     outbox.close();
     if matches!(stop, Stop::Shutdown) || reg.is_triggered() {
@@ -264,17 +263,49 @@ where
     Box::pin(finish(ws, stop, reg, timeout)).await;
 }
 
-/// The open session's loop state, besides its socket and registration.
-struct Session<'a, A> {
-    app: &'a mut A,
-    hub: &'a Hub,
-    outbox: &'a Arc<Outbox>,
-    metrics: &'a Metrics,
-    identity: &'a Identity,
-    replies: &'a mut Replies,
+/// An open session, besides its socket and registration: the app, what it is linked to,
+/// and the list its replies go through.
+struct Session<A> {
+    app: A,
+    link: Link,
+    replies: Replies,
 }
 
-impl<A: App> Session<'_, A> {
+impl<A: App> Session<A> {
+    /// Opens the app; its replies wait in the list.
+    fn open(&mut self) {
+        let Self { app, link, replies } = self;
+        app.open(&mut Ctx {
+            hub: &link.hub,
+            outbox: &link.outbox,
+            identity: link.identity.as_deref().unwrap_or(&ANONYMOUS),
+            replies,
+        });
+    }
+
+    /// Hands `msg` to the app; its replies wait in the list.
+    fn message(&mut self, msg: Message) {
+        let Self { app, link, replies } = self;
+        app.message(
+            &mut Ctx {
+                hub: &link.hub,
+                outbox: &link.outbox,
+                identity: link.identity.as_deref().unwrap_or(&ANONYMOUS),
+                replies,
+            },
+            msg,
+        );
+    }
+
+    /// Queues the waiting replies on the socket, in order.
+    fn write<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        ws: &mut WebSocket<S>,
+        reg: &mut Registration,
+    ) -> Result<(), Stop> {
+        self.replies.write(ws, &self.link.metrics, reg)
+    }
+
     fn poll<S>(
         &mut self,
         ws: &mut WebSocket<S>,
@@ -287,8 +318,8 @@ impl<A: App> Session<'_, A> {
         if let Some(stop) = check_registration(ws, reg) {
             return Poll::Ready(stop);
         }
-        let (outbox, metrics) = (self.outbox, self.metrics);
         loop {
+            let (outbox, metrics) = (&self.link.outbox, &self.link.metrics);
             if outbox.is_overflowed() {
                 return Poll::Ready(Stop::SlowConsumer);
             }
@@ -307,16 +338,8 @@ impl<A: App> Session<'_, A> {
                     reg.received(true);
                     metrics.messages_in.add(1);
                     metrics.bytes_in.add(m.payload().len() as u64);
-                    self.app.message(
-                        &mut Ctx {
-                            hub: self.hub,
-                            outbox,
-                            identity: self.identity,
-                            replies: self.replies,
-                        },
-                        m,
-                    );
-                    if let Err(stop) = self.replies.write(ws, metrics, reg) {
+                    self.message(m);
+                    if let Err(stop) = self.write(ws, reg) {
                         return Poll::Ready(stop);
                     }
                 }
@@ -326,7 +349,7 @@ impl<A: App> Session<'_, A> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e)),
                 Poll::Pending => {
                     // More frames arrived while the socket has room: go round again.
-                    if outbox.has_frames()
+                    if self.link.outbox.has_frames()
                         && ws.connection().queued_transmit() < SOCKET_QUEUE_HIGH_WATER
                     {
                         continue;
@@ -370,7 +393,7 @@ mod tests {
             hub: switchboard_hub::Hub::new(switchboard_hub::HubConfig::default()),
             outbox: std::sync::Arc::new(switchboard_hub::Outbox::new(Default::default())),
             metrics: Default::default(),
-            identity: Default::default(),
+            identity: None,
         };
         let f = super::run(ws, crate::endpoint::pubsub::PubSub::new(8), link, reg);
         let size = std::mem::size_of_val(&f);
