@@ -48,8 +48,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) hub: &'a Hub,
     /// This connection's outbox, which its subscriptions deliver to.
     pub(crate) outbox: &'a Arc<Outbox>,
-    /// Who is connected. Every WebSocket is anonymous today (chat names come from
-    /// `?name=`), so no app reads it yet outside tests.
+    /// Who is connected. Every WebSocket session is anonymous today (chat names come from
+    /// `?name=`), so no app reads it yet.
     #[expect(dead_code, reason = "no app reads the identity yet")]
     pub(crate) identity: &'a Identity,
     /// What to send back, in order.
@@ -94,7 +94,7 @@ impl Replies {
         self.actions.push(action);
     }
 
-    /// Takes what is queued, in order (tests; the session writes them with [`write`]).
+    /// Takes what is queued, in order (tests; the session writes them instead).
     #[cfg(test)]
     pub(crate) fn take(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
