@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use switchboard_hub::{Hub, Outbox};
+use switchboard_proto::SharedFrame;
 use switchboard_proto::{Event, Message};
 use switchboard_tokio::{SocketControl, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -79,7 +79,7 @@ pub(crate) enum Action {
     /// A message to this client only.
     Reply(Message),
     /// A broadcast frame taken from the outbox ahead of the replies after it.
-    Frame(Bytes),
+    Frame(SharedFrame),
 }
 
 /// The actions an [`App`] call produced, written in order by the session. The session
