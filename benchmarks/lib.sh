@@ -1,11 +1,15 @@
-# Shared by bench-peers.sh and broadcast.sh (sourced, not run): the results file, starting a
-# pinned server and waiting for its port, and stopping what was started on exit.
+# Shared by run.sh, bench-peers.sh and broadcast.sh (sourced, not run; HERE is this folder):
+# the results file, starting a pinned server and waiting for its port, and stopping what was
+# started on exit.
 #
 #   results_file PREFIX        sets TS and OUT (benchmarks/results/PREFIX-TS.jsonl, empty)
+#   listening PORT             whether something listens on 127.0.0.1:PORT (reads
+#                              /proc/net/tcp; no probe connection)
 #   start_pinned PORT CMD...   runs CMD on core $SERVER_CORE (default logging), sets SPID,
 #                              returns once 127.0.0.1:PORT listens (1 after 10 s without)
 #
-# Every process start_pinned started is killed, by PID, when the script exits.
+# Every process in STARTED (start_pinned adds its own) is killed, by PID, when the script
+# exits.
 
 STARTED=()
 trap 'for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null || true; done' EXIT

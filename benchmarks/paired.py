@@ -18,7 +18,7 @@ first (it builds the binaries), or set SKIP_BUILD=0 to build here.
 ALTERNATE=0 runs both at once instead, each on about half a core: more work waits for a
 server each time it runs, and a server that batches more per wake-up (io_uring) gains more
 from that than one that makes two system calls per message, so against fastwebsockets it
-flatters switchboard (twelfth pass of docs/benchmarks.md: 500 x 20 B 0.85x-0.88x at once,
+flatters switchboard (twelfth pass in benchmarks/log/: 500 x 20 B 0.85x-0.88x at once,
 0.88x-0.92x taking turns, 0.79x with a third process on the core). Keep it for A/B of two
 switchboard builds, which batch alike.
 
@@ -122,7 +122,7 @@ def main():
         if not b.exists():
             sys.exit(f"paired.py: missing {b}; run benchmarks/run.sh (or SKIP_BUILD=0) first")
     # What this host charges per system call and per io_uring entry: the ratios moved
-    # between hosts of the same kind (docs/benchmarks.md), so each run says which it had.
+    # between hosts of the same kind (benchmarks/log/), so each run says which it had.
     probe = subprocess.run(["taskset", "-c", SERVER_CORE, str(DRIVER), "host"],
                            capture_output=True, text=True)
     lines = probe.stdout.splitlines() if probe.returncode == 0 else []

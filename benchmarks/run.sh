@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Switchboard echo benchmarks against fastwebsockets and tokio-tungstenite.
 #
-#   benchmarks/run.sh                         # full run (~14 min), see docs/benchmarks.md
+#   benchmarks/run.sh                         # full run (~14 min), see benchmarks/README.md
 #   DURATION=2 WARMUP=1 REPEATS=1 IDLE_CONNS=1000 benchmarks/run.sh   # quick smoke run
 #
 # For every repeat, scenario (connections x payload) and server: start the server pinned to
@@ -99,22 +99,10 @@ mkdir -p "$LOGS"
 JSONL="$LOGS/runs.jsonl"
 : >"$JSONL"
 
-STARTED=()
-cleanup() {
-    local p
-    for p in "${STARTED[@]}"; do
-        if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
-    done
-}
-trap cleanup EXIT
+# STARTED (killed by PID on exit) and `listening PORT`.
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 trap 'exit 130' INT TERM
-
-# Is something listening on 127.0.0.1:$1? (reads /proc/net/tcp; no probe connection)
-listening() {
-    local hex
-    hex=$(printf '%04X' "$1")
-    grep -qE "^ *[0-9]+: 0100007F:$hex 00000000:0000 0A" /proc/net/tcp
-}
 
 SPID=
 start_server() { # NAME PORT
@@ -162,6 +150,18 @@ record() { # LOGFILE
     if [[ -n $line ]]; then echo "$line" >>"$JSONL"; else FAILED=$((FAILED + 1)); fi
 }
 
+# Runs the driver pinned to $DRIVER_CORE, its output in LOG; shows the lines of it that
+# match PATTERN, records its JSON line and stops the server.
+drive() { # WHAT LOG SECONDS PATTERN DRIVER-ARGS...
+    local what=$1 log=$2 secs=$3 pattern=$4
+    shift 4
+    timeout "$secs" taskset -c "$DRIVER_CORE" "$DRIVER" "$@" >"$log" 2>&1 ||
+        echo "run.sh: $what failed (see $log)" >&2
+    grep -E "$pattern" "$log" | sed 's/^/   /' >&2 || true
+    record "$log"
+    stop_server
+}
+
 read -ra SRV <<<"$SERVERS"
 read -ra SCN <<<"$SCENARIOS"
 NS=${#SRV[@]}
@@ -178,14 +178,10 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
             start_server "$name" "$PORT" || { FAILED=$((FAILED + 1)); continue; }
             log="$LOGS/load-$rep-$conns-$payload-$name.txt"
             echo "-- [$rep/$REPEATS] $lbl $name (pid $SPID, port $PORT)" >&2
-            timeout $((WARMUP + DURATION + 90)) taskset -c "$DRIVER_CORE" "$DRIVER" \
+            drive driver "$log" $((WARMUP + DURATION + 90)) 'msgs/s|per echo|driver CPU|other load|errors' \
                 --url "ws://127.0.0.1:$PORT/echo" --connections "$conns" --inflight "$INFLIGHT" \
                 --payload "$payload" --duration "$DURATION" --warmup "$WARMUP" \
-                --server-pid "$SPID" --server-name "$name" --scenario "$lbl" --repeat "$rep" \
-                >"$log" 2>&1 || echo "run.sh: driver failed (see $log)" >&2
-            grep -E 'msgs/s|per echo|driver CPU|other load|errors' "$log" | sed 's/^/   /' >&2 || true
-            record "$log"
-            stop_server
+                --server-pid "$SPID" --server-name "$name" --scenario "$lbl" --repeat "$rep"
         done
     done
 done
@@ -205,18 +201,15 @@ if ((IDLE_CONNS > 0)); then
                 start_server "$name" "$PORT" || { FAILED=$((FAILED + 1)); continue; }
                 log="$LOGS/idle-$arrival-$rep-$name.txt"
                 echo "-- [$rep/$IDLE_REPEATS] idle $arrival $name (pid $SPID, port $PORT)" >&2
-                timeout 180 taskset -c "$DRIVER_CORE" "$DRIVER" idle --url "ws://127.0.0.1:$PORT/echo" \
-                    --connections "$IDLE_CONNS" "${how[@]}" --server-pid "$SPID" --server-name "$name" \
-                    >"$log" 2>&1 || echo "run.sh: idle driver failed (see $log)" >&2
-                grep -E 'open \(|VmRSS|per connection|probe' "$log" | sed 's/^/   /' >&2 || true
-                record "$log"
-                stop_server
+                drive "idle driver" "$log" 180 'open \(|VmRSS|per connection|probe' \
+                    idle --url "ws://127.0.0.1:$PORT/echo" --connections "$IDLE_CONNS" "${how[@]}" \
+                    --server-pid "$SPID" --server-name "$name"
             done
         done
     done
 fi
 
-# What this host charges per system call and per io_uring entry (docs/benchmarks.md: the
+# What this host charges per system call and per io_uring entry (benchmarks/log/: the
 # ratios moved between hosts of the same kind); about 10 s, on the servers' core.
 if HOST_PROBE=$(taskset -c "$SERVER_CORE" "$DRIVER" host 2>&1); then
     HOST_LINE=$(printf '%s\n' "$HOST_PROBE" | head -1)

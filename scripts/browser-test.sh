@@ -14,18 +14,11 @@
 #   ARTIFACTS_DIR     screenshots and logs (default: <repo>/target/browser-artifacts)
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PROG=browser-test
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 tests="$root/tests/browser"
-
-log() { printf 'browser-test: %s\n' "$*" >&2; }
-die() { printf 'browser-test: error: %s\n' "$*" >&2; exit 1; }
-
-target="${CARGO_TARGET_DIR:-$root/target}"
-[[ "$target" = /* ]] || target="$PWD/$target"
-bin="${SWITCHBOARD_BIN:-$target/release/switchboard}"
-[[ "$bin" = /* ]] || bin="$PWD/$bin"
-[[ -x "$bin" ]] || die "server binary $bin not found: run 'cargo build --release -p switchboard' first (or set SWITCHBOARD_BIN)"
-export SWITCHBOARD_BIN="$bin"
+server_binary
 
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 if [[ ! -x "$CHROMIUM" ]]; then

@@ -17,16 +17,10 @@
 #   ARTIFACTS_DIR       the generated nginx.conf and the logs (default: <target>/nginx-artifacts)
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-log() { printf 'nginx-test: %s\n' "$*" >&2; }
-die() { printf 'nginx-test: error: %s\n' "$*" >&2; exit 1; }
-
-target="${CARGO_TARGET_DIR:-$root/target}"
-[[ "$target" = /* ]] || target="$PWD/$target"
-bin="${SWITCHBOARD_BIN:-$target/release/switchboard}"
-[[ "$bin" = /* ]] || bin="$PWD/$bin"
-[[ -x "$bin" ]] || die "server binary $bin not found: run 'cargo build --release -p switchboard' first (or set SWITCHBOARD_BIN)"
-export SWITCHBOARD_BIN="$bin"
+PROG=nginx-test
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+server_binary
 
 find_nginx() { command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true; }
 export NGINX="${NGINX:-$(find_nginx)}"

@@ -1,6 +1,9 @@
 //! `driver`: closed-loop WebSocket echo load generator, idle-connection memory probe and
-//! report builder for the Switchboard benchmarks (see `benchmarks/run.sh` and
-//! `docs/benchmarks.md`). It is meant to grow into `switchboard bench` later.
+//! report builder for the Switchboard benchmarks (see `benchmarks/run.sh`, `paired.py` and
+//! `benchmarks/README.md`). It stays apart from `switchboard bench` on purpose: it shares no
+//! data path with the code it measures, and it measures what `bench` does not (server CPU
+//! over a window, evenly served connections, idle RSS, the host's system-call costs);
+//! `benchmarks/README.md` ("Two load generators, and why") gives the reasons.
 //!
 //! ```text
 //! driver [load] --url ws://127.0.0.1:PORT/echo --connections N --inflight K --payload BYTES

@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, OnceLock, Weak};
 
-use bytes::Bytes;
+use switchboard_proto::frame::SharedFrame;
 
 /// One message published to a topic, as it travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct Publication {
     pub topic: Arc<str>,
     /// The complete server frame, encoded once
     /// ([`switchboard_proto::frame::encode_shared`]).
-    pub frame: Bytes,
+    pub frame: SharedFrame,
     /// Whether the topic's history keeps it.
     pub history: bool,
 }

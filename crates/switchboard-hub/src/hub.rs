@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use bytes::Bytes;
-use switchboard_proto::frame::{encode_shared, FrameHeader};
+use switchboard_proto::frame::encode_shared;
 use switchboard_proto::Message;
 
 use crate::broker::{Broker, BrokerError, Deliver, InMemoryBroker, Publication};
@@ -153,7 +153,7 @@ impl Deliver for Local {
             if h.len() == self.config.history {
                 h.pop_front();
             }
-            h.push_back(payload_of(&p.frame));
+            h.push_back(p.frame.payload());
         }
         drop(subs);
         self.stats
@@ -171,17 +171,10 @@ impl Deliver for Local {
     }
 }
 
-/// The payload of an encoded frame, sharing its memory.
-fn payload_of(frame: &Bytes) -> Bytes {
-    match FrameHeader::parse(frame) {
-        Ok(Some((_, n))) => frame.slice(n..),
-        _ => Bytes::new(),
-    }
-}
-
 /// Topics with concurrent subscribe, unsubscribe and publish. Cheap to clone (an `Arc`).
 ///
-/// A publish encodes the frame once and hands the same [`Bytes`] to every subscriber's
+/// A publish encodes the frame once and hands the same
+/// [`SharedFrame`](switchboard_proto::frame::SharedFrame) to every subscriber's
 /// [`Outbox`]; nothing is encoded or copied per subscriber, and a full outbox never slows
 /// the publisher (see [`SlowConsumerPolicy`](crate::SlowConsumerPolicy)).
 ///

@@ -5,10 +5,10 @@
 //! - [`Hub`]: topics (a chat room is a topic) with concurrent subscribe, unsubscribe and
 //!   publish, presence ([`Member`]) and a short history per topic.
 //! - [`Outbox`]: each subscriber's bounded queue. A publish encodes the WebSocket frame once
-//!   and pushes the same [`bytes::Bytes`] into every outbox; the connection's task writes it
-//!   when its socket has room. Past the bounds, [`SlowConsumerPolicy`] cuts the subscriber
-//!   off or drops its oldest frames: one slow client never holds up the others or grows
-//!   memory without bound.
+//!   and pushes the same [`SharedFrame`](switchboard_proto::frame::SharedFrame) into every
+//!   outbox; the connection's task writes it when its socket has room. Past the bounds,
+//!   [`SlowConsumerPolicy`] cuts the subscriber off or drops its oldest frames: one slow
+//!   client never holds up the others or grows memory without bound.
 //! - [`Broker`]: what carries a publication to every node's hub. [`InMemoryBroker`] (the
 //!   default) delivers on this node; a broker for several nodes implements the same trait,
 //!   so the hub's callers do not change.

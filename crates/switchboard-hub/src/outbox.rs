@@ -1,6 +1,6 @@
 //! A subscriber's bounded outbound queue of pre-encoded frames.
 //!
-//! The hub pushes a shared [`Bytes`] frame (an `Arc` increment, no copy); the connection's
+//! The hub pushes a [`SharedFrame`] (an `Arc` increment, no copy); the connection's
 //! task takes frames out when its socket has room and writes them. A consumer that stops
 //! reading cannot grow memory without bound: past [`OutboxLimits`] the
 //! [`SlowConsumerPolicy`] decides, and publishers never wait for it.
@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
-use bytes::Bytes;
+use switchboard_proto::frame::SharedFrame;
 
 /// What happens when a subscriber's outbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,7 +62,7 @@ pub enum Pushed {
 
 #[derive(Debug, Default)]
 struct Inner {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<SharedFrame>,
     bytes: usize,
     waker: Option<Waker>,
     overflowed: bool,
@@ -73,12 +73,13 @@ struct Inner {
 /// One subscriber's queue. Share it as `Arc<Outbox>` between the hub and the connection.
 ///
 /// ```
-/// use bytes::Bytes;
 /// use switchboard_hub::{Outbox, OutboxLimits, Pushed, SlowConsumerPolicy};
+/// use switchboard_proto::{frame::encode_shared, Message};
 /// let limits = OutboxLimits { max_bytes: 10, max_messages: 100, policy: SlowConsumerPolicy::Disconnect };
 /// let outbox = Outbox::new(limits);
-/// assert_eq!(outbox.push(Bytes::from_static(b"12345678")), Pushed::Queued);
-/// assert_eq!(outbox.push(Bytes::from_static(b"12345678")), Pushed::Overflowed);
+/// let frame = encode_shared(&Message::text("123456")); // 8 bytes with its header
+/// assert_eq!(outbox.push(frame.clone()), Pushed::Queued);
+/// assert_eq!(outbox.push(frame), Pushed::Overflowed);
 /// assert!(outbox.is_overflowed());
 /// let mut got = Vec::new();
 /// outbox.drain(usize::MAX, |f| got.push(f));
@@ -105,7 +106,7 @@ impl Outbox {
     }
 
     /// Queues a frame and wakes the consumer.
-    pub fn push(&self, frame: Bytes) -> Pushed {
+    pub fn push(&self, frame: SharedFrame) -> Pushed {
         let mut g = self.lock();
         if g.overflowed || g.closed {
             return Pushed::Closed;
@@ -153,7 +154,7 @@ impl Outbox {
 
     /// Hands queued frames to `f`, oldest first, while fewer than `max_bytes` were taken (the
     /// last frame may pass it). Returns how many bytes it took.
-    pub fn drain(&self, max_bytes: usize, mut f: impl FnMut(Bytes)) -> usize {
+    pub fn drain(&self, max_bytes: usize, mut f: impl FnMut(SharedFrame)) -> usize {
         let mut g = self.lock();
         let mut taken = 0;
         while taken < max_bytes {
@@ -228,8 +229,19 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn frame(n: usize) -> Bytes {
-        Bytes::from(vec![0u8; n])
+    use switchboard_proto::frame::encode_shared;
+    use switchboard_proto::Message;
+
+    /// A frame of exactly `n` bytes, header included (`n` at least 2).
+    fn frame(n: usize) -> SharedFrame {
+        let header = match n {
+            ..=127 => 2,
+            128..=65_539 => 4,
+            _ => 10,
+        };
+        let f = encode_shared(&Message::binary(vec![0u8; n - header]));
+        assert_eq!(f.len(), n);
+        f
     }
 
     #[test]
@@ -260,7 +272,7 @@ mod tests {
             policy: SlowConsumerPolicy::Disconnect,
         });
         assert_eq!(o.push(frame(500)), Pushed::Queued);
-        assert_eq!(o.push(frame(1)), Pushed::Overflowed);
+        assert_eq!(o.push(frame(2)), Pushed::Overflowed);
     }
 
     #[test]
@@ -270,10 +282,10 @@ mod tests {
             max_messages: 2,
             policy: SlowConsumerPolicy::Disconnect,
         });
-        assert_eq!(o.push(frame(1)), Pushed::Queued);
-        assert_eq!(o.push(frame(1)), Pushed::Queued);
-        assert_eq!(o.push(frame(1)), Pushed::Overflowed);
-        assert_eq!(o.push(frame(1)), Pushed::Closed);
+        assert_eq!(o.push(frame(2)), Pushed::Queued);
+        assert_eq!(o.push(frame(2)), Pushed::Queued);
+        assert_eq!(o.push(frame(2)), Pushed::Overflowed);
+        assert_eq!(o.push(frame(2)), Pushed::Closed);
         assert!(o.is_overflowed());
         // What was queued before the overflow can still be taken.
         let mut n = 0;
@@ -286,15 +298,15 @@ mod tests {
         let o = Outbox::new(OutboxLimits::default());
         let (waker, count) = futures_test::task::new_count_waker();
         o.register(&waker);
-        o.push(frame(1));
+        o.push(frame(2));
         assert_eq!(count.get(), 1);
         // Woken once per registration.
-        o.push(frame(1));
+        o.push(frame(2));
         assert_eq!(count.get(), 1);
         o.register(&waker);
         o.close();
         assert_eq!(count.get(), 2);
-        assert_eq!(o.push(frame(1)), Pushed::Closed);
+        assert_eq!(o.push(frame(2)), Pushed::Closed);
     }
 
     #[test]

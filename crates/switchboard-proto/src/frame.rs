@@ -21,6 +21,10 @@
 
 use crate::error::ProtocolError;
 
+mod shared;
+
+pub use shared::{encode_shared, SharedFrame};
+
 /// The largest encoded header: 2 bytes + 8 bytes of length + 4 bytes of mask key.
 pub const MAX_HEADER_LEN: usize = 14;
 
@@ -200,27 +204,6 @@ impl FrameHeader {
         }
         n
     }
-}
-
-/// Encodes a whole message as one unmasked server frame, once, for
-/// [`Connection::send_shared`](crate::Connection::send_shared) on any number of server
-/// connections: the returned [`Bytes`] is shared by reference, never copied per connection.
-///
-/// ```
-/// use switchboard_proto::{frame::encode_shared, Message};
-/// assert_eq!(&encode_shared(&Message::text("Hi"))[..], &[0x81, 0x02, b'H', b'i']);
-/// ```
-pub fn encode_shared(msg: &crate::Message) -> bytes::Bytes {
-    let (opcode, payload) = match msg {
-        crate::Message::Text(t) => (OpCode::Text, &t.as_bytes()[..]),
-        crate::Message::Binary(b) => (OpCode::Binary, &b[..]),
-    };
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let n = FrameHeader::new(opcode, payload.len() as u64).encode(&mut head);
-    let mut out = bytes::BytesMut::with_capacity(n + payload.len());
-    out.extend_from_slice(&head[..n]);
-    out.extend_from_slice(payload);
-    out.freeze()
 }
 
 #[cfg(test)]

@@ -59,5 +59,5 @@ pub use close::{CloseCode, CloseFrame};
 pub use config::{Config, Role};
 pub use connection::{Connection, Event, FrameTrace, Side, State};
 pub use error::{ProtocolError, SendError};
-pub use frame::OpCode;
+pub use frame::{OpCode, SharedFrame};
 pub use message::{Message, Text};

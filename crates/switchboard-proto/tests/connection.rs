@@ -443,7 +443,8 @@ mod props {
 mod shared_frames {
     use bytes::Bytes;
     use std::io::IoSlice;
-    use switchboard_proto::frame::encode_shared;
+    use switchboard_proto::extension::{DeflateConfig, DeflateParams};
+    use switchboard_proto::frame::{encode_shared, SharedFrame};
     use switchboard_proto::{Config, Connection, Event, Message, Role, SendError};
 
     /// Everything queued, through the vectored interface.
@@ -589,26 +590,36 @@ mod shared_frames {
 
     #[test]
     fn shared_frames_that_would_be_wrong_are_refused() {
-        let mut s = Connection::new(Role::Server, Config::default());
-        let bad = |b: &'static [u8]| Bytes::from_static(b);
+        let bad = |b: &'static [u8]| SharedFrame::from_bytes(Bytes::from_static(b));
         for frame in [
-            bad(b"\x81"),                       // incomplete header
-            bad(b"\x81\x05Hi"),                 // shorter than its length
-            bad(b"\x81\x01Hi"),                 // longer: two frames' worth
-            bad(b"\x01\x02Hi"),                 // not final
-            bad(b"\x89\x02Hi"),                 // a ping
-            bad(b"\xc1\x02Hi"),                 // RSV1 without deflate
-            bad(b"\x81\x82\x00\x00\x00\x00Hi"), // masked
+            &b"\x81"[..],                  // incomplete header
+            b"\x81\x05Hi",                 // shorter than its length
+            b"\x81\x01Hi",                 // longer: two frames' worth
+            b"\x01\x02Hi",                 // not final
+            b"\x89\x02Hi",                 // a ping
+            b"\x81\x82\x00\x00\x00\x00Hi", // masked
+            b"\xa1\x02Hi",                 // RSV2
+            b"\x91\x02Hi",                 // RSV3
         ] {
             assert!(
-                matches!(
-                    s.send_shared(frame.clone()),
-                    Err(SendError::InvalidSharedFrame(_))
-                ),
+                matches!(bad(frame), Err(SendError::InvalidSharedFrame(_))),
                 "{frame:?}"
             );
         }
-        assert!(s.transmit_is_empty());
+        // RSV1 makes a frame, but not one a connection without deflate may send.
+        let compressed = bad(b"\xc1\x02Hi").unwrap();
+        let mut s = Connection::new(Role::Server, Config::default());
+        assert!(matches!(
+            s.send_shared(compressed),
+            Err(SendError::InvalidSharedFrame(_))
+        ));
+        // Nor may a client send any shared frame.
+        let mut c = Connection::new(Role::Client, Config::default());
+        assert!(matches!(
+            c.send_shared(encode_shared(&Message::text("x"))),
+            Err(SendError::InvalidSharedFrame(_))
+        ));
+        assert!(s.transmit_is_empty() && c.transmit_is_empty());
         let small = Config::default().max_write_buffer(10);
         let mut s = Connection::new(Role::Server, small);
         s.send_shared(encode_shared(&Message::text("12345678")))
@@ -622,5 +633,42 @@ mod shared_frames {
             s.send_shared(encode_shared(&Message::text("x"))),
             Err(SendError::Closed)
         );
+    }
+
+    fn deflate(server_no_context_takeover: bool) -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+
+    #[test]
+    fn a_compressed_shared_frame_needs_server_no_context_takeover() {
+        let cfg = Config::default().deflate(Some(DeflateConfig::default().threshold(0)));
+        let msg = Message::text("to everyone, compressed ".repeat(20));
+        // Compressed once, by a connection that resets its compressor after each message.
+        let mut encoder = Connection::new(Role::Server, cfg).with_deflate(deflate(true));
+        encoder.send(&msg).unwrap();
+        let frame =
+            SharedFrame::from_bytes(Bytes::copy_from_slice(encoder.pending_transmit())).unwrap();
+        assert!(frame.is_compressed() && frame.payload_len() < 100);
+
+        // A connection that agreed to context takeover may not send it ...
+        let mut s = Connection::new(Role::Server, cfg).with_deflate(deflate(false));
+        assert!(matches!(
+            s.send_shared(frame.clone()),
+            Err(SendError::InvalidSharedFrame(_))
+        ));
+        assert!(s.transmit_is_empty());
+
+        // ... one without does, and its client reads the message.
+        let mut s = Connection::new(Role::Server, cfg).with_deflate(deflate(true));
+        s.send_shared(frame.clone()).unwrap();
+        assert_eq!(s.pending_transmit(), &frame[..]);
+        let mut c = Connection::new(Role::Client, cfg).with_deflate(deflate(true));
+        c.handle_read(&drain(&mut s));
+        assert_eq!(c.poll_event().unwrap(), Some(Event::Message(msg)));
     }
 }

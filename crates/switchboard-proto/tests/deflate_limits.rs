@@ -4,43 +4,13 @@
 //!
 //! Counted with a global allocator that models a copying `realloc` (the old and the new
 //! block are both live while it copies, as with mimalloc, the server's allocator).
-#![allow(unsafe_code)] // a counting global allocator needs it; test-only
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use switchboard_proto::extension::{DeflateConfig, DeflateParams};
 use switchboard_proto::{Config, Connection, Event, Message, ProtocolError, Role};
-
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-fn add(n: isize) {
-    let now = LIVE.fetch_add(n, Ordering::Relaxed) + n;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        add(l.size() as isize);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        add(-(l.size() as isize));
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        // Copying: the new block is allocated while the old one is still held.
-        add(n as isize);
-        let r = unsafe { System.realloc(p, l, n) };
-        add(-(l.size() as isize));
-        r
-    }
-}
+use switchboard_testkit::alloc::{self, CountingAllocator};
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAllocator = CountingAllocator;
 
 const NO_CONTEXT: DeflateParams = DeflateParams {
     server_no_context_takeover: true,
@@ -145,14 +115,13 @@ fn deflate_at_the_limit() {
     drop(bomb);
     assert!(wire.len() < 1 << 20, "the bomb is {} bytes", wire.len());
     server.handle_read(&wire);
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    let base = alloc::reset_peak();
     let r = server.poll_event();
     assert!(
         matches!(r, Err(ProtocolError::MessageTooLarge { .. })),
         "{r:?}"
     );
-    let peak = PEAK.load(Ordering::Relaxed) - base;
+    let peak = alloc::peak_bytes() - base;
     assert!(
         peak <= max as isize + max as isize / 8,
         "inflating peaked at {peak} bytes for a limit of {max}"

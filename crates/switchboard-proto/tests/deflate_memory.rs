@@ -2,65 +2,22 @@
 //! without context takeover it keeps no zlib state between messages; with context takeover
 //! at window 15 it holds one compressor and one inflater (~430 KB), less at smaller windows.
 //! Counted with a global allocator.
-#![allow(unsafe_code)] // a counting global allocator needs it; test-only
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use switchboard_proto::extension::DeflateConfig;
+use switchboard_proto::Message;
+use switchboard_testkit::alloc::CountingAllocator;
 
-use switchboard_proto::extension::{DeflateConfig, DeflateParams};
-use switchboard_proto::{Config, Connection, Event, Message, Role};
-
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+#[path = "support/deflate_held.rs"]
+mod deflate_held;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAllocator = CountingAllocator;
 
 /// Heap held per connection after a pair exchanged compressed messages both ways.
 fn held_per_connection(bits: u8, no_context: bool) -> isize {
-    let p = DeflateParams {
-        server_no_context_takeover: no_context,
-        client_no_context_takeover: no_context,
-        server_max_window_bits: bits,
-        client_max_window_bits: bits,
-    };
-    let cfg = Config::default().deflate(Some(DeflateConfig::default().threshold(0)));
     let msg = Message::text(r#"{"type":"message","text":"hello hello hello hello"}"#.repeat(30));
-    let before = LIVE.load(Ordering::Relaxed);
-    let mut client = Connection::new(Role::Client, cfg).with_deflate(p);
-    let mut server = Connection::new(Role::Server, cfg).with_deflate(p);
-    for _ in 0..3 {
-        client.send(&msg).unwrap();
-        server.handle_read(client.pending_transmit());
-        let n = client.pending_transmit().len();
-        client.advance_transmit(n);
-        while let Ok(Some(Event::Message(_))) = server.poll_event() {}
-        server.send(&msg).unwrap();
-        client.handle_read(server.pending_transmit());
-        let n = server.pending_transmit().len();
-        server.advance_transmit(n);
-        while let Ok(Some(Event::Message(_))) = client.poll_event() {}
-    }
-    client.release_idle_buffers();
-    server.release_idle_buffers();
-    let after = LIVE.load(Ordering::Relaxed);
-    std::hint::black_box((&client, &server));
-    (after - before) / 2
+    let deflate = DeflateConfig::default().threshold(0);
+    deflate_held::held_per_connection(deflate_held::params(bits, no_context), deflate, &msg, 3)
 }
 
 // One test function: the counter is process-wide, so the measurements must not overlap.

@@ -1,9 +1,13 @@
 //! Server settings, each with a bounded default.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_hub::{HubConfig, OutboxLimits};
+use switchboard_proto::extension::DeflateConfig;
 use switchboard_proto::Config;
+
+use crate::auth::Authenticator;
 
 /// Connection and usage limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,14 +148,28 @@ impl OriginPolicy {
     }
 }
 
-/// Server settings.
+/// The largest `/chat` and `/ws` message by default: 64 KiB.
+pub const MAX_MESSAGE_SIZE: usize = 64 << 10;
+/// The largest `/echo` message by default: 16 MiB, what the Autobahn 9.x cases need.
+pub const ECHO_MAX_MESSAGE_SIZE: usize = 16 << 20;
+/// permessage-deflate without context takeover sends messages shorter than this
+/// uncompressed: small JSON messages do not shrink on their own (docs/deflate.md).
+pub const DEFLATE_THRESHOLD: usize = 256;
+/// With context takeover, messages from this size on shrink (docs/deflate.md).
+pub const DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER: usize = 32;
+
+/// Server settings. `ServerConfig::default()` is what `switchboard serve` runs with when
+/// given no options (except io_uring, which `serve` turns on where it works).
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Protocol limits for `/chat` and `/ws` connections. Default: 64 KiB messages.
+    /// Protocol limits for `/chat` and `/ws` connections. Default: [`MAX_MESSAGE_SIZE`]
+    /// messages and frames, a write buffer of twice that but at least 4 MiB, and
+    /// permessage-deflate as [`ServerConfig::deflate_config`]`(false)` makes it.
     pub ws: Config,
-    /// Protocol limits for `/echo` (conformance and benchmarks). The default lets the
-    /// Autobahn 9.x cases through: 16 MiB messages and frames.
+    /// Protocol limits for `/echo` (conformance and benchmarks). Default:
+    /// [`ECHO_MAX_MESSAGE_SIZE`] messages and frames, a write buffer of twice that, and
+    /// permessage-deflate as for `/chat` and `/ws`.
     pub echo: Config,
     /// TLS: serve `wss://` and `https://` with this acceptor.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -167,8 +185,11 @@ pub struct ServerConfig {
     pub outbox: OutboxLimits,
     /// Topics' history.
     pub hub: HubConfig,
-    /// The key `POST /api/publish` requires (`None`: the API answers 403).
+    /// The key `POST /api/publish` requires (`None`: the API answers 403), checked by
+    /// [`ApiKey`](crate::ApiKey) unless [`authenticator`](Self::authenticator) is set.
     pub api_key: Option<String>,
+    /// Who may use `POST /api/publish`, in place of the API key check. Default: `None`.
+    pub authenticator: Option<Arc<dyn Authenticator>>,
     /// Drive every connection's socket through io_uring
     /// ([`UringStream`](switchboard_tokio::uring::UringStream)) instead of epoll. Needs the
     /// `io-uring` feature, Linux 6.0+, and a runtime that calls
@@ -194,20 +215,56 @@ impl std::fmt::Debug for ServerConfig {
             .field("outbox", &self.outbox)
             .field("hub", &self.hub)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("authenticator", &self.authenticator)
             .field("io_uring", &self.io_uring)
             .field("socket_send_buffer", &self.socket_send_buffer)
             .finish()
     }
 }
 
+/// Two [`ServerConfig`]s are equal when every setting is; TLS acceptors and
+/// authenticators only when they are the same one (shared).
+impl PartialEq for ServerConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let same_tls = match (&self.tls, &other.tls) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a.config(), b.config()),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        let same_auth = match (&self.authenticator, &other.authenticator) {
+            (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        same_tls
+            && same_auth
+            && self.ws == other.ws
+            && self.echo == other.echo
+            && self.shutdown_timeout == other.shutdown_timeout
+            && self.limits == other.limits
+            && self.heartbeat == other.heartbeat
+            && self.origins == other.origins
+            && self.outbox == other.outbox
+            && self.hub == other.hub
+            && self.api_key == other.api_key
+            && self.io_uring == other.io_uring
+            && self.socket_send_buffer == other.socket_send_buffer
+    }
+}
+
+/// `config` with messages and frames of up to `max` bytes, and room to queue two of them
+/// (at least `min_write_buffer`).
+fn sized(config: Config, max: usize, min_write_buffer: usize) -> Config {
+    config
+        .max_message_size(max)
+        .max_frame_size(max)
+        .max_write_buffer(max.saturating_mul(2).max(min_write_buffer))
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
+        let deflate = Some(Self::deflate_config(false));
         Self {
-            ws: Config::default()
-                .max_message_size(64 << 10)
-                .max_frame_size(64 << 10)
-                .max_write_buffer(4 << 20),
-            echo: Config::default(),
+            ws: sized(Config::default(), MAX_MESSAGE_SIZE, 4 << 20).deflate(deflate),
+            echo: sized(Config::default(), ECHO_MAX_MESSAGE_SIZE, 1 << 20).deflate(deflate),
             tls: None,
             shutdown_timeout: Duration::from_secs(10),
             limits: Limits::default(),
@@ -216,6 +273,7 @@ impl Default for ServerConfig {
             outbox: OutboxLimits::default(),
             hub: HubConfig::default(),
             api_key: None,
+            authenticator: None,
             io_uring: false,
             socket_send_buffer: 256 << 10,
         }
@@ -223,6 +281,51 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The permessage-deflate parameters the server accepts: 15-bit windows, compression
+    /// level 1, and either no context takeover in either direction (`false`: idle
+    /// connections hold no zlib memory; messages under [`DEFLATE_THRESHOLD`] go
+    /// uncompressed) or context takeover (better ratio, ~300 KiB of zlib state per
+    /// connection that compresses; threshold [`DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER`]).
+    ///
+    /// ```
+    /// use switchboard_server::ServerConfig;
+    /// let d = ServerConfig::deflate_config(false);
+    /// assert!(d.server_no_context_takeover && d.client_no_context_takeover);
+    /// assert_eq!(ServerConfig::default().ws.deflate, Some(d));
+    /// ```
+    pub fn deflate_config(context_takeover: bool) -> DeflateConfig {
+        let threshold = if context_takeover {
+            DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER
+        } else {
+            DEFLATE_THRESHOLD
+        };
+        DeflateConfig::default()
+            .server_no_context_takeover(!context_takeover)
+            .client_no_context_takeover(!context_takeover)
+            .threshold(threshold)
+    }
+
+    /// Sets permessage-deflate on every endpoint (`None`: not negotiated).
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.ws = self.ws.deflate(deflate);
+        self.echo = self.echo.deflate(deflate);
+        self
+    }
+
+    /// Sets the largest message (and frame) on `/chat` and `/ws`, with room to queue two
+    /// (at least 4 MiB).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.ws = sized(self.ws, bytes, 4 << 20);
+        self
+    }
+
+    /// Sets the largest message (and frame) on `/echo`, with room to queue two (at least
+    /// 1 MiB).
+    pub fn echo_max_message_size(mut self, bytes: usize) -> Self {
+        self.echo = sized(self.echo, bytes, 1 << 20);
+        self
+    }
+
     /// Sets the protocol limits of `/chat` and `/ws`.
     pub fn ws(mut self, ws: Config) -> Self {
         self.ws = ws;
@@ -290,9 +393,53 @@ impl ServerConfig {
         self
     }
 
+    /// Sets who may use `POST /api/publish` (see [`Authenticator`]), in place of the API
+    /// key check.
+    pub fn authenticator(mut self, auth: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(auth));
+        self
+    }
+
     /// Sets how long shutdown waits for connections.
     pub fn shutdown_timeout(mut self, t: Duration) -> Self {
         self.shutdown_timeout = t;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_the_setters_that_derive_them_agree() {
+        let c = ServerConfig::default();
+        assert_eq!(
+            (
+                c.ws.max_message_size,
+                c.ws.max_frame_size,
+                c.ws.max_write_buffer
+            ),
+            (64 << 10, 64 << 10, 4 << 20)
+        );
+        assert_eq!(
+            (c.echo.max_message_size, c.echo.max_write_buffer),
+            (16 << 20, Config::default().max_write_buffer)
+        );
+        let d = c.ws.deflate.expect("deflate on by default");
+        assert_eq!(c.echo.deflate, Some(d));
+        assert_eq!(
+            (d.threshold, d.server_max_window_bits),
+            (DEFLATE_THRESHOLD, 15)
+        );
+        let again = ServerConfig::default()
+            .max_message_size(MAX_MESSAGE_SIZE)
+            .echo_max_message_size(ECHO_MAX_MESSAGE_SIZE)
+            .deflate(Some(ServerConfig::deflate_config(false)));
+        assert_eq!(again, c);
+        assert_ne!(c.clone().deflate(None), c);
+        assert_ne!(c.clone().api_key("k"), c);
+        let big = c.clone().max_message_size(8 << 20);
+        assert_eq!(big.ws.max_write_buffer, 16 << 20);
     }
 }

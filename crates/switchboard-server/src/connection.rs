@@ -14,9 +14,11 @@ use switchboard_tokio::{SocketControl, Transport, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, debug_span, Instrument, Span};
 
-use crate::echo::{finish, poll_echo, Stop};
+use crate::close::{finish, Stop};
+use crate::endpoint::echo::poll_echo;
 use crate::registry::{self, Registration};
-use crate::{route, BoxFuture, Routed, Shared};
+use crate::upgrade::route;
+use crate::{BoxFuture, Routed, Shared};
 
 /// One connection's task, written as a state machine rather than an `async fn` so that an
 /// idle echo connection holds only what it needs: the socket with its protocol state and

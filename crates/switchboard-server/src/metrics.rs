@@ -165,62 +165,64 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self, hub: &HubStats, topics: usize) -> String {
         let mut s = String::with_capacity(2048);
-        let mut counter = |name: &str, help: &str, v: u64| {
+        let counters = [
+            (
+                "switchboard_tcp_connections_total",
+                "TCP connections accepted.",
+                self.tcp_accepted.get(),
+            ),
+            (
+                "switchboard_messages_received_total",
+                "WebSocket messages received.",
+                self.messages_in.get(),
+            ),
+            (
+                "switchboard_bytes_received_total",
+                "WebSocket message payload bytes received.",
+                self.bytes_in.get(),
+            ),
+            (
+                "switchboard_messages_sent_total",
+                "WebSocket messages sent.",
+                self.messages_out.get(),
+            ),
+            (
+                "switchboard_bytes_sent_total",
+                "WebSocket message payload bytes sent (frames for broadcasts).",
+                self.bytes_out.get(),
+            ),
+            (
+                "switchboard_publications_total",
+                "Publications delivered on this node.",
+                hub.publications.load(Ordering::Relaxed),
+            ),
+            (
+                "switchboard_broadcast_deliveries_total",
+                "Broadcast frames handed to subscribers.",
+                hub.deliveries.load(Ordering::Relaxed),
+            ),
+            (
+                "switchboard_slow_consumer_drops_total",
+                "Frames dropped for slow consumers (drop-oldest policy).",
+                hub.dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "switchboard_slow_consumer_disconnects_total",
+                "Connections closed because they could not keep up.",
+                self.slow_consumer_disconnects.get(),
+            ),
+            (
+                "switchboard_ping_timeouts_total",
+                "Connections closed because a ping went unanswered.",
+                self.ping_timeouts.get(),
+            ),
+        ];
+        for (name, help, v) in counters {
             let _ = write!(
                 s,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             );
-        };
-        counter(
-            "switchboard_tcp_connections_total",
-            "TCP connections accepted.",
-            self.tcp_accepted.get(),
-        );
-        counter(
-            "switchboard_messages_received_total",
-            "WebSocket messages received.",
-            self.messages_in.get(),
-        );
-        counter(
-            "switchboard_bytes_received_total",
-            "WebSocket message payload bytes received.",
-            self.bytes_in.get(),
-        );
-        counter(
-            "switchboard_messages_sent_total",
-            "WebSocket messages sent.",
-            self.messages_out.get(),
-        );
-        counter(
-            "switchboard_bytes_sent_total",
-            "WebSocket message payload bytes sent (frames for broadcasts).",
-            self.bytes_out.get(),
-        );
-        counter(
-            "switchboard_publications_total",
-            "Publications delivered on this node.",
-            hub.publications.load(Ordering::Relaxed),
-        );
-        counter(
-            "switchboard_broadcast_deliveries_total",
-            "Broadcast frames handed to subscribers.",
-            hub.deliveries.load(Ordering::Relaxed),
-        );
-        counter(
-            "switchboard_slow_consumer_drops_total",
-            "Frames dropped for slow consumers (drop-oldest policy).",
-            hub.dropped.load(Ordering::Relaxed),
-        );
-        counter(
-            "switchboard_slow_consumer_disconnects_total",
-            "Connections closed because they could not keep up.",
-            self.slow_consumer_disconnects.get(),
-        );
-        counter(
-            "switchboard_ping_timeouts_total",
-            "Connections closed because a ping went unanswered.",
-            self.ping_timeouts.get(),
-        );
+        }
         let _ = write!(
             s,
             "# HELP switchboard_connections_open WebSocket connections open.\n\
@@ -231,6 +233,21 @@ impl Metrics {
              switchboard_topics {topics}\n",
             self.connections_open.load(Ordering::Relaxed).max(0)
         );
+        self.render_handshakes(&mut s);
+        self.render_requests_and_close_codes(&mut s);
+        let _ = write!(
+            s,
+            "# HELP switchboard_build_info The running version (always 1).\n\
+             # TYPE switchboard_build_info gauge\n\
+             switchboard_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        crate::process::render(&mut s);
+        s
+    }
+
+    /// `switchboard_handshakes_total`, by outcome and reason.
+    fn render_handshakes(&self, s: &mut String) {
         s.push_str(
             "# HELP switchboard_handshakes_total WebSocket handshakes by outcome.\n\
              # TYPE switchboard_handshakes_total counter\n",
@@ -253,6 +270,10 @@ impl Metrics {
             "switchboard_handshakes_total{{outcome=\"failed\"}} {}",
             self.handshakes_failed.get()
         );
+    }
+
+    /// `switchboard_http_requests_total` and `switchboard_close_codes_total`.
+    fn render_requests_and_close_codes(&self, s: &mut String) {
         s.push_str(
             "# HELP switchboard_http_requests_total Plain HTTP requests answered (pages, API, metrics), by method and status.\n\
              # TYPE switchboard_http_requests_total counter\n",
@@ -276,16 +297,6 @@ impl Metrics {
                 "switchboard_close_codes_total{{code=\"{code}\",direction=\"{side}\"}} {n}"
             );
         }
-        drop(codes);
-        let _ = write!(
-            s,
-            "# HELP switchboard_build_info The running version (always 1).\n\
-             # TYPE switchboard_build_info gauge\n\
-             switchboard_build_info{{version=\"{}\"}} 1\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        crate::process::render(&mut s);
-        s
     }
 }
 

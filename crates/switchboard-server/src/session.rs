@@ -1,34 +1,38 @@
 //! The loop of a hub-connected WebSocket (`/chat`, `/ws`): client messages go to the
-//! endpoint's [`App`], broadcast frames come out of the connection's [`Outbox`] and go to
-//! the socket when it has room.
+//! endpoint's [`App`], which answers with [`Replies`] that the loop writes in order;
+//! broadcast frames come out of the connection's [`Outbox`] and go to the socket when it
+//! has room.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use switchboard_hub::{Hub, Outbox};
+use switchboard_proto::SharedFrame;
 use switchboard_proto::{Event, Message};
 use switchboard_tokio::{SocketControl, Transport, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{Instrument, Span};
 
-use crate::echo::{check_registration, finish, Stop};
+use crate::auth::Identity;
+use crate::close::{check_registration, finish, Stop};
 use crate::metrics::Metrics;
 use crate::registry::Registration;
+use crate::Shared;
 
 /// Broadcast frames move from the outbox to the socket's queue while less than this is
 /// queued there; past it they wait in the outbox, where the slow-consumer bound applies.
 const SOCKET_QUEUE_HIGH_WATER: usize = 64 * 1024;
 
-/// What an endpoint's protocol does with a connection.
+/// What an endpoint's protocol does with a connection. It never touches the socket: it
+/// works on the hub and its outbox and says what to send back in [`Ctx::replies`].
 pub(crate) trait App {
     /// Right after the handshake: say hello, subscribe.
-    fn open<S: AsyncRead + AsyncWrite + Unpin>(&mut self, cx: &mut Ctx<'_, S>) -> Result<(), Stop>;
+    fn open(&mut self, cx: &mut Ctx<'_>);
     /// A message from the client.
-    fn message<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        cx: &mut Ctx<'_, S>,
-        msg: Message,
-    ) -> Result<(), Stop>;
+    fn message(&mut self, cx: &mut Ctx<'_>, msg: Message);
     /// The connection is over: unsubscribe, say goodbye to the others.
     fn close(&mut self, hub: &Hub);
     /// The connection is over because the server is shutting down: every other connection
@@ -38,30 +42,151 @@ pub(crate) trait App {
     }
 }
 
-/// What an [`App`] may use.
-pub(crate) struct Ctx<'a, S> {
-    pub(crate) ws: &'a mut WebSocket<S>,
+/// What an [`App`] works with.
+pub(crate) struct Ctx<'a> {
+    /// Topics: subscribe, publish.
     pub(crate) hub: &'a Hub,
+    /// This connection's outbox, which its subscriptions deliver to.
     pub(crate) outbox: &'a Arc<Outbox>,
-    pub(crate) metrics: &'a Metrics,
-    pub(crate) reg: &'a mut Registration,
+    /// Who is connected. Every WebSocket session is anonymous today (chat names come from
+    /// `?name=`), so no app reads it yet.
+    #[expect(dead_code, reason = "no app reads the identity yet")]
+    pub(crate) identity: &'a Identity,
+    /// What to send back, in order.
+    pub(crate) replies: &'a mut Replies,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Ctx<'_, S> {
-    /// Queues a reply to this client only.
-    pub(crate) fn reply(&mut self, msg: &Message) -> Result<(), Stop> {
-        self.metrics.messages_out.add(1);
-        self.metrics.bytes_out.add(msg.payload().len() as u64);
-        self.reg.sent();
-        self.ws.feed(msg).map_err(Stop::Failed)
+impl Ctx<'_> {
+    /// Sends `msg` to this client only (after what was queued before it).
+    pub(crate) fn reply(&mut self, msg: Message) {
+        self.replies.push(Action::Reply(msg));
     }
 
-    /// Moves every frame waiting in the outbox to the socket's queue (before a room switch,
-    /// so frames of the old room do not arrive after the new room's welcome).
-    pub(crate) fn flush_outbox(&mut self) -> Result<(), Stop> {
-        move_frames(self.ws, self.outbox, self.metrics, self.reg, usize::MAX)
+    /// Puts the frames waiting in the outbox before whatever is replied next (a chat room
+    /// switch: the old room's frames before the new room's welcome). Frames delivered
+    /// later stay in the outbox and go out after the replies.
+    pub(crate) fn outbox_first(&mut self) {
+        let Self {
+            outbox, replies, ..
+        } = self;
+        outbox.drain(usize::MAX, |frame| replies.push(Action::Frame(frame)));
     }
 }
+
+/// One step of what a session writes.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// A message to this client only.
+    Reply(Message),
+    /// A broadcast frame taken from the outbox ahead of the replies after it.
+    Frame(SharedFrame),
+}
+
+/// The actions an [`App`] call produced, written in order by the session. The session
+/// keeps one list and clears it after writing, so its capacity is reused.
+#[derive(Debug, Default)]
+pub(crate) struct Replies {
+    actions: Vec<Action>,
+}
+
+impl Replies {
+    fn push(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    /// Takes what is queued, in order (tests; the session writes them instead).
+    #[cfg(test)]
+    pub(crate) fn take(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Queues every action on `ws`, in order, and empties the list.
+    fn write<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        ws: &mut WebSocket<S>,
+        metrics: &Metrics,
+        reg: &mut Registration,
+    ) -> Result<(), Stop> {
+        if self.actions.is_empty() {
+            return Ok(());
+        }
+        let (mut msgs, mut bytes) = (0u64, 0u64);
+        let mut result = Ok(());
+        for action in self.actions.drain(..) {
+            let sent = match action {
+                Action::Reply(msg) => {
+                    bytes += msg.payload().len() as u64;
+                    ws.feed(&msg)
+                }
+                Action::Frame(frame) => {
+                    bytes += frame.len() as u64;
+                    ws.feed_shared(frame)
+                }
+            };
+            msgs += 1;
+            if let Err(e) = sent {
+                result = Err(Stop::Failed(e));
+                break;
+            }
+        }
+        metrics.messages_out.add(msgs);
+        metrics.bytes_out.add(bytes);
+        reg.sent();
+        result
+    }
+}
+
+/// The boxed future of a `/chat` or `/ws` session, in the connection's span: the session,
+/// then the open-connections count let go.
+pub(crate) fn start<S, A>(
+    ws: WebSocket<S>,
+    app: A,
+    identity: Identity,
+    reg: Registration,
+    shared: Arc<Shared>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    S: Transport + SocketControl + Send + 'static,
+    A: App + Send + 'static,
+{
+    let outbox = Arc::new(Outbox::new(shared.config.outbox));
+    let span = Span::current();
+    Box::pin(
+        async move {
+            run(
+                ws,
+                app,
+                Link {
+                    hub: shared.hub.clone(),
+                    outbox,
+                    metrics: Arc::clone(&shared.metrics),
+                    identity: (!identity.is_anonymous()).then(|| Box::new(identity)),
+                },
+                reg,
+            )
+            .await;
+            shared
+                .metrics
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        .instrument(span),
+    )
+}
+
+/// What a session is linked to besides its socket: the hub, its outbox, the counters and
+/// who is connected.
+pub(crate) struct Link {
+    pub(crate) hub: Hub,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Who is connected; `None`: anonymous (boxed, so an anonymous session holds 8 bytes
+    /// for it).
+    pub(crate) identity: Option<Box<Identity>>,
+}
+
+/// The identity of every anonymous session.
+static ANONYMOUS: Identity = Identity { user: None };
 
 fn move_frames<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocket<S>,
@@ -87,31 +212,32 @@ fn move_frames<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Runs a session to its end, closing the connection the way its end calls for.
-pub(crate) async fn run<S, A>(
-    mut ws: WebSocket<S>,
-    mut app: A,
-    hub: Hub,
-    outbox: Arc<Outbox>,
-    metrics: Arc<Metrics>,
-    mut reg: Registration,
-) where
+pub(crate) async fn run<S, A>(mut ws: WebSocket<S>, app: A, link: Link, mut reg: Registration)
+where
     S: Transport + SocketControl,
     A: App,
 {
-    let opened = app.open(&mut Ctx {
-        ws: &mut ws,
-        hub: &hub,
-        outbox: &outbox,
-        metrics: &metrics,
-        reg: &mut reg,
-    });
-    let stop = match opened {
-        Err(stop) => stop,
-        Ok(()) => {
-            poll_fn(|cx| poll_session(&mut ws, &mut app, &hub, &outbox, &metrics, &mut reg, cx))
-                .await
-        }
+    let mut session = Session {
+        app,
+        link,
+        replies: Replies::default(),
     };
+    session.open();
+    let stop = match session.write(&mut ws, &mut reg) {
+        Err(stop) => stop,
+        Ok(()) => poll_fn(|cx| session.poll(&mut ws, &mut reg, cx)).await,
+    };
+    let Session {
+        mut app,
+        link:
+            Link {
+                hub,
+                outbox,
+                metrics,
+                ..
+            },
+        ..
+    } = session;
     // No more deliveries; leave every topic (the others see the leave now).
     outbox.close();
     if matches!(stop, Stop::Shutdown) || reg.is_triggered() {
@@ -137,68 +263,103 @@ pub(crate) async fn run<S, A>(
     Box::pin(finish(ws, stop, reg, timeout)).await;
 }
 
-fn poll_session<S, A>(
-    ws: &mut WebSocket<S>,
-    app: &mut A,
-    hub: &Hub,
-    outbox: &Arc<Outbox>,
-    metrics: &Metrics,
-    reg: &mut Registration,
-    cx: &mut Context<'_>,
-) -> Poll<Stop>
-where
-    S: Transport,
-    A: App,
-{
-    if let Some(stop) = check_registration(ws, reg) {
-        return Poll::Ready(stop);
+/// An open session, besides its socket and registration: the app, what it is linked to,
+/// and the list its replies go through.
+struct Session<A> {
+    app: A,
+    link: Link,
+    replies: Replies,
+}
+
+impl<A: App> Session<A> {
+    /// Opens the app; its replies wait in the list.
+    fn open(&mut self) {
+        let Self { app, link, replies } = self;
+        app.open(&mut Ctx {
+            hub: &link.hub,
+            outbox: &link.outbox,
+            identity: link.identity.as_deref().unwrap_or(&ANONYMOUS),
+            replies,
+        });
     }
-    loop {
-        if outbox.is_overflowed() {
-            return Poll::Ready(Stop::SlowConsumer);
+
+    /// Hands `msg` to the app; its replies wait in the list.
+    fn message(&mut self, msg: Message) {
+        let Self { app, link, replies } = self;
+        app.message(
+            &mut Ctx {
+                hub: &link.hub,
+                outbox: &link.outbox,
+                identity: link.identity.as_deref().unwrap_or(&ANONYMOUS),
+                replies,
+            },
+            msg,
+        );
+    }
+
+    /// Queues the waiting replies on the socket, in order.
+    fn write<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        ws: &mut WebSocket<S>,
+        reg: &mut Registration,
+    ) -> Result<(), Stop> {
+        self.replies.write(ws, &self.link.metrics, reg)
+    }
+
+    fn poll<S>(
+        &mut self,
+        ws: &mut WebSocket<S>,
+        reg: &mut Registration,
+        cx: &mut Context<'_>,
+    ) -> Poll<Stop>
+    where
+        S: Transport,
+    {
+        if let Some(stop) = check_registration(ws, reg) {
+            return Poll::Ready(stop);
         }
-        // Registered before taking frames, so a push in between wakes us.
-        outbox.register(cx.waker());
-        let queued = ws.connection().queued_transmit();
-        if queued < SOCKET_QUEUE_HIGH_WATER {
-            if let Err(stop) =
-                move_frames(ws, outbox, metrics, reg, SOCKET_QUEUE_HIGH_WATER - queued)
-            {
-                return Poll::Ready(stop);
+        loop {
+            let (outbox, metrics) = (&self.link.outbox, &self.link.metrics);
+            if outbox.is_overflowed() {
+                return Poll::Ready(Stop::SlowConsumer);
             }
-        }
-        match ws.poll_next_event(cx) {
-            Poll::Ready(Ok(Some(Event::Message(m)))) => {
-                reg.received(true);
-                metrics.messages_in.add(1);
-                metrics.bytes_in.add(m.payload().len() as u64);
-                let mut ctx = Ctx {
-                    ws: &mut *ws,
-                    hub,
-                    outbox,
-                    metrics,
-                    reg: &mut *reg,
-                };
-                if let Err(stop) = app.message(&mut ctx, m) {
+            // Registered before taking frames, so a push in between wakes us.
+            outbox.register(cx.waker());
+            let queued = ws.connection().queued_transmit();
+            if queued < SOCKET_QUEUE_HIGH_WATER {
+                if let Err(stop) =
+                    move_frames(ws, outbox, metrics, reg, SOCKET_QUEUE_HIGH_WATER - queued)
+                {
                     return Poll::Ready(stop);
                 }
             }
-            Poll::Ready(Ok(Some(Event::Close(_)))) => return Poll::Ready(Stop::PeerClosed),
-            Poll::Ready(Ok(Some(_))) => reg.received(false),
-            Poll::Ready(Ok(None)) => return Poll::Ready(Stop::Ended),
-            Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e)),
-            Poll::Pending => {
-                // More frames arrived while the socket has room: go round again.
-                if outbox.has_frames()
-                    && ws.connection().queued_transmit() < SOCKET_QUEUE_HIGH_WATER
-                {
-                    continue;
+            match ws.poll_next_event(cx) {
+                Poll::Ready(Ok(Some(Event::Message(m)))) => {
+                    reg.received(true);
+                    metrics.messages_in.add(1);
+                    metrics.bytes_in.add(m.payload().len() as u64);
+                    self.message(m);
+                    if let Err(stop) = self.write(ws, reg) {
+                        return Poll::Ready(stop);
+                    }
                 }
-                return if reg.register(cx.waker()) {
-                    Poll::Ready(Stop::Shutdown)
-                } else {
-                    Poll::Pending
-                };
+                Poll::Ready(Ok(Some(Event::Close(_)))) => return Poll::Ready(Stop::PeerClosed),
+                Poll::Ready(Ok(Some(_))) => reg.received(false),
+                Poll::Ready(Ok(None)) => return Poll::Ready(Stop::Ended),
+                Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e)),
+                Poll::Pending => {
+                    // More frames arrived while the socket has room: go round again.
+                    if self.link.outbox.has_frames()
+                        && ws.connection().queued_transmit() < SOCKET_QUEUE_HIGH_WATER
+                    {
+                        continue;
+                    }
+                    return if reg.register(cx.waker()) {
+                        Poll::Ready(Stop::Shutdown)
+                    } else {
+                        Poll::Pending
+                    };
+                }
             }
         }
     }
@@ -228,16 +389,13 @@ mod tests {
         let reg = crate::registry::Registration::new(registry, [127, 0, 0, 1].into())
             .map_err(|_| ())
             .unwrap();
-        let hub = switchboard_hub::Hub::new(switchboard_hub::HubConfig::default());
-        let outbox = std::sync::Arc::new(switchboard_hub::Outbox::new(Default::default()));
-        let f = super::run(
-            ws,
-            crate::pubsub::PubSub::new(8),
-            hub,
-            outbox,
-            Default::default(),
-            reg,
-        );
+        let link = super::Link {
+            hub: switchboard_hub::Hub::new(switchboard_hub::HubConfig::default()),
+            outbox: std::sync::Arc::new(switchboard_hub::Outbox::new(Default::default())),
+            metrics: Default::default(),
+            identity: None,
+        };
+        let f = super::run(ws, crate::endpoint::pubsub::PubSub::new(8), link, reg);
         let size = std::mem::size_of_val(&f);
         assert!(size <= 1024, "session future is {size} bytes");
     }

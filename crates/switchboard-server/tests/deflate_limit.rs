@@ -7,8 +7,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use switchboard_proto::extension::DeflateConfig;
-use switchboard_server::{Server, ServerConfig};
+use switchboard_server::ServerConfig;
+use switchboard_testkit::server::start;
 
 fn python() -> String {
     std::env::var("SWITCHBOARD_PYTHON").unwrap_or_else(|_| "python3".to_string())
@@ -58,21 +58,15 @@ async fn compressed_messages_just_under_the_limit_get_through() {
         "Python `websockets` is missing: run `{} -m pip install 'websockets==15.0.1'` (scripts/test.sh does this)",
         python()
     );
-    // As `switchboard serve` configures it: compression without context takeover.
-    let deflate = Some(
-        DeflateConfig::default()
-            .server_no_context_takeover(true)
-            .client_no_context_takeover(true),
-    );
+    // The defaults (as `switchboard serve` runs them): compression without context
+    // takeover.
     let config = ServerConfig::default();
-    let (ws, echo) = (config.ws.deflate(deflate), config.echo.deflate(deflate));
-    let config = config.ws(ws).echo(echo);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(Server::new(config).run(listener, async {
-        let _ = stopped.await;
-    }));
+    assert!(config
+        .ws
+        .deflate
+        .is_some_and(|d| d.server_no_context_takeover));
+    let srv = start(config).await;
+    let addr = srv.addr;
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python())
             .args(["-c", CLIENT, &format!("ws://{addr}")])
@@ -89,6 +83,5 @@ async fn compressed_messages_just_under_the_limit_get_through() {
         out.status.success() && stdout.contains("ws ok") && stdout.contains("echo ok"),
         "stdout: {stdout}\nstderr: {stderr}"
     );
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    srv.stop().await;
 }

@@ -10,55 +10,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use switchboard_proto::Message;
-use switchboard_server::{HeartbeatConfig, Limits, Server, ServerConfig};
-use switchboard_tokio::{ClientBuilder, MaybeTlsStream, WebSocket};
+use switchboard_server::{HeartbeatConfig, Limits, ServerConfig};
+use switchboard_testkit::server::{raw_handshake, start, ws};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
-    hub: switchboard_server::Hub,
-}
-
-async fn start(config: ServerConfig) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = Server::new(config);
-    let hub = server.hub().clone();
-    let task = tokio::spawn(server.run(listener, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        stop,
-        task,
-        hub,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("server stops in time")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-async fn ws(addr: SocketAddr, path: &str) -> WebSocket<MaybeTlsStream> {
-    ClientBuilder::new(format!("ws://{addr}{path}"))
-        .connect()
-        .await
-        .unwrap()
-        .0
-}
 
 /// A raw client with a 4 KiB receive buffer that opens `/echo` and returns the stream
 /// once the 101 has arrived (or the status line it got instead).
@@ -70,24 +26,8 @@ async fn raw_client_to(addr: SocketAddr, path: &str) -> Result<TcpStream, String
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut s = socket.connect(addr).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        match s.read(&mut b).await {
-            Ok(1) => head.push(b[0]),
-            _ => return Err(format!("closed after {:?}", String::from_utf8_lossy(&head))),
-        }
-    }
-    let status = String::from_utf8_lossy(&head)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let head = raw_handshake(&mut s, path, "").await?;
+    let status = head.lines().next().unwrap_or("").to_string();
     if status.contains(" 101 ") {
         Ok(s)
     } else {
@@ -342,16 +282,7 @@ async fn epoll_given_up_connections_are_reset_and_count_until_closed() {
 #[cfg(feature = "io-uring")]
 mod io_uring {
     use super::*;
-
-    fn on_uring(f: impl std::future::Future<Output = ()>) {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .on_thread_park(switchboard_tokio::uring::before_park)
-            .build()
-            .unwrap()
-            .block_on(f);
-    }
+    use switchboard_testkit::server::on_uring;
 
     #[test]
     fn flooders_freeze_nobody() {

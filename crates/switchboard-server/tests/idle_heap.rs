@@ -1,6 +1,6 @@
 //! The heap an idle `/echo` connection holds, counted with a global allocator: the task
 //! cell tokio allocates for it, tokio's I/O registration, and nothing else of any size (no
-//! buffer, no span, no boxed state). docs/benchmarks.md measures the same thing as RSS.
+//! buffer, no span, no boxed state). benchmarks/README.md measures the same thing as RSS.
 //!
 //! The clients are plain blocking sockets on the test thread: they allocate nothing, so every
 //! allocation counted is the server's.
@@ -8,10 +8,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
+
+use switchboard_testkit::server::blocking_upgrade;
 
 /// Sizes counted one by one; larger allocations (vectors that grow with the connection
 /// count) are summed in [`LARGE`].
@@ -51,25 +51,6 @@ static A: Counting = Counting;
 fn snapshot() -> (Vec<isize>, isize) {
     let small = LIVE.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     (small, LARGE.load(Ordering::Relaxed))
-}
-
-/// A WebSocket handshake on a blocking socket, reading the response into a stack buffer.
-fn open(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(
-        b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut buf = [0u8; 512];
-    let mut got = 0;
-    while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf[got..]).unwrap();
-        assert!(n > 0, "the server closed during the handshake");
-        got += n;
-    }
-    assert!(buf.starts_with(b"HTTP/1.1 101"), "no 101 response");
-    s
 }
 
 /// Waits until the live heap stops changing (the server tasks have settled after their
@@ -141,9 +122,9 @@ fn held_per_connection(n: usize, io_uring: bool) -> Held {
         std::future::pending(),
     ));
     // Warm up: the first connections grow per-thread pools and tables once.
-    let warm: Vec<_> = (0..64).map(|_| open(addr)).collect();
+    let warm: Vec<_> = (0..64).map(|_| blocking_upgrade(addr, "/echo")).collect();
     let (small0, large0) = settled();
-    let conns: Vec<_> = (0..n).map(|_| open(addr)).collect();
+    let conns: Vec<_> = (0..n).map(|_| blocking_upgrade(addr, "/echo")).collect();
     let (small1, large1) = settled();
     let mut bytes = 0;
     let mut breakdown = String::new();

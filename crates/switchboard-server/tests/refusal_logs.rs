@@ -3,11 +3,10 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use switchboard_server::{Limits, Server, ServerConfig};
+use switchboard_server::{Limits, ServerConfig};
+use switchboard_testkit::server::{http, start};
 use switchboard_tokio::ClientBuilder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Everything the subscriber writes.
 #[derive(Clone, Default)]
@@ -29,17 +28,6 @@ impl Captured {
     }
 }
 
-async fn status(addr: std::net::SocketAddr, req: &str) -> u16 {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&out)[9..12].parse().unwrap()
-}
-
 /// At the default level (`info`), origin, connection-limit and publish-key refusals each log
 /// a warning naming the peer and the reason.
 #[tokio::test]
@@ -54,13 +42,8 @@ async fn refusals_are_logged_with_peer_and_reason() {
 
     let mut limits = Limits::default();
     limits.max_connections_per_ip = 1;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::new(ServerConfig::default().limits(limits).api_key("k"));
-    let task = tokio::spawn(server.run(listener, async {
-        let _ = stopped.await;
-    }));
+    let srv = start(ServerConfig::default().limits(limits).api_key("k")).await;
+    let addr = srv.addr;
 
     let err = ClientBuilder::new(format!("ws://{addr}/chat"))
         .origin("https://evil.example")
@@ -84,7 +67,7 @@ async fn refusals_are_logged_with_peer_and_reason() {
         "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    assert_eq!(status(addr, &publish).await, 403);
+    assert_eq!(http(addr, &publish).await.0, 403);
 
     let logs = captured.text();
     let line = |needle: &str| -> String {
@@ -105,6 +88,5 @@ async fn refusals_are_logged_with_peer_and_reason() {
     }
 
     drop(held);
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    srv.stop().await;
 }

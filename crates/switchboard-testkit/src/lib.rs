@@ -1,9 +1,11 @@
 //! Helpers shared by switchboard's tests: not part of any published crate.
 //!
 //! - [`alloc`]: counting global allocators for the no-allocation and idle-memory tests.
+//! - [`python`]: the Python interpreter of the interop tests, and the check for `websockets`.
 //! - [`server`]: starting a server and talking to it from the server's tests.
 
 #![allow(unreachable_pub, missing_docs)]
 
 pub mod alloc;
+pub mod python;
 pub mod server;

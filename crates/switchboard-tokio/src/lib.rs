@@ -2,10 +2,12 @@
 //!
 //! WebSocket connections on tokio, driving the sans-IO [`switchboard_proto`] core.
 //!
-//! - [`WebSocket<S>`] over any `AsyncRead + AsyncWrite` stream: TCP, TLS, Unix sockets,
-//!   hyper upgrades, in-memory duplex pipes. Message API ([`WebSocket::recv`],
-//!   [`WebSocket::send`], [`WebSocket::close`]), batched writes ([`WebSocket::feed`] then one
-//!   flush), and [`WebSocket::split`] into a reader and a writer for two tasks.
+//! - [`WebSocket<S>`] over any [`Transport`]: TCP, TLS, Unix sockets, hyper upgrades,
+//!   in-memory duplex pipes, any other `AsyncRead + AsyncWrite` stream wrapped in [`Plain`],
+//!   and io_uring's streams (feature `io-uring`), which read and send without copying.
+//!   Message API ([`WebSocket::recv`], [`WebSocket::send`], [`WebSocket::close`]), batched
+//!   writes ([`WebSocket::feed`] then one flush), and [`WebSocket::split`] into a reader and
+//!   a writer for two tasks.
 //! - Client: [`connect`] / [`ClientBuilder`] for `ws://` and `wss://` (rustls; bundled roots
 //!   or a custom CA via [`tls::client_config`]).
 //! - Server: [`accept`] / [`accept_with`] on a raw stream, with a callback that sees the path
@@ -46,6 +48,9 @@
 //! - `server` (default): [`accept`], [`accept_with`].
 //! - `rustls` (default): `wss://` and TLS servers.
 //! - `hyper`: [`upgrade`], WebSocket upgrades on hyper 1.x.
+//! - `io-uring` (Linux): `uring`, TCP streams driven by io_uring (the switchboard-uring
+//!   crate), a [`Transport`] that reads by taking the kernel's receive buffers and sends
+//!   frames queued by reference without copying them.
 
 #![cfg_attr(
     not(test),

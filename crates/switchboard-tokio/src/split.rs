@@ -9,7 +9,6 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use switchboard_proto::{CloseCode, CloseFrame, Connection, Event, Message, Role, State};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::io::poll_read_buf;
@@ -183,7 +182,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
 
     /// Queues a frame encoded once for many connections (see
     /// [`WebSocket::feed_shared`](crate::WebSocket::feed_shared)).
-    pub fn feed_shared(&self, frame: Bytes) -> Result<(), Error> {
+    pub fn feed_shared(&self, frame: switchboard_proto::SharedFrame) -> Result<(), Error> {
         self.shared.conn().send_shared(frame)?;
         Ok(())
     }

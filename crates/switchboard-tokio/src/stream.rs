@@ -141,7 +141,7 @@ impl<S> WebSocket<S> {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn feed_shared(&mut self, frame: bytes::Bytes) -> Result<(), Error> {
+    pub fn feed_shared(&mut self, frame: switchboard_proto::SharedFrame) -> Result<(), Error> {
         self.conn.send_shared(frame)?;
         Ok(())
     }

@@ -5,30 +5,14 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
+use switchboard_testkit::python::{self, require_websockets};
 use switchboard_tokio::proto::extension::DeflateConfig;
 use switchboard_tokio::{ClientBuilder, CloseCode, Config, Message, Side};
 
-fn python() -> String {
-    std::env::var("SWITCHBOARD_PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
 fn script(name: &str) -> String {
     format!("{}/tests/interop/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn require_websockets() {
-    let ok = Command::new(python())
-        .args(["-c", "import websockets.sync.client"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "Python `websockets` is missing: run `{} -m pip install 'websockets==15.0.1'` (scripts/test.sh does this)",
-        python()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +40,7 @@ async fn python_client_with_compression_against_our_server() {
 async fn run_python_client(config: Config, expect_deflate: bool) {
     let addr = common::echo_server(config).await;
     let out = tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(python());
+        let mut cmd = python::command();
         cmd.arg(script("client.py"))
             .arg(format!("ws://{addr}/echo"));
         if expect_deflate {
@@ -95,7 +79,7 @@ async fn our_compressing_client_against_python_server() {
 }
 
 async fn run_against_python_server(config: Config) {
-    let mut child = Command::new(python())
+    let mut child = python::command()
         .arg(script("server.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -3,33 +3,11 @@
 //!
 //! Counted with a global allocator, not timed.
 
-#![allow(unsafe_code)] // a counting global allocator needs it; test-only
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
+use switchboard_testkit::alloc::{self, CountingAllocator};
 use switchboard_tokio::{Config, Message, Role, WebSocket};
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 #[test]
 fn echo_round_trips_do_not_allocate() {
@@ -56,12 +34,12 @@ fn echo_round_trips_do_not_allocate() {
             round_trip(&text).await;
             round_trip(&binary).await;
         }
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = alloc::allocations();
         for _ in 0..1000 {
             round_trip(&text).await;
             round_trip(&binary).await;
         }
-        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        let allocs = alloc::allocations() - before;
         assert_eq!(allocs, 0, "{allocs} allocations in 2000 echo round trips");
     });
 }

@@ -3,57 +3,13 @@
 //! large replies are sent by reference with reused send states, small ones copied into
 //! reused buffers.
 #![cfg(all(feature = "io-uring", target_os = "linux"))]
-#![allow(unsafe_code)] // a counting global allocator needs it; test-only
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
+use switchboard_testkit::alloc::{CountingAllocator, ThreadCount};
 use switchboard_tokio::uring::{before_park, UringStream};
 use switchboard_tokio::{accept, connect, CloseCode, Config, Event, Message};
 
-thread_local! {
-    /// Whether this thread's allocations are counted, and how many there were.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    /// The sizes of the first few counted, for the failure message.
-    static SIZES: Cell<[usize; 8]> = const { Cell::new([0; 8]) };
-}
-
-struct Counting;
-
-fn count(size: usize) {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        let n = ALLOCS.try_with(|a| {
-            a.set(a.get() + 1);
-            a.get()
-        });
-        if let Ok(n @ 1..=8) = n {
-            let _ = SIZES.try_with(|s| {
-                let mut v = s.get();
-                v[n as usize - 1] = size;
-                s.set(v);
-            });
-        }
-    }
-}
-
-// SAFETY: forwards to the system allocator; only counts on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 const WARM_UP: u64 = 400;
 const MEASURED: u64 = 4000;
@@ -76,16 +32,16 @@ fn taking_echo_does_not_allocate_per_message() {
                     .await
                     .unwrap();
                 let mut seen = 0;
+                let mut counting = None;
                 let mut allocs = None;
                 loop {
                     match std::future::poll_fn(|cx| ws.poll_next_event(cx)).await {
                         Ok(Some(Event::Message(m))) => {
                             seen += 1;
                             if seen == WARM_UP {
-                                COUNTING.with(|c| c.set(true));
+                                counting = Some(ThreadCount::start());
                             } else if seen == WARM_UP + MEASURED {
-                                COUNTING.with(|c| c.set(false));
-                                allocs = Some((ALLOCS.with(Cell::get), SIZES.with(Cell::get)));
+                                allocs = counting.take().map(ThreadCount::stop);
                             }
                             ws.feed(&m).unwrap();
                         }
@@ -119,13 +75,13 @@ fn taking_echo_does_not_allocate_per_message() {
             }
             ws.close(CloseCode::NORMAL, "done").await.unwrap();
         });
-    let (allocs, sizes) = server
+    let allocs = server
         .join()
         .unwrap()
         .expect("the server saw every message");
     assert_eq!(
-        allocs, 0,
-        "{allocs} allocations on the server's thread in {MEASURED} echoes (the first sizes: \
-         {sizes:?})"
+        allocs.count, 0,
+        "{} allocations on the server's thread in {MEASURED} echoes (the first sizes: {:?})",
+        allocs.count, allocs.first_sizes
     );
 }

@@ -27,9 +27,14 @@ pub(crate) fn parse(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range: {FORMS}"))
 }
 
-/// Shows a duration the way it can be written back: `10s`, `500ms`.
+/// Shows a duration the way it can be written back: `1h`, `2m`, `10s`, `500ms`.
 pub(crate) fn show(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 && secs > 0 && secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if d.subsec_nanos() == 0 && secs > 0 && secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
     } else if d.as_nanos() % 1_000_000 == 0 {
         format!("{}ms", d.as_millis())
@@ -78,5 +83,12 @@ mod tests {
         assert!(parse("").is_err());
         assert_eq!(show(Duration::from_secs(10)), "10s");
         assert_eq!(show(Duration::from_millis(500)), "500ms");
+        assert_eq!(show(Duration::from_secs(3600)), "1h");
+        assert_eq!(show(Duration::from_secs(120)), "2m");
+        assert_eq!(show(Duration::from_secs(90)), "90s");
+        assert_eq!(show(Duration::ZERO), "0s");
+        for d in ["1h", "2m", "90s", "500ms", "1500ms"] {
+            assert_eq!(show(parse(d).unwrap()), d);
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 /// mimalloc: size-classed small allocations without per-object headers and less
 /// fragmentation from the short-lived handshake allocations, which lowers memory per idle
-/// connection (measured in docs/benchmarks.md).
+/// connection (measured in benchmarks/README.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{CommandFactory, Parser, Subcommand};

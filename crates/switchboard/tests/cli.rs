@@ -27,6 +27,14 @@ impl Drop for Srv {
     }
 }
 
+/// A local address nobody listens on (a port the system just gave out and took back).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 fn server(config: ServerConfig) -> Srv {
     server_on("127.0.0.1:0".parse().unwrap(), config)
 }
@@ -57,15 +65,21 @@ fn server_on(addr: SocketAddr, config: ServerConfig) -> Srv {
     }
 }
 
-fn connect(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
+/// Starts `switchboard connect ARGS` with its standard streams piped.
+fn spawn_connect(args: &[&str]) -> std::process::Child {
+    Command::new(BIN)
         .arg("connect")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `switchboard connect ARGS` with `stdin` as its input: (status, stdout, stderr).
+fn connect(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = spawn_connect(args);
     child
         .stdin
         .take()
@@ -111,23 +125,12 @@ fn connect_exit_status_follows_how_the_session_ended() {
         "{err}"
     );
     // Nobody listening: 6.
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let free = free_addr();
     let (code, _, err) = connect(&[&format!("ws://{free}/")], "");
     assert_eq!(code, 6);
     assert!(err.contains("connection refused"), "{err}");
     // Not a WebSocket server at all (an HTTP server answering 200): 5.
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let http_addr = http.local_addr().unwrap();
-    std::thread::spawn(move || {
-        if let Ok((mut s, _)) = http.accept() {
-            let mut buf = [0u8; 1024];
-            let _ = std::io::Read::read(&mut s, &mut buf);
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n");
-        }
-    });
+    let http_addr = answers(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n");
     let (code, _, err) = connect(&[&format!("ws://{http_addr}/")], "");
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("HTTP 200"), "{err}");
@@ -159,13 +162,7 @@ fn normalize(trace: &str, port: u16) -> String {
 fn connect_trace_matches_the_golden_file() {
     let srv = server(ServerConfig::default());
     let url = format!("ws://{}/echo", srv.addr);
-    let mut child = Command::new(BIN)
-        .args(["connect", "--trace", "--compress", "off", &url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_connect(&["--trace", "--compress", "off", &url]);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
@@ -219,13 +216,19 @@ fn connect_trace_json_is_one_object_per_line() {
         .any(|e| e["event"] == "tcp_closed" && e["by"] == "server"));
 }
 
-fn bench_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN)
+/// Runs `switchboard bench ARGS --quiet` to the end.
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
         .arg("bench")
         .args(args)
-        .args(["--json", "--quiet"])
+        .arg("--quiet")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `switchboard bench ARGS --json`, which must succeed: its JSON line.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = bench(&[args, &["--json"]].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -321,13 +324,7 @@ fn bench_connect_counts_handshakes() {
 fn connect_reconnects_after_the_server_goes_away() {
     let srv = server(ServerConfig::default());
     let addr = srv.addr;
-    let mut child = Command::new(BIN)
-        .args(["connect", "--reconnect", &format!("ws://{addr}/echo")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_connect(&["--reconnect", &format!("ws://{addr}/echo")]);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
@@ -399,21 +396,8 @@ fn bench_names_the_limit_that_refused_it() {
     limits.max_connections_per_ip = 2;
     let srv = server(ServerConfig::default().limits(limits));
     let url = format!("ws://{}/echo", srv.addr);
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "echo",
-            &url,
-            "-c",
-            "4",
-            "--duration",
-            "0.5",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let (code, stdout, _) = bench_run(&["echo", &url, "-c", "4", "--duration", "0.5"]);
+    assert_eq!(code, 1, "{stdout}");
     assert!(
         stdout.contains("2 × connect: handshake refused with HTTP 503"),
         "{stdout}"
@@ -550,6 +534,13 @@ mod terminal {
             }
         }
 
+        /// Types `/close`; the session must end with status 0 within 10 s.
+        pub(super) fn close_ok(&mut self) {
+            self.write(b"/close\n");
+            let code = self.wait_exit(Duration::from_secs(10));
+            assert_eq!(code, Some(0), "{}", self.text());
+        }
+
         /// Waits for the child to end, at most `within`.
         pub(super) fn wait_exit(&mut self, within: Duration) -> Option<i32> {
             let deadline = Instant::now() + within;
@@ -574,26 +565,29 @@ mod terminal {
     }
 }
 
+/// `switchboard connect FLAGS URL` in a terminal, URL the `/echo` of a server started for it,
+/// once it says it is connected.
+#[cfg(target_os = "linux")]
+fn connected_terminal(flags: &[&str]) -> (Srv, terminal::Term) {
+    let srv = server(ServerConfig::default());
+    let url = format!("ws://{}/echo", srv.addr);
+    let args = [&["connect"], flags, &[url.as_str()]].concat();
+    let t = terminal::Term::spawn(&args);
+    t.wait_for(&["connected to"], Duration::from_secs(10));
+    (srv, t)
+}
+
 /// Item 9: three lines pasted at once (one write to the terminal) are three messages.
 #[cfg(target_os = "linux")]
 #[test]
 fn connect_in_a_terminal_sends_every_pasted_line() {
-    let srv = server(ServerConfig::default());
-    let url = format!("ws://{}/echo", srv.addr);
-    let mut t = terminal::Term::spawn(&["connect", &url]);
-    t.wait_for(&["connected to"], Duration::from_secs(10));
+    let (_srv, mut t) = connected_terminal(&[]);
     t.write(b"first line\nsecond line\nthird line\n");
     t.wait_for(
         &["< first line", "< second line", "< third line"],
         Duration::from_secs(5),
     );
-    t.write(b"/close\n");
-    assert_eq!(
-        t.wait_exit(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        t.text()
-    );
+    t.close_ok();
 }
 
 /// Item 9: a terminal that brackets pastes (`ESC [200~ … ESC [201~`, what xterm and most
@@ -601,20 +595,11 @@ fn connect_in_a_terminal_sends_every_pasted_line() {
 #[cfg(target_os = "linux")]
 #[test]
 fn connect_in_a_terminal_sends_every_line_of_a_bracketed_paste() {
-    let srv = server(ServerConfig::default());
-    let url = format!("ws://{}/echo", srv.addr);
-    let mut t = terminal::Term::spawn(&["connect", &url]);
-    t.wait_for(&["connected to"], Duration::from_secs(10));
+    let (_srv, mut t) = connected_terminal(&[]);
     t.write(b"\x1b[200~alpha\nbeta\ngamma\x1b[201~\r");
     let text = t.wait_for(&["< alpha", "< beta", "< gamma"], Duration::from_secs(5));
     assert!(!text.contains("< alpha\n"), "sent as one message: {text:?}");
-    t.write(b"/close\n");
-    assert_eq!(
-        t.wait_exit(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        t.text()
-    );
+    t.close_ok();
 }
 
 /// The trace as the terminal shows it: escape sequences out, carriage returns honoured, so
@@ -658,6 +643,25 @@ fn screen_lines(raw: &str) -> Vec<String> {
     lines
 }
 
+/// Asserts that `lines` has a trace line (one starting with `[` or `═`) containing each of
+/// `want`, in that order.
+#[cfg(target_os = "linux")]
+fn assert_trace_lines_in_order(lines: &[String], want: &[&str]) {
+    let mut at = 0;
+    for w in want {
+        let found = lines[at..].iter().position(|l| {
+            l.contains(w) && (l.trim_start().starts_with('[') || l.trim_start().starts_with('═'))
+        });
+        let Some(i) = found else {
+            panic!(
+                "no line with {w:?} (in order, at the start of a row):\n{}",
+                lines.join("\n")
+            );
+        };
+        at += i + 1;
+    }
+}
+
 /// Item 9: Ctrl-C in a terminal under --trace closes with 1000 and shows every closing step,
 /// each on its own line.
 #[cfg(target_os = "linux")]
@@ -671,12 +675,9 @@ fn connect_in_a_terminal_traces_the_close_after_ctrl_c() {
 
 #[cfg(target_os = "linux")]
 fn ctrl_c_closes(extra: Option<&str>) {
-    let srv = server(ServerConfig::default());
-    let url = format!("ws://{}/echo", srv.addr);
-    let mut args = vec!["connect", "--trace", "--compress", "off", &url];
-    args.extend(extra);
-    let mut t = terminal::Term::spawn(&args);
-    t.wait_for(&["connected to"], Duration::from_secs(10));
+    let mut flags = vec!["--trace", "--compress", "off"];
+    flags.extend(extra);
+    let (_srv, mut t) = connected_terminal(&flags);
     t.write(b"hello\n");
     t.wait_for(&["< hello"], Duration::from_secs(5));
     t.write(b"\x03");
@@ -691,19 +692,7 @@ fn ctrl_c_closes(extra: Option<&str>) {
         "client ─ ✕ ─ server  TCP closed by the server",
         "═══ closed: 1000, initiated by the client ═══",
     ];
-    let mut at = 0;
-    for w in want {
-        let found = lines[at..].iter().position(|l| {
-            l.contains(w) && (l.trim_start().starts_with('[') || l.trim_start().starts_with('═'))
-        });
-        let Some(i) = found else {
-            panic!(
-                "no line with {w:?} (in order, at the start of a row):\n{}",
-                lines.join("\n")
-            );
-        };
-        at += i + 1;
-    }
+    assert_trace_lines_in_order(&lines, &want);
     assert_eq!(code, Some(0), "{extra:?}: {}", lines.join("\n"));
 }
 
@@ -711,10 +700,7 @@ fn ctrl_c_closes(extra: Option<&str>) {
 #[cfg(target_os = "linux")]
 #[test]
 fn connect_in_a_terminal_traces_a_close_command() {
-    let srv = server(ServerConfig::default());
-    let url = format!("ws://{}/echo", srv.addr);
-    let mut t = terminal::Term::spawn(&["connect", "--trace", "--compress", "off", &url]);
-    t.wait_for(&["connected to"], Duration::from_secs(10));
+    let (_srv, mut t) = connected_terminal(&["--trace", "--compress", "off"]);
     t.write(b"/close 4000 done\n");
     let code = t.wait_exit(Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(200));
@@ -729,19 +715,7 @@ fn connect_in_a_terminal_traces_a_close_command() {
         "client ─ ✕ ─ server  TCP closed by the server",
         "═══ closed: 4000, initiated by the client ═══",
     ];
-    let mut at = 0;
-    for w in want {
-        let found = lines[at..].iter().position(|l| {
-            l.contains(w) && (l.trim_start().starts_with('[') || l.trim_start().starts_with('═'))
-        });
-        let Some(i) = found else {
-            panic!(
-                "no line with {w:?} (in order, at the start of a row):\n{}",
-                lines.join("\n")
-            );
-        };
-        at += i + 1;
-    }
+    assert_trace_lines_in_order(&lines, &want);
     assert_eq!(code, Some(0), "{}", lines.join("\n"));
 }
 
@@ -760,17 +734,23 @@ impl Drop for Served {
     }
 }
 
+/// `switchboard serve ARGS` with `env` set, its stderr piped.
+fn serve_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// Starts `switchboard serve ARGS` with `env` set; waits for "listening on".
 #[allow(clippy::zombie_processes)] // `Served`'s drop waits for it.
 fn serve_bin(args: &[&str], env: &[(&str, &str)]) -> Served {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .envs(env.iter().copied())
+    let mut child = serve_command(args, env)
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
@@ -794,15 +774,7 @@ fn serve_bin(args: &[&str], env: &[(&str, &str)]) -> Served {
 
 /// Runs `switchboard serve ARGS` expecting it to refuse to start: (status, stderr).
 fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_command(args, env).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
@@ -1097,10 +1069,7 @@ fn connect_errors_are_one_line_with_the_documented_status() {
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let free = free_addr();
     let (code, err) = run(&[&format!("ws://{free}/")]);
     assert_eq!(code, 6, "{err}");
     assert!(
@@ -1109,14 +1078,10 @@ fn connect_errors_are_one_line_with_the_documented_status() {
     );
 }
 
+/// Runs `switchboard bench ARGS --quiet`: (status, stdout, how long it ran).
 fn bench_run(args: &[&str]) -> (i32, String, Duration) {
     let t0 = std::time::Instant::now();
-    let out = Command::new(BIN)
-        .arg("bench")
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .unwrap();
+    let out = bench(args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -1145,10 +1110,7 @@ fn bench_echo_at_a_non_echo_endpoint_stops_early_and_says_why() {
 /// Item 12: a refused target asks whether the server is running; no rate is reported.
 #[test]
 fn bench_at_a_refused_target_asks_if_the_server_is_running() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let free = free_addr();
     let url = format!("ws://{free}/echo");
     for scenario in ["echo", "connect"] {
         let (code, out, took) = bench_run(&[scenario, &url, "-c", "2", "--duration", "10s"]);
@@ -1198,10 +1160,7 @@ fn bench_broadcast_memory_from_few_connections_is_called_noise() {
 #[cfg(target_os = "linux")]
 #[test]
 fn connect_in_a_terminal_restores_it_when_the_server_closes() {
-    let srv = server(ServerConfig::default());
-    let url = format!("ws://{}/echo", srv.addr);
-    let mut t = terminal::Term::spawn(&["connect", &url]);
-    t.wait_for(&["connected to"], Duration::from_secs(10));
+    let (srv, mut t) = connected_terminal(&[]);
     assert!(
         !t.is_cooked(),
         "the editor should have the terminal in raw mode"

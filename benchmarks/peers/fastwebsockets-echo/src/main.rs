@@ -17,7 +17,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use tokio::net::TcpListener;
+
+#[path = "../../one_worker.rs"]
+mod one_worker;
 
 async fn handle_client(fut: upgrade::UpgradeFut) -> Result<(), WebSocketError> {
     let mut ws = fastwebsockets::FragmentCollector::new(fut.await?);
@@ -46,59 +48,20 @@ async fn server_upgrade(
     Ok(response)
 }
 
-fn listen_arg() -> anyhow::Result<String> {
-    let mut args = std::env::args().skip(1);
-    let mut listen = "127.0.0.1:9002".to_string();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--listen" => {
-                listen = args
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("--listen needs ADDR"))?
-            }
-            "-h" | "--help" => {
-                println!("fastwebsockets-echo [--listen ADDR]");
-                std::process::exit(0);
-            }
-            other => anyhow::bail!("unknown argument {other:?} (usage: --listen ADDR)"),
-        }
-    }
-    Ok(listen)
-}
-
 fn main() -> anyhow::Result<()> {
-    let listen = listen_arg()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = TcpListener::bind(&listen).await?;
-        eprintln!(
-            "fastwebsockets-echo listening on {}",
-            listener.local_addr()?
-        );
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
+    one_worker::run(
+        "fastwebsockets-echo",
+        "127.0.0.1:9002",
+        |stream| async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn_fut = http1::Builder::new()
+                .serve_connection(io, service_fn(server_upgrade))
+                .with_upgrades();
+            if let Err(e) = conn_fut.await {
+                if std::env::var_os("ECHO_DEBUG").is_some() {
+                    eprintln!("http connection error: {e:?}");
                 }
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let conn_fut = http1::Builder::new()
-                    .serve_connection(io, service_fn(server_upgrade))
-                    .with_upgrades();
-                if let Err(e) = conn_fut.await {
-                    if std::env::var_os("ECHO_DEBUG").is_some() {
-                        eprintln!("http connection error: {e:?}");
-                    }
-                }
-            });
-        }
-    })
+            }
+        },
+    )
 }

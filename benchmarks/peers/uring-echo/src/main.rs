@@ -1,6 +1,6 @@
 //! Experiment, not a product: Switchboard's sans-IO protocol core (`switchboard-proto`)
 //! driven by one io_uring on one thread, with no tokio. It answers one question for
-//! docs/benchmarks.md: how much server CPU per echo does batching every socket's reads and
+//! benchmarks/README.md: how much server CPU per echo does batching every socket's reads and
 //! writes into one `io_uring_enter` save, against the epoll + tokio path that
 //! `switchboard serve` and fastwebsockets share?
 //!

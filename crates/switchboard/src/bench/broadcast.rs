@@ -226,13 +226,8 @@ async fn subscriber(
     gate: Rc<tokio::sync::Semaphore>,
 ) {
     let permit = gate.acquire().await;
-    let mut ws = match target.connect(i).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            return stats
-                .borrow_mut()
-                .error(&p, format!("connect: {}", super::error_kind(&e)))
-        }
+    let Some(mut ws) = target.connect_or_count(i, &stats, &p).await else {
+        return;
     };
     let sub = json!({"type":"subscribe","topic":args.topic,"id":i}).to_string();
     if let Err(e) = ws.send(&Message::text(sub)).await {
@@ -295,11 +290,7 @@ async fn subscriber(
             }
         }
     }
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        ws.close(switchboard_proto::CloseCode::NORMAL, "bench done"),
-    )
-    .await;
+    super::close_done(&mut ws).await;
 }
 
 /// Set once the publisher has sent its last publish.
@@ -360,9 +351,5 @@ async fn publisher(
         p.sent.fetch_add(1, Ordering::Relaxed);
     }
     DONE.store(true, Ordering::Release);
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        ws.close(switchboard_proto::CloseCode::NORMAL, "bench done"),
-    )
-    .await;
+    super::close_done(&mut ws).await;
 }

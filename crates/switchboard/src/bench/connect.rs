@@ -11,7 +11,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::{
-    ends, latency_line, on_threads, percentiles, Common, Progress, Report, Target, ThreadStats,
+    ends, latency_line, on_threads, percentiles, Common, Progress, Report, RunInfo, Target,
+    ThreadStats,
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -94,40 +95,17 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
     let stats = super::collect(&progress, printer, results);
     let (attempts, ok, errors) = progress.totals();
     let rate = ok as f64 / elapsed;
-    let (end_lines, codes, errs) = ends(&stats);
     let head = format!("connect {}: {} loops, {elapsed:.1} s", a.url, a.connections);
+    let run = RunInfo {
+        scenario: "connect",
+        url: &a.url,
+        connections: a.connections,
+        elapsed,
+        print_json: a.common.json,
+    };
     if super::mostly_failed(attempts, ok, errors) {
-        let mut summary = super::failed_summary(
-            head,
-            "handshakes tried",
-            attempts,
-            errors,
-            &progress,
-            elapsed,
-        );
-        summary.extend(end_lines);
-        let json = json!({
-            "scenario": "connect",
-            "url": a.url,
-            "connections": a.connections,
-            "duration_s": elapsed,
-            "sent": attempts,
-            "received": ok,
-            "errors": errors,
-            "failed": true,
-            "stopped_early": progress.stopped(),
-            "msgs_per_sec": null,
-            "handshakes_per_sec": null,
-            "latency_us": null,
-            "close_codes": codes,
-            "error_kinds": errs,
-        });
-        return Ok(Report {
-            summary,
-            json,
-            print_json: a.common.json,
-            failed: true,
-        });
+        let (what, null_rates) = ("handshakes tried", &["handshakes_per_sec"]);
+        return Ok(run.failed_report(head, what, &progress, &stats, null_rates, Vec::new()));
     }
     let mut summary = vec![
         head,
@@ -135,21 +113,16 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
         format!("throughput {rate:.0} handshakes/s (each followed by a close handshake)"),
         latency_line("handshake", &stats.latency),
     ];
-    summary.extend(end_lines);
-    let json = json!({
-        "scenario": "connect",
-        "url": a.url,
-        "connections": a.connections,
-        "duration_s": elapsed,
-        "sent": attempts,
-        "received": ok,
-        "errors": errors,
-        "msgs_per_sec": rate,
-        "handshakes_per_sec": rate,
-        "latency_us": percentiles(&stats.latency),
-        "close_codes": codes,
-        "error_kinds": errs,
-    });
+    summary.extend(ends(&stats).0);
+    let json = run.json(
+        &progress,
+        &stats,
+        json!({
+            "msgs_per_sec": rate,
+            "handshakes_per_sec": rate,
+            "latency_us": percentiles(&stats.latency),
+        }),
+    );
     Ok(Report {
         summary,
         json,

@@ -13,7 +13,8 @@ use switchboard_proto::Message;
 use tokio::time::Instant;
 
 use super::{
-    ends, latency_line, on_threads, percentiles, Common, Progress, Report, Target, ThreadStats,
+    ends, latency_line, on_threads, percentiles, Common, Progress, Report, RunInfo, Target,
+    ThreadStats,
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -100,7 +101,6 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
     let (sent, received, errors) = progress.totals();
     let rate = received as f64 / elapsed;
     let mb = rate * a.payload as f64 / 1e6;
-    let (end_lines, codes, errs) = ends(&stats);
     let mode = match a.rate {
         Some(r) => format!("open loop at {r} msg/s"),
         None => format!("closed loop, {} in flight per connection", a.inflight),
@@ -109,38 +109,24 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
         "echo {}: {} connections, {} B payload, {mode}, {elapsed:.1} s",
         a.url, a.connections, a.payload
     );
+    let run = RunInfo {
+        scenario: "echo",
+        url: &a.url,
+        connections: a.connections,
+        elapsed,
+        print_json: a.common.json,
+    };
     if super::mostly_failed(sent, received, errors) {
-        let mut summary =
-            super::failed_summary(head, "messages sent", sent, errors, &progress, elapsed);
-        summary.extend(end_lines);
+        let mut hints = Vec::new();
         if stats.errors.keys().any(|e| e.contains("wrong length")) {
-            summary.push(format!(
+            hints.push(format!(
                 "hint        the replies are not echoes of the messages sent: is {} an echo \
                  endpoint? (a Switchboard server's is /echo)",
                 a.url
             ));
         }
-        let json = json!({
-            "scenario": "echo",
-            "url": a.url,
-            "connections": a.connections,
-            "duration_s": elapsed,
-            "sent": sent,
-            "received": received,
-            "errors": errors,
-            "failed": true,
-            "stopped_early": progress.stopped(),
-            "msgs_per_sec": null,
-            "latency_us": null,
-            "close_codes": codes,
-            "error_kinds": errs,
-        });
-        return Ok(Report {
-            summary,
-            json,
-            print_json: a.common.json,
-            failed: true,
-        });
+        let what = "messages sent";
+        return Ok(run.failed_report(head, what, &progress, &stats, &[], hints));
     }
     let mut summary = vec![
         head,
@@ -160,26 +146,21 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
             cpu_s * 1e6 / received.max(1) as f64
         ));
     }
-    summary.extend(end_lines);
-    let json = json!({
-        "scenario": "echo",
-        "url": a.url,
-        "connections": a.connections,
-        "inflight": a.inflight,
-        "rate": a.rate,
-        "payload": a.payload,
-        "duration_s": elapsed,
-        "sent": sent,
-        "received": received,
-        "errors": errors,
-        "msgs_per_sec": rate,
-        "mb_per_sec": mb,
-        "latency_us": percentiles(&stats.latency),
-        "load_cpu_s": cpu_s,
-        "load_msgs_per_core_sec": per_core,
-        "close_codes": codes,
-        "error_kinds": errs,
-    });
+    summary.extend(ends(&stats).0);
+    let json = run.json(
+        &progress,
+        &stats,
+        json!({
+            "inflight": a.inflight,
+            "rate": a.rate,
+            "payload": a.payload,
+            "msgs_per_sec": rate,
+            "mb_per_sec": mb,
+            "latency_us": percentiles(&stats.latency),
+            "load_cpu_s": cpu_s,
+            "load_msgs_per_core_sec": per_core,
+        }),
+    );
     Ok(Report {
         summary,
         json,
@@ -199,13 +180,8 @@ async fn conn(
     end: Instant,
     quota: Option<u64>,
 ) {
-    let mut ws = match target.connect(i).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            return stats
-                .borrow_mut()
-                .error(&p, format!("connect: {}", super::error_kind(&e)))
-        }
+    let Some(mut ws) = target.connect_or_count(i, &stats, &p).await else {
+        return;
     };
     p.connected.fetch_add(1, Ordering::Relaxed);
     let mut left = quota.unwrap_or(u64::MAX);
@@ -313,9 +289,5 @@ async fn conn(
             }
         }
     }
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        ws.close(switchboard_proto::CloseCode::NORMAL, "bench done"),
-    )
-    .await;
+    super::close_done(&mut ws).await;
 }

@@ -374,6 +374,23 @@ impl Target {
             .await
             .map(|(ws, _)| ws)
     }
+
+    /// Opens connection number `i`; a failure is counted in `stats` as a `connect: …` error.
+    pub(crate) async fn connect_or_count(
+        &self,
+        i: usize,
+        stats: &std::cell::RefCell<ThreadStats>,
+        progress: &Progress,
+    ) -> Option<WebSocket<MaybeTlsStream>> {
+        match self.connect(i).await {
+            Ok(ws) => Some(ws),
+            Err(e) => {
+                let what = format!("connect: {}", error_kind(&e));
+                stats.borrow_mut().error(progress, what);
+                None
+            }
+        }
+    }
 }
 
 /// Runs `threads` single-threaded runtimes; `body(thread_index)` on each; returns their
@@ -453,28 +470,100 @@ pub(crate) fn mostly_failed(sent: u64, succeeded: u64, errors: u64) -> bool {
     errors > 0 && (succeeded == 0 || errors * 2 >= sent)
 }
 
-/// The summary of a run that failed mostly: what failed, how often, and that no rate or
-/// latency is reported.
-pub(crate) fn failed_summary(
-    head: String,
-    what: &str,
-    sent: u64,
-    errors: u64,
-    progress: &Progress,
-    elapsed: f64,
-) -> Vec<String> {
-    let when = if progress.stopped() {
-        format!("stopped early after {elapsed:.1} s")
-    } else {
-        format!("ended after {elapsed:.1} s")
-    };
-    vec![
-        head,
-        format!(
-            "failed      {when}: {errors} errors for {sent} {what}; no throughput or latency is \
-             reported, they would measure the failures (the errors below say why)"
-        ),
-    ]
+/// What the report of an echo or connect run names in every case.
+pub(crate) struct RunInfo<'a> {
+    pub(crate) scenario: &'static str,
+    pub(crate) url: &'a str,
+    pub(crate) connections: usize,
+    /// Seconds the run took.
+    pub(crate) elapsed: f64,
+    /// Whether to print the JSON line.
+    pub(crate) print_json: bool,
+}
+
+impl RunInfo<'_> {
+    /// The report's JSON: the fields every echo or connect report has (the run, the counts,
+    /// how connections ended) and the scenario's own `fields` (an object). serde_json keeps
+    /// keys sorted, so the output does not depend on which part names a key.
+    pub(crate) fn json(&self, progress: &Progress, stats: &ThreadStats, fields: Value) -> Value {
+        let (sent, received, errors) = progress.totals();
+        let (_, codes, errs) = ends(stats);
+        let mut json = json!({
+            "scenario": self.scenario,
+            "url": self.url,
+            "connections": self.connections,
+            "duration_s": self.elapsed,
+            "sent": sent,
+            "received": received,
+            "errors": errors,
+            "close_codes": codes,
+            "error_kinds": errs,
+        });
+        if let (Value::Object(all), Value::Object(own)) = (&mut json, fields) {
+            all.extend(own);
+        }
+        json
+    }
+
+    /// The report of a run that failed mostly: the summary says what failed, how often, and
+    /// that no rate or latency is reported (then come the close codes, the errors and
+    /// `hints`); the JSON has `failed`, `stopped_early`, and null for `msgs_per_sec`,
+    /// `latency_us` and the scenario's `null_rates`.
+    pub(crate) fn failed_report(
+        &self,
+        head: String,
+        what: &str,
+        progress: &Progress,
+        stats: &ThreadStats,
+        null_rates: &[&str],
+        hints: Vec<String>,
+    ) -> Report {
+        let (sent, _, errors) = progress.totals();
+        let elapsed = self.elapsed;
+        let when = if progress.stopped() {
+            format!("stopped early after {elapsed:.1} s")
+        } else {
+            format!("ended after {elapsed:.1} s")
+        };
+        let mut summary = vec![
+            head,
+            format!(
+                "failed      {when}: {errors} errors for {sent} {what}; no throughput or latency \
+                 is reported, they would measure the failures (the errors below say why)"
+            ),
+        ];
+        summary.extend(ends(stats).0);
+        summary.extend(hints);
+        let mut fields = json!({
+            "failed": true,
+            "stopped_early": progress.stopped(),
+            "msgs_per_sec": null,
+            "latency_us": null,
+        });
+        if let Value::Object(f) = &mut fields {
+            for rate in null_rates {
+                f.insert((*rate).to_string(), Value::Null);
+            }
+        }
+        Report {
+            summary,
+            json: self.json(progress, stats, fields),
+            print_json: self.print_json,
+            failed: true,
+        }
+    }
+}
+
+/// Closes with 1000 "bench done", waiting at most 2 s for the close handshake.
+pub(crate) async fn close_done<S>(ws: &mut WebSocket<S>)
+where
+    S: switchboard_tokio::Transport,
+{
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        ws.close(switchboard_proto::CloseCode::NORMAL, "bench done"),
+    )
+    .await;
 }
 
 /// The close codes and errors as summary lines and JSON.

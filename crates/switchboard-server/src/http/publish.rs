@@ -1,0 +1,97 @@
+//! `POST /api/publish`: publishing from a backend. The request is authenticated first (the
+//! configured [`Authenticator`](crate::Authenticator), by default the API key), then its
+//! JSON body names the topic and carries `data` (any JSON, delivered as `/ws` delivers a
+//! publish) or `data_base64` (delivered as a binary message).
+
+use std::net::SocketAddr;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use switchboard_proto::handshake::server::Request;
+use tracing::{debug, warn};
+
+use super::response::Response;
+use crate::auth::{ApiKey, AuthError, Identity};
+use crate::endpoint::pubsub::{binary_message, publish_json, publishable};
+use crate::Shared;
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    topic: String,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    data_base64: Option<String>,
+}
+
+/// Answers one `POST /api/publish` whose body has arrived.
+pub(crate) fn publish(req: &Request, body: &[u8], peer: SocketAddr, shared: &Shared) -> Response {
+    let identity = match authenticate(req, peer, shared) {
+        Ok(identity) => identity,
+        Err(refused) => return refused,
+    };
+    let p: PublishBody<'_> = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => {
+            return Response::text(400, &format!("expected {{\"topic\":\"news\",\"data\":<any JSON>}} or {{\"topic\":\"news\",\"data_base64\":\"...\"}}: {e}\n"))
+        }
+    };
+    if let Err(e) = publishable(&p.topic) {
+        return Response::text(400, &format!("{e}\n"));
+    }
+    let delivered = match (p.data, p.data_base64) {
+        (Some(data), None) => publish_json(&shared.hub, &p.topic, data).map_err(|e| e.to_string()),
+        (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+            Ok(bytes) => match binary_message(&p.topic, &bytes) {
+                Some(msg) => shared
+                    .hub
+                    .publish(&p.topic, msg, false)
+                    .map(|n| n.unwrap_or(0))
+                    .map_err(|e| e.to_string()),
+                None => Err("topic too long".into()),
+            },
+            Err(e) => return Response::text(400, &format!("data_base64 is not base64: {e}\n")),
+        },
+        _ => return Response::text(400, "give exactly one of \"data\" and \"data_base64\"\n"),
+    };
+    match delivered {
+        Ok(n) => {
+            debug!(topic = %p.topic, delivered = n, user = identity.user.as_deref(), "published via API");
+            Response::json(200, &format!("{{\"ok\":true,\"delivered\":{n}}}"))
+        }
+        Err(e) => Response::text(503, &format!("{e}\n")),
+    }
+}
+
+/// Who sent the request, or the response that refuses it (logged, rate-limited).
+fn authenticate(req: &Request, peer: SocketAddr, shared: &Shared) -> Result<Identity, Response> {
+    let checked = match &shared.config.authenticator {
+        Some(auth) => auth.authenticate(req),
+        None => ApiKey::check(shared.config.api_key.as_deref(), req),
+    };
+    let refused = |reason: &str| {
+        if let Some(suppressed) = shared.refusals.auth.check() {
+            warn!(%peer, reason, suppressed, "publish API refused: no or wrong API key");
+        }
+    };
+    checked.map_err(|e| match e {
+        AuthError::Disabled => Response::text(
+            403,
+            "the publish API is disabled: no API key is configured. Set SWITCHBOARD_API_KEY (or api_key in the config file) and send it as `Authorization: Bearer KEY`\n",
+        ),
+        AuthError::Missing => {
+            refused("missing_key");
+            Response::new(
+                401,
+                "text/plain; charset=utf-8",
+                &[("WWW-Authenticate", "Bearer")],
+                b"send the API key as `Authorization: Bearer KEY`\n",
+            )
+        }
+        AuthError::Wrong => {
+            refused("wrong_key");
+            Response::text(403, "wrong API key\n")
+        }
+    })
+}

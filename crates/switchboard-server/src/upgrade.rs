@@ -1,0 +1,168 @@
+//! A connection's first request: plain HTTP goes to [`http`](crate::http); a WebSocket
+//! handshake is checked against the [route table](crate::routes), the connection limits and
+//! the origin rule, then upgraded and handed to its endpoint, or refused.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use switchboard_proto::handshake::server::Request;
+use switchboard_proto::Config;
+use switchboard_tokio::{
+    read_request, refuse, upgrade_request, Error as WsError, SocketControl, Transport, WebSocket,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, warn};
+
+use crate::auth::Identity;
+use crate::endpoint::{chat, pubsub};
+use crate::error::Rejection;
+use crate::metrics::Handshake;
+use crate::registry::{self, Registration};
+use crate::routes::{self, Endpoint};
+use crate::{http, session, Routed, Shared};
+
+/// Reads the first request and serves it: plain HTTP, or a WebSocket on one of the
+/// endpoints (the echo one is handed back to run in the connection's state machine).
+pub(crate) async fn route<S>(
+    mut stream: S,
+    id: u64,
+    peer: SocketAddr,
+    reg: Result<Registration, (Registration, registry::Refusal)>,
+    shared: Arc<Shared>,
+) -> Routed<S>
+where
+    S: Transport + SocketControl + Send + 'static,
+{
+    let (req, leftover) = match read_request(&mut stream, &shared.echo).await {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(error = %e, "bad request");
+            if !matches!(e, WsError::Io(_)) {
+                shared.metrics.handshake(Handshake::Failed);
+            }
+            return Routed::Done;
+        }
+    };
+    if !req.is_upgrade() {
+        http::handle(stream, req, leftover, peer, &shared).await;
+        return Routed::Done;
+    }
+    let (endpoint, reg) = match admit(&req, reg, peer, &shared) {
+        Ok(admitted) => admitted,
+        Err((why, held)) => return refused(stream, &shared, why, held).await,
+    };
+    match endpoint {
+        // A test endpoint: it speaks whatever the client offers, so the first offered
+        // subprotocol is selected (browsers and Node `ws` fail a handshake that offered
+        // one and got none back).
+        Endpoint::Echo => {
+            let protocol = req.protocols().next();
+            match upgrade(stream, &req, &leftover, &shared.echo, protocol, &shared).await {
+                Some(ws) => Routed::Echo(ws, reg),
+                None => Routed::Done,
+            }
+        }
+        Endpoint::Chat => {
+            let max_text = shared.config.limits.max_chat_text;
+            let app = match chat::Chat::from_query(req.query(), id, max_text) {
+                Ok(app) => app,
+                Err(why) => return refused(stream, &shared, why, reg).await,
+            };
+            let protocol = req.choose_protocol(&[chat::SUBPROTOCOL]);
+            let Some(ws) = upgrade(stream, &req, &leftover, &shared.ws, protocol, &shared).await
+            else {
+                return Routed::Done;
+            };
+            debug!(room = %app.room(), name = %app.name(), "chat opened");
+            Routed::Session(session::start(ws, app, Identity::anonymous(), reg, shared))
+        }
+        Endpoint::PubSub => {
+            let protocol = req.choose_protocol(&[pubsub::SUBPROTOCOL]);
+            let Some(ws) = upgrade(stream, &req, &leftover, &shared.ws, protocol, &shared).await
+            else {
+                return Routed::Done;
+            };
+            debug!("pub/sub opened");
+            let app = pubsub::PubSub::new(shared.config.limits.max_subscriptions);
+            Routed::Session(session::start(ws, app, Identity::anonymous(), reg, shared))
+        }
+    }
+}
+
+/// Checks a WebSocket handshake, in order: an endpoint at its path (404), the connection
+/// limits (503), the origin rule (403). A refusal comes back with the registration, to be
+/// let go once the refusal is written.
+fn admit(
+    req: &Request,
+    reg: Result<Registration, (Registration, registry::Refusal)>,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Result<(Endpoint, Registration), (Rejection, Registration)> {
+    let endpoint = match routes::websocket(req.path_only()) {
+        Ok(endpoint) => endpoint,
+        Err(why) => return Err((why, reg.unwrap_or_else(|(held, _)| held))),
+    };
+    let reg = match reg {
+        Ok(reg) => reg,
+        Err((held, why)) => {
+            let (reason, limit) = why.reason_and_limit();
+            if let Some(suppressed) = shared.refusals.limit.check() {
+                warn!(%peer, reason = reason.label(), limit, suppressed, "WebSocket refused: connection limit");
+            }
+            return Err((Rejection::new(reason, why.message()), held));
+        }
+    };
+    if let Err(why) = routes::check_origin(&shared.config.origins, req) {
+        let origin = req.origin().unwrap_or_default();
+        if let Some(suppressed) = shared.refusals.origin.check() {
+            warn!(%peer, reason = "origin", origin, suppressed, "WebSocket refused: origin not allowed");
+        }
+        return Err((why, reg));
+    }
+    Ok((endpoint, reg))
+}
+
+/// Answers a refused handshake and closes; `held` (the connection's registration) is let go
+/// after, so the connection counts against the limits until then.
+async fn refused<S, H>(mut stream: S, shared: &Shared, why: Rejection, held: H) -> Routed<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let status = why.status();
+    debug!(status, body = %why.body, "handshake refused");
+    shared.metrics.handshake(Handshake::Rejected(why.reason));
+    let _ = refuse(&mut stream, status, &why.body).await;
+    drop(held);
+    Routed::Done
+}
+
+/// Completes the handshake with `config` and `protocol`, counting it either way.
+async fn upgrade<S>(
+    stream: S,
+    req: &Request,
+    leftover: &[u8],
+    config: &Arc<Config>,
+    protocol: Option<&str>,
+    shared: &Shared,
+) -> Option<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match upgrade_request(stream, req, leftover, Arc::clone(config), protocol, &[]).await {
+        Ok(ws) => {
+            shared.metrics.handshake(Handshake::Accepted);
+            shared
+                .metrics
+                .connections_open
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(path = %req.path, "accepted");
+            Some(ws)
+        }
+        Err(e) => {
+            shared.metrics.handshake(Handshake::Failed);
+            debug!(error = %e, "handshake failed");
+            None
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The options of `serve`: names, precedence, defaults, help.
+
+use super::*;
+use clap::Parser;
+
+#[derive(Parser)]
+struct T {
+    #[command(flatten)]
+    a: ServeArgs,
+}
+
+#[test]
+fn flags_win_over_the_file_and_the_file_over_defaults() {
+    let dir = std::env::temp_dir().join(format!("sb-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9999\"\nmax_connections = 7\nping_interval = 0\napi_key = \"k\"\n",
+    )
+    .unwrap();
+    let t = T::parse_from([
+        "x",
+        "--config",
+        file.to_str().unwrap(),
+        "--max-connections",
+        "9",
+    ]);
+    let s = settings(t.a).unwrap();
+    assert_eq!(s.listen.port(), 9999);
+    assert_eq!(s.config.limits.max_connections, 9);
+    assert_eq!(s.config.heartbeat.ping_interval, None);
+    assert_eq!(s.config.api_key.as_deref(), Some("k"));
+    assert_eq!(s.config.limits.max_connections_per_ip, 1000);
+
+    std::fs::write(&file, "max_conections = 7\n").unwrap();
+    let t = T::parse_from(["x", "--config", file.to_str().unwrap()]);
+    let err = format!("{:#}", settings(t.a).err().unwrap());
+    assert!(err.contains("unknown field `max_conections`"), "{err}");
+}
+
+/// Item 13: every option has one name: `--some-option`, `SWITCHBOARD_SOME_OPTION` and
+/// `some_option` in the file (only --config itself is not a file key).
+#[test]
+fn every_option_has_one_name_across_flag_environment_and_file() {
+    use clap::CommandFactory;
+    let cmd = T::command();
+    let mut checked = 0;
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if long == "help" {
+            continue;
+        }
+        let key = long.replace('-', "_");
+        let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+        assert_eq!(
+            env,
+            format!("SWITCHBOARD_{}", key.to_ascii_uppercase()),
+            "--{long}"
+        );
+        if long == "config" {
+            continue;
+        }
+        // A wrong value is fine here; an unknown key is not.
+        let err = toml::from_str::<FileConfig>(&format!("{key} = []\n"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!err.contains("unknown field"), "--{long}: {err}");
+        checked += 1;
+    }
+    assert!(checked > 20, "{checked}");
+}
+
+/// One source of defaults: `serve` with no options runs `ServerConfig::default()` (but
+/// for io_uring, which it turns on where it works), permessage-deflate included.
+#[test]
+fn serve_without_options_runs_the_library_defaults() {
+    let s = settings(T::parse_from(["x"]).a).unwrap();
+    assert_eq!(s.config.clone().io_uring(false), ServerConfig::default());
+    assert!(s.config.ws.deflate.is_some() && s.config.echo.deflate.is_some());
+    // An empty config file changes nothing either.
+    let dir = std::env::temp_dir().join(format!("sb-cfg-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("empty.toml");
+    std::fs::write(&file, "").unwrap();
+    let s = settings(T::parse_from(["x", "--config", file.to_str().unwrap()]).a).unwrap();
+    assert_eq!(s.config.io_uring(false), ServerConfig::default());
+}
+
+/// Each option lands in its setting, and the deflate options build on the library's.
+#[test]
+fn options_land_in_their_settings() {
+    let s = settings(
+        T::parse_from([
+            "x",
+            "--max-message-size",
+            "1000",
+            "--echo-max-message-size",
+            "2000",
+            "--idle-timeout",
+            "0",
+            "--slow-consumer",
+            "drop-oldest",
+            "--history",
+            "3",
+            "--deflate-window-bits",
+            "10",
+        ])
+        .a,
+    )
+    .unwrap();
+    let c = s.config;
+    assert_eq!((c.ws.max_message_size, c.ws.max_frame_size), (1000, 1000));
+    assert_eq!(c.ws.max_write_buffer, 4 << 20);
+    assert_eq!(c.echo.max_message_size, 2000);
+    assert_eq!(c.heartbeat.idle_timeout, None);
+    assert_eq!(c.outbox.policy, SlowConsumerPolicy::DropOldest);
+    assert_eq!(c.hub.history, 3);
+    let d = c.ws.deflate.unwrap();
+    assert_eq!(
+        (d.server_max_window_bits, d.client_max_window_bits),
+        (10, 10)
+    );
+    assert_eq!(d.threshold, DEFLATE_THRESHOLD);
+    assert!(d.server_no_context_takeover);
+    assert_eq!(c.echo.deflate, Some(d));
+
+    let c = settings(T::parse_from(["x", "--deflate-context-takeover"]).a)
+        .unwrap()
+        .config;
+    let d = c.ws.deflate.unwrap();
+    assert!(!d.server_no_context_takeover && !d.client_no_context_takeover);
+    assert_eq!(d.threshold, DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER);
+    let c = settings(T::parse_from(["x", "--deflate", "off"]).a)
+        .unwrap()
+        .config;
+    assert_eq!((c.ws.deflate, c.echo.deflate), (None, None));
+}
+
+/// `--help` shows the library's default of every server option, and no option's help
+/// writes one of its own.
+#[test]
+fn help_shows_the_library_defaults() {
+    use clap::CommandFactory;
+    let mut cmd = T::command().term_width(1000);
+    let help = cmd.render_long_help().to_string();
+    let c = ServerConfig::default();
+    for shown in [
+        format!("[default: {}]", c.ws.max_message_size),
+        format!("[default: {}]", c.limits.max_connections),
+        "[default: 30s]".to_string(),
+        "[default: 1h]".to_string(),
+        "[default: on]".to_string(),
+        format!("[default: {DEFLATE_THRESHOLD}; {DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER} with context takeover]"),
+    ] {
+        assert!(help.contains(&shown), "{shown} missing in\n{help}");
+    }
+    let mut with_default = 0;
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        let text = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(ToString::to_string);
+        let text = text.unwrap_or_default();
+        assert!(!text.is_empty(), "--{id} has no help");
+        let shown = text.matches("[default: ").count();
+        match library_default(id) {
+            Some(d) => {
+                assert!(text.ends_with(&format!("[default: {d}]")), "--{id}: {text}");
+                assert_eq!(shown, 1, "--{id}: {text}");
+                with_default += 1;
+            }
+            None => assert!(shown <= 1, "--{id}: {text}"),
+        }
+    }
+    assert_eq!(with_default, 19, "every server setting has its option");
+}
+
+/// Zero-config `serve` uses io_uring where it works (and says which transport in the
+/// log); `--io-uring false` forces epoll. Huge pages are off unless asked for.
+#[test]
+fn io_uring_is_the_default_where_it_works_and_false_turns_it_off() {
+    let s = settings(T::parse_from(["x"]).a).unwrap();
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        s.config.io_uring,
+        switchboard_server::check_transport(&ServerConfig::default().io_uring(true)).is_ok(),
+        "{}",
+        s.transport
+    );
+    assert_eq!(s.transport.starts_with("io_uring"), s.config.io_uring);
+    assert!(!s.huge_pages);
+
+    let s = settings(T::parse_from(["x", "--io-uring", "false", "--huge-pages"]).a).unwrap();
+    assert!(!s.config.io_uring);
+    assert_eq!(s.transport, "epoll (io_uring turned off)");
+    assert!(s.huge_pages);
+}
