@@ -264,7 +264,7 @@ mod tests {
     /// `TaskTracker`'s 8, and the future. Up to 152 bytes of future the cell is 256 bytes;
     /// past that it is 384, which mimalloc serves from 512-byte blocks to keep the alignment.
     /// (It was 6,776 bytes as a plain `async fn`, and 248 before `Connection` boxed its
-    /// rarely used parts and its buffers; docs/benchmarks.md has the whole connection's
+    /// rarely used parts and its buffers; benchmarks/README.md has the whole connection's
     /// cost.)
     #[tokio::test]
     async fn connection_future_stays_small() {

@@ -368,7 +368,7 @@ impl<A: App> Session<A> {
 #[cfg(test)]
 mod tests {
     /// A subscribed, idle connection is this future (boxed) plus its outbox and hub entry:
-    /// keep it small (docs/benchmarks.md has the whole connection's cost).
+    /// keep it small (benchmarks/README.md has the whole connection's cost).
     #[tokio::test]
     async fn session_future_stays_small() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

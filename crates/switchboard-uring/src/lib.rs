@@ -57,7 +57,7 @@
 //!   ring holds them until the kernel is done, up to 64 runs in one `sendmsg(2)` (one
 //!   `send(2)` when they are one run of memory, as a header written in front of its
 //!   payload).
-//! - **Costs**, measured in docs/benchmarks.md: less CPU per message than epoll (with the
+//! - **Costs**, measured in benchmarks/log/: less CPU per message than epoll (with the
 //!   taking read and the owned send, a 16 KiB echo is not copied in user space at all;
 //!   through plain `poll_read`/`poll_write` it is copied once more each way than over
 //!   epoll); a little more memory per idle connection (its slot).
