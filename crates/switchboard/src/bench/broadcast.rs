@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
-use serde_json::json;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
 use switchboard_proto::Message;
 use tokio::time::Instant;
 
@@ -94,16 +95,37 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
     let rss_before = a.server_pid.and_then(rss_kib);
     let progress = Arc::new(Progress::default());
     let printer = progress.spawn_printer(a.common.quiet, "delivered");
-    let threads = a.common.threads.max(1);
-    let args = Arc::new(a.clone());
     let rss_after = Arc::new(AtomicU64::new(0));
     let started = since_start();
+    let results = run_threads(&a, target, &board, &progress, &rss_after)?;
+    let elapsed = (since_start() - started).as_secs_f64();
+    let stats = super::collect(&progress, printer, results);
+    let rss = (rss_before, rss_after.load(Ordering::Relaxed));
+    let m = Measured::new(&a, &board, &progress, elapsed, rss);
+    Ok(Report {
+        summary: summary(&a, &m, &stats),
+        json: json_report(&a, &m, &stats),
+        print_json: a.common.json,
+        failed: m.errors > 0 || m.deliveries != m.expected,
+    })
+}
+
+/// Runs the subscribers, spread over `--threads` threads, and the publisher on the first.
+fn run_threads(
+    a: &BroadcastArgs,
+    target: Arc<Target>,
+    board: &Arc<Board>,
+    progress: &Arc<Progress>,
+    rss_after: &Arc<AtomicU64>,
+) -> anyhow::Result<Vec<ThreadStats>> {
+    let threads = a.common.threads.max(1);
+    let args = Arc::new(a.clone());
     let (b, p, r) = (
-        Arc::clone(&board),
-        Arc::clone(&progress),
-        Arc::clone(&rss_after),
+        Arc::clone(board),
+        Arc::clone(progress),
+        Arc::clone(rss_after),
     );
-    let results = on_threads(threads, move |t| {
+    on_threads(threads, move |t| {
         let (target, args, board, p, rss_after) = (
             Arc::clone(&target),
             Arc::clone(&args),
@@ -132,80 +154,132 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
             }
             super::join_tasks(tasks, stats, cpu0).await
         }
-    })?;
-    let elapsed = (since_start() - started).as_secs_f64();
-    let stats = super::collect(&progress, printer, results);
-    let publishes = board.published.load(Ordering::Relaxed);
-    let (_, deliveries, errors) = progress.totals();
-    let expected = publishes * a.subscribers as u64;
-    let mut fanout = new_histogram();
-    let mut complete = 0u64;
-    for i in 0..publishes as usize {
-        if board.delivered[i].load(Ordering::Relaxed) as usize == a.subscribers {
-            complete += 1;
-            fanout.saturating_record(board.slowest[i].load(Ordering::Relaxed).max(1));
+    })
+}
+
+/// The run's numbers, from the board and the progress counters.
+struct Measured {
+    elapsed: f64,
+    publishes: u64,
+    deliveries: u64,
+    errors: u64,
+    expected: u64,
+    /// Per complete publish, the time until its last subscriber had it.
+    fanout: Histogram<u64>,
+    complete: u64,
+    per_sec: f64,
+    rss_per_conn: Option<f64>,
+    /// Too few subscribers for the memory per connection to mean anything.
+    rss_noise: bool,
+}
+
+impl Measured {
+    /// `rss`: the server's RSS in KiB before and after the subscribers connected.
+    fn new(
+        a: &BroadcastArgs,
+        board: &Board,
+        progress: &Progress,
+        elapsed: f64,
+        rss: (Option<u64>, u64),
+    ) -> Self {
+        let publishes = board.published.load(Ordering::Relaxed);
+        let (_, deliveries, errors) = progress.totals();
+        let mut fanout = new_histogram();
+        let mut complete = 0u64;
+        for i in 0..publishes as usize {
+            if board.delivered[i].load(Ordering::Relaxed) as usize == a.subscribers {
+                complete += 1;
+                fanout.saturating_record(board.slowest[i].load(Ordering::Relaxed).max(1));
+            }
+        }
+        let publish_secs = publishes as f64 / a.rate.max(1e-9);
+        let rss_per_conn = match rss {
+            (Some(b), after) if after > b => {
+                Some(((after - b) * 1024) as f64 / a.subscribers as f64)
+            }
+            _ => None,
+        };
+        Measured {
+            elapsed,
+            publishes,
+            deliveries,
+            errors,
+            expected: publishes * a.subscribers as u64,
+            fanout,
+            complete,
+            per_sec: deliveries as f64 / publish_secs.max(1e-9),
+            rss_per_conn,
+            rss_noise: a.subscribers < RSS_MIN_CONNECTIONS,
         }
     }
-    let publish_secs = publishes as f64 / a.rate.max(1e-9);
-    let per_sec = deliveries as f64 / publish_secs.max(1e-9);
-    let rss_per_conn = match (rss_before, rss_after.load(Ordering::Relaxed)) {
-        (Some(b), after) if after > b => Some(((after - b) * 1024) as f64 / a.subscribers as f64),
-        _ => None,
-    };
-    let (end_lines, codes, errs) = ends(&stats);
+}
+
+/// The human summary.
+fn summary(a: &BroadcastArgs, m: &Measured, stats: &ThreadStats) -> Vec<String> {
+    let &Measured {
+        elapsed,
+        deliveries,
+        expected,
+        errors,
+        per_sec,
+        complete,
+        ..
+    } = m;
+    let (end_lines, _, _) = ends(stats);
     let mut summary = vec![
         format!(
             "broadcast {}: {} subscribers on {:?}, {} publishes at {}/s of {} B, {elapsed:.1} s",
-            a.url, a.subscribers, a.topic, publishes, a.rate, a.payload
+            a.url, a.subscribers, a.topic, m.publishes, a.rate, a.payload
         ),
         format!("deliveries {deliveries} of {expected} expected, errors {errors}"),
         format!("throughput {per_sec:.0} deliveries/s over the publishing time"),
         latency_line("delivery", &stats.latency),
-        latency_line("fan-out", &fanout),
+        latency_line("fan-out", &m.fanout),
         format!("           (fan-out: per publish, until the last of the {} subscribers had it; {complete} complete publishes)", a.subscribers),
     ];
-    let rss_noise = a.subscribers < RSS_MIN_CONNECTIONS;
-    match rss_per_conn {
+    let rss_noise = m.rss_noise;
+    match m.rss_per_conn {
         Some(b) if !rss_noise => {
             summary.push(format!("server RSS {b:.0} B per subscribed connection"));
         }
         _ if a.server_pid.is_some() && rss_noise => summary.push(format!(
             "server RSS {} per subscribed connection: noise with {} connections (memory grows \
              in pages and allocator chunks); measure with {RSS_MIN_CONNECTIONS} or more",
-            rss_per_conn.map_or("not measurable".into(), |b| format!("{b:.0} B")),
+            m.rss_per_conn
+                .map_or("not measurable".into(), |b| format!("{b:.0} B")),
             a.subscribers
         )),
         _ => {}
     }
     summary.extend(end_lines);
-    let json = json!({
+    summary
+}
+
+/// The JSON object (`--json`).
+fn json_report(a: &BroadcastArgs, m: &Measured, stats: &ThreadStats) -> Value {
+    let (_, codes, errs) = ends(stats);
+    json!({
         "scenario": "broadcast",
         "url": a.url,
         "subscribers": a.subscribers,
         "rate": a.rate,
         "payload": a.payload,
-        "duration_s": elapsed,
-        "sent": publishes,
-        "publishes": publishes,
-        "received": deliveries,
-        "deliveries": deliveries,
-        "expected_deliveries": expected,
-        "errors": errors,
-        "msgs_per_sec": per_sec,
-        "deliveries_per_sec": per_sec,
+        "duration_s": m.elapsed,
+        "sent": m.publishes,
+        "publishes": m.publishes,
+        "received": m.deliveries,
+        "deliveries": m.deliveries,
+        "expected_deliveries": m.expected,
+        "errors": m.errors,
+        "msgs_per_sec": m.per_sec,
+        "deliveries_per_sec": m.per_sec,
         "latency_us": percentiles(&stats.latency),
-        "fanout_us": percentiles(&fanout),
-        "complete_publishes": complete,
-        "server_rss_bytes_per_connection": rss_per_conn,
-        "server_rss_is_noise": a.server_pid.is_some() && rss_noise,
+        "fanout_us": percentiles(&m.fanout),
+        "complete_publishes": m.complete,
+        "server_rss_bytes_per_connection": m.rss_per_conn,
+        "server_rss_is_noise": a.server_pid.is_some() && m.rss_noise,
         "close_codes": codes,
         "error_kinds": errs,
-    });
-    Ok(Report {
-        summary,
-        json,
-        print_json: a.common.json,
-        failed: errors > 0 || deliveries != expected,
     })
 }
 

@@ -53,40 +53,9 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
                     Arc::clone(&p),
                     Rc::clone(&stats),
                 );
-                tasks.push(tokio::task::spawn_local(async move {
-                    let mut n = i;
-                    while Instant::now() < end && !p.stopped() {
-                        let t0 = Instant::now();
-                        p.sent.fetch_add(1, Ordering::Relaxed);
-                        match target.connect(n).await {
-                            Ok(mut ws) => {
-                                stats
-                                    .borrow_mut()
-                                    .record_us(t0.elapsed().as_micros() as u64);
-                                p.received.fetch_add(1, Ordering::Relaxed);
-                                if !args.hold.is_zero() {
-                                    tokio::time::sleep(args.hold).await;
-                                }
-                                let closed = tokio::time::timeout(
-                                    Duration::from_secs(5),
-                                    ws.close(switchboard_proto::CloseCode::NORMAL, ""),
-                                )
-                                .await;
-                                if !matches!(closed, Ok(Ok(()))) {
-                                    stats
-                                        .borrow_mut()
-                                        .error(&p, "close handshake did not complete");
-                                }
-                                stats.borrow_mut().ended(&ws);
-                            }
-                            Err(e) => {
-                                stats.borrow_mut().error(&p, super::error_kind(&e));
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                            }
-                        }
-                        n += args.connections;
-                    }
-                }));
+                tasks.push(tokio::task::spawn_local(connect_loop(
+                    i, end, target, args, p, stats,
+                )));
             }
             super::join_tasks(tasks, stats, cpu0).await
         }
@@ -129,4 +98,48 @@ pub(crate) fn run(a: ConnectArgs) -> anyhow::Result<Report> {
         print_json: a.common.json,
         failed: errors > 0,
     })
+}
+
+/// One connect loop until the end of the run: connect (timed), hold, close; again. The
+/// loop's `n`th connection is number `i + n × connections`.
+async fn connect_loop(
+    i: usize,
+    end: Instant,
+    target: Arc<Target>,
+    args: Arc<ConnectArgs>,
+    p: Arc<Progress>,
+    stats: Rc<RefCell<ThreadStats>>,
+) {
+    let mut n = i;
+    while Instant::now() < end && !p.stopped() {
+        let t0 = Instant::now();
+        p.sent.fetch_add(1, Ordering::Relaxed);
+        match target.connect(n).await {
+            Ok(mut ws) => {
+                stats
+                    .borrow_mut()
+                    .record_us(t0.elapsed().as_micros() as u64);
+                p.received.fetch_add(1, Ordering::Relaxed);
+                if !args.hold.is_zero() {
+                    tokio::time::sleep(args.hold).await;
+                }
+                let closed = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    ws.close(switchboard_proto::CloseCode::NORMAL, ""),
+                )
+                .await;
+                if !matches!(closed, Ok(Ok(()))) {
+                    stats
+                        .borrow_mut()
+                        .error(&p, "close handshake did not complete");
+                }
+                stats.borrow_mut().ended(&ws);
+            }
+            Err(e) => {
+                stats.borrow_mut().error(&p, super::error_kind(&e));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        n += args.connections;
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard_proto::Message;
+use switchboard_tokio::{MaybeTlsStream, WebSocket};
 use tokio::time::Instant;
 
 use super::{
@@ -59,12 +60,25 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
     } else {
         Message::text("x".repeat(a.payload))
     };
-    let threads = a.common.threads.max(1);
     let started = std::time::Instant::now();
+    let results = run_threads(&a, target, &progress, msg)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = super::collect(&progress, printer, results);
+    Ok(report(&a, elapsed, &progress, &stats))
+}
+
+/// Runs the connections, spread over `--threads` threads; `--count` split among them.
+fn run_threads(
+    a: &EchoArgs,
+    target: Arc<Target>,
+    progress: &Arc<Progress>,
+    msg: Message,
+) -> anyhow::Result<Vec<ThreadStats>> {
+    let threads = a.common.threads.max(1);
     let duration = a.common.duration;
     let args = Arc::new(a.clone());
-    let p = Arc::clone(&progress);
-    let results = on_threads(threads, move |t| {
+    let p = Arc::clone(progress);
+    on_threads(threads, move |t| {
         let (target, args, p, msg) = (
             Arc::clone(&target),
             Arc::clone(&args),
@@ -95,9 +109,12 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
             }
             super::join_tasks(tasks, stats, cpu0).await
         }
-    })?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let stats = super::collect(&progress, printer, results);
+    })
+}
+
+/// The summary and JSON of a finished run (or why most of it failed).
+fn report(a: &EchoArgs, elapsed: f64, progress: &Progress, stats: &ThreadStats) -> Report {
+    let threads = a.common.threads.max(1);
     let (sent, received, errors) = progress.totals();
     let rate = received as f64 / elapsed;
     let mb = rate * a.payload as f64 / 1e6;
@@ -126,7 +143,7 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
             ));
         }
         let what = "messages sent";
-        return Ok(run.failed_report(head, what, &progress, &stats, &[], hints));
+        return run.failed_report(head, what, progress, stats, &[], hints);
     }
     let mut summary = vec![
         head,
@@ -146,10 +163,10 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
             cpu_s * 1e6 / received.max(1) as f64
         ));
     }
-    summary.extend(ends(&stats).0);
+    summary.extend(ends(stats).0);
     let json = run.json(
-        &progress,
-        &stats,
+        progress,
+        stats,
         json!({
             "inflight": a.inflight,
             "rate": a.rate,
@@ -161,14 +178,16 @@ pub(crate) fn run(a: EchoArgs) -> anyhow::Result<Report> {
             "load_msgs_per_core_sec": per_core,
         }),
     );
-    Ok(Report {
+    Report {
         summary,
         json,
         print_json: a.common.json,
         failed: errors > 0 || sent != received,
-    })
+    }
 }
 
+/// One connection: sends and times echoes until the run ends, its quota is used up, or the
+/// run is stopped; then closes.
 #[allow(clippy::too_many_arguments)]
 async fn conn(
     i: usize,
@@ -180,114 +199,187 @@ async fn conn(
     end: Instant,
     quota: Option<u64>,
 ) {
-    let Some(mut ws) = target.connect_or_count(i, &stats, &p).await else {
+    let Some(ws) = target.connect_or_count(i, &stats, &p).await else {
         return;
     };
     p.connected.fetch_add(1, Ordering::Relaxed);
-    let mut left = quota.unwrap_or(u64::MAX);
-    // Send times (closed loop) or scheduled times (open loop), oldest first: echoes come
-    // back in order.
-    let mut times: VecDeque<Instant> = VecDeque::new();
     let interval = args
         .rate
         .map(|r| Duration::from_secs_f64(args.connections as f64 / r.max(1e-9)));
-    let mut next_due =
+    let next_due =
         Instant::now() + interval.map_or(Duration::ZERO, |iv| iv.mul_f64((i % 997) as f64 / 997.0));
-    let len = msg.payload().len();
-    let send_one = |ws: &mut switchboard_tokio::WebSocket<_>,
-                    at: Instant,
-                    times: &mut VecDeque<Instant>,
-                    left: &mut u64| {
-        *left -= 1;
-        times.push_back(at);
-        p.sent.fetch_add(1, Ordering::Relaxed);
-        ws.feed(&msg)
+    let mut c = Echoer {
+        ws,
+        len: msg.payload().len(),
+        msg,
+        p,
+        stats,
+        left: quota.unwrap_or(u64::MAX),
+        times: VecDeque::new(),
+        interval,
+        next_due,
+        stopping: false,
     };
     if interval.is_none() {
         for _ in 0..args.inflight.max(1) {
-            if left == 0 {
+            if c.left == 0 {
                 break;
             }
-            if let Err(e) = send_one(&mut ws, Instant::now(), &mut times, &mut left) {
-                return stats.borrow_mut().error(&p, super::error_kind(&e));
+            if let Err(e) = c.send_one(Instant::now()) {
+                return c.error(&e);
             }
         }
     }
-    let deadline = tokio::time::sleep_until(end);
-    tokio::pin!(deadline);
-    let mut stopping = false;
-    // Every 200 ms: has the run been stopped because most messages fail?
-    let check = tokio::time::sleep(CHECK);
-    tokio::pin!(check);
-    loop {
-        if left == 0 && times.is_empty() {
-            break;
-        }
-        if p.stopped() {
-            break;
-        }
-        if stopping && times.is_empty() {
-            break;
-        }
-        let due = tokio::time::sleep_until(next_due);
-        tokio::select! {
-            biased;
-            r = ws.recv() => match r {
-                Ok(Some(m)) => {
-                    let Some(t0) = times.pop_front() else {
-                        stats.borrow_mut().error(&p, "unexpected message");
-                        continue;
-                    };
-                    if m.payload().len() != len {
-                        stats.borrow_mut().error(&p, "echo of the wrong length");
-                    }
-                    stats.borrow_mut().record_us(t0.elapsed().as_micros() as u64);
-                    p.received.fetch_add(1, Ordering::Relaxed);
-                    if interval.is_none() && !stopping && left > 0 {
-                        if let Err(e) = send_one(&mut ws, Instant::now(), &mut times, &mut left) {
-                            stats.borrow_mut().error(&p, super::error_kind(&e));
-                            break;
-                        }
-                    }
-                }
-                Ok(None) => {
-                    stats.borrow_mut().ended(&ws);
-                    if !times.is_empty() {
-                        stats.borrow_mut().error(&p, "closed by the server with messages in flight");
-                    }
-                    return;
-                }
-                Err(e) => {
-                    stats.borrow_mut().ended(&ws);
-                    return stats.borrow_mut().error(&p, super::error_kind(&e));
-                }
-            },
-            () = due, if interval.is_some() && !stopping && left > 0 => {
-                let iv = interval.unwrap_or_default();
-                // Everything that is due goes now, each with its scheduled time.
-                let now = Instant::now();
-                while next_due <= now && left > 0 {
-                    if let Err(e) = send_one(&mut ws, next_due, &mut times, &mut left) {
-                        return stats.borrow_mut().error(&p, super::error_kind(&e));
-                    }
-                    next_due += iv;
-                }
-                if let Err(e) = ws.flush().await {
-                    return stats.borrow_mut().error(&p, super::error_kind(&e));
-                }
+    if let Step::Close = c.run(end).await {
+        super::close_done(&mut c.ws).await;
+    }
+}
+
+/// What an echo connection does next.
+enum Step {
+    Go,
+    /// Done: close the connection.
+    Close,
+    /// The connection is gone (or failed): leave it.
+    Gone,
+}
+
+/// One echo connection and its messages in flight.
+struct Echoer {
+    ws: WebSocket<MaybeTlsStream>,
+    msg: Message,
+    /// The payload length an echo must have.
+    len: usize,
+    p: Arc<Progress>,
+    stats: Rc<RefCell<ThreadStats>>,
+    /// Messages still to send (`--count`).
+    left: u64,
+    /// Send times (closed loop) or scheduled times (open loop), oldest first: echoes come
+    /// back in order.
+    times: VecDeque<Instant>,
+    /// Open loop: the time between two sends of this connection.
+    interval: Option<Duration>,
+    next_due: Instant,
+    /// The run's time is up: no more sends, waiting for the echoes in flight.
+    stopping: bool,
+}
+
+impl Echoer {
+    /// Runs until the connection is done; `end`: when the run's time is up.
+    async fn run(&mut self, end: Instant) -> Step {
+        let deadline = tokio::time::sleep_until(end);
+        tokio::pin!(deadline);
+        // Every 200 ms: has the run been stopped because most messages fail?
+        let check = tokio::time::sleep(CHECK);
+        tokio::pin!(check);
+        loop {
+            if self.left == 0 && self.times.is_empty() {
+                return Step::Close;
             }
-            () = &mut check => {
-                check.as_mut().reset(Instant::now() + CHECK);
+            if self.p.stopped() {
+                return Step::Close;
             }
-            () = &mut deadline => {
-                if stopping {
-                    stats.borrow_mut().error(&p, "no echo within 2 s of the end");
-                    break;
+            if self.stopping && self.times.is_empty() {
+                return Step::Close;
+            }
+            let due = tokio::time::sleep_until(self.next_due);
+            let step = tokio::select! {
+                biased;
+                r = self.ws.recv() => self.on_reply(r),
+                () = due, if self.interval.is_some() && !self.stopping && self.left > 0 => {
+                    self.send_due().await
                 }
-                stopping = true;
-                deadline.as_mut().reset(Instant::now() + DRAIN);
+                () = &mut check => {
+                    check.as_mut().reset(Instant::now() + CHECK);
+                    Step::Go
+                }
+                () = &mut deadline => {
+                    if self.stopping {
+                        self.stats.borrow_mut().error(&self.p, "no echo within 2 s of the end");
+                        Step::Close
+                    } else {
+                        self.stopping = true;
+                        deadline.as_mut().reset(Instant::now() + DRAIN);
+                        Step::Go
+                    }
+                }
+            };
+            if !matches!(step, Step::Go) {
+                return step;
             }
         }
     }
-    super::close_done(&mut ws).await;
+
+    /// Queues the message, timed from `at`.
+    fn send_one(&mut self, at: Instant) -> Result<(), switchboard_tokio::Error> {
+        self.left -= 1;
+        self.times.push_back(at);
+        self.p.sent.fetch_add(1, Ordering::Relaxed);
+        self.ws.feed(&self.msg)
+    }
+
+    /// Counts a failure of this connection.
+    fn error(&self, e: &switchboard_tokio::Error) {
+        self.stats.borrow_mut().error(&self.p, super::error_kind(e));
+    }
+
+    /// An echo (timed; in the closed loop, the next message goes), or the connection's end.
+    fn on_reply(&mut self, r: Result<Option<Message>, switchboard_tokio::Error>) -> Step {
+        match r {
+            Ok(Some(m)) => {
+                let Some(t0) = self.times.pop_front() else {
+                    self.stats.borrow_mut().error(&self.p, "unexpected message");
+                    return Step::Go;
+                };
+                if m.payload().len() != self.len {
+                    self.stats
+                        .borrow_mut()
+                        .error(&self.p, "echo of the wrong length");
+                }
+                self.stats
+                    .borrow_mut()
+                    .record_us(t0.elapsed().as_micros() as u64);
+                self.p.received.fetch_add(1, Ordering::Relaxed);
+                if self.interval.is_none() && !self.stopping && self.left > 0 {
+                    if let Err(e) = self.send_one(Instant::now()) {
+                        self.error(&e);
+                        return Step::Close;
+                    }
+                }
+                Step::Go
+            }
+            Ok(None) => {
+                self.stats.borrow_mut().ended(&self.ws);
+                if !self.times.is_empty() {
+                    self.stats
+                        .borrow_mut()
+                        .error(&self.p, "closed by the server with messages in flight");
+                }
+                Step::Gone
+            }
+            Err(e) => {
+                self.stats.borrow_mut().ended(&self.ws);
+                self.error(&e);
+                Step::Gone
+            }
+        }
+    }
+
+    /// Open loop: everything that is due goes now, each with its scheduled time.
+    async fn send_due(&mut self) -> Step {
+        let iv = self.interval.unwrap_or_default();
+        let now = Instant::now();
+        while self.next_due <= now && self.left > 0 {
+            if let Err(e) = self.send_one(self.next_due) {
+                self.error(&e);
+                return Step::Gone;
+            }
+            self.next_due += iv;
+        }
+        if let Err(e) = self.ws.flush().await {
+            self.error(&e);
+            return Step::Gone;
+        }
+        Step::Go
+    }
 }
