@@ -4,53 +4,20 @@
 //!
 //! The clients are plain blocking sockets on the test thread: they allocate nothing, so every
 //! allocation counted is the server's.
-#![allow(unsafe_code)] // a counting global allocator needs it; test-only
-
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
+use switchboard_testkit::alloc::{self, CountingAllocator};
 use switchboard_testkit::server::blocking_upgrade;
 
-/// Sizes counted one by one; larger allocations (vectors that grow with the connection
-/// count) are summed in [`LARGE`].
-const SMALL: usize = 4096;
-static LIVE: [AtomicIsize; SMALL + 1] = [const { AtomicIsize::new(0) }; SMALL + 1];
-static LARGE: AtomicIsize = AtomicIsize::new(0);
-
-fn note(size: usize, n: isize) {
-    match LIVE.get(size) {
-        Some(c) => c.fetch_add(n, Ordering::Relaxed),
-        None => LARGE.fetch_add(n * size as isize, Ordering::Relaxed),
-    };
-}
-
-struct Counting;
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note(l.size(), 1);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        note(l.size(), -1);
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        note(l.size(), -1);
-        note(n, 1);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAllocator = CountingAllocator;
 
-/// Live allocations by size, and the large ones' bytes.
+/// Live allocations by size (up to [`alloc::SMALL_SIZES`] bytes), and the bytes of larger
+/// ones (vectors that grow with the connection count).
 fn snapshot() -> (Vec<isize>, isize) {
-    let small = LIVE.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-    (small, LARGE.load(Ordering::Relaxed))
+    let l = alloc::live_by_size();
+    (l.counts, l.large_bytes)
 }
 
 /// Waits until the live heap stops changing (the server tasks have settled after their
@@ -69,7 +36,7 @@ fn settled() -> (Vec<isize>, isize) {
 }
 
 struct Held {
-    /// Bytes in allocations of at most [`SMALL`] bytes, per connection.
+    /// Bytes in allocations of at most [`alloc::SMALL_SIZES`] bytes, per connection.
     small: f64,
     /// Bytes in larger allocations, per connection.
     large: f64,
