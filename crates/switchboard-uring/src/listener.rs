@@ -6,7 +6,7 @@ use std::net::TcpStream as StdTcpStream;
 use tokio::io::unix::AsyncFd;
 
 /// A listening socket whose connections come out as plain `std` streams, ready for
-/// [`UringStream::new`]: unlike `tokio::net::TcpListener::accept`, an accepted connection
+/// [`UringStream::new`](crate::UringStream::new): unlike `tokio::net::TcpListener::accept`, an accepted connection
 /// is never registered with tokio's epoll driver it would not use (that costs two
 /// `epoll_ctl` calls and a registration per connection).
 #[derive(Debug)]
