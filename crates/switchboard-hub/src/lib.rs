@@ -12,6 +12,8 @@
 //! - [`Broker`]: what carries a publication to every node's hub. [`InMemoryBroker`] (the
 //!   default) delivers on this node; a broker for several nodes implements the same trait,
 //!   so the hub's callers do not change.
+//! - [`stream::TopicStream`]: one topic's stream positions (offset and epoch), its bounded
+//!   history, and the all-or-nothing recovery decision for a client that reconnects.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -45,7 +47,9 @@
 pub mod broker;
 pub mod hub;
 pub mod outbox;
+pub mod stream;
 
 pub use broker::{Broker, BrokerError, Deliver, InMemoryBroker, Publication};
 pub use hub::{Hub, HubConfig, HubStats, Joined, Member, PublishError, Subscription};
 pub use outbox::{Outbox, OutboxLimits, Pushed, SlowConsumerPolicy};
+pub use stream::{HistoryLimits, Recovery, StreamPosition, TopicStream};
