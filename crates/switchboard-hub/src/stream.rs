@@ -89,6 +89,10 @@ pub struct Recovery<'a, T> {
 /// One topic's stream in memory: its epoch, its top offset and its bounded history of
 /// publications (`T`: whatever the engine stores per publication).
 ///
+/// It reads no clock: every method that ages the history takes `now`, which must not go
+/// backwards from one call to the next (pass a monotonic clock's reading, such as
+/// `Instant::now()`).
+///
 /// ```
 /// use std::time::{Duration, Instant};
 /// use switchboard_hub::stream::{HistoryLimits, TopicStream};
