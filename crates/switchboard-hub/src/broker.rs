@@ -20,8 +20,6 @@ pub struct Publication {
     /// The complete server frame, encoded once
     /// ([`switchboard_proto::frame::encode_shared`]).
     pub frame: SharedFrame,
-    /// Whether the topic's history keeps it.
-    pub history: bool,
 }
 
 /// The receiving side of a broker: a hub delivering to its local subscribers.

@@ -28,7 +28,10 @@
 //! let joined = hub.subscribe("chat:lobby", Arc::clone(&bob), member("u2", "Bob"));
 //! assert_eq!(joined.members.len(), 2);
 //!
-//! hub.publish_with("chat:lobby", true, |seq| Message::text(format!("message {seq}"))).unwrap();
+//! let published = hub
+//!     .publish_with("chat:lobby", |at| Message::text(format!("message {}", at.offset)))
+//!     .unwrap();
+//! assert_eq!(published.position.offset, 1);
 //! let (mut a, mut b) = (Vec::new(), Vec::new());
 //! ada.drain(usize::MAX, |f| a.push(f));
 //! bob.drain(usize::MAX, |f| b.push(f));
@@ -50,6 +53,8 @@ pub mod outbox;
 pub mod stream;
 
 pub use broker::{Broker, BrokerError, Deliver, InMemoryBroker, Publication};
-pub use hub::{Hub, HubConfig, HubStats, Joined, Member, PublishError, Subscription};
+pub use hub::{
+    History, Hub, HubConfig, HubStats, Joined, Member, PublishError, Published, Subscription,
+};
 pub use outbox::{Outbox, OutboxLimits, Pushed, SlowConsumerPolicy};
 pub use stream::{HistoryLimits, Recovery, StreamPosition, TopicStream};

@@ -165,6 +165,15 @@ impl<T> TopicStream<T> {
         self.history.len()
     }
 
+    /// The publications the history holds, oldest first, with their offsets, leaving out
+    /// those that have reached their age at `now`.
+    pub fn retained(&self, now: Instant) -> impl Iterator<Item = (u64, &T)> {
+        self.history
+            .iter()
+            .filter(move |(_, at, _)| !self.expired(*at, now))
+            .map(|(offset, _, item)| (*offset, item))
+    }
+
     /// Assigns `item` the next offset, keeps it in the history (when history is on), drops
     /// what is now over the bounds, and returns the item's position.
     pub fn append(&mut self, item: T, now: Instant) -> StreamPosition {
