@@ -11,6 +11,9 @@ use tracing::{info, warn};
 use crate::listener::Listener;
 use crate::Server;
 
+/// How often topics' histories are aged and idle streams dropped.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
 impl Server {
     /// Accepts connections on `listener` until `shutdown` completes; then stops accepting,
     /// flushes what every connection has queued, closes each with 1001 Going Away and waits
@@ -35,6 +38,18 @@ impl Server {
                 }
             })
         });
+        // Ages topics' histories and drops the streams of topics nobody uses any more.
+        let trimmer = {
+            let hub = shared.hub.clone();
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(TRIM_EVERY);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    t.tick().await;
+                    hub.trim(std::time::Instant::now());
+                }
+            })
+        };
         tokio::pin!(shutdown);
         let listener = Listener::new(listener, &shared.config)?;
         let mut backoff = Duration::from_millis(5);
@@ -75,6 +90,7 @@ impl Server {
         if let Some(t) = ticker {
             t.abort();
         }
+        trimmer.abort();
         Ok(())
     }
 }

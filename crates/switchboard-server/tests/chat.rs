@@ -45,7 +45,8 @@ async fn chat_rooms(config: ServerConfig) {
         assert_eq!(m["text"], "hello r1");
         assert_eq!(m["room"], "r1");
         assert_eq!(m["from"]["id"], ada_id.as_str());
-        assert_eq!(m["seq"], 1);
+        assert_eq!(m["offset"], 1);
+        assert_eq!(m["epoch"].as_str().unwrap().len(), 8);
         assert!(m["time"].as_u64().unwrap() > 1_700_000_000_000);
         assert!(m["id"].as_u64().is_some());
     }
@@ -59,7 +60,7 @@ async fn chat_rooms(config: ServerConfig) {
     )
     .await;
     let m = next_of(&mut cy, "message").await;
-    assert_eq!(m["seq"], 1, "rooms count separately");
+    assert_eq!(m["offset"], 1, "rooms count separately");
     // Bob leaves: Ada sees it; Cy (other room) saw nothing of r1.
     bob.close(CloseCode::NORMAL, "bye").await.unwrap();
     let l = next_of(&mut ada, "leave").await;

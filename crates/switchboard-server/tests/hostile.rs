@@ -233,9 +233,7 @@ async fn a_slow_consumer_is_reset_after_the_close_timeout(config: ServerConfig) 
     let data = "x".repeat(1000);
     let mut cut_off = None;
     for _ in 0..20_000 {
-        srv.hub
-            .publish("t", Message::text(data.clone()), false)
-            .unwrap();
+        srv.hub.publish("t", Message::text(data.clone())).unwrap();
         if srv.hub.subscriber_count("t") == 0 {
             cut_off = Some(tokio::time::Instant::now());
             break;

@@ -36,21 +36,40 @@ async fn publish_api_needs_its_key() {
         403
     );
     let (s, b) = http(srv.addr, &publish_request(Some("sekrit"), body)).await;
-    assert_eq!((s, b.as_str()), (200, r#"{"ok":true,"delivered":1}"#));
+    assert_eq!(s, 200);
+    let answer: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let epoch = answer["epoch"].as_str().unwrap().to_string();
+    assert_eq!(
+        answer,
+        serde_json::json!({"ok":true,"offset":1,"epoch":epoch,"delivered":1})
+    );
     let m = next_of(&mut sub, "message").await;
     assert_eq!(m["data"]["headline"], "hi");
-    let (s, _) = http(
+    assert_eq!(
+        (m["offset"].as_u64(), m["epoch"].as_str()),
+        (Some(1), Some(&*epoch))
+    );
+    let (s, b) = http(
         srv.addr,
         &publish_request(Some("sekrit"), r#"{"topic":"news","data_base64":"AAEC"}"#),
     )
     .await;
     assert_eq!(s, 200);
+    assert_eq!(
+        b,
+        format!(r#"{{"ok":true,"offset":2,"epoch":"{epoch}","delivered":1}}"#)
+    );
     let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(got, Message::binary(b"\x04news\x00\x01\x02".to_vec()));
+    let mut want = b"\x04news".to_vec();
+    want.extend_from_slice(&2u64.to_be_bytes());
+    want.push(8);
+    want.extend_from_slice(epoch.as_bytes());
+    want.extend_from_slice(b"\x00\x01\x02");
+    assert_eq!(got, Message::binary(want));
     assert_eq!(
         http(srv.addr, &publish_request(Some("sekrit"), "{nope"))
             .await

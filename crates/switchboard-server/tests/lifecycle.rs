@@ -70,7 +70,6 @@ async fn shutdown_then_1001(config: ServerConfig) {
             .publish(
                 "t",
                 Message::text(format!("{{\"type\":\"message\",\"n\":{i}}}")),
-                false,
             )
             .unwrap();
     }

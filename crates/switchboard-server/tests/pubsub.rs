@@ -26,25 +26,34 @@ async fn pubsub_acks_errors_and_binary() {
         serde_json::json!({"type":"publish","topic":"news","data":{"n":[1,2]},"id":7}),
     )
     .await;
+    let ack = next_json(&mut b).await;
+    let epoch = ack["epoch"].as_str().unwrap().to_string();
+    assert_eq!(epoch.len(), 8);
     assert_eq!(
-        next_json(&mut b).await,
-        serde_json::json!({"type":"ack","id":7,"delivered":1})
+        ack,
+        serde_json::json!({"type":"ack","id":7,"delivered":1,"offset":1,"epoch":epoch})
     );
     assert_eq!(
         next_json(&mut a).await,
-        serde_json::json!({"type":"message","topic":"news","seq":1,"data":{"n":[1,2]}})
+        serde_json::json!({"type":"message","topic":"news","offset":1,"epoch":epoch,"data":{"n":[1,2]}})
     );
-    // Binary: [N][topic][payload] both ways.
+    // Binary: [N][topic][payload] in, [N][topic][offset][M][epoch][payload] out.
     let mut bin = vec![4u8];
     bin.extend_from_slice(b"news");
     bin.extend_from_slice(&[0, 255, 7]);
-    b.send(&Message::binary(bin.clone())).await.unwrap();
+    b.send(&Message::binary(bin)).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(5), a.recv())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(got, Message::binary(bin));
+    let mut want = vec![4u8];
+    want.extend_from_slice(b"news");
+    want.extend_from_slice(&2u64.to_be_bytes());
+    want.push(8);
+    want.extend_from_slice(epoch.as_bytes());
+    want.extend_from_slice(&[0, 255, 7]);
+    assert_eq!(got, Message::binary(want));
     for (req, code) in [
         (
             serde_json::json!({"type":"publish","topic":"chat:lobby","data":1,"id":1}),
@@ -124,17 +133,17 @@ async fn a_stalled_reader_is_cut_off_while_others_keep_receiving() {
     // 64 MiB in 64 KiB-ish messages: far more than socket buffers and the outbox hold.
     let data = Value::String("x".repeat(60_000));
     let reading = tokio::spawn(async move {
-        for seq in 1..=1000u64 {
+        for offset in 1..=1000u64 {
             let m = next_of(&mut reader, "message").await;
-            assert_eq!(m["seq"], seq);
+            assert_eq!(m["offset"], offset);
         }
         reader
     });
     for _ in 0..1000 {
         srv.hub
-            .publish_with("firehose", false, |seq| {
+            .publish_with("firehose", |at| {
                 Message::text(
-                    serde_json::json!({"type":"message","topic":"firehose","seq":seq,"data":data})
+                    serde_json::json!({"type":"message","topic":"firehose","offset":at.offset,"data":data})
                         .to_string(),
                 )
             })
@@ -186,7 +195,6 @@ async fn drop_oldest_policy_keeps_the_connection() {
             .publish(
                 "t",
                 Message::text(serde_json::json!({"type":"message","data":big}).to_string()),
-                false,
             )
             .unwrap();
     }

@@ -83,6 +83,10 @@ enum Out<'a> {
         room: &'a str,
         members: Vec<MemberJson<'a>>,
         history: Vec<&'a RawValue>,
+        /// The room's position when this connection joined: the offset of the last message
+        /// it did not receive live (the last one in `history`, if any).
+        offset: u64,
+        epoch: &'a str,
     },
     Message {
         id: u64,
@@ -90,7 +94,8 @@ enum Out<'a> {
         from: MemberJson<'a>,
         text: &'a str,
         time: u64,
-        seq: u64,
+        offset: u64,
+        epoch: &'a str,
     },
     Join {
         room: &'a str,
@@ -216,6 +221,8 @@ impl Chat {
             room: &self.room,
             members: joined.members.iter().map(Into::into).collect(),
             history,
+            offset: joined.position.offset,
+            epoch: &joined.position.epoch,
         });
         self.sub = Some(joined.subscription);
         cx.reply(welcome);
@@ -224,7 +231,7 @@ impl Chat {
             member: (&self.me).into(),
             time: now_ms(),
         });
-        let _ = cx.hub.publish(&topic, join, false);
+        let _ = cx.hub.publish(&topic, join);
     }
 
     /// Says `text` in the room (a `message` event, kept in the history).
@@ -240,14 +247,15 @@ impl Chat {
         self.last_typing = 0;
         let topic = Self::topic(&self.room);
         let (room, me) = (&self.room, &self.me);
-        let _ = hub.publish_with(&topic, true, |seq| {
+        let _ = hub.publish_with(&topic, |at| {
             render(&Out::Message {
                 id: NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed),
                 room,
                 from: me.into(),
                 text,
                 time: now_ms(),
-                seq,
+                offset: at.offset,
+                epoch: &at.epoch,
             })
         });
         Ok(())
@@ -265,7 +273,7 @@ impl Chat {
             room: &self.room,
             member: (&self.me).into(),
         });
-        let _ = hub.publish(&Self::topic(&self.room), notice, false);
+        let _ = hub.publish(&Self::topic(&self.room), notice);
     }
 
     /// Moves to `room`: leaves the current one, then joins (a welcome, a join notice).
@@ -290,7 +298,7 @@ impl Chat {
                 member: (&self.me).into(),
                 time: now_ms(),
             });
-            let _ = hub.publish(sub.topic(), leave, false);
+            let _ = hub.publish(sub.topic(), leave);
         }
     }
 
@@ -397,6 +405,8 @@ mod tests {
             json!([{"id":"u1","name":"Ada"},{"id":"u2","name":"Bob"}])
         );
         assert_eq!(w["history"], json!([]));
+        assert_eq!(w["offset"], 0);
+        assert_eq!(w["epoch"].as_str().unwrap().len(), 8);
         // The welcome is a reply; the join is a broadcast, to the newcomer too.
         assert!(matches!(sent[0], Sent::Reply(_)));
         let joined = ada_c.delivered();
@@ -417,17 +427,23 @@ mod tests {
             .is_empty());
         // Typed text (not starting with `{`) is a message too.
         assert!(ada_c.send(&mut ada, Message::text("  plain")).is_empty());
+        let mut epochs = Vec::new();
         for c in [&ada_c, &bob_c] {
             let got = c.delivered();
             let texts: Vec<_> = got.iter().map(|s| s.json()["text"].clone()).collect();
             assert_eq!(texts, [json!("hi"), json!("  plain")]);
-            assert_eq!(got[0].json()["seq"], 1);
-            assert_eq!(got[1].json()["seq"], 2);
+            assert_eq!(got[0].json()["offset"], 1);
+            assert_eq!(got[1].json()["offset"], 2);
+            assert_eq!(got[0].json()["epoch"], got[1].json()["epoch"]);
+            epochs.push(got[0].json()["epoch"].clone());
             assert_eq!(got[0].json()["from"], json!({"id":"u1","name":"Ada"}));
         }
         assert!(cy_c.delivered().is_empty(), "another room heard it");
         let mut dan = Chat::new(4, "Dan".into(), "r1".into(), 100);
         let welcome = Client::new(&hub).open(&mut dan);
+        assert_eq!(epochs[0], epochs[1], "one epoch for the room");
+        assert_eq!(welcome[0].json()["offset"], 2);
+        assert_eq!(welcome[0].json()["epoch"], epochs[0]);
         let history = &welcome[0].json()["history"];
         assert_eq!(history[0]["text"], "hi");
         assert_eq!(history[1]["text"], "  plain");

@@ -3,12 +3,15 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Instant;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use switchboard_hub::{Hub, Outbox, PublishError, Subscription};
-use switchboard_proto::Message;
+use switchboard_hub::{Hub, Outbox, PublishError, StreamPosition, Subscription};
+use switchboard_proto::frame::SharedFrame;
+use switchboard_proto::{Message, OpCode};
 
 use crate::error::{AppError, ErrorCode};
 use crate::session::{App, Ctx};
@@ -51,41 +54,99 @@ struct Delivery<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     topic: &'a str,
-    seq: u64,
-    data: &'a RawValue,
+    offset: u64,
+    epoch: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
 }
 
 /// The text message subscribers receive for a JSON publish.
-pub(crate) fn render_delivery(topic: &str, seq: u64, data: &RawValue) -> Message {
+pub(crate) fn render_delivery(topic: &str, at: &StreamPosition, data: &RawValue) -> Message {
     let d = Delivery {
         kind: "message",
         topic,
-        seq,
-        data,
+        offset: at.offset,
+        epoch: &at.epoch,
+        data: Some(data),
+        data_base64: None,
     };
     Message::text(serde_json::to_string(&d).unwrap_or_default())
 }
 
-/// Publishes JSON `data` to `topic`; returns the local subscribers reached.
-pub(crate) fn publish_json(hub: &Hub, topic: &str, data: &RawValue) -> Result<usize, PublishError> {
-    hub.publish_with(topic, false, |seq| render_delivery(topic, seq, data))
-        .map(|n| n.unwrap_or(0))
+/// Publishes JSON `data` to `topic`; returns its position and the local subscribers reached.
+pub(crate) fn publish_json(
+    hub: &Hub,
+    topic: &str,
+    data: &RawValue,
+) -> Result<(StreamPosition, usize), PublishError> {
+    hub.publish_with(topic, |at| render_delivery(topic, at, data))
+        .map(|p| (p.position, p.delivered.unwrap_or(0)))
 }
 
-/// The binary layout: one byte N, N bytes of topic, the payload.
-pub(crate) fn binary_message(topic: &str, payload: &[u8]) -> Option<Message> {
+/// Publishes raw bytes to `topic` (delivered in the binary layout); returns its position
+/// and the local subscribers reached. `None` when the topic is too long for the layout.
+pub(crate) fn publish_binary(
+    hub: &Hub,
+    topic: &str,
+    payload: &[u8],
+) -> Option<Result<(StreamPosition, usize), PublishError>> {
+    u8::try_from(topic.len()).ok()?;
+    Some(
+        hub.publish_with(topic, |at| {
+            binary_delivery(topic, at, payload).unwrap_or_else(|| Message::binary(Vec::new()))
+        })
+        .map(|p| (p.position, p.delivered.unwrap_or(0))),
+    )
+}
+
+/// The binary delivery layout (docs/protocol.md): one byte N, N bytes of topic, the offset
+/// (8 bytes, big-endian), one byte M, M bytes of epoch, the payload.
+pub(crate) fn binary_delivery(topic: &str, at: &StreamPosition, payload: &[u8]) -> Option<Message> {
     let n = u8::try_from(topic.len()).ok()?;
-    let mut b = Vec::with_capacity(1 + topic.len() + payload.len());
+    let m = u8::try_from(at.epoch.len()).ok()?;
+    let mut b = Vec::with_capacity(1 + topic.len() + 9 + at.epoch.len() + payload.len());
     b.push(n);
     b.extend_from_slice(topic.as_bytes());
+    b.extend_from_slice(&at.offset.to_be_bytes());
+    b.push(m);
+    b.extend_from_slice(at.epoch.as_bytes());
     b.extend_from_slice(payload);
     Some(Message::binary(b))
 }
 
-/// Splits a binary publish into its topic.
-fn binary_topic(b: &Bytes) -> Option<&str> {
+/// A publication as the `history` answer lists it: a text one as it was delivered, a
+/// binary one as a `message` event with `data_base64` (the payload after the layout's
+/// header).
+fn history_entry(topic: &str, epoch: &str, offset: u64, frame: &SharedFrame) -> Box<RawValue> {
+    let payload = frame.payload();
+    let json = if frame.opcode() == OpCode::Text {
+        String::from_utf8_lossy(&payload).into_owned()
+    } else {
+        let header = 1 + topic.len() + 9 + epoch.len();
+        let data = payload.get(header..).unwrap_or_default();
+        serde_json::to_string(&Delivery {
+            kind: "message",
+            topic,
+            offset,
+            epoch,
+            data: None,
+            data_base64: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+        })
+        .unwrap_or_default()
+    };
+    RawValue::from_string(json).unwrap_or_else(|_| Box::<RawValue>::default())
+}
+
+/// At most this many publications per `history` request.
+pub(crate) const HISTORY_LIMIT: usize = 300;
+
+/// Splits a binary publish into its topic and payload.
+fn binary_topic(b: &Bytes) -> Option<(&str, &[u8])> {
     let n = usize::from(*b.first()?);
-    std::str::from_utf8(b.get(1..1 + n)?).ok()
+    let topic = std::str::from_utf8(b.get(1..1 + n)?).ok()?;
+    Some((topic, b.get(1 + n..)?))
 }
 
 #[derive(Serialize)]
@@ -95,6 +156,19 @@ enum Reply<'a> {
         id: &'a RawValue,
         #[serde(skip_serializing_if = "Option::is_none")]
         delivered: Option<usize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+    },
+    History {
+        id: Option<&'a RawValue>,
+        topic: &'a str,
+        offset: u64,
+        epoch: &'a str,
+        recovered: bool,
+        capped: bool,
+        publications: Vec<Box<RawValue>>,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,6 +201,27 @@ struct Request<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
+    #[serde(default)]
+    since: Option<Since>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// A position in a `history` request.
+#[derive(Deserialize)]
+struct Since {
+    offset: u64,
+    epoch: String,
+}
+
+/// What a request did, for its answer.
+enum Done {
+    /// Nothing to tell but the ack.
+    Nothing,
+    /// A publish: its position and the local subscribers reached.
+    Published(StreamPosition, usize),
+    /// A history request, answered in full.
+    Answer(Message),
 }
 
 /// One `/ws` connection.
@@ -148,13 +243,13 @@ impl PubSub {
         hub: &Hub,
         outbox: &Arc<Outbox>,
         req: &Request<'_>,
-    ) -> Result<Option<usize>, AppError> {
+    ) -> Result<Done, AppError> {
         let topic = req.topic.as_deref().unwrap_or_default();
         match &*req.kind {
             "subscribe" => {
                 valid_topic(topic)?;
                 if self.subs.iter().any(|s| s.topic() == topic) {
-                    return Ok(None);
+                    return Ok(Done::Nothing);
                 }
                 if self.subs.len() >= self.max_subscriptions {
                     return Err(AppError::new(
@@ -167,7 +262,7 @@ impl PubSub {
                 }
                 let joined = hub.subscribe(topic, Arc::clone(outbox), None);
                 self.subs.push(joined.subscription);
-                Ok(None)
+                Ok(Done::Nothing)
             }
             "unsubscribe" => {
                 let Some(i) = self.subs.iter().position(|s| s.topic() == topic) else {
@@ -177,7 +272,7 @@ impl PubSub {
                     ));
                 };
                 hub.unsubscribe(&self.subs.swap_remove(i));
-                Ok(None)
+                Ok(Done::Nothing)
             }
             "publish" => {
                 publishable(topic)?;
@@ -185,29 +280,58 @@ impl PubSub {
                     AppError::new(ErrorCode::InvalidJson, "a publish needs \"data\"")
                 })?;
                 publish_json(hub, topic, data)
-                    .map(Some)
+                    .map(|(at, n)| Done::Published(at, n))
                     .map_err(|e| AppError::new(ErrorCode::Unavailable, e.to_string()))
+            }
+            "history" => {
+                valid_topic(topic)?;
+                Ok(Done::Answer(history(hub, topic, req)))
             }
             other => Err(AppError::new(
                 ErrorCode::UnknownType,
-                format!("unknown message type {other:?}; use subscribe, unsubscribe or publish"),
+                format!(
+                    "unknown message type {other:?}; use subscribe, unsubscribe, publish or history"
+                ),
             )),
         }
     }
 
-    /// A binary publish: `[N][topic][payload]`, delivered as it came.
-    fn publish_binary(hub: &Hub, b: Bytes) -> Result<(), AppError> {
-        let topic = binary_topic(&b).ok_or_else(|| {
+    /// A binary publish: `[N][topic][payload]`, delivered with its position.
+    fn publish_binary(hub: &Hub, b: &Bytes) -> Result<(), AppError> {
+        let (topic, payload) = binary_topic(b).ok_or_else(|| {
             AppError::new(
                 ErrorCode::InvalidBinary,
                 "binary messages are: 1 byte N, N bytes of UTF-8 topic, payload",
             )
         })?;
         publishable(topic)?;
-        let topic = topic.to_string();
-        let _ = hub.publish(&topic, Message::Binary(b), false);
+        let _ = publish_binary(hub, topic, payload);
         Ok(())
     }
+}
+
+/// The answer to a `history` request.
+fn history(hub: &Hub, topic: &str, req: &Request<'_>) -> Message {
+    let since = req.since.as_ref().map(|s| StreamPosition {
+        offset: s.offset,
+        epoch: s.epoch.as_str().into(),
+    });
+    let limit = req.limit.unwrap_or(HISTORY_LIMIT).min(HISTORY_LIMIT);
+    let h = hub.history(topic, since.as_ref(), limit, Instant::now());
+    let publications = h
+        .publications
+        .iter()
+        .map(|(offset, frame)| history_entry(topic, &h.top.epoch, *offset, frame))
+        .collect();
+    reply(&Reply::History {
+        id: req.id,
+        topic,
+        offset: h.top.offset,
+        epoch: &h.top.epoch,
+        recovered: h.recovered,
+        capped: h.capped,
+        publications,
+    })
 }
 
 impl App for PubSub {
@@ -216,7 +340,7 @@ impl App for PubSub {
     fn message(&mut self, cx: &mut Ctx<'_>, msg: Message) {
         let text = match msg {
             Message::Binary(b) => {
-                if let Err(e) = Self::publish_binary(cx.hub, b) {
+                if let Err(e) = Self::publish_binary(cx.hub, &b) {
                     cx.reply(error(None, &e));
                 }
                 return;
@@ -236,10 +360,19 @@ impl App for PubSub {
             }
         };
         match self.handle(cx.hub, cx.outbox, &req) {
-            Ok(delivered) => {
-                if let Some(id) = req.id {
-                    cx.reply(reply(&Reply::Ack { id, delivered }));
-                }
+            Ok(Done::Answer(m)) => cx.reply(m),
+            Ok(done) => {
+                let Some(id) = req.id else { return };
+                let (delivered, at) = match done {
+                    Done::Published(at, n) => (Some(n), Some(at)),
+                    _ => (None, None),
+                };
+                cx.reply(reply(&Reply::Ack {
+                    id,
+                    delivered,
+                    offset: at.as_ref().map(|a| a.offset),
+                    epoch: at.as_ref().map(|a| &*a.epoch),
+                }));
             }
             Err(e) => cx.reply(error(req.id, &e)),
         }
@@ -287,11 +420,15 @@ mod tests {
         assert_eq!(hub.subscriber_count("news"), 1);
         let publish = json!({"type":"publish","topic":"news","data":{"n":[1,2]},"id":7});
         let sent = b_c.send_json(&mut b, &publish);
-        assert_eq!(reply(&sent), &json!({"type":"ack","id":7,"delivered":1}));
+        let epoch = reply(&sent)["epoch"].as_str().unwrap().to_string();
+        assert_eq!(
+            reply(&sent),
+            &json!({"type":"ack","id":7,"delivered":1,"offset":1,"epoch":epoch})
+        );
         assert_eq!(
             a_c.delivered(),
             [Sent::Frame(
-                json!({"type":"message","topic":"news","seq":1,"data":{"n":[1,2]}})
+                json!({"type":"message","topic":"news","offset":1,"epoch":epoch,"data":{"n":[1,2]}})
             )]
         );
         assert!(b_c.delivered().is_empty());
@@ -305,23 +442,103 @@ mod tests {
         assert!(a_c.delivered().is_empty());
     }
 
+    fn at(offset: u64, epoch: &str) -> StreamPosition {
+        StreamPosition {
+            offset,
+            epoch: epoch.into(),
+        }
+    }
+
     #[test]
-    fn binary_publishes_are_delivered_as_they_came() {
+    fn binary_publishes_are_delivered_with_their_position() {
         let hub = Hub::new(HubConfig::default());
         let (mut a, mut a_c) = (PubSub::new(8), Client::new(&hub));
         let (mut b, mut b_c) = (PubSub::new(8), Client::new(&hub));
         a_c.send_json(&mut a, &json!({"type":"subscribe","topic":"news"}));
         let bin = b"\x04news\x00\xff\x07".to_vec();
-        assert!(b_c.send(&mut b, Message::binary(bin.clone())).is_empty());
-        assert_eq!(a_c.delivered(), [Sent::BinaryFrame(bin)]);
+        assert!(b_c.send(&mut b, Message::binary(bin)).is_empty());
+        let top = hub.history("news", None, 0, Instant::now()).top;
+        assert_eq!(top.offset, 1);
+        let mut want = b"\x04news\x00\x00\x00\x00\x00\x00\x00\x01\x08".to_vec();
+        want.extend_from_slice(top.epoch.as_bytes());
+        want.extend_from_slice(b"\x00\xff\x07");
+        assert_eq!(a_c.delivered(), [Sent::BinaryFrame(want)]);
         let sent = b_c.send(&mut b, Message::binary(vec![200, 1]));
         assert_eq!(reply(&sent)["code"], "invalid_binary");
         let sent = b_c.send(&mut b, Message::binary(b"\x06chat:x!".to_vec()));
         assert_eq!(reply(&sent)["code"], "reserved_topic");
         assert_eq!(
-            binary_message("news", b"\x01"),
-            Some(Message::binary(b"\x04news\x01".to_vec()))
+            binary_delivery("news", &at(258, "ab"), b"\x01"),
+            Some(Message::binary(
+                b"\x04news\x00\x00\x00\x00\x00\x00\x01\x02\x02ab\x01".to_vec()
+            ))
         );
+        assert_eq!(binary_delivery(&"t".repeat(256), &at(1, "ab"), b""), None);
+    }
+
+    #[test]
+    fn history_requests_answer_what_the_stream_holds() {
+        let hub = Hub::new(HubConfig::default());
+        let (mut a, mut c) = (PubSub::new(8), Client::new(&hub));
+        let mut epoch = String::new();
+        for n in 1..=5 {
+            let sent = c.send_json(
+                &mut a,
+                &json!({"type":"publish","topic":"t","data":{"n":n},"id":n}),
+            );
+            epoch = reply(&sent)["epoch"].as_str().unwrap().to_string();
+        }
+        assert!(c
+            .send(&mut a, Message::binary(b"\x01t\x09\x08".to_vec()))
+            .is_empty());
+        let sent = c.send_json(
+            &mut a,
+            &json!({"type":"history","topic":"t","id":"h","since":{"offset":3,"epoch":epoch},"limit":10}),
+        );
+        let msg =
+            |n: u64| json!({"type":"message","topic":"t","offset":n,"epoch":epoch,"data":{"n":n}});
+        assert_eq!(
+            reply(&sent),
+            &json!({"type":"history","id":"h","topic":"t","offset":6,"epoch":epoch,
+            "recovered":true,"capped":false,"publications":[
+                msg(4), msg(5),
+                {"type":"message","topic":"t","offset":6,"epoch":epoch,"data_base64":"CQg="}
+            ]})
+        );
+        // No position: the last `limit`, not recovered.
+        let sent = c.send_json(
+            &mut a,
+            &json!({"type":"history","topic":"t","id":1,"limit":2}),
+        );
+        let h = reply(&sent);
+        assert_eq!(h["recovered"], false);
+        assert_eq!(h["publications"][0], msg(5));
+        assert_eq!(h["publications"].as_array().unwrap().len(), 2);
+        // Capped by the limit; another epoch; an empty topic.
+        let sent = c.send_json(
+            &mut a,
+            &json!({"type":"history","topic":"t","id":2,"since":{"offset":0,"epoch":epoch},"limit":3}),
+        );
+        assert_eq!(
+            (
+                reply(&sent)["recovered"].as_bool(),
+                reply(&sent)["capped"].as_bool()
+            ),
+            (Some(false), Some(true))
+        );
+        assert_eq!(reply(&sent)["publications"], json!([]));
+        let sent = c.send_json(
+            &mut a,
+            &json!({"type":"history","topic":"t","id":3,"since":{"offset":5,"epoch":"other"}}),
+        );
+        assert_eq!(reply(&sent)["recovered"], false);
+        assert_eq!(reply(&sent)["publications"], json!([]));
+        let sent = c.send_json(
+            &mut a,
+            &json!({"type":"history","topic":"empty","id":4,"since":null}),
+        );
+        assert_eq!(reply(&sent)["offset"], 0);
+        assert_eq!(reply(&sent)["publications"], json!([]));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use super::response::Response;
 use crate::auth::{ApiKey, AuthError, Identity};
-use crate::endpoint::pubsub::{binary_message, publish_json, publishable};
+use crate::endpoint::pubsub::{publish_binary, publish_json, publishable};
 use crate::Shared;
 
 #[derive(Deserialize)]
@@ -43,12 +43,8 @@ pub(crate) fn publish(req: &Request, body: &[u8], peer: SocketAddr, shared: &Sha
     let delivered = match (p.data, p.data_base64) {
         (Some(data), None) => publish_json(&shared.hub, &p.topic, data).map_err(|e| e.to_string()),
         (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
-            Ok(bytes) => match binary_message(&p.topic, &bytes) {
-                Some(msg) => shared
-                    .hub
-                    .publish(&p.topic, msg, false)
-                    .map(|n| n.unwrap_or(0))
-                    .map_err(|e| e.to_string()),
+            Ok(bytes) => match publish_binary(&shared.hub, &p.topic, &bytes) {
+                Some(r) => r.map_err(|e| e.to_string()),
                 None => Err("topic too long".into()),
             },
             Err(e) => return Response::text(400, &format!("data_base64 is not base64: {e}\n")),
@@ -56,9 +52,16 @@ pub(crate) fn publish(req: &Request, body: &[u8], peer: SocketAddr, shared: &Sha
         _ => return Response::text(400, "give exactly one of \"data\" and \"data_base64\"\n"),
     };
     match delivered {
-        Ok(n) => {
-            debug!(topic = %p.topic, delivered = n, user = identity.user.as_deref(), "published via API");
-            Response::json(200, &format!("{{\"ok\":true,\"delivered\":{n}}}"))
+        Ok((at, n)) => {
+            debug!(topic = %p.topic, offset = at.offset, delivered = n, user = identity.user.as_deref(), "published via API");
+            // The epoch is letters only: nothing to escape.
+            Response::json(
+                200,
+                &format!(
+                    "{{\"ok\":true,\"offset\":{},\"epoch\":\"{}\",\"delivered\":{n}}}",
+                    at.offset, at.epoch
+                ),
+            )
         }
         Err(e) => Response::text(503, &format!("{e}\n")),
     }

@@ -97,9 +97,13 @@ pub(crate) struct ServeArgs {
     /// or `drop-oldest` (drop its oldest queued messages and count them).
     #[arg(long, env = "SWITCHBOARD_SLOW_CONSUMER", value_parser = ["disconnect", "drop-oldest"], value_name = "POLICY")]
     slow_consumer: Option<String>,
-    /// Chat messages each room keeps for newcomers.
-    #[arg(long, env = "SWITCHBOARD_HISTORY", value_name = "N")]
-    history: Option<usize>,
+    /// Publications each topic's history keeps (for `/ws` history requests and chat
+    /// newcomers); 0 keeps none.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_SIZE", value_name = "N")]
+    history_size: Option<usize>,
+    /// How long a publication stays in its topic's history; 0 keeps none.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_TTL", value_name = "DURATION", value_parser = crate::duration::parse)]
+    history_ttl: Option<Duration>,
 
     /// The key POST /api/publish requires (`Authorization: Bearer KEY`). Without one the API
     /// answers 403. Prefer the environment variable or the file over the flag (flags show
@@ -191,7 +195,8 @@ struct FileConfig {
     socket_send_buffer: Option<usize>,
     outbox_max_messages: Option<usize>,
     slow_consumer: Option<String>,
-    history: Option<usize>,
+    history_size: Option<usize>,
+    history_ttl: Option<FileDuration>,
     api_key: Option<String>,
     deflate: Option<String>,
     deflate_context_takeover: Option<bool>,
@@ -387,7 +392,8 @@ fn server_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<ServerConfig> 
     }
     set(&mut c.outbox.max_bytes, pick!(outbox_max_bytes));
     set(&mut c.outbox.max_messages, pick!(outbox_max_messages));
-    set(&mut c.hub.history, pick!(history));
+    set(&mut c.hub.history_size, pick!(history_size));
+    set(&mut c.hub.history_ttl, pick_duration!(history_ttl));
     set(&mut c.socket_send_buffer, pick!(socket_send_buffer));
     if let Some(key) = pick_owned!(api_key).filter(|k| !k.is_empty()) {
         c = c.api_key(key);
@@ -492,7 +498,8 @@ fn library_default(id: &str) -> Option<String> {
             _ => "disconnect",
         }
         .to_string(),
-        "history" => c.hub.history.to_string(),
+        "history_size" => c.hub.history_size.to_string(),
+        "history_ttl" => crate::duration::show(c.hub.history_ttl),
         "socket_send_buffer" => c.socket_send_buffer.to_string(),
         "deflate" => if deflate.is_some() { "on" } else { "off" }.to_string(),
         "deflate_context_takeover" => deflate

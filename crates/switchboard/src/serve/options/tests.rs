@@ -102,8 +102,10 @@ fn options_land_in_their_settings() {
             "0",
             "--slow-consumer",
             "drop-oldest",
-            "--history",
+            "--history-size",
             "3",
+            "--history-ttl",
+            "90s",
             "--deflate-window-bits",
             "10",
         ])
@@ -116,7 +118,8 @@ fn options_land_in_their_settings() {
     assert_eq!(c.echo.max_message_size, 2000);
     assert_eq!(c.heartbeat.idle_timeout, None);
     assert_eq!(c.outbox.policy, SlowConsumerPolicy::DropOldest);
-    assert_eq!(c.hub.history, 3);
+    assert_eq!(c.hub.history_size, 3);
+    assert_eq!(c.hub.history_ttl, Duration::from_secs(90));
     let d = c.ws.deflate.unwrap();
     assert_eq!(
         (d.server_max_window_bits, d.client_max_window_bits),
