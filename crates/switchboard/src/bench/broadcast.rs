@@ -4,7 +4,8 @@
 //!
 //! Publications are binary `/ws` messages (docs/protocol.md): one byte N, the topic, then
 //! the publish number and the send time (nanoseconds since the bench started, big endian)
-//! and padding up to `--payload`.
+//! and padding up to `--payload`. Deliveries carry the stream position after the topic (8
+//! bytes of offset, one byte M, M bytes of epoch), which subscribers skip.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -325,7 +326,12 @@ async fn subscriber(
     drop(permit);
     p.connected.fetch_add(1, Ordering::Relaxed);
     board.subscribed.fetch_add(1, Ordering::Release);
-    let skip = 1 + args.topic.len();
+    // The delivery layout: [N][topic][offset: 8][M][epoch: M][payload].
+    let epoch_len_at = 1 + args.topic.len() + 8;
+    let payload_at = |b: &[u8]| {
+        b.get(epoch_len_at)
+            .map_or(usize::MAX, |m| epoch_len_at + 1 + usize::from(*m))
+    };
     let mut got = 0u64;
     loop {
         if DONE.load(Ordering::Acquire) && board.published.load(Ordering::Acquire) == got {
@@ -338,7 +344,8 @@ async fn subscriber(
                 break;
             }
             Err(_) => continue,
-            Ok(Ok(Some(Message::Binary(b)))) if b.len() >= skip + 16 => {
+            Ok(Ok(Some(Message::Binary(b)))) if b.len() >= payload_at(&b).saturating_add(16) => {
+                let skip = payload_at(&b);
                 let n =
                     u64::from_be_bytes(b[skip..skip + 8].try_into().unwrap_or_default()) as usize;
                 let sent =

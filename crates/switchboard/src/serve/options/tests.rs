@@ -155,6 +155,8 @@ fn help_shows_the_library_defaults() {
         "[default: 30s]".to_string(),
         "[default: 1h]".to_string(),
         "[default: on]".to_string(),
+        "[default: 5m]".to_string(),
+        format!("[default: {}]", c.hub.history_size),
         format!("[default: {DEFLATE_THRESHOLD}; {DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER} with context takeover]"),
     ] {
         assert!(help.contains(&shown), "{shown} missing in\n{help}");
@@ -178,7 +180,7 @@ fn help_shows_the_library_defaults() {
             None => assert!(shown <= 1, "--{id}: {text}"),
         }
     }
-    assert_eq!(with_default, 19, "every server setting has its option");
+    assert_eq!(with_default, 20, "every server setting has its option");
 }
 
 /// Zero-config `serve` uses io_uring where it works (and says which transport in the
