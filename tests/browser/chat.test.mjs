@@ -172,7 +172,7 @@ function waitMember(page, name, present = true, timeout = WAIT_MS) {
 
 async function messages(page) {
   return page.$$eval('#messages .msg', (els) => els.map((e) => ({
-    seq: e.dataset.seq,
+    offset: e.dataset.offset,
     from: e.querySelector('.from')?.textContent,
     text: e.querySelector('.text')?.textContent,
     own: e.classList.contains('own'),
@@ -182,7 +182,7 @@ async function messages(page) {
 function waitMessage(page, from, text, timeout = WAIT_MS) {
   return page
     .waitForFunction(([f, t]) => [...document.querySelectorAll('#messages .msg')].some((e) =>
-      e.dataset.seq && e.querySelector('.from')?.textContent === f && e.querySelector('.text')?.textContent === t),
+      e.dataset.offset && e.querySelector('.from')?.textContent === f && e.querySelector('.text')?.textContent === t),
     [from, text], { timeout })
     .catch(async () => {
       throw new Error(`no message from ${from} with text ${JSON.stringify(text)} after ${timeout} ms (messages: ${JSON.stringify((await messages(page)).slice(-5))})`);
@@ -317,7 +317,7 @@ const checks = [
     const a = ma.find((m) => m.text === TEXT_A);
     const b = mb.find((m) => m.text === TEXT_A);
     assert(a.own && !b.own, `own flags: A ${a.own}, B ${b.own}`);
-    assert(a.seq === b.seq && Number(a.seq) >= 1, `data-seq differs or is not a number: A ${a.seq}, B ${b.seq}`);
+    assert(a.offset === b.offset && Number(a.offset) >= 1, `data-offset differs or is not a number: A ${a.offset}, B ${b.offset}`);
     assert(await pages.a.inputValue('#text') === '', '#text was not cleared after sending');
   }],
 

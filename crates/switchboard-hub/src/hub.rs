@@ -374,19 +374,22 @@ impl Hub {
     /// (see [`trim`](Self::trim)). Returns the member it had, if any.
     pub fn unsubscribe(&self, sub: &Subscription) -> Option<Member> {
         let topic = self.local.topic(&sub.topic)?;
-        let removed = {
+        let (removed, last) = {
             let state = lock(&topic.stream);
             if state.removed {
                 return None;
             }
             let mut subs = write(&topic.subs);
             let removed = subs.remove(&sub.id);
-            if removed.is_some() && subs.is_empty() {
+            let last = removed.is_some() && subs.is_empty();
+            if last {
                 self.broker.interest(&sub.topic, false);
             }
-            removed
+            (removed, last)
         };
-        self.local.drop_if_idle(&sub.topic, Instant::now());
+        if last {
+            self.local.drop_if_idle(&sub.topic, Instant::now());
+        }
         removed.and_then(|s| s.member)
     }
 
@@ -439,8 +442,8 @@ impl Hub {
     /// What `topic`'s history holds: with `since`, the publications after that position by
     /// the all-or-nothing rule of [`TopicStream::since`] (at most `limit`); without, the
     /// last `limit` publications it holds (`recovered` is then `false`). A topic with no
-    /// stream gets one (offset 0, a new epoch), so the position a client takes from the
-    /// answer is the one its publications will have.
+    /// stream answers offset 0 in a fresh epoch, and keeps no stream for it: its first
+    /// publication starts another epoch.
     pub fn history(
         &self,
         topic: &str,
@@ -487,12 +490,14 @@ impl Hub {
         let names: Vec<Arc<str>> = read(&self.local.topics).keys().cloned().collect();
         let mut dropped = 0;
         for name in names {
-            if let Some(t) = self.local.topic(&name) {
-                if let Ok(mut state) = t.stream.try_lock() {
+            let idle = self.local.topic(&name).is_some_and(|t| {
+                t.stream.try_lock().is_ok_and(|mut state| {
                     state.stream.trim(now);
-                }
-            }
-            if self.local.drop_if_idle(&name, now) {
+                    state.stream.history_len() == 0 && read(&t.subs).is_empty()
+                })
+            });
+            // Only idle ones take the map's write lock (and are checked again under it).
+            if idle && self.local.drop_if_idle(&name, now) {
                 dropped += 1;
             }
         }
