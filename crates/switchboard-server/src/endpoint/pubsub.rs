@@ -101,12 +101,17 @@ pub(crate) fn publish_binary(
     )
 }
 
+/// The length of a binary delivery's header: what comes before the payload.
+fn delivery_header_len(topic: &str, epoch: &str) -> usize {
+    1 + topic.len() + 8 + 1 + epoch.len()
+}
+
 /// The binary delivery layout (docs/protocol.md): one byte N, N bytes of topic, the offset
 /// (8 bytes, big-endian), one byte M, M bytes of epoch, the payload.
 pub(crate) fn binary_delivery(topic: &str, at: &StreamPosition, payload: &[u8]) -> Option<Message> {
     let n = u8::try_from(topic.len()).ok()?;
     let m = u8::try_from(at.epoch.len()).ok()?;
-    let mut b = Vec::with_capacity(1 + topic.len() + 9 + at.epoch.len() + payload.len());
+    let mut b = Vec::with_capacity(delivery_header_len(topic, &at.epoch) + payload.len());
     b.push(n);
     b.extend_from_slice(topic.as_bytes());
     b.extend_from_slice(&at.offset.to_be_bytes());
@@ -124,8 +129,9 @@ fn history_entry(topic: &str, epoch: &str, offset: u64, frame: &SharedFrame) -> 
     let json = if frame.opcode() == OpCode::Text {
         String::from_utf8_lossy(&payload).into_owned()
     } else {
-        let header = 1 + topic.len() + 9 + epoch.len();
-        let data = payload.get(header..).unwrap_or_default();
+        let data = payload
+            .get(delivery_header_len(topic, epoch)..)
+            .unwrap_or_default();
         serde_json::to_string(&Delivery {
             kind: "message",
             topic,
@@ -141,6 +147,11 @@ fn history_entry(topic: &str, epoch: &str, offset: u64, frame: &SharedFrame) -> 
 
 /// At most this many publications per `history` request.
 pub(crate) const HISTORY_LIMIT: usize = 300;
+/// At most this many bytes of publications per `history` answer. The answer is one message,
+/// queued whole on the connection: without a bound, a topic of large publications (100 of
+/// 64 KiB) makes an answer larger than the connection's write buffer (4 MiB), and the
+/// connection ends instead of answering.
+pub(crate) const HISTORY_BYTES: usize = 1 << 20;
 
 /// Splits a binary publish into its topic and payload.
 fn binary_topic(b: &Bytes) -> Option<(&str, &[u8])> {
@@ -318,18 +329,39 @@ fn history(hub: &Hub, topic: &str, req: &Request<'_>) -> Message {
     });
     let limit = req.limit.unwrap_or(HISTORY_LIMIT).min(HISTORY_LIMIT);
     let h = hub.history(topic, since.as_ref(), limit, Instant::now());
-    let publications = h
+    let mut publications: Vec<Box<RawValue>> = h
         .publications
         .iter()
         .map(|(offset, frame)| history_entry(topic, &h.top.epoch, *offset, frame))
         .collect();
+    let (mut recovered, mut capped) = (h.recovered, h.capped);
+    if publications.iter().map(|p| p.get().len()).sum::<usize>() > HISTORY_BYTES {
+        capped = true;
+        if since.is_some() {
+            // A recovery is all or nothing.
+            recovered = false;
+            publications.clear();
+        } else {
+            // The newest that fit.
+            let mut bytes = 0;
+            let fit = publications
+                .iter()
+                .rev()
+                .take_while(|p| {
+                    bytes += p.get().len();
+                    bytes <= HISTORY_BYTES
+                })
+                .count();
+            publications.drain(..publications.len() - fit);
+        }
+    }
     reply(&Reply::History {
         id: req.id,
         topic,
         offset: h.top.offset,
         epoch: &h.top.epoch,
-        recovered: h.recovered,
-        capped: h.capped,
+        recovered,
+        capped,
         publications,
     })
 }
@@ -539,6 +571,53 @@ mod tests {
         );
         assert_eq!(reply(&sent)["offset"], 0);
         assert_eq!(reply(&sent)["publications"], json!([]));
+    }
+
+    #[test]
+    fn history_answers_stay_within_their_byte_bound() {
+        let hub = Hub::new(HubConfig::default());
+        let (mut a, mut c) = (PubSub::new(8), Client::new(&hub));
+        let big = "x".repeat(60 << 10);
+        let mut epoch = String::new();
+        for n in 1..=30 {
+            let sent = c.send_json(
+                &mut a,
+                &json!({"type":"publish","topic":"t","data":big,"id":n}),
+            );
+            epoch = reply(&sent)["epoch"].as_str().unwrap().to_string();
+        }
+        // A recovery that would not fit: capped, not recovered, nothing.
+        let sent = c.send_json(
+            &mut a,
+            &json!({"type":"history","topic":"t","id":1,"since":{"offset":0,"epoch":epoch}}),
+        );
+        let h = reply(&sent);
+        assert_eq!(
+            (h["recovered"].as_bool(), h["capped"].as_bool()),
+            (Some(false), Some(true))
+        );
+        assert_eq!(h["publications"], json!([]));
+        // The latest: the newest that fit, up to the top.
+        let sent = c.send_json(&mut a, &json!({"type":"history","topic":"t","id":2}));
+        let h = reply(&sent);
+        let pubs = h["publications"].as_array().unwrap();
+        assert_eq!(h["capped"], true);
+        assert!(
+            !pubs.is_empty() && pubs.len() < 30,
+            "{} publications",
+            pubs.len()
+        );
+        assert_eq!(pubs.last().unwrap()["offset"], 30);
+        let bytes: usize = pubs.iter().map(|p| p.to_string().len()).sum();
+        assert!(bytes <= HISTORY_BYTES, "{bytes} bytes");
+        // A recovery that fits is whole.
+        let sent = c.send_json(
+            &mut a,
+            &json!({"type":"history","topic":"t","id":3,"since":{"offset":28,"epoch":epoch}}),
+        );
+        let h = reply(&sent);
+        assert_eq!(h["recovered"], true);
+        assert_eq!(h["publications"].as_array().unwrap().len(), 2);
     }
 
     #[test]
