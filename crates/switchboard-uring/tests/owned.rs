@@ -2,35 +2,15 @@
 //! order with copied writes, let go once sent, bounded by the write limit.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::future::poll_fn;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use switchboard_uring::{before_park, UringStream};
+use common::{pair, with_hook};
+use switchboard_uring::UringStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-fn with_hook(f: impl std::future::Future<Output = ()>) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .on_thread_park(before_park)
-        .build()
-        .unwrap()
-        .block_on(f);
-}
-
-async fn pair() -> (UringStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (peer, accepted) = tokio::join!(
-        TcpStream::connect(listener.local_addr().unwrap()),
-        listener.accept()
-    );
-    (
-        UringStream::from_tokio(accepted.unwrap().0).unwrap(),
-        peer.unwrap(),
-    )
-}
 
 fn pattern(len: usize, seed: u8) -> Bytes {
     (0..len)
@@ -60,7 +40,7 @@ async fn send_all(ours: &mut UringStream, runs: &[Bytes]) {
 /// every run is let go once sent.
 #[test]
 fn owned_runs_and_copied_writes_arrive_in_order() {
-    with_hook(async {
+    with_hook(1, async {
         let (mut ours, mut peer) = pair().await;
         // A header written just before its payload, in one buffer.
         let mut joined = BytesMut::from(&pattern(4 + 40_000, 9)[..]);
@@ -119,7 +99,7 @@ fn owned_runs_and_copied_writes_arrive_in_order() {
 /// limit `poll_send_owned` waits. Once the peer reads, all of it arrives and is let go.
 #[test]
 fn runs_are_held_until_sent_and_bounded_by_the_write_limit() {
-    with_hook(async {
+    with_hook(1, async {
         let (mut ours, mut peer) = pair().await;
         // Larger than what the kernel's socket buffers take before the peer reads.
         let frame = pattern(16 << 20, 3);

@@ -1,26 +1,20 @@
 //! `uring::spawn`: futures polled by the thread's ring, on a runtime with the park hook.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::runtime;
 use switchboard_uring::{before_park, spawn, UringStream};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .on_thread_park(before_park)
-        .build()
-        .unwrap()
-}
 
 /// A timer fires inside tokio's park, where the park hook does not run again: the wake must
 /// poke the ring, or the task would wait forever on an otherwise idle runtime.
 #[test]
 fn a_timer_wakes_a_ring_task_on_an_idle_runtime() {
-    runtime().block_on(async {
+    runtime(1).block_on(async {
         let (tx, rx) = tokio::sync::oneshot::channel();
         spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -44,7 +38,7 @@ fn pending_ring_tasks_are_dropped_with_the_runtime() {
         }
     }
     let dropped = Arc::new(AtomicBool::new(false));
-    let rt = runtime();
+    let rt = runtime(1);
     let flag = Flag(Arc::clone(&dropped));
     rt.block_on(async {
         // The task holds a stream on the ring, and the ring holds the task: a cycle that

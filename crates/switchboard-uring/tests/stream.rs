@@ -2,43 +2,13 @@
 //! buffers running out, slow readers, tasks that move between workers, the idle hook.
 #![cfg(target_os = "linux")]
 
-use std::future::Future;
+mod common;
 
-use switchboard_uring::{before_park, UringStream};
+use common::{pair, pairs, runtime, with_hook};
+use switchboard_uring::UringStream;
 use tokio::io::AsyncRead;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Runs `f` on a runtime that submits ring work before each park, as `serve --io-uring` does.
-fn with_hook<F: Future<Output = ()>>(workers: usize, f: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .on_thread_park(before_park)
-        .build()
-        .unwrap()
-        .block_on(f);
-}
-
-/// A pair: our end as a `UringStream`, the peer's as a tokio stream.
-async fn pair() -> (UringStream, TcpStream) {
-    pairs(1).await.remove(0)
-}
-
-/// `n` pairs as [`pair`], accepted on one listener.
-async fn pairs(n: usize) -> Vec<(UringStream, TcpStream)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut pairs = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        pairs.push((
-            UringStream::from_tokio(accepted.unwrap().0).unwrap(),
-            peer.unwrap(),
-        ));
-    }
-    pairs
-}
 
 /// More than 256 KiB written at once waits for sends (the write limit), all of it arrives
 /// in order, and shutdown completes only after the last byte is sent.
@@ -151,12 +121,7 @@ fn a_slow_reader_gets_everything_in_order() {
 /// timeout.
 #[test]
 fn completions_reach_tasks_that_moved_while_the_ring_owner_sleeps() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_park(before_park)
-        .build()
-        .unwrap();
+    let rt = runtime(2);
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     rt.spawn(async move {
