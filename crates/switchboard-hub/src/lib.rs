@@ -48,6 +48,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod engine;
 pub mod hub;
 pub mod outbox;
 pub mod stream;
