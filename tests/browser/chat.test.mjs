@@ -660,6 +660,86 @@ const checks = [
     await shot('p', '11-p-not-recovered');
   }],
 
+  ["the page's recovery rules, against a scripted /chat (capped, duplicates, an older server, room switch)", async () => {
+    // page.routeWebSocket answers /chat from the test, so the cases a real server does not
+    // produce on demand are covered too; the page itself comes from the real server.
+    const m = await newPage('m');
+    const conns = [];
+    let waiting = null;
+    await m.routeWebSocket(/\/chat\?/, (ws) => {
+      const c = { ws, url: new URL(ws.url()), got: [] };
+      ws.onMessage((x) => { try { c.got.push(JSON.parse(x)); } catch { /* not JSON */ } });
+      conns.push(c);
+      if (waiting) waiting();
+    });
+    const nextSocket = async (action) => {
+      const had = conns.length;
+      const arrived = new Promise((r) => { waiting = r; });
+      await action();
+      if (conns.length === had) await Promise.race([arrived, sleep(WAIT_MS).then(() => { throw new Error('the page did not reconnect'); })]);
+      waiting = null;
+      return conns[conns.length - 1];
+    };
+    const reconnect = (c) => nextSocket(() => c.ws.close({ code: 1006 }).catch(() => {}));
+    const me = { id: 'u1', name: P };
+    const them = { id: 'u2', name: D };
+    let id = 0;
+    const msg = (offset, epoch, text, room = 'r') => ({ type: 'message', id: ++id, room, from: them, text, time: Date.now() + id, offset, epoch });
+    const welcome = (extra, room = 'r') => ({ type: 'welcome', you: me, room, members: [me, them], history: [], ...extra });
+    const send = (c, ...xs) => { for (const x of xs) c.ws.send(JSON.stringify(x)); };
+    const asked = (c) => [c.url.searchParams.get('room'), c.url.searchParams.get('since'), c.url.searchParams.get('epoch')];
+    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+    const expectRows = async (want, what) => {
+      await m.waitForFunction((w) => [...document.querySelectorAll('#messages .msg, #messages .gap')].map((e) => (e.classList.contains('gap')
+        ? 'GAP ' + e.textContent.split(' ')[0] : e.querySelector('.text').textContent)).join('|') === w.join('|'), want, { timeout: WAIT_MS })
+        .catch(async () => { throw new Error(`${what}: rows ${JSON.stringify(await rows(m))}, want ${JSON.stringify(want)}`); });
+    };
+
+    await m.goto(`${base()}/?room=r&name=${P}`, { timeout: WAIT_MS });
+    let c = await nextSocket(() => m.click('#join'));
+    assert(same(asked(c), ['r', null, null]), `a fresh join asked ${c.url.search}`);
+    send(c, welcome({ history: [msg(1, 'E', 'm1'), msg(2, 'E', 'm2')], offset: 2, epoch: 'E', recovered: false }));
+    await expectRows(['m1', 'm2'], 'fresh join');
+
+    c = await reconnect(c);
+    assert(same(asked(c), ['r', '2', 'E']), `the reconnect asked ${c.url.search}`);
+    send(c, welcome({ offset: 4, epoch: 'E', recovered: true }), msg(3, 'E', 'm3'), msg(2, 'E', 'm2 again'), msg(4, 'E', 'm4'), msg(4, 'E', 'm4 again'), msg(5, 'E', 'm5 live'));
+    await expectRows(['m1', 'm2', 'm3', 'm4', 'm5 live'], 'recovered, with duplicates sent');
+
+    c = await reconnect(c);
+    assert(same(asked(c), ['r', '5', 'E']), `the reconnect asked ${c.url.search}`);
+    send(c, welcome({ history: [msg(400, 'E', 'm400'), msg(401, 'E', 'm401')], offset: 401, epoch: 'E', recovered: false, capped: true }));
+    await expectRows(['m1', 'm2', 'm3', 'm4', 'm5 live', 'GAP More', 'm400', 'm401'], 'capped');
+
+    c = await reconnect(c);
+    send(c, welcome({ offset: 0, epoch: 'F', recovered: false }), msg(1, 'F', 'f1'));
+    const upToF1 = ['m1', 'm2', 'm3', 'm4', 'm5 live', 'GAP More', 'm400', 'm401', 'GAP Some', 'f1'];
+    await expectRows(upToF1, 'new epoch');
+
+    // A server without `recovered`: a history that reaches back is merged without a line...
+    c = await reconnect(c);
+    assert(same(asked(c), ['r', '1', 'F']), `the reconnect asked ${c.url.search}`);
+    send(c, welcome({ history: [msg(1, 'F', 'f1 again'), msg(2, 'F', 'f2')], offset: 2, epoch: 'F' }));
+    await expectRows([...upToF1, 'f2'], 'older server, history reaches back');
+    // ...one that does not gets the line.
+    c = await reconnect(c);
+    send(c, welcome({ history: [msg(7, 'F', 'f7')], offset: 7, epoch: 'F' }));
+    await expectRows([...upToF1, 'f2', 'GAP Some', 'f7'], 'older server, history does not reach back');
+
+    // A room switch is a fresh join, and the next reconnect asks for the new room.
+    await m.fill('#switch-room', 'r2');
+    await m.press('#switch-room', 'Enter');
+    await m.waitForFunction(() => window.chat.pendingRoom() === 'r2');
+    assert(same(c.got.filter((x) => x.type === 'join').map((x) => x.room), ['r2']), `sent ${JSON.stringify(c.got)}`);
+    send(c, welcome({ history: [msg(9, 'G', 'g9', 'r2')], offset: 9, epoch: 'G', recovered: false }, 'r2'));
+    await expectRows(['g9'], 'room switch');
+    c = await reconnect(c);
+    assert(same(asked(c), ['r2', '9', 'G']), `the reconnect after the switch asked ${c.url.search}`);
+    send(c, welcome({ offset: 9, epoch: 'G', recovered: true }, 'r2'), msg(10, 'G', 'g10', 'r2'));
+    await expectRows(['g9', 'g10'], 'recovered in the new room');
+    await shot('m', '12-m-scripted');
+  }],
+
   ['no uncaught JavaScript errors in the pages', async () => {
     assert(jsErrors.length === 0, jsErrors.join('; '));
   }],
