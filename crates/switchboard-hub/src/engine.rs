@@ -127,6 +127,12 @@ pub trait Deliver: Send + Sync {
     fn lost(&self, topic: Option<&str>);
 }
 
+impl fmt::Debug for dyn Deliver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Deliver")
+    }
+}
+
 /// An engine: positions, history, presence and delivery to every node. See the
 /// [module](self) docs.
 pub trait Engine: Send + Sync + fmt::Debug {

@@ -1,19 +1,21 @@
-//! Topics, subscriptions, presence, history and encode-once fan-out.
+//! A node's topics: its subscribers, their outboxes, and encode-once delivery of what the
+//! engine brings.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use switchboard_proto::frame::{encode_shared, SharedFrame};
-use switchboard_proto::Message;
+use switchboard_proto::frame::{encode_shared_binary, encode_shared_text, SharedFrame};
 
-use crate::broker::{Broker, BrokerError, Deliver, InMemoryBroker, Publication};
+use crate::engine::{
+    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Op, Publication, Published,
+};
+use crate::memory::MemoryEngine;
 use crate::outbox::{Outbox, Pushed};
-use crate::stream::{HistoryLimits, StreamPosition, TopicStream};
+use crate::stream::{HistoryLimits, StreamPosition};
 
-/// Hub settings.
+/// Hub settings (for the in-memory engine of [`Hub::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HubConfig {
@@ -56,7 +58,7 @@ impl HubConfig {
     }
 }
 
-/// Someone present in a topic: what presence lists show.
+/// Someone present in a topic on this node: what the chat's member lists show.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Member {
     /// Unique per server.
@@ -79,35 +81,36 @@ impl Subscription {
     }
 }
 
-/// What subscribing returned: the handle, and a consistent snapshot of the topic taken at
-/// the moment the subscriber was added (every later publication reaches its outbox, no
-/// earlier one does).
+/// What [`Hub::subscribe`] started.
 #[derive(Debug)]
-pub struct Joined {
-    /// The handle.
+pub struct Subscribing {
+    /// The handle. Until [`Hub::go_live`], the topic's publications wait for it in the hub.
     pub subscription: Subscription,
-    /// Everyone present, in the order they subscribed (the new member last, if it has one).
+    /// Everyone present on this node when it was added (the new member last, if it has one).
     pub members: Vec<Member>,
-    /// The payloads of the publications the topic's history holds, oldest first.
-    pub history: Vec<Bytes>,
-    /// The topic's position when the subscriber was added: the offset of the last
-    /// publication it did not receive live, and the epoch.
-    pub position: StreamPosition,
+    /// The history read asked for, once the engine delivers the topic here.
+    pub page: Op<Result<HistoryPage, EngineError>>,
 }
 
-/// What [`Hub::history`] found.
-#[derive(Debug, Clone)]
-pub struct History {
-    /// The topic's position now.
-    pub top: StreamPosition,
-    /// The publications, oldest first, with their offsets, as subscribers received them.
-    pub publications: Vec<(u64, SharedFrame)>,
-    /// With a position: whether `publications` is everything after it (see
-    /// [`Recovery::recovered`](crate::Recovery::recovered)). Without one: always `false`.
-    pub recovered: bool,
-    /// With a position: whether the limit stopped the replay (see
-    /// [`Recovery::capped`](crate::Recovery::capped)).
-    pub capped: bool,
+/// Makes the frame subscribers receive from a publication; the hub calls it once per
+/// publication (and per replayed one), never per subscriber.
+pub trait Render: Send + Sync {
+    /// The frame for `publication`.
+    fn render(&self, publication: &Publication) -> SharedFrame;
+}
+
+/// Renders a body as it is: kind 0 as a text message (bytes that are not UTF-8 as binary),
+/// any other kind as a binary message.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PlainRender;
+
+impl Render for PlainRender {
+    fn render(&self, p: &Publication) -> SharedFrame {
+        match std::str::from_utf8(&p.body.data) {
+            Ok(text) if p.body.kind == 0 => encode_shared_text(&[text]),
+            _ => encode_shared_binary(&[&p.body.data]),
+        }
+    }
 }
 
 /// Counters, for metrics.
@@ -121,59 +124,42 @@ pub struct HubStats {
     pub dropped: AtomicU64,
     /// Subscribers cut off by the disconnect policy.
     pub overflowed: AtomicU64,
+    /// Subscribers told to reconnect and recover (a gap or a new epoch in a topic's stream).
+    pub lost: AtomicU64,
 }
 
-/// What [`Hub::publish_with`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    /// The publication's position in its topic's stream.
-    pub position: StreamPosition,
-    /// Subscribers reached on this node (`None` when the broker delivers later).
-    pub delivered: Option<usize>,
-}
-
-/// Why a publish failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// The broker could not take it.
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-}
+type Buffered = Vec<(Option<StreamPosition>, SharedFrame)>;
 
 struct Sub {
     outbox: Arc<Outbox>,
     member: Option<Member>,
+    /// `Some` until [`Hub::go_live`]: what was delivered meanwhile.
+    buffer: Option<Buffered>,
 }
 
-/// What a topic's stream lock guards.
-struct StreamState {
-    /// The rendered frames, as subscribers received them. When positions come from an
-    /// engine elsewhere (Redis), history will hold the publication's data and render it
-    /// again on replay (see the issue 25 plan); for one node the frame is enough.
-    stream: TopicStream<SharedFrame>,
-    /// Set when the topic left the hub's map: whoever still holds it looks it up again.
-    removed: bool,
+/// What a topic's subscriber lock guards.
+#[derive(Default)]
+struct Subs {
+    map: BTreeMap<u64, Sub>,
+    /// The position of the last publication delivered here (a gap after it, or another
+    /// epoch, means publications were lost on their way).
+    last: Option<StreamPosition>,
 }
 
 struct Topic {
-    /// Held while a publication is numbered, kept and delivered, and while a subscriber is
-    /// added, so every subscriber sees one order and a newcomer's snapshot fits it. Lock
-    /// order: `stream`, then `subs`; never wait for `stream` while holding `topics`.
-    stream: Mutex<StreamState>,
-    subs: RwLock<BTreeMap<u64, Sub>>,
+    /// Held while the topic's interest changes (the engine's subscribe and unsubscribe go
+    /// out in order) and while it leaves the map. Lock order: `gate`, then the map, then
+    /// `subs`; delivery takes only `subs` (the engine may hold its own locks then).
+    gate: Mutex<Gate>,
+    subs: Mutex<Subs>,
 }
 
-impl Topic {
-    fn new(limits: HistoryLimits) -> Self {
-        Self {
-            stream: Mutex::new(StreamState {
-                stream: TopicStream::new(limits),
-                removed: false,
-            }),
-            subs: RwLock::new(BTreeMap::new()),
-        }
-    }
+#[derive(Default)]
+struct Gate {
+    /// The engine was asked to deliver the topic here.
+    interested: bool,
+    /// Out of the map: whoever still holds it looks it up again.
+    removed: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -186,10 +172,10 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
-/// This node's topics (each with its stream): the delivery side the broker calls.
+/// This node's topics: the delivery side the engine calls.
 struct Local {
     topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
-    config: HubConfig,
+    render: Arc<dyn Render>,
     stats: HubStats,
 }
 
@@ -198,48 +184,35 @@ impl Local {
         read(&self.topics).get(name).cloned()
     }
 
-    /// Runs `f` on the topic (created when missing) with its stream lock held.
-    fn locked<R>(&self, name: &str, f: impl FnOnce(&Arc<str>, &Topic, &mut StreamState) -> R) -> R {
-        loop {
-            let found = read(&self.topics)
-                .get_key_value(name)
-                .map(|(n, t)| (Arc::clone(n), Arc::clone(t)));
-            let (name, topic) = found.unwrap_or_else(|| {
-                let mut topics = write(&self.topics);
-                if let Some((n, t)) = topics.get_key_value(name) {
-                    return (Arc::clone(n), Arc::clone(t));
-                }
-                let n: Arc<str> = Arc::from(name);
-                let t = Arc::new(Topic::new(self.config.limits()));
-                topics.insert(Arc::clone(&n), Arc::clone(&t));
-                (n, t)
-            });
-            let mut state = lock(&topic.stream);
-            if state.removed {
-                continue;
+    fn lose(&self, subs: &mut Subs) {
+        subs.last = None;
+        let mut n = 0;
+        for sub in subs.map.values_mut() {
+            if !sub.outbox.is_lost() {
+                sub.outbox.lose();
+                n += 1;
             }
-            return f(&name, &topic, &mut state);
+            sub.buffer = None;
         }
+        self.stats.lost.fetch_add(n, Ordering::Relaxed);
     }
+}
 
-    /// Drops `name` if it has no subscriber and its history holds nothing at `now`. A topic
-    /// whose stream is busy is left for next time (so `topics` never waits for a stream).
-    fn drop_if_idle(&self, name: &str, now: Instant) -> bool {
-        let mut topics = write(&self.topics);
-        let Some(topic) = topics.get(name).cloned() else {
-            return false;
-        };
-        let Ok(mut state) = topic.stream.try_lock() else {
-            return false;
-        };
-        state.stream.trim(now);
-        if state.stream.history_len() > 0 || !read(&topic.subs).is_empty() {
-            return false;
-        }
-        state.removed = true;
-        topics.remove(name);
-        true
+/// Where `next` stands after `last`: the next one, one already seen, or past a gap.
+fn follows(last: Option<&StreamPosition>, next: &StreamPosition) -> Follows {
+    match last {
+        None => Follows::Next,
+        Some(l) if l.epoch != next.epoch => Follows::Gap,
+        Some(l) if next.offset <= l.offset => Follows::Seen,
+        Some(l) if next.offset == l.offset + 1 => Follows::Next,
+        Some(_) => Follows::Gap,
     }
+}
+
+enum Follows {
+    Next,
+    Seen,
+    Gap,
 }
 
 impl Deliver for Local {
@@ -247,11 +220,35 @@ impl Deliver for Local {
         let Some(topic) = self.topic(&p.topic) else {
             return 0;
         };
+        let frame = self.render.render(p);
+        let mut subs = lock(&topic.subs);
+        if let Some(at) = &p.position {
+            match follows(subs.last.as_ref(), at) {
+                Follows::Next => subs.last = Some(at.clone()),
+                Follows::Seen => return 0,
+                Follows::Gap => {
+                    self.lose(&mut subs);
+                    subs.last = Some(at.clone());
+                    return 0;
+                }
+            }
+        }
         self.stats.publications.fetch_add(1, Ordering::Relaxed);
-        let subs = read(&topic.subs);
         let (mut delivered, mut dropped, mut overflowed) = (0u64, 0u64, 0u64);
-        for sub in subs.values() {
-            match sub.outbox.push(p.frame.clone()) {
+        for sub in subs.map.values_mut() {
+            if let Some(buffer) = sub.buffer.as_mut() {
+                // Waiting for its history: bounded like its outbox.
+                if buffer.len() >= sub.outbox.limits().max_messages {
+                    sub.outbox.lose();
+                    sub.buffer = None;
+                    self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    buffer.push((p.position.clone(), frame.clone()));
+                    delivered += 1;
+                }
+                continue;
+            }
+            match sub.outbox.push(frame.clone()) {
                 Pushed::Queued => delivered += 1,
                 Pushed::DroppedOldest(n) => {
                     delivered += 1;
@@ -275,34 +272,55 @@ impl Deliver for Local {
         }
         delivered as usize
     }
+
+    fn lost(&self, topic: Option<&str>) {
+        let topics: Vec<Arc<Topic>> = match topic {
+            Some(t) => self.topic(t).into_iter().collect(),
+            None => read(&self.topics).values().cloned().collect(),
+        };
+        for t in topics {
+            self.lose(&mut lock(&t.subs));
+        }
+    }
 }
 
-/// Topics with concurrent subscribe, unsubscribe and publish. Cheap to clone (an `Arc`).
+/// A node's topics with concurrent subscribe, unsubscribe and publish. Cheap to clone.
 ///
-/// A publish encodes the frame once and hands the same
-/// [`SharedFrame`](switchboard_proto::frame::SharedFrame) to every subscriber's
-/// [`Outbox`]; nothing is encoded or copied per subscriber, and a full outbox never slows
-/// the publisher (see [`SlowConsumerPolicy`](crate::SlowConsumerPolicy)).
+/// Publications go through the [`Engine`] (which numbers and keeps them) and come back to
+/// every node's hub, which renders each one's frame once ([`Render`]) and hands the same
+/// [`SharedFrame`] to every local subscriber's [`Outbox`]: nothing is encoded or copied per
+/// subscriber, and a full outbox never slows the publisher (see
+/// [`SlowConsumerPolicy`](crate::SlowConsumerPolicy)).
+///
+/// Subscribing is two steps, so that no publication is lost or seen twice between a client's
+/// history and its live stream: [`subscribe`](Self::subscribe) adds the subscriber (what is
+/// delivered from then on waits in the hub) and starts the history read; once it is done,
+/// [`go_live`](Self::go_live) hands over the replay and what waited, merged by offset.
 ///
 /// ```
 /// use std::sync::Arc;
+/// use switchboard_hub::engine::{Body, HistoryQuery};
 /// use switchboard_hub::{Hub, HubConfig, Outbox, OutboxLimits};
-/// use switchboard_proto::Message;
 ///
 /// let hub = Hub::new(HubConfig::default());
 /// let inbox = Arc::new(Outbox::new(OutboxLimits::default()));
-/// let joined = hub.subscribe("news", Arc::clone(&inbox), None);
-/// assert_eq!(hub.publish("news", Message::text("hello")).unwrap(), Some(1));
+/// let s = hub.subscribe("news", Arc::clone(&inbox), None, HistoryQuery { since: None, limit: 0 });
+/// let page = s.page.now().unwrap().unwrap(); // the in-memory engine is ready at once
+/// hub.go_live(&s.subscription, &page.top, Vec::new());
+///
+/// let body = Body { kind: 0, data: "hello".into() };
+/// let published = hub.publish("news", body).now().unwrap().unwrap();
+/// assert_eq!((published.position.offset, published.delivered), (1, Some(1)));
 /// let mut frames = Vec::new();
 /// inbox.drain(usize::MAX, |f| frames.push(f));
 /// assert_eq!(&frames[0][..], b"\x81\x05hello");
-/// hub.unsubscribe(&joined.subscription);
+/// hub.unsubscribe(&s.subscription);
 /// assert_eq!(hub.topic_count(), 0);
 /// ```
 #[derive(Clone)]
 pub struct Hub {
     local: Arc<Local>,
-    broker: Arc<dyn Broker>,
+    engine: Arc<dyn Engine>,
     next_id: Arc<AtomicU64>,
 }
 
@@ -310,209 +328,232 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
             .field("topics", &self.topic_count())
-            .field("broker", &self.broker)
+            .field("engine", &self.engine)
             .finish()
     }
 }
 
 impl Hub {
-    /// A hub with the in-memory broker (one node).
+    /// A hub for one node: the in-memory engine, bodies rendered as they are
+    /// ([`PlainRender`]).
     pub fn new(config: HubConfig) -> Self {
-        Self::with_broker(config, Arc::new(InMemoryBroker::new()))
+        Self::with_engine(
+            Arc::new(MemoryEngine::new(config.limits())),
+            Arc::new(PlainRender),
+        )
     }
 
-    /// A hub whose publications go through `broker` (for several nodes).
-    pub fn with_broker(config: HubConfig, broker: Arc<dyn Broker>) -> Self {
+    /// A hub on `engine`, rendering publications with `render`.
+    pub fn with_engine(engine: Arc<dyn Engine>, render: Arc<dyn Render>) -> Self {
         let local = Arc::new(Local {
             topics: RwLock::new(HashMap::new()),
-            config,
+            render,
             stats: HubStats::default(),
         });
         let weak: Weak<dyn Deliver> = Arc::downgrade(&(Arc::clone(&local) as Arc<dyn Deliver>));
-        broker.attach(weak);
+        engine.attach(weak);
         Self {
             local,
-            broker,
+            engine,
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }
 
-    /// Adds a subscriber: every publication to `topic` from now on reaches `outbox`.
-    /// `member` makes it visible in the topic's presence list.
-    pub fn subscribe(&self, topic: &str, outbox: Arc<Outbox>, member: Option<Member>) -> Joined {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let sub = Sub { outbox, member };
-        let now = Instant::now();
-        self.local.locked(topic, |name, t, state| {
-            state.stream.trim(now);
-            let mut subs = write(&t.subs);
-            let first = subs.is_empty();
-            subs.insert(id, sub);
-            let members = subs.values().filter_map(|s| s.member.clone()).collect();
-            drop(subs);
-            if first {
-                // Under the stream lock, so interest changes reach the broker in order.
-                self.broker.interest(name, true);
-            }
-            Joined {
-                subscription: Subscription {
-                    topic: Arc::clone(name),
-                    id,
-                },
-                members,
-                history: state
-                    .stream
-                    .retained(now)
-                    .map(|(_, f)| f.payload())
-                    .collect(),
-                position: state.stream.top(),
-            }
-        })
+    /// The engine.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
     }
 
-    /// Removes a subscriber. The topic's stream stays while its history holds anything
-    /// (see [`trim`](Self::trim)). Returns the member it had, if any.
-    pub fn unsubscribe(&self, sub: &Subscription) -> Option<Member> {
-        let topic = self.local.topic(&sub.topic)?;
-        let (removed, last) = {
-            let state = lock(&topic.stream);
-            if state.removed {
-                return None;
+    /// The frame subscribers receive for `publication` (a replay renders it again).
+    pub fn render(&self, publication: &Publication) -> SharedFrame {
+        self.local.render.render(publication)
+    }
+
+    /// Adds a subscriber to `topic` (`member` makes it visible in the node's member list)
+    /// and starts reading the topic's history by `query` (limit 0: only its position).
+    /// Publications delivered from now on wait in the hub until [`go_live`](Self::go_live).
+    /// If the page fails, give the subscription back with [`unsubscribe`](Self::unsubscribe).
+    pub fn subscribe(
+        &self,
+        topic: &str,
+        outbox: Arc<Outbox>,
+        member: Option<Member>,
+        query: HistoryQuery,
+    ) -> Subscribing {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut sub = Some(Sub {
+            outbox,
+            member,
+            buffer: Some(Vec::new()),
+        });
+        loop {
+            let (name, t) = self.topic_or_new(topic);
+            let mut gate = lock(&t.gate);
+            if gate.removed {
+                continue;
             }
-            let mut subs = write(&topic.subs);
-            let removed = subs.remove(&sub.id);
-            let last = removed.is_some() && subs.is_empty();
-            if last {
-                self.broker.interest(&sub.topic, false);
-            }
-            (removed, last)
-        };
-        if last {
-            self.local.drop_if_idle(&sub.topic, Instant::now());
+            let members = {
+                let mut subs = lock(&t.subs);
+                if let Some(s) = sub.take() {
+                    subs.map.insert(id, s);
+                }
+                subs.map.values().filter_map(|s| s.member.clone()).collect()
+            };
+            let ready = if gate.interested {
+                Op::ready(Ok(()))
+            } else {
+                gate.interested = true;
+                self.engine.subscribe(&name)
+            };
+            drop(gate);
+            return Subscribing {
+                subscription: Subscription { topic: name, id },
+                members,
+                page: self.then_history(ready, topic, query),
+            };
         }
+    }
+
+    fn topic_or_new(&self, name: &str) -> (Arc<str>, Arc<Topic>) {
+        if let Some((n, t)) = read(&self.local.topics).get_key_value(name) {
+            return (Arc::clone(n), Arc::clone(t));
+        }
+        let mut topics = write(&self.local.topics);
+        if let Some((n, t)) = topics.get_key_value(name) {
+            return (Arc::clone(n), Arc::clone(t));
+        }
+        let n: Arc<str> = Arc::from(name);
+        let t = Arc::new(Topic {
+            gate: Mutex::new(Gate::default()),
+            subs: Mutex::new(Subs::default()),
+        });
+        topics.insert(Arc::clone(&n), Arc::clone(&t));
+        (n, t)
+    }
+
+    /// The history read, once `ready` (the engine's subscribe) is done.
+    fn then_history(
+        &self,
+        ready: Op<Result<(), EngineError>>,
+        topic: &str,
+        query: HistoryQuery,
+    ) -> Op<Result<HistoryPage, EngineError>> {
+        match ready.now() {
+            Ok(Ok(())) => self.engine.history(topic, query),
+            Ok(Err(e)) => Op::ready(Err(e)),
+            Err(pending) => {
+                let engine = Arc::clone(&self.engine);
+                let topic = topic.to_owned();
+                Op::pending(async move {
+                    pending.await?;
+                    engine.history(&topic, query).await
+                })
+            }
+        }
+    }
+
+    /// Ends a subscription's wait: returns the frames to send it, in order (before anything
+    /// its outbox gets from now on): `replay` (the publications it recovered, rendered),
+    /// then what was delivered while it waited that comes after `top` (the position its
+    /// history read saw). Earlier ones are in `replay` or were missed on purpose (a client
+    /// that did not recover reloads its state from `top`).
+    pub fn go_live(
+        &self,
+        sub: &Subscription,
+        top: &StreamPosition,
+        mut replay: Vec<SharedFrame>,
+    ) -> Vec<SharedFrame> {
+        let Some(t) = self.local.topic(&sub.topic) else {
+            return replay;
+        };
+        let mut subs = lock(&t.subs);
+        if let Some(buffered) = subs.map.get_mut(&sub.id).and_then(|s| s.buffer.take()) {
+            let newer = |at: &Option<StreamPosition>| {
+                at.as_ref()
+                    .is_none_or(|at| at.epoch != top.epoch || at.offset > top.offset)
+            };
+            replay.extend(
+                buffered
+                    .into_iter()
+                    .filter(|(at, _)| newer(at))
+                    .map(|(_, f)| f),
+            );
+        }
+        let behind = subs
+            .last
+            .as_ref()
+            .is_none_or(|l| l.epoch == top.epoch && l.offset < top.offset);
+        if behind {
+            subs.last = Some(top.clone());
+        }
+        replay
+    }
+
+    /// Removes a subscriber. The topic's stream stays in the engine while its history holds
+    /// anything. Returns the member it had, if any.
+    pub fn unsubscribe(&self, sub: &Subscription) -> Option<Member> {
+        let t = self.local.topic(&sub.topic)?;
+        let mut gate = lock(&t.gate);
+        let (removed, empty) = {
+            let mut subs = lock(&t.subs);
+            let removed = subs.map.remove(&sub.id);
+            (removed, subs.map.is_empty())
+        };
+        if removed.is_some() && empty && !gate.removed {
+            // Subscribers come in only through the gate, which is held: it stays empty.
+            if gate.interested {
+                self.engine.unsubscribe(&sub.topic);
+                gate.interested = false;
+            }
+            gate.removed = true;
+            let mut topics = write(&self.local.topics);
+            if topics.get(&sub.topic).is_some_and(|x| Arc::ptr_eq(x, &t)) {
+                topics.remove(&sub.topic);
+            }
+        }
+        drop(gate);
         removed.and_then(|s| s.member)
     }
 
-    /// Publishes `msg` to every subscriber of `topic`, encoded once, then shared, outside
-    /// the topic's stream: it takes no position and the history does not keep it (presence
-    /// events, say); see [`publish_with`](Self::publish_with). Returns how many subscribers
-    /// it reached on this node (`None` when the broker delivers later).
-    pub fn publish(&self, topic: &str, msg: Message) -> Result<Option<usize>, PublishError> {
-        Ok(self.broker.publish(Publication {
-            topic: Arc::from(topic),
-            frame: encode_shared(&msg),
-        })?)
+    /// Publishes `body` to `topic`'s stream: the engine numbers it, keeps it and delivers it
+    /// to every node.
+    pub fn publish(&self, topic: &str, body: Body) -> Op<Result<Published, EngineError>> {
+        self.engine.publish(topic, body)
     }
 
-    /// Publishes to `topic`'s stream: the publication takes the topic's next offset
-    /// (contiguous from 1) in its epoch, `render` makes the message from that position, the
-    /// history keeps the frame, and every subscriber gets it, all under the topic's lock, so
-    /// every subscriber sees the offsets in order. The stream is created when the topic has
-    /// none. Returns the position and how many subscribers it reached on this node (`None`
-    /// when the broker delivers later).
-    ///
-    /// The offset is taken even if the broker then fails: the history has it, and a later
-    /// history request returns it.
-    pub fn publish_with(
-        &self,
-        topic: &str,
-        render: impl FnOnce(&StreamPosition) -> Message,
-    ) -> Result<Published, PublishError> {
-        let now = Instant::now();
-        self.local.locked(topic, |name, _, state| {
-            let stream = &mut state.stream;
-            let position = StreamPosition {
-                offset: stream.top().offset + 1,
-                epoch: Arc::clone(stream.epoch()),
-            };
-            let frame = encode_shared(&render(&position));
-            let appended = stream.append(frame.clone(), now);
-            debug_assert_eq!(appended, position);
-            let delivered = self.broker.publish(Publication {
-                topic: Arc::clone(name),
-                frame,
-            })?;
-            Ok(Published {
-                position,
-                delivered,
-            })
-        })
+    /// Delivers `body` to every node's subscribers of `topic`, not numbered and not kept
+    /// (presence events, typing notices).
+    pub fn broadcast(&self, topic: &str, body: Body) -> Op<Result<(), EngineError>> {
+        self.engine.broadcast(topic, body)
     }
 
-    /// What `topic`'s history holds: with `since`, the publications after that position by
-    /// the all-or-nothing rule of [`TopicStream::since`] (at most `limit`); without, the
-    /// last `limit` publications it holds (`recovered` is then `false`). A topic with no
-    /// stream answers offset 0 in a fresh epoch, and keeps no stream for it: its first
-    /// publication starts another epoch.
+    /// Reads `topic`'s history.
     pub fn history(
         &self,
         topic: &str,
-        since: Option<&StreamPosition>,
-        limit: usize,
-        now: Instant,
-    ) -> History {
-        let history = self.local.locked(topic, |_, _, state| {
-            let stream = &state.stream;
-            if since.is_some() {
-                let r = stream.since(since, limit, now);
-                return History {
-                    top: r.top,
-                    publications: r
-                        .publications
-                        .into_iter()
-                        .map(|(o, f)| (o, f.clone()))
-                        .collect(),
-                    recovered: r.recovered,
-                    capped: r.capped,
-                };
-            }
-            let held: Vec<_> = stream.retained(now).collect();
-            let skip = held.len().saturating_sub(limit);
-            History {
-                top: stream.top(),
-                publications: held[skip..]
-                    .iter()
-                    .map(|(o, f)| (*o, (*f).clone()))
-                    .collect(),
-                recovered: false,
-                capped: false,
-            }
-        });
-        self.local.drop_if_idle(topic, now);
-        history
+        query: HistoryQuery,
+    ) -> Op<Result<HistoryPage, EngineError>> {
+        self.engine.history(topic, query)
     }
 
-    /// Ages every topic's history to `now` and drops the streams of topics with no
-    /// subscriber and nothing left in their history (their next publication starts a new
-    /// epoch). Call it now and then (the server does from a ticker). Returns how many
-    /// streams it dropped.
-    pub fn trim(&self, now: Instant) -> usize {
-        let names: Vec<Arc<str>> = read(&self.local.topics).keys().cloned().collect();
-        let mut dropped = 0;
-        for name in names {
-            let idle = self.local.topic(&name).is_some_and(|t| {
-                t.stream.try_lock().is_ok_and(|mut state| {
-                    state.stream.trim(now);
-                    state.stream.history_len() == 0 && read(&t.subs).is_empty()
-                })
-            });
-            // Only idle ones take the map's write lock (and are checked again under it).
-            if idle && self.local.drop_if_idle(&name, now) {
-                dropped += 1;
-            }
-        }
-        dropped
+    /// Lets the engine drop what has aged out at `now`. Call it now and then (the server
+    /// does from a ticker).
+    pub fn trim(&self, now: Instant) {
+        self.engine.trim(now);
     }
 
     /// Subscribers of `topic` on this node.
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        self.local.topic(topic).map_or(0, |t| read(&t.subs).len())
+        self.local
+            .topic(topic)
+            .map_or(0, |t| lock(&t.subs).map.len())
     }
 
     /// Who is present in `topic` on this node.
     pub fn members(&self, topic: &str) -> Vec<Member> {
         self.local.topic(topic).map_or_else(Vec::new, |t| {
-            read(&t.subs)
+            lock(&t.subs)
+                .map
                 .values()
                 .filter_map(|s| s.member.clone())
                 .collect()
@@ -523,13 +564,14 @@ impl Hub {
     pub fn topic_count(&self) -> usize {
         read(&self.local.topics)
             .values()
-            .filter(|t| !read(&t.subs).is_empty())
+            .filter(|t| !lock(&t.subs).map.is_empty())
             .count()
     }
 
-    /// Topics whose stream this node keeps (with subscribers, or history, or both).
+    /// Topics whose stream the engine keeps on this node (with subscribers, or history, or
+    /// both); 0 when the engine keeps them elsewhere.
     pub fn stream_count(&self) -> usize {
-        read(&self.local.topics).len()
+        self.engine.stream_count().unwrap_or(0)
     }
 
     /// Counters.

@@ -2,42 +2,42 @@
 //!
 //! Topics and fan-out for Switchboard, independent of any socket or runtime:
 //!
-//! - [`Hub`]: topics (a chat room is a topic) with concurrent subscribe, unsubscribe and
-//!   publish, presence ([`Member`]) and a short history per topic.
-//! - [`Outbox`]: each subscriber's bounded queue. A publish encodes the WebSocket frame once
-//!   and pushes the same [`SharedFrame`](switchboard_proto::frame::SharedFrame) into every
-//!   outbox; the connection's task writes it when its socket has room. Past the bounds,
-//!   [`SlowConsumerPolicy`] cuts the subscriber off or drops its oldest frames: one slow
-//!   client never holds up the others or grows memory without bound.
-//! - [`Broker`]: what carries a publication to every node's hub. [`InMemoryBroker`] (the
-//!   default) delivers on this node; a broker for several nodes implements the same trait,
-//!   so the hub's callers do not change.
-//! - [`stream::TopicStream`]: one topic's stream positions (offset and epoch), its bounded
-//!   history, and the all-or-nothing recovery decision for a client that reconnects.
+//! - [`Hub`]: a node's topics (a chat room is a topic) with concurrent subscribe,
+//!   unsubscribe and publish. Each publication's frame is rendered once per node
+//!   ([`Render`]) and the same [`SharedFrame`](switchboard_proto::frame::SharedFrame) goes
+//!   into every subscriber's [`Outbox`], whose bounds ([`SlowConsumerPolicy`]) keep one slow
+//!   client from holding up the others or growing memory.
+//! - [`Engine`] (module [`engine`]): the seam to where positions, history and presence live
+//!   and what brings publications to every node. [`MemoryEngine`] serves one node; the
+//!   `switchboard-redis` crate serves several.
+//! - [`stream::TopicStream`]: one topic's positions (offset and epoch) and bounded history
+//!   in memory; [`recovery::decide`]: the all-or-nothing rule for a client that comes back.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use switchboard_hub::{Hub, HubConfig, Member, Outbox, OutboxLimits};
-//! use switchboard_proto::Message;
+//! use switchboard_hub::{Body, HistoryQuery, Hub, HubConfig, Member, Outbox, OutboxLimits};
 //!
 //! let hub = Hub::new(HubConfig::default());
-//! let ada = Arc::new(Outbox::new(OutboxLimits::default()));
-//! let bob = Arc::new(Outbox::new(OutboxLimits::default()));
 //! let member = |id: &str, name: &str| Some(Member { id: id.into(), name: name.into() });
-//! hub.subscribe("chat:lobby", Arc::clone(&ada), member("u1", "Ada"));
-//! let joined = hub.subscribe("chat:lobby", Arc::clone(&bob), member("u2", "Bob"));
-//! assert_eq!(joined.members.len(), 2);
+//! let join = |name: &str| {
+//!     let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+//!     let s = hub.subscribe("chat:lobby", Arc::clone(&outbox), member(name, name), HistoryQuery { since: None, limit: 0 });
+//!     let page = s.page.now().unwrap().unwrap(); // ready at once in memory
+//!     hub.go_live(&s.subscription, &page.top, Vec::new());
+//!     (outbox, s.members)
+//! };
+//! let (ada, _) = join("Ada");
+//! let (bob, members) = join("Bob");
+//! assert_eq!(members.len(), 2);
 //!
-//! let published = hub
-//!     .publish_with("chat:lobby", |at| Message::text(format!("message {}", at.offset)))
-//!     .unwrap();
+//! let published = hub.publish("chat:lobby", Body { kind: 0, data: "hi".into() }).now().unwrap().unwrap();
 //! assert_eq!(published.position.offset, 1);
 //! let (mut a, mut b) = (Vec::new(), Vec::new());
 //! ada.drain(usize::MAX, |f| a.push(f));
 //! bob.drain(usize::MAX, |f| b.push(f));
 //! // One encoding, shared: both outboxes hold the very same bytes.
 //! assert_eq!(a[0].as_ptr(), b[0].as_ptr());
-//! assert_eq!(&a[0][2..], b"message 1");
+//! assert_eq!(&a[0][2..], b"hi");
 //! ```
 
 #![cfg_attr(
@@ -47,15 +47,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod broker;
 pub mod engine;
 pub mod hub;
+pub mod memory;
 pub mod outbox;
+pub mod recovery;
 pub mod stream;
 
-pub use broker::{Broker, BrokerError, Deliver, InMemoryBroker, Publication};
-pub use hub::{
-    History, Hub, HubConfig, HubStats, Joined, Member, PublishError, Published, Subscription,
+pub use engine::{
+    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Op, PresenceEntry,
+    PresenceStats, Publication, Published,
 };
+pub use hub::{Hub, HubConfig, HubStats, Member, PlainRender, Render, Subscribing, Subscription};
+pub use memory::MemoryEngine;
 pub use outbox::{Outbox, OutboxLimits, Pushed, SlowConsumerPolicy};
 pub use stream::{HistoryLimits, Recovery, StreamPosition, TopicStream};

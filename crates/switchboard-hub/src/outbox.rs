@@ -67,6 +67,7 @@ struct Inner {
     waker: Option<Waker>,
     overflowed: bool,
     closed: bool,
+    lost: bool,
     dropped: u64,
 }
 
@@ -108,7 +109,7 @@ impl Outbox {
     /// Queues a frame and wakes the consumer.
     pub fn push(&self, frame: SharedFrame) -> Pushed {
         let mut g = self.lock();
-        if g.overflowed || g.closed {
+        if g.overflowed || g.closed || g.lost {
             return Pushed::Closed;
         }
         let len = frame.len();
@@ -195,6 +196,26 @@ impl Outbox {
     /// Frames dropped by [`SlowConsumerPolicy::DropOldest`] so far.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
+    }
+
+    /// Publications of a topic it subscribes to were lost on their way to this node (a gap in
+    /// offsets, a new epoch): refuses further pushes and wakes the consumer, which sends
+    /// what is queued (all from before the gap) and tells its client to reconnect and
+    /// recover.
+    pub fn lose(&self) {
+        let waker = {
+            let mut g = self.lock();
+            g.lost = true;
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether [`lose`](Self::lose) was called.
+    pub fn is_lost(&self) -> bool {
+        self.lock().lost
     }
 
     /// Refuses further pushes (the connection is going away) and wakes the consumer.

@@ -199,6 +199,21 @@ impl<T> TopicStream<T> {
         }
     }
 
+    /// What the history holds for a reader, leaving out what has reached its age at `now`:
+    /// with `since: Some(n)`, the publications after offset `n`, oldest first, at most
+    /// `limit`; with `None`, the newest `limit`, oldest first.
+    pub fn read(&self, since: Option<u64>, limit: usize, now: Instant) -> Vec<(u64, &T)> {
+        let held = self.retained(now);
+        match since {
+            Some(n) => held.filter(|(o, _)| *o > n).take(limit).collect(),
+            None => {
+                let all: Vec<_> = held.collect();
+                let skip = all.len().saturating_sub(limit);
+                all.into_iter().skip(skip).collect()
+            }
+        }
+    }
+
     /// Whether a publication made at `at` has reached the history's age at `now`.
     fn expired(&self, at: Instant, now: Instant) -> bool {
         now.saturating_duration_since(at) >= self.limits.ttl

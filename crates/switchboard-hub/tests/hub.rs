@@ -1,11 +1,18 @@
-//! The hub under concurrency, presence, history and fan-out.
+//! The hub and the in-memory engine under concurrency: fan-out, presence, history, the
+//! two-step subscribe that joins history and live stream, and gap detection.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use switchboard_hub::{Hub, HubConfig, Member, Outbox, OutboxLimits, SlowConsumerPolicy};
-use switchboard_proto::Message;
+use switchboard_hub::engine::{PresenceEntry, PresenceStats};
+use switchboard_hub::recovery::{decide, query};
+use switchboard_hub::{
+    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Hub, HubConfig, Member, Op,
+    Outbox, OutboxLimits, Publication, Published, Render, SlowConsumerPolicy, StreamPosition,
+    Subscription,
+};
+use switchboard_proto::frame::{encode_shared_text, SharedFrame};
 
 fn outbox() -> Arc<Outbox> {
     Arc::new(Outbox::new(OutboxLimits::default()))
@@ -18,24 +25,81 @@ fn member(id: &str) -> Option<Member> {
     })
 }
 
-fn payloads(o: &Outbox) -> Vec<Vec<u8>> {
+fn text(s: impl Into<String>) -> Body {
+    Body {
+        kind: 0,
+        data: s.into().into(),
+    }
+}
+
+fn payloads(o: &Outbox) -> Vec<String> {
     let mut v = Vec::new();
-    o.drain(usize::MAX, |f| {
-        let n = if f[1] & 0x7f == 126 { 4 } else { 2 };
-        v.push(f[n..].to_vec())
-    });
+    o.drain(usize::MAX, |f| v.push(payload(&f)));
     v
+}
+
+fn payload(f: &SharedFrame) -> String {
+    String::from_utf8(f.payload().to_vec()).unwrap()
+}
+
+/// Renders a publication as `offset:data` (`-:data` when it has no position).
+struct WithOffset;
+impl Render for WithOffset {
+    fn render(&self, p: &Publication) -> SharedFrame {
+        let at = p
+            .position
+            .as_ref()
+            .map_or("-".into(), |a| a.offset.to_string());
+        let data = std::str::from_utf8(&p.body.data).unwrap();
+        encode_shared_text(&[&at, ":", data])
+    }
+}
+
+fn hub_with(config: HubConfig) -> Hub {
+    Hub::with_engine(
+        Arc::new(switchboard_hub::MemoryEngine::new(config.limits())),
+        Arc::new(WithOffset),
+    )
+}
+
+/// Subscribes and goes live at once (no recovery), as the in-memory engine allows.
+fn join(hub: &Hub, topic: &str, o: &Arc<Outbox>, m: Option<Member>) -> (Subscription, Vec<Member>) {
+    let s = hub.subscribe(
+        topic,
+        Arc::clone(o),
+        m,
+        HistoryQuery {
+            since: None,
+            limit: 0,
+        },
+    );
+    let page = s.page.now().unwrap().unwrap();
+    assert!(hub
+        .go_live(&s.subscription, &page.top, Vec::new())
+        .is_empty());
+    (s.subscription, s.members)
+}
+
+fn publish(hub: &Hub, topic: &str, data: &str) -> Published {
+    hub.publish(topic, text(data)).now().unwrap().unwrap()
+}
+
+fn history(hub: &Hub, topic: &str, since: Option<u64>, limit: usize) -> HistoryPage {
+    hub.history(topic, HistoryQuery { since, limit })
+        .now()
+        .unwrap()
+        .unwrap()
 }
 
 #[test]
 fn one_encoding_reaches_a_thousand_subscribers() {
-    let hub = Hub::new(HubConfig::default());
+    let hub = hub_with(HubConfig::default());
     let boxes: Vec<_> = (0..1000).map(|_| outbox()).collect();
     for b in &boxes {
-        hub.subscribe("room", Arc::clone(b), None);
+        join(&hub, "room", b, None);
     }
-    let n = hub.publish("room", Message::text("x".repeat(300))).unwrap();
-    assert_eq!(n, Some(1000));
+    let p = publish(&hub, "room", &"x".repeat(300));
+    assert_eq!(p.delivered, Some(1000));
     let mut first = None;
     for b in &boxes {
         b.drain(usize::MAX, |f| {
@@ -56,157 +120,178 @@ fn one_encoding_reaches_a_thousand_subscribers() {
 }
 
 #[test]
-fn topics_are_isolated() {
-    let hub = Hub::new(HubConfig::default());
+fn topics_are_isolated_and_broadcasts_are_not_numbered() {
+    let hub = hub_with(HubConfig::default());
     let (a, b) = (outbox(), outbox());
-    hub.subscribe("a", Arc::clone(&a), None);
-    hub.subscribe("b", Arc::clone(&b), None);
-    hub.publish("a", Message::text("for a")).unwrap();
-    assert_eq!(payloads(&a), vec![b"for a".to_vec()]);
+    join(&hub, "a", &a, None);
+    join(&hub, "b", &b, None);
+    publish(&hub, "a", "for a");
+    hub.broadcast("a", text("event")).now().unwrap().unwrap();
+    assert_eq!(payloads(&a), ["1:for a", "-:event"]);
     assert!(payloads(&b).is_empty());
-    assert_eq!(hub.publish("nobody", Message::text("x")).unwrap(), Some(0));
+    assert_eq!(publish(&hub, "nobody", "x").delivered, Some(0));
+    assert_eq!(
+        history(&hub, "a", None, 10).publications.len(),
+        1,
+        "a broadcast is not kept"
+    );
 }
 
 #[test]
-fn presence_history_and_offsets() {
-    let hub = Hub::new(HubConfig::default().history_size(2));
+fn members_offsets_and_the_stream_outliving_its_subscribers() {
+    let hub = hub_with(HubConfig::default().history_size(2));
     let a = outbox();
-    let ja = hub.subscribe("r", Arc::clone(&a), member("1"));
-    assert_eq!(ja.members.len(), 1);
-    assert_eq!(ja.position.offset, 0);
-    for i in 0..3 {
-        let p = hub
-            .publish_with("r", |at| Message::text(format!("{i}:{}", at.offset)))
-            .unwrap();
-        assert_eq!(p.position.offset, i + 1);
-        assert_eq!(p.position.epoch, ja.position.epoch);
-        assert_eq!(p.delivered, Some(1));
+    let (sa, members) = join(&hub, "r", &a, member("1"));
+    assert_eq!(members.len(), 1);
+    let epoch = history(&hub, "r", None, 0).top.epoch;
+    for i in 1..=3 {
+        let p = publish(&hub, "r", &format!("m{i}"));
+        assert_eq!((p.position.offset, p.delivered), (i, Some(1)));
+        assert_eq!(p.position.epoch, epoch);
     }
-    hub.publish("r", Message::text("not kept")).unwrap();
-    let jb = hub.subscribe("r", outbox(), member("2"));
-    let ids: Vec<_> = jb.members.iter().map(|m| m.id.to_string()).collect();
+    let b = outbox();
+    let (sb, members) = join(&hub, "r", &b, member("2"));
+    let ids: Vec<_> = members.iter().map(|m| m.id.to_string()).collect();
     assert_eq!(ids, ["1", "2"]);
-    let hist: Vec<_> = jb.history.iter().map(|b| b.to_vec()).collect();
-    assert_eq!(hist, vec![b"1:2".to_vec(), b"2:3".to_vec()]);
-    assert_eq!(jb.position.offset, 3);
-    assert_eq!(payloads(&a).len(), 4);
-    let left = hub.unsubscribe(&ja.subscription).unwrap();
-    assert_eq!(&*left.id, "1");
-    assert_eq!(hub.members("r").len(), 1);
-    hub.unsubscribe(&jb.subscription);
-    assert_eq!(hub.topic_count(), 0, "no topic has subscribers");
-    assert_eq!(hub.stream_count(), 1, "the stream outlives them");
-    // Unsubscribing twice is harmless.
-    assert!(hub.unsubscribe(&jb.subscription).is_none());
-}
-
-#[test]
-fn stream_survives_the_last_unsubscribe_and_offsets_continue() {
-    let hub = Hub::new(HubConfig::default());
-    let j = hub.subscribe("t", outbox(), None);
-    let first = hub.publish_with("t", |_| Message::text("1")).unwrap();
-    hub.unsubscribe(&j.subscription);
-    // Published with nobody listening: still numbered, still kept.
-    let second = hub.publish_with("t", |_| Message::text("2")).unwrap();
-    assert_eq!(second.delivered, Some(0));
-    assert_eq!(second.position.offset, 2);
-    assert_eq!(second.position.epoch, first.position.epoch);
-    let back = hub.subscribe("t", outbox(), None);
-    assert_eq!(back.position, second.position);
-    let third = hub.publish_with("t", |_| Message::text("3")).unwrap();
-    assert_eq!(third.position.offset, 3, "offsets do not restart");
-    let h = hub.history("t", Some(&first.position), 300, Instant::now());
-    assert!(h.recovered);
-    assert_eq!(h.top, third.position);
-    let got: Vec<(u64, Vec<u8>)> = h
+    let page = history(&hub, "r", None, 10);
+    let kept: Vec<_> = page
         .publications
         .iter()
-        .map(|(o, f)| (*o, f.payload().to_vec()))
+        .map(|p| payload(&hub.render(p)))
         .collect();
-    assert_eq!(got, vec![(2, b"2".to_vec()), (3, b"3".to_vec())]);
+    assert_eq!(kept, ["2:m2", "3:m3"], "history keeps its size");
+    assert_eq!(hub.unsubscribe(&sa).unwrap().id.as_ref(), "1");
+    assert_eq!(hub.members("r").len(), 1);
+    hub.unsubscribe(&sb);
+    assert_eq!(hub.topic_count(), 0, "no topic has subscribers");
+    assert_eq!(hub.stream_count(), 1, "the stream outlives them");
+    assert!(hub.unsubscribe(&sb).is_none(), "twice is harmless");
+    // Published with nobody listening: still numbered, still kept, same epoch.
+    let p = publish(&hub, "r", "m4");
+    assert_eq!((p.position.offset, p.delivered), (4, Some(0)));
+    assert_eq!(p.position.epoch, epoch);
 }
 
 #[test]
-fn history_requests_are_exact() {
-    let hub = Hub::new(HubConfig::default());
-    let now = Instant::now();
-    let mut positions = Vec::new();
-    for i in 1..=10 {
-        positions.push(
-            hub.publish_with("h", |_| Message::text(format!("m{i}")))
-                .unwrap()
-                .position,
-        );
-    }
-    let texts = |h: &switchboard_hub::History| -> Vec<String> {
-        h.publications
+fn history_reads_are_exact_and_recovery_is_all_or_nothing() {
+    let hub = hub_with(HubConfig::default());
+    let positions: Vec<_> = (1..=10)
+        .map(|i| publish(&hub, "h", &format!("m{i}")).position)
+        .collect();
+    let offsets = |p: &HistoryPage| -> Vec<u64> {
+        p.publications
             .iter()
-            .map(|(_, f)| String::from_utf8(f.payload().to_vec()).unwrap())
+            .map(|p| p.position.as_ref().unwrap().offset)
             .collect()
     };
-    // Without a position: the last `limit`, not recovered.
-    let h = hub.history("h", None, 3, now);
-    assert!(!h.recovered);
-    assert_eq!(texts(&h), ["m8", "m9", "m10"]);
-    assert_eq!(h.top.offset, 10);
-    // From offset 7: exactly 8, 9, 10.
-    let h = hub.history("h", Some(&positions[6]), 300, now);
-    assert!(h.recovered && !h.capped);
-    assert_eq!(texts(&h), ["m8", "m9", "m10"]);
-    let offsets: Vec<u64> = h.publications.iter().map(|(o, _)| *o).collect();
-    assert_eq!(offsets, [8, 9, 10]);
-    // Over the limit: capped, nothing.
-    let h = hub.history("h", Some(&positions[0]), 3, now);
-    assert!(h.capped && !h.recovered && h.publications.is_empty());
-    // Another epoch: nothing.
-    let stale = switchboard_hub::StreamPosition {
+    assert_eq!(offsets(&history(&hub, "h", None, 3)), [8, 9, 10]);
+    assert_eq!(offsets(&history(&hub, "h", Some(7), 300)), [8, 9, 10]);
+    assert_eq!(offsets(&history(&hub, "h", Some(2), 3)), [3, 4, 5]);
+    let from = &positions[6];
+    assert!(decide(from, &history(&hub, "h", Some(7), 300), 300).recovered);
+    let capped = decide(
+        &positions[0],
+        &hub.history("h", query(&positions[0], 3))
+            .now()
+            .unwrap()
+            .unwrap(),
+        3,
+    );
+    assert!(capped.capped && !capped.recovered);
+    let stale = StreamPosition {
         offset: 7,
         epoch: "zzzzzzzz".into(),
     };
-    let h = hub.history("h", Some(&stale), 300, now);
-    assert!(!h.recovered && h.publications.is_empty());
+    assert!(!decide(&stale, &history(&hub, "h", Some(7), 300), 300).recovered);
+    // A topic with no stream: offset 0, and nothing is kept for asking.
+    assert_eq!(history(&hub, "nothing", None, 10).top.offset, 0);
+    assert_eq!(hub.stream_count(), 1);
+}
+
+#[test]
+fn a_subscriber_recovering_gets_the_replay_then_what_came_meanwhile_once_each() {
+    let hub = hub_with(HubConfig::default());
+    for i in 1..=3 {
+        publish(&hub, "t", &format!("m{i}"));
+    }
+    let seen = history(&hub, "t", None, 0).top; // offset 3
+    let from = StreamPosition {
+        offset: 1,
+        epoch: seen.epoch,
+    };
+    let o = outbox();
+    let s = hub.subscribe("t", Arc::clone(&o), None, query(&from, 300));
+    // Published after the subscriber was added, before its history is handed over.
+    publish(&hub, "t", "m4");
+    assert!(
+        payloads(&o).is_empty(),
+        "nothing reaches it before it goes live"
+    );
+    let page = s.page.now().unwrap().unwrap();
+    assert!(decide(&from, &page, 300).recovered);
+    let replay = page.publications.iter().map(|p| hub.render(p)).collect();
+    let frames = hub.go_live(&s.subscription, &page.top, replay);
+    let got: Vec<_> = frames.iter().map(payload).collect();
+    publish(&hub, "t", "m5");
+    assert_eq!(got, ["2:m2", "3:m3", "4:m4"]);
+    assert_eq!(payloads(&o), ["5:m5"]);
+}
+
+#[test]
+fn history_read_after_a_publication_does_not_repeat_it() {
+    // The page already holds what was buffered (read after it was published).
+    let hub = hub_with(HubConfig::default());
+    publish(&hub, "t", "m1");
+    let from = history(&hub, "t", None, 0).top;
+    let o = outbox();
+    let s = hub.subscribe("t", Arc::clone(&o), None, query(&from, 300));
+    let Op::Ready(_) = &s.page else {
+        panic!("memory is ready at once")
+    };
+    publish(&hub, "t", "m2");
+    // A page read now includes m2; the buffered m2 must not come twice.
+    let page = hub.history("t", query(&from, 300)).now().unwrap().unwrap();
+    let replay = page.publications.iter().map(|p| hub.render(p)).collect();
+    let frames = hub.go_live(&s.subscription, &page.top, replay);
+    assert_eq!(frames.iter().map(payload).collect::<Vec<_>>(), ["2:m2"]);
 }
 
 #[test]
 fn trim_drops_idle_streams_only() {
-    let hub = Hub::new(
+    let hub = hub_with(
         HubConfig::default()
             .history_size(10)
             .history_ttl(Duration::from_secs(60)),
     );
     let t0 = Instant::now();
-    let old = hub.publish_with("idle", |_| Message::text("x")).unwrap();
-    let j = hub.subscribe("busy", outbox(), None);
-    hub.publish_with("busy", |_| Message::text("y")).unwrap();
+    let old = publish(&hub, "idle", "x");
+    let (s, _) = join(&hub, "busy", &outbox(), None);
+    publish(&hub, "busy", "y");
     assert_eq!(hub.stream_count(), 2);
-    assert_eq!(hub.trim(t0), 0, "history not expired yet");
-    assert_eq!(hub.trim(t0 + Duration::from_secs(61)), 1);
+    hub.trim(t0);
+    assert_eq!(hub.stream_count(), 2, "history not expired yet");
+    hub.trim(t0 + Duration::from_secs(61));
     assert_eq!(hub.stream_count(), 1, "the subscribed topic stays");
-    // A dropped stream comes back in a new epoch, from offset 1.
-    let new = hub.publish_with("idle", |_| Message::text("x")).unwrap();
-    assert_eq!(new.position.offset, 1);
-    assert_ne!(new.position.epoch, old.position.epoch);
-    hub.unsubscribe(&j.subscription);
-    assert_eq!(
-        hub.trim(t0 + Duration::from_secs(61)),
-        1,
-        "busy is idle now"
-    );
+    let new = publish(&hub, "idle", "x");
+    assert_eq!(new.position.offset, 1, "a dropped stream starts again");
+    assert_ne!(new.position.epoch, old.position.epoch, "in a new epoch");
+    hub.unsubscribe(&s);
+    hub.trim(t0 + Duration::from_secs(122));
+    assert_eq!(hub.stream_count(), 0);
 }
 
 #[test]
 fn with_history_off_the_stream_goes_with_the_last_subscriber() {
-    let hub = Hub::new(HubConfig::default().history_size(0));
-    let j = hub.subscribe("t", outbox(), None);
-    let p = hub.publish_with("t", |_| Message::text("x")).unwrap();
-    assert_eq!(p.position.offset, 1);
-    hub.unsubscribe(&j.subscription);
+    let hub = hub_with(HubConfig::default().history_size(0));
+    let (s, _) = join(&hub, "t", &outbox(), None);
+    assert_eq!(publish(&hub, "t", "x").position.offset, 1);
+    hub.unsubscribe(&s);
     assert_eq!(hub.stream_count(), 0);
 }
 
 #[test]
 fn a_full_outbox_is_cut_off_and_others_keep_receiving() {
-    let hub = Hub::new(HubConfig::default());
+    let hub = hub_with(HubConfig::default());
     let limits = OutboxLimits {
         max_bytes: 1 << 20,
         max_messages: 10,
@@ -214,11 +299,11 @@ fn a_full_outbox_is_cut_off_and_others_keep_receiving() {
     };
     let slow = Arc::new(Outbox::new(limits));
     let fast = outbox();
-    hub.subscribe("t", Arc::clone(&slow), None);
-    hub.subscribe("t", Arc::clone(&fast), None);
+    join(&hub, "t", &slow, None);
+    join(&hub, "t", &fast, None);
     for i in 0..100 {
-        hub.publish("t", Message::text(format!("{i}"))).unwrap();
-        payloads(&fast); // the fast one keeps up
+        publish(&hub, "t", &i.to_string());
+        payloads(&fast);
     }
     assert!(slow.is_overflowed());
     assert_eq!(payloads(&slow).len(), 10);
@@ -232,7 +317,7 @@ fn a_full_outbox_is_cut_off_and_others_keep_receiving() {
 
 #[test]
 fn concurrent_publishers_keep_per_topic_order() {
-    let hub = Hub::new(HubConfig::default());
+    let hub = hub_with(HubConfig::default());
     let subs: Vec<_> = (0..8).map(|_| outbox()).collect();
     let limits = OutboxLimits {
         max_bytes: usize::MAX,
@@ -241,15 +326,14 @@ fn concurrent_publishers_keep_per_topic_order() {
     };
     let big: Vec<_> = (0..4).map(|_| Arc::new(Outbox::new(limits))).collect();
     for b in &big {
-        hub.subscribe("t", Arc::clone(b), None);
+        join(&hub, "t", b, None);
     }
     thread::scope(|s| {
         for p in 0..4 {
             let hub = hub.clone();
             s.spawn(move || {
                 for _ in 0..2000 {
-                    hub.publish_with("t", |at| Message::text(format!("{p}:{}", at.offset)))
-                        .unwrap();
+                    publish(&hub, "t", &p.to_string());
                 }
             });
         }
@@ -260,27 +344,108 @@ fn concurrent_publishers_keep_per_topic_order() {
             for _ in 0..500 {
                 let js: Vec<_> = subs
                     .iter()
-                    .map(|o| hub2.subscribe("churn", Arc::clone(o), None))
+                    .map(|o| join(&hub2, "churn", o, None).0)
                     .collect();
                 for j in js {
-                    hub2.unsubscribe(&j.subscription);
+                    hub2.unsubscribe(&j);
                 }
             }
         });
     });
     for b in &big {
-        let seqs: Vec<u64> = payloads(b)
+        let offsets: Vec<u64> = payloads(b)
             .iter()
-            .map(|p| {
-                let s = String::from_utf8(p.clone()).unwrap();
-                s.split(':').nth(1).unwrap().parse().unwrap()
-            })
+            .map(|p| p.split(':').next().unwrap().parse().unwrap())
             .collect();
         assert_eq!(
-            seqs,
+            offsets,
             (1..=8000).collect::<Vec<_>>(),
             "offsets follow delivery order, the same for every subscriber"
         );
     }
     assert_eq!(hub.topic_count(), 1);
+}
+
+/// An engine whose deliveries the test makes, to show what the hub does with a gap.
+#[derive(Debug, Default)]
+struct Hand {
+    hub: OnceLock<Weak<dyn Deliver>>,
+    top: Mutex<u64>,
+}
+
+impl Hand {
+    fn deliver(&self, offset: u64, epoch: &str) -> usize {
+        let hub = self.hub.get().unwrap().upgrade().unwrap();
+        hub.deliver(&Publication {
+            topic: "t".into(),
+            position: Some(StreamPosition {
+                offset,
+                epoch: epoch.into(),
+            }),
+            body: text("x"),
+        })
+    }
+}
+
+impl Engine for Hand {
+    fn attach(&self, hub: Weak<dyn Deliver>) {
+        self.hub.set(hub).unwrap();
+    }
+    fn publish(&self, _: &str, _: Body) -> Op<Result<Published, EngineError>> {
+        unimplemented!()
+    }
+    fn broadcast(&self, _: &str, _: Body) -> Op<Result<(), EngineError>> {
+        unimplemented!()
+    }
+    fn history(&self, _: &str, _: HistoryQuery) -> Op<Result<HistoryPage, EngineError>> {
+        Op::ready(Ok(HistoryPage {
+            top: StreamPosition {
+                offset: *self.top.lock().unwrap(),
+                epoch: "e1".into(),
+            },
+            publications: Vec::new(),
+        }))
+    }
+    fn subscribe(&self, _: &str) -> Op<Result<(), EngineError>> {
+        Op::ready(Ok(()))
+    }
+    fn unsubscribe(&self, _: &str) {}
+    fn presence_add(&self, _: &str, _: PresenceEntry) -> Op<Result<(), EngineError>> {
+        unimplemented!()
+    }
+    fn presence_remove(&self, _: &str, _: &str) -> Op<Result<(), EngineError>> {
+        unimplemented!()
+    }
+    fn presence(&self, _: &str) -> Op<Result<Vec<PresenceEntry>, EngineError>> {
+        unimplemented!()
+    }
+    fn presence_stats(&self, _: &str) -> Op<Result<PresenceStats, EngineError>> {
+        unimplemented!()
+    }
+}
+
+#[test]
+fn a_gap_or_a_new_epoch_tells_subscribers_to_recover_and_a_repeat_is_dropped() {
+    let engine = Arc::new(Hand::default());
+    *engine.top.lock().unwrap() = 5;
+    let hub = Hub::with_engine(Arc::clone(&engine) as Arc<dyn Engine>, Arc::new(WithOffset));
+    let o = outbox();
+    join(&hub, "t", &o, None);
+    assert_eq!(engine.deliver(6, "e1"), 1);
+    assert_eq!(engine.deliver(6, "e1"), 0, "seen already");
+    assert_eq!(payloads(&o), ["6:x"]);
+    assert!(!o.is_lost());
+    assert_eq!(engine.deliver(8, "e1"), 0, "7 is missing");
+    assert!(o.is_lost(), "told to reconnect and recover");
+
+    let o2 = outbox();
+    *engine.top.lock().unwrap() = 8;
+    join(&hub, "t", &o2, None);
+    engine.deliver(9, "e1");
+    engine.deliver(1, "e2");
+    assert!(o2.is_lost(), "another epoch: the stream was lost");
+    assert_eq!(
+        hub.stats().lost.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
 }

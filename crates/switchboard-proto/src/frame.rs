@@ -23,7 +23,7 @@ use crate::error::ProtocolError;
 
 mod shared;
 
-pub use shared::{encode_shared, SharedFrame};
+pub use shared::{encode_shared, encode_shared_binary, encode_shared_text, SharedFrame};
 
 /// The largest encoded header: 2 bytes + 8 bytes of length + 4 bytes of mask key.
 pub const MAX_HEADER_LEN: usize = 14;

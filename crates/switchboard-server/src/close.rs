@@ -26,9 +26,17 @@ pub(crate) enum Stop {
     Idle,
     /// The subscriber's outbox overflowed.
     SlowConsumer,
+    /// Publications of a topic it subscribes to were lost on their way to this node: the
+    /// client reconnects and recovers.
+    Recover,
     /// The connection failed.
     Failed(WsError),
 }
+
+/// The close code that tells a client to reconnect and recover from its last position
+/// (docs/protocol.md): publications of a topic it subscribes to were lost on their way to
+/// this node (a gap in offsets, or the stream's epoch changed).
+pub(crate) const RECONNECT_AND_RECOVER: CloseCode = CloseCode(4010);
 
 /// Heartbeat and shutdown checks shared by every WebSocket loop. `Some` means stop.
 pub(crate) fn check_registration<S>(ws: &mut WebSocket<S>, reg: &mut Registration) -> Option<Stop>
@@ -96,6 +104,14 @@ pub(crate) async fn finish<S>(
                     CloseCode::POLICY_VIOLATION,
                     "slow consumer: too many messages queued",
                 ),
+            )
+            .await
+        }
+        Stop::Recover => {
+            metrics.recover_disconnects.add(1);
+            bounded(
+                timeout,
+                going_away(&mut ws, RECONNECT_AND_RECOVER, "reconnect and recover"),
             )
             .await
         }

@@ -24,7 +24,14 @@ pub struct Limits {
     pub max_chat_text: usize,
     /// Largest `POST /api/publish` body. Default 1 MiB.
     pub max_api_body: usize,
+    /// Publications replayed at most when a client recovers (`/ws` subscribe with
+    /// `recover`, `/chat` with `since`); one that missed more is told `capped` and reloads.
+    /// Default [`RECOVERY_MAX`].
+    pub recovery_max: usize,
 }
+
+/// The default replay cap of a recovery (as Centrifugo's).
+pub const RECOVERY_MAX: usize = 300;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -34,6 +41,7 @@ impl Default for Limits {
             max_subscriptions: 64,
             max_chat_text: 4_000,
             max_api_body: 1 << 20,
+            recovery_max: RECOVERY_MAX,
         }
     }
 }

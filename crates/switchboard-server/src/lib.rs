@@ -51,6 +51,7 @@ mod metrics;
 mod process;
 mod refusal;
 mod registry;
+mod render;
 mod routes;
 mod server;
 mod session;
@@ -64,11 +65,12 @@ use std::sync::Arc;
 pub use auth::{ApiKey, AuthError, Authenticator, Identity};
 pub use config::{
     HeartbeatConfig, Limits, OriginPolicy, ServerConfig, DEFLATE_THRESHOLD,
-    DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER, ECHO_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE,
+    DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER, ECHO_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, RECOVERY_MAX,
 };
 pub use listener::{check_transport, runtime};
 pub use metrics::Metrics;
-pub use switchboard_hub::{Hub, HubConfig, OutboxLimits, SlowConsumerPolicy};
+pub use render::{publication_binary, publication_json};
+pub use switchboard_hub::{Engine, Hub, HubConfig, OutboxLimits, SlowConsumerPolicy};
 /// The head of an HTTP request, as an [`Authenticator`] sees it.
 pub use switchboard_proto::handshake::server::Request;
 
@@ -116,14 +118,19 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server with an in-memory hub.
+    /// A server for one node: the in-memory engine, with the history bounds of
+    /// `config.hub`.
     pub fn new(config: ServerConfig) -> Self {
-        let hub = Hub::new(config.hub);
+        let hub = render::memory_hub(config.hub);
         Self::with_hub(config, hub)
     }
 
-    /// A server on a hub built by the caller (for example with a broker for several nodes).
-    pub fn with_hub(config: ServerConfig, hub: Hub) -> Self {
+    /// A server on `engine` (the Redis engine of `switchboard-redis`, for several nodes).
+    pub fn with_engine(config: ServerConfig, engine: Arc<dyn Engine>) -> Self {
+        Self::with_hub(config, render::hub_on(engine))
+    }
+
+    fn with_hub(config: ServerConfig, hub: Hub) -> Self {
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::new(
             config.limits,

@@ -137,6 +137,12 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Counter,
     /// Connections closed because a ping went unanswered.
     pub ping_timeouts: Counter,
+    /// Connections closed with "reconnect and recover" (publications lost on their way).
+    pub recover_disconnects: Counter,
+    /// Subscriptions with a position that recovered everything they missed.
+    pub recovered: Counter,
+    /// Subscriptions with a position that could not recover (the client reloads).
+    pub not_recovered: Counter,
     /// Close codes sent or received, by code.
     close_codes: Mutex<BTreeMap<(u16, &'static str), u64>>,
 }
@@ -215,6 +221,26 @@ impl Metrics {
                 "switchboard_ping_timeouts_total",
                 "Connections closed because a ping went unanswered.",
                 self.ping_timeouts.get(),
+            ),
+            (
+                "switchboard_stream_gaps_total",
+                "Subscribers told to recover: a gap in offsets or a new epoch reached this node.",
+                hub.lost.load(Ordering::Relaxed),
+            ),
+            (
+                "switchboard_recover_disconnects_total",
+                "Connections closed with 4010 (reconnect and recover).",
+                self.recover_disconnects.get(),
+            ),
+            (
+                "switchboard_recovered_total",
+                "Subscriptions with a position that got everything they missed.",
+                self.recovered.get(),
+            ),
+            (
+                "switchboard_not_recovered_total",
+                "Subscriptions with a position that could not recover (the client reloads).",
+                self.not_recovered.get(),
             ),
         ];
         for (name, help, v) in counters {

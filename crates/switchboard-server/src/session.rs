@@ -3,6 +3,7 @@
 //! broadcast frames come out of the connection's [`Outbox`] and go to the socket when it
 //! has room.
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -27,12 +28,18 @@ use crate::Shared;
 const SOCKET_QUEUE_HIGH_WATER: usize = 64 * 1024;
 
 /// What an endpoint's protocol does with a connection. It never touches the socket: it
-/// works on the hub and its outbox and says what to send back in [`Ctx::replies`].
+/// works on the hub and its outbox and says what to send back in [`Ctx::replies`]. What
+/// takes a while (an engine that asks Redis) it hands to [`Ctx::wait`]; the session stops
+/// reading the client's messages until it is done and hands the result to [`App::done`].
 pub(crate) trait App {
+    /// What a wait ends with.
+    type Waited: Send + 'static;
     /// Right after the handshake: say hello, subscribe.
-    fn open(&mut self, cx: &mut Ctx<'_>);
+    fn open(&mut self, cx: &mut Ctx<'_, Self::Waited>);
     /// A message from the client.
-    fn message(&mut self, cx: &mut Ctx<'_>, msg: Message);
+    fn message(&mut self, cx: &mut Ctx<'_, Self::Waited>, msg: Message);
+    /// A wait ended (waits end in the order they were started).
+    fn done(&mut self, cx: &mut Ctx<'_, Self::Waited>, waited: Self::Waited);
     /// The connection is over: unsubscribe, say goodbye to the others.
     fn close(&mut self, hub: &Hub);
     /// The connection is over because the server is shutting down: every other connection
@@ -42,8 +49,11 @@ pub(crate) trait App {
     }
 }
 
+/// What an app waits for: a future whose result goes to [`App::done`].
+pub(crate) type Wait<W> = Pin<Box<dyn Future<Output = W> + Send>>;
+
 /// What an [`App`] works with.
-pub(crate) struct Ctx<'a> {
+pub(crate) struct Ctx<'a, W> {
     /// Topics: subscribe, publish.
     pub(crate) hub: &'a Hub,
     /// This connection's outbox, which its subscriptions deliver to.
@@ -54,12 +64,33 @@ pub(crate) struct Ctx<'a> {
     pub(crate) identity: &'a Identity,
     /// What to send back, in order.
     pub(crate) replies: &'a mut Replies,
+    /// What the app waits for, oldest first.
+    pub(crate) waits: &'a mut VecDeque<Wait<W>>,
+    /// The server's counters.
+    pub(crate) metrics: &'a Metrics,
 }
 
-impl Ctx<'_> {
+impl<W> Ctx<'_, W> {
+    /// Counts a subscription with a position: recovered or not.
+    pub(crate) fn count_recovery(&self, recovered: bool) {
+        if recovered {
+            self.metrics.recovered.add(1);
+        } else {
+            self.metrics.not_recovered.add(1);
+        }
+    }
+}
+
+impl<W> Ctx<'_, W> {
     /// Sends `msg` to this client only (after what was queued before it).
     pub(crate) fn reply(&mut self, msg: Message) {
         self.replies.push(Action::Reply(msg));
+    }
+
+    /// Sends a broadcast frame to this client only, in order with the replies (a recovery's
+    /// replay).
+    pub(crate) fn frame(&mut self, frame: SharedFrame) {
+        self.replies.push(Action::Frame(frame));
     }
 
     /// Puts the frames waiting in the outbox before whatever is replied next (a chat room
@@ -70,6 +101,12 @@ impl Ctx<'_> {
             outbox, replies, ..
         } = self;
         outbox.drain(usize::MAX, |frame| replies.push(Action::Frame(frame)));
+    }
+
+    /// Waits for `f` (after what the app already waits for), then hands its result to
+    /// [`App::done`]. The client's next messages wait until then.
+    pub(crate) fn wait(&mut self, f: impl Future<Output = W> + Send + 'static) {
+        self.waits.push_back(Box::pin(f));
     }
 }
 
@@ -221,6 +258,7 @@ where
         app,
         link,
         replies: Replies::default(),
+        waits: VecDeque::new(),
     };
     session.open();
     let stop = match session.write(&mut ws, &mut reg) {
@@ -246,8 +284,9 @@ where
         app.close(&hub);
     }
     match stop {
-        // Everything accepted before the shutdown still goes out, before the 1001.
-        Stop::Shutdown => {
+        // Everything accepted before the shutdown (or before the gap) still goes out, before
+        // the close.
+        Stop::Shutdown | Stop::Recover => {
             let _ = move_frames(&mut ws, &outbox, &metrics, &mut reg, usize::MAX);
         }
         // Given up on: what waits for it will never be sent; let it go now, not after
@@ -264,37 +303,44 @@ where
 }
 
 /// An open session, besides its socket and registration: the app, what it is linked to,
-/// and the list its replies go through.
-struct Session<A> {
+/// the list its replies go through and what it waits for.
+struct Session<A: App> {
     app: A,
     link: Link,
     replies: Replies,
+    waits: VecDeque<Wait<A::Waited>>,
 }
 
 impl<A: App> Session<A> {
-    /// Opens the app; its replies wait in the list.
-    fn open(&mut self) {
-        let Self { app, link, replies } = self;
-        app.open(&mut Ctx {
-            hub: &link.hub,
-            outbox: &link.outbox,
-            identity: link.identity.as_deref().unwrap_or(&ANONYMOUS),
+    /// Runs `f` on the app with its context; its replies wait in the list.
+    fn with_app(&mut self, f: impl FnOnce(&mut A, &mut Ctx<'_, A::Waited>)) {
+        let Self {
+            app,
+            link,
             replies,
-        });
-    }
-
-    /// Hands `msg` to the app; its replies wait in the list.
-    fn message(&mut self, msg: Message) {
-        let Self { app, link, replies } = self;
-        app.message(
+            waits,
+        } = self;
+        f(
+            app,
             &mut Ctx {
                 hub: &link.hub,
                 outbox: &link.outbox,
                 identity: link.identity.as_deref().unwrap_or(&ANONYMOUS),
                 replies,
+                waits,
+                metrics: &link.metrics,
             },
-            msg,
         );
+    }
+
+    /// Opens the app.
+    fn open(&mut self) {
+        self.with_app(|app, cx| app.open(cx));
+    }
+
+    /// Hands `msg` to the app.
+    fn message(&mut self, msg: Message) {
+        self.with_app(|app, cx| app.message(cx, msg));
     }
 
     /// Queues the waiting replies on the socket, in order.
@@ -304,6 +350,17 @@ impl<A: App> Session<A> {
         reg: &mut Registration,
     ) -> Result<(), Stop> {
         self.replies.write(ws, &self.link.metrics, reg)
+    }
+
+    /// Polls the oldest wait; `Ready` once it ended and the app had its result.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(wait) = self.waits.front_mut() else {
+            return Poll::Ready(());
+        };
+        let waited = std::task::ready!(wait.as_mut().poll(cx));
+        self.waits.pop_front();
+        self.with_app(|app, cx| app.done(cx, waited));
+        Poll::Ready(())
     }
 
     fn poll<S>(
@@ -323,6 +380,9 @@ impl<A: App> Session<A> {
             if outbox.is_overflowed() {
                 return Poll::Ready(Stop::SlowConsumer);
             }
+            if outbox.is_lost() {
+                return Poll::Ready(Stop::Recover);
+            }
             // Registered before taking frames, so a push in between wakes us.
             outbox.register(cx.waker());
             let queued = ws.connection().queued_transmit();
@@ -331,6 +391,28 @@ impl<A: App> Session<A> {
                     move_frames(ws, outbox, metrics, reg, SOCKET_QUEUE_HIGH_WATER - queued)
                 {
                     return Poll::Ready(stop);
+                }
+            }
+            if !self.waits.is_empty() {
+                // The client's messages wait (in the socket) until the app's wait ends;
+                // what is queued still goes out.
+                if let Poll::Ready(Err(e)) = ws.poll_flush(cx) {
+                    return Poll::Ready(Stop::Failed(e));
+                }
+                match self.poll_wait(cx) {
+                    Poll::Ready(()) => {
+                        if let Err(stop) = self.write(ws, reg) {
+                            return Poll::Ready(stop);
+                        }
+                        continue;
+                    }
+                    Poll::Pending => {
+                        return if reg.register(cx.waker()) {
+                            Poll::Ready(Stop::Shutdown)
+                        } else {
+                            Poll::Pending
+                        };
+                    }
                 }
             }
             match ws.poll_next_event(cx) {
@@ -390,12 +472,12 @@ mod tests {
             .map_err(|_| ())
             .unwrap();
         let link = super::Link {
-            hub: switchboard_hub::Hub::new(switchboard_hub::HubConfig::default()),
+            hub: crate::render::memory_hub(switchboard_hub::HubConfig::default()),
             outbox: std::sync::Arc::new(switchboard_hub::Outbox::new(Default::default())),
             metrics: Default::default(),
             identity: None,
         };
-        let f = super::run(ws, crate::endpoint::pubsub::PubSub::new(8), link, reg);
+        let f = super::run(ws, crate::endpoint::pubsub::PubSub::new(8, 300), link, reg);
         let size = std::mem::size_of_val(&f);
         assert!(size <= 1024, "session future is {size} bytes");
     }

@@ -66,7 +66,7 @@ where
         Endpoint::Chat => {
             let max_text = shared.config.limits.max_chat_text;
             let app = match chat::Chat::from_query(req.query(), id, max_text) {
-                Ok(app) => app,
+                Ok(app) => app.recovery_max(shared.config.limits.recovery_max),
                 Err(why) => return refused(stream, &shared, why, reg).await,
             };
             let protocol = req.choose_protocol(&[chat::SUBPROTOCOL]);
@@ -84,7 +84,8 @@ where
                 return Routed::Done;
             };
             debug!("pub/sub opened");
-            let app = pubsub::PubSub::new(shared.config.limits.max_subscriptions);
+            let limits = &shared.config.limits;
+            let app = pubsub::PubSub::new(limits.max_subscriptions, limits.recovery_max);
             Routed::Session(session::start(ws, app, Identity::anonymous(), reg, shared))
         }
     }

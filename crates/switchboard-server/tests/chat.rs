@@ -258,3 +258,64 @@ mod io_uring {
         on_uring(super::chat_rooms(ServerConfig::default().io_uring(true)));
     }
 }
+
+/// A chat client that reconnects with its last position (`?since=N&epoch=E`) is welcomed
+/// with `recovered: true` and an empty history, then gets every message it missed, once,
+/// in order; with a position the room no longer has, it is welcomed with
+/// `recovered: false` and the newest messages.
+#[tokio::test]
+async fn a_reconnect_with_a_position_gets_what_was_missed() {
+    let srv = start(ServerConfig::default()).await;
+    let mut ada = ws(srv.addr, "/chat?room=rec&name=Ada").await;
+    let welcome = next_of(&mut ada, "welcome").await;
+    assert_eq!(welcome["recovered"], false);
+    let epoch = welcome["epoch"].as_str().unwrap().to_string();
+    let mut bob = ws(srv.addr, "/chat?room=rec&name=Bob").await;
+    next_of(&mut bob, "welcome").await;
+    send_json(&mut bob, serde_json::json!({"type":"message","text":"one"})).await;
+    let seen = next_of(&mut ada, "message").await;
+    assert_eq!(seen["text"], "one");
+    let last = seen["offset"].as_u64().unwrap();
+    drop(ada);
+    for text in ["two", "three", "four"] {
+        send_json(&mut bob, serde_json::json!({"type":"message","text":text})).await;
+        next_of(&mut bob, "message").await;
+    }
+    let mut back = ws(
+        srv.addr,
+        &format!("/chat?room=rec&name=Ada&since={last}&epoch={epoch}"),
+    )
+    .await;
+    let welcome = next_json(&mut back).await;
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    assert_eq!(welcome["history"], serde_json::json!([]));
+    assert_eq!(welcome["offset"], last + 3);
+    for (i, text) in ["two", "three", "four"].iter().enumerate() {
+        let m = next_of(&mut back, "message").await;
+        assert_eq!(
+            (m["text"].as_str(), m["offset"].as_u64()),
+            (Some(*text), Some(last + 1 + i as u64))
+        );
+    }
+    send_json(
+        &mut bob,
+        serde_json::json!({"type":"message","text":"live"}),
+    )
+    .await;
+    assert_eq!(next_of(&mut back, "message").await["text"], "live");
+
+    let mut stale = ws(srv.addr, "/chat?room=rec&name=Cy&since=1&epoch=gone").await;
+    let welcome = next_json(&mut stale).await;
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    let texts: Vec<_> = welcome["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
+    assert_eq!(texts, ["one", "two", "three", "four", "live"]);
+    let (status, _) = http(srv.addr, "GET /chat?since=3 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await;
+    assert_eq!(status, 400, "since without epoch is refused");
+    srv.stop().await;
+}

@@ -230,10 +230,11 @@ async fn a_slow_consumer_is_reset_after_the_close_timeout(config: ServerConfig) 
         assert!(tokio::time::Instant::now() < deadline, "never subscribed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let data = "x".repeat(1000);
+    let data = format!("\"{}\"", "x".repeat(1000));
     let mut cut_off = None;
     for _ in 0..20_000 {
-        srv.hub.publish("t", Message::text(data.clone())).unwrap();
+        let body = switchboard_server::publication_json(&data).unwrap();
+        srv.hub.publish("t", body).await.unwrap();
         if srv.hub.subscriber_count("t") == 0 {
             cut_off = Some(tokio::time::Instant::now());
             break;

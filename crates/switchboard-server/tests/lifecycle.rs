@@ -66,18 +66,14 @@ async fn shutdown_then_1001(config: ServerConfig) {
     let mut chat = ws(srv.addr, "/chat?name=Z").await;
     next_of(&mut chat, "welcome").await;
     for i in 0..500 {
-        srv.hub
-            .publish(
-                "t",
-                Message::text(format!("{{\"type\":\"message\",\"n\":{i}}}")),
-            )
-            .unwrap();
+        let body = switchboard_server::publication_json(&format!("{{\"n\":{i}}}")).unwrap();
+        srv.hub.publish("t", body).await.unwrap();
     }
     let hub = srv.hub.clone();
     let stopping = tokio::spawn(srv.stop());
     for c in &mut clients {
         for i in 0..500 {
-            assert_eq!(next_json(c).await["n"], i);
+            assert_eq!(next_json(c).await["data"]["n"], i);
         }
         assert_eq!(close_code(c).await, Some(1001));
     }

@@ -17,9 +17,11 @@ async fn pubsub_acks_errors_and_binary() {
         serde_json::json!({"type":"subscribe","topic":"news","id":"s1"}),
     )
     .await;
+    let ack = next_json(&mut a).await;
+    let epoch = ack["epoch"].as_str().unwrap().to_string();
     assert_eq!(
-        next_json(&mut a).await,
-        serde_json::json!({"type":"ack","id":"s1"})
+        ack,
+        serde_json::json!({"type":"ack","id":"s1","offset":0,"epoch":epoch,"recovered":false})
     );
     send_json(
         &mut b,
@@ -27,7 +29,6 @@ async fn pubsub_acks_errors_and_binary() {
     )
     .await;
     let ack = next_json(&mut b).await;
-    let epoch = ack["epoch"].as_str().unwrap().to_string();
     assert_eq!(epoch.len(), 8);
     assert_eq!(
         ack,
@@ -140,14 +141,9 @@ async fn a_stalled_reader_is_cut_off_while_others_keep_receiving() {
         reader
     });
     for _ in 0..1000 {
-        srv.hub
-            .publish_with("firehose", |at| {
-                Message::text(
-                    serde_json::json!({"type":"message","topic":"firehose","offset":at.offset,"data":data})
-                        .to_string(),
-                )
-            })
-            .unwrap();
+        let body =
+            switchboard_server::publication_json(&serde_json::json!(data).to_string()).unwrap();
+        srv.hub.publish("firehose", body).await.unwrap();
         // Publishers are never blocked; pace them so the reading client can keep up.
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
@@ -191,12 +187,8 @@ async fn drop_oldest_policy_keeps_the_connection() {
     // Fill the socket buffers so the outbox must hold (and drop) the rest.
     let big = Value::String("y".repeat(60_000));
     for _ in 0..400 {
-        srv.hub
-            .publish(
-                "t",
-                Message::text(serde_json::json!({"type":"message","data":big}).to_string()),
-            )
-            .unwrap();
+        let body = switchboard_server::publication_json(&big.to_string()).unwrap();
+        srv.hub.publish("t", body).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -213,5 +205,89 @@ async fn drop_oldest_policy_keeps_the_connection() {
         n += 1;
     }
     assert_eq!(srv.hub.subscriber_count("t"), 1);
+    srv.stop().await;
+}
+
+/// A subscriber that comes back with its last position gets exactly what it missed, in
+/// order, right after the ack and before anything live; one whose position the stream no
+/// longer has (another epoch) is told `recovered: false` and gets nothing replayed.
+#[tokio::test]
+async fn a_resubscribe_with_a_position_recovers_what_was_missed() {
+    let srv = start(ServerConfig::default()).await;
+    let mut publisher = ws(srv.addr, "/ws").await;
+    let publish =
+        |n: u64| serde_json::json!({"type":"publish","topic":"feed","data":{"n":n},"id":n});
+    let mut a = ws(srv.addr, "/ws").await;
+    send_json(
+        &mut a,
+        serde_json::json!({"type":"subscribe","topic":"feed","id":"s"}),
+    )
+    .await;
+    let ack = next_of(&mut a, "ack").await;
+    let epoch = ack["epoch"].as_str().unwrap().to_string();
+    for n in 1..=3 {
+        send_json(&mut publisher, publish(n)).await;
+        next_of(&mut publisher, "ack").await;
+    }
+    let mut last = 0;
+    for n in 1..=3 {
+        let m = next_of(&mut a, "message").await;
+        assert_eq!(m["data"]["n"], n);
+        last = m["offset"].as_u64().unwrap();
+    }
+    drop(a);
+    // Published while it is away.
+    for n in 4..=8 {
+        send_json(&mut publisher, publish(n)).await;
+        next_of(&mut publisher, "ack").await;
+    }
+    let mut back = ws(srv.addr, "/ws").await;
+    send_json(
+        &mut back,
+        serde_json::json!({"type":"subscribe","topic":"feed","id":"r","recover":{"offset":last,"epoch":epoch}}),
+    )
+    .await;
+    // Published right after the resubscribe: comes after the replay, once.
+    send_json(&mut publisher, publish(9)).await;
+    let ack = next_json(&mut back).await;
+    assert_eq!(
+        ack,
+        serde_json::json!({"type":"ack","id":"r","offset":ack["offset"],"epoch":epoch,"recovered":true})
+    );
+    let top = ack["offset"].as_u64().unwrap();
+    assert!(top == 8 || top == 9, "{ack}");
+    for n in 4..=9 {
+        let m = next_json(&mut back).await;
+        assert_eq!(
+            (m["type"].as_str(), m["offset"].as_u64()),
+            (Some("message"), Some(n)),
+            "{m}"
+        );
+        assert_eq!(m["data"]["n"], n);
+    }
+    // Another epoch: not recovered, nothing replayed, live from the top.
+    let mut stale = ws(srv.addr, "/ws").await;
+    send_json(
+        &mut stale,
+        serde_json::json!({"type":"subscribe","topic":"feed","id":1,"recover":{"offset":2,"epoch":"elsewhere"}}),
+    )
+    .await;
+    let ack = next_json(&mut stale).await;
+    assert_eq!(
+        (ack["recovered"].as_bool(), ack["offset"].as_u64()),
+        (Some(false), Some(9)),
+        "{ack}"
+    );
+    send_json(&mut publisher, publish(10)).await;
+    assert_eq!(next_json(&mut stale).await["offset"], 10);
+    let (_, metrics) = http(srv.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        metrics.contains("switchboard_recovered_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_not_recovered_total 1"),
+        "{metrics}"
+    );
     srv.stop().await;
 }

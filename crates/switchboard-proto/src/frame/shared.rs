@@ -171,15 +171,50 @@ impl From<SharedFrame> for Bytes {
 /// assert_eq!(&encode_shared(&Message::text("Hi"))[..], &[0x81, 0x02, b'H', b'i']);
 /// ```
 pub fn encode_shared(msg: &Message) -> SharedFrame {
-    let (opcode, payload) = match msg {
-        Message::Text(t) => (OpCode::Text, &t.as_bytes()[..]),
-        Message::Binary(b) => (OpCode::Binary, &b[..]),
-    };
+    match msg {
+        Message::Text(t) => encode_parts(OpCode::Text, &[&t.as_bytes()[..]]),
+        Message::Binary(b) => encode_parts(OpCode::Binary, &[&b[..]]),
+    }
+}
+
+/// [`encode_shared`] for a text message given in pieces (a rendered publication: a prefix,
+/// the payload, a suffix), written into the frame without joining them first.
+///
+/// ```
+/// use switchboard_proto::frame::encode_shared_text;
+/// assert_eq!(&encode_shared_text(&["H", "i"])[..], &[0x81, 0x02, b'H', b'i']);
+/// ```
+pub fn encode_shared_text(parts: &[&str]) -> SharedFrame {
+    let mut bytes: [&[u8]; 8] = [&[]; 8];
+    if parts.len() <= bytes.len() {
+        for (b, p) in bytes.iter_mut().zip(parts) {
+            *b = p.as_bytes();
+        }
+        encode_parts(OpCode::Text, &bytes[..parts.len()])
+    } else {
+        encode_parts(OpCode::Text, &[parts.concat().as_bytes()])
+    }
+}
+
+/// [`encode_shared`] for a binary message given in pieces.
+///
+/// ```
+/// use switchboard_proto::frame::encode_shared_binary;
+/// assert_eq!(&encode_shared_binary(&[&[1], &[2, 3]])[..], &[0x82, 0x03, 1, 2, 3]);
+/// ```
+pub fn encode_shared_binary(parts: &[&[u8]]) -> SharedFrame {
+    encode_parts(OpCode::Binary, parts)
+}
+
+fn encode_parts(opcode: OpCode, parts: &[&[u8]]) -> SharedFrame {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut head = [0u8; MAX_HEADER_LEN];
-    let n = FrameHeader::new(opcode, payload.len() as u64).encode(&mut head);
-    let mut out = BytesMut::with_capacity(n + payload.len());
+    let n = FrameHeader::new(opcode, len as u64).encode(&mut head);
+    let mut out = BytesMut::with_capacity(n + len);
     out.extend_from_slice(&head[..n]);
-    out.extend_from_slice(payload);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
     SharedFrame {
         bytes: out.freeze(),
         // An unmasked header is at most 10 bytes.

@@ -6,11 +6,16 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use switchboard_hub::{Hub, Member, Subscription};
+use switchboard_hub::recovery;
+use switchboard_hub::{
+    EngineError, HistoryPage, HistoryQuery, Hub, Member, Op, Published, StreamPosition,
+    Subscription,
+};
 use switchboard_proto::Message;
 
 use crate::error::{AppError, ErrorCode, Rejection};
 use crate::http::query_param;
+use crate::render;
 use crate::session::{App, Ctx};
 
 /// The subprotocol name clients may offer.
@@ -87,15 +92,12 @@ enum Out<'a> {
         /// it did not receive live (the last one in `history`, if any).
         offset: u64,
         epoch: &'a str,
-    },
-    Message {
-        id: u64,
-        room: &'a str,
-        from: MemberJson<'a>,
-        text: &'a str,
-        time: u64,
-        offset: u64,
-        epoch: &'a str,
+        /// The client gave its last position and gets everything after it (right after
+        /// this welcome, as `message` events); `history` is then empty.
+        recovered: bool,
+        /// It gave one, but missed more than the replay cap.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        capped: bool,
     },
     Join {
         room: &'a str,
@@ -115,6 +117,50 @@ enum Out<'a> {
         code: &'a str,
         message: &'a str,
     },
+}
+
+/// A chat message's fields, as the engine carries them (the frame adds `type`, `offset`
+/// and `epoch`: [`render::CHAT`]).
+#[derive(Serialize)]
+struct Said<'a> {
+    id: u64,
+    room: &'a str,
+    from: MemberJson<'a>,
+    text: &'a str,
+    time: u64,
+}
+
+/// Messages in a welcome's `history` (the newest).
+pub(crate) const WELCOME_HISTORY: usize = 100;
+
+/// Runs a fire-and-forget engine operation (join, leave, typing notices): at once when it
+/// is ready, else on its own task.
+fn fire(op: Op<Result<(), EngineError>>) {
+    if let Err(pending) = op.now() {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(pending);
+        }
+    }
+}
+
+/// What a chat connection waits for from the engine.
+pub(crate) enum Waited {
+    Joined {
+        sub: Subscription,
+        members: Vec<Member>,
+        from: Option<StreamPosition>,
+        page: Result<HistoryPage, EngineError>,
+    },
+    Said(Result<Published, EngineError>),
+}
+
+/// A broadcast of an event rendered here (join, leave, typing).
+fn text_body(msg: Message) -> switchboard_hub::Body {
+    let data = match msg {
+        Message::Text(t) => t.as_bytes().clone(),
+        Message::Binary(b) => b,
+    };
+    render::body(render::TEXT, data)
 }
 
 fn render(out: &Out<'_>) -> Message {
@@ -149,6 +195,10 @@ pub(crate) struct Chat {
     /// When this connection's last `typing` notice went out (ms since the epoch; 0: none
     /// since its last message).
     last_typing: u64,
+    /// The position to recover from when joining (`?since=N&epoch=E`; taken by the join).
+    recover: Option<StreamPosition>,
+    /// Messages replayed at most per recovery.
+    recovery_max: usize,
 }
 
 impl Chat {
@@ -162,7 +212,21 @@ impl Chat {
             sub: None,
             max_text,
             last_typing: 0,
+            recover: None,
+            recovery_max: crate::config::RECOVERY_MAX,
         }
+    }
+
+    /// Joins with a position to recover from.
+    pub(crate) fn recovering(mut self, from: Option<StreamPosition>) -> Self {
+        self.recover = from;
+        self
+    }
+
+    /// Replays at most `max` messages in a recovery.
+    pub(crate) fn recovery_max(mut self, max: usize) -> Self {
+        self.recovery_max = max;
+        self
     }
 
     /// The connection `id` asking for `?room=R&name=N` (the lobby and a guest name when
@@ -188,7 +252,27 @@ impl Chat {
                 clean_name(&n).map_err(|e| refused(&e))?
             }
         };
-        Ok(Self::new(id, name, room, max_text))
+        let since = query_param(query, "since")
+            .transpose()
+            .map_err(|e| refused(&e))?;
+        let epoch = query_param(query, "epoch")
+            .transpose()
+            .map_err(|e| refused(&e))?;
+        let from = match (since, epoch) {
+            (None, None) => None,
+            (Some(offset), Some(epoch)) => Some(StreamPosition {
+                offset: offset.parse().map_err(|_| {
+                    Rejection::bad_request("since is an offset: a whole number".to_string())
+                })?,
+                epoch: epoch.as_str().into(),
+            }),
+            _ => {
+                return Err(Rejection::bad_request(
+                    "give since and epoch together (the last message's position)".to_string(),
+                ))
+            }
+        };
+        Ok(Self::new(id, name, room, max_text).recovering(from))
     }
 
     /// The room this connection is in.
@@ -205,13 +289,85 @@ impl Chat {
         format!("chat:{room}")
     }
 
-    fn join(&mut self, cx: &mut Ctx<'_>) {
+    /// Joins the room: subscribes, reads what to welcome with (the newest messages, which
+    /// also serve a recovery), then [`joined`](Self::joined).
+    fn join(&mut self, cx: &mut Ctx<'_, Waited>) {
         let topic = Self::topic(&self.room);
-        let joined = cx
+        let from = self.recover.take();
+        let query = HistoryQuery {
+            since: None,
+            limit: self.recovery_max.max(WELCOME_HISTORY),
+        };
+        let s = cx
             .hub
-            .subscribe(&topic, Arc::clone(cx.outbox), Some(self.me.clone()));
-        let history: Vec<&RawValue> = joined
-            .history
+            .subscribe(&topic, Arc::clone(cx.outbox), Some(self.me.clone()), query);
+        self.sub = Some(s.subscription.clone());
+        match s.page.now() {
+            Ok(page) => self.joined(cx, &s.subscription, &s.members, from.as_ref(), page),
+            Err(op) => {
+                let (sub, members) = (s.subscription, s.members);
+                cx.wait(async move {
+                    Waited::Joined {
+                        sub,
+                        members,
+                        from,
+                        page: op.await,
+                    }
+                });
+            }
+        }
+    }
+
+    /// The join's history read is done: the welcome (with the newest messages, or empty
+    /// when the client recovers), the replay, then what came meanwhile; the room hears of
+    /// the newcomer.
+    fn joined(
+        &mut self,
+        cx: &mut Ctx<'_, Waited>,
+        sub: &Subscription,
+        members: &[Member],
+        from: Option<&StreamPosition>,
+        page: Result<HistoryPage, EngineError>,
+    ) {
+        let mut page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                cx.hub.unsubscribe(sub);
+                self.sub = None;
+                return cx.reply(error(&AppError::new(ErrorCode::Unavailable, e.to_string())));
+            }
+        };
+        // The newest messages serve a recovery too: those after the client's position.
+        let decision = from.map(|from| {
+            let mut after = page.clone();
+            after.publications.retain(|p| {
+                p.position
+                    .as_ref()
+                    .is_some_and(|at| at.offset > from.offset)
+            });
+            recovery::decide(from, &after, self.recovery_max)
+        });
+        let recovered = decision.is_some_and(|d| d.recovered);
+        if decision.is_some() {
+            cx.count_recovery(recovered);
+        }
+        let mut replay = Vec::new();
+        if recovered {
+            let after = from.map_or(0, |f| f.offset);
+            page.publications
+                .retain(|p| p.position.as_ref().is_some_and(|at| at.offset > after));
+            replay = page.publications.iter().map(|p| cx.hub.render(p)).collect();
+            page.publications.clear();
+        } else {
+            let skip = page.publications.len().saturating_sub(WELCOME_HISTORY);
+            page.publications.drain(..skip);
+        }
+        let rendered: Vec<_> = page
+            .publications
+            .iter()
+            .map(|p| cx.hub.render(p).payload())
+            .collect();
+        let history: Vec<&RawValue> = rendered
             .iter()
             .filter_map(|b| std::str::from_utf8(b).ok())
             .filter_map(|s| serde_json::from_str::<&RawValue>(s).ok())
@@ -219,23 +375,27 @@ impl Chat {
         let welcome = render(&Out::Welcome {
             you: (&self.me).into(),
             room: &self.room,
-            members: joined.members.iter().map(Into::into).collect(),
+            members: members.iter().map(Into::into).collect(),
             history,
-            offset: joined.position.offset,
-            epoch: &joined.position.epoch,
+            offset: page.top.offset,
+            epoch: &page.top.epoch,
+            recovered,
+            capped: decision.is_some_and(|d| d.capped),
         });
-        self.sub = Some(joined.subscription);
         cx.reply(welcome);
+        for f in cx.hub.go_live(sub, &page.top, replay) {
+            cx.frame(f);
+        }
         let join = render(&Out::Join {
             room: &self.room,
             member: (&self.me).into(),
             time: now_ms(),
         });
-        let _ = cx.hub.publish(&topic, join);
+        fire(cx.hub.broadcast(sub.topic(), text_body(join)));
     }
 
-    /// Says `text` in the room (a `message` event, kept in the history).
-    fn say(&mut self, hub: &Hub, text: &str) -> Result<(), AppError> {
+    /// Says `text` in the room (a `message` event, numbered and kept in the history).
+    fn say(&mut self, cx: &mut Ctx<'_, Waited>, text: &str) -> Result<(), AppError> {
         let chars = text.chars().count();
         if text.trim().is_empty() || chars > self.max_text {
             return Err(AppError::new(
@@ -246,19 +406,26 @@ impl Chat {
         // The next keystroke may announce itself again right away.
         self.last_typing = 0;
         let topic = Self::topic(&self.room);
-        let (room, me) = (&self.room, &self.me);
-        let _ = hub.publish_with(&topic, |at| {
-            render(&Out::Message {
-                id: NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed),
-                room,
-                from: me.into(),
-                text,
-                time: now_ms(),
-                offset: at.offset,
-                epoch: &at.epoch,
-            })
-        });
-        Ok(())
+        let fields = serde_json::to_string(&Said {
+            id: NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed),
+            room: &self.room,
+            from: (&self.me).into(),
+            text,
+            time: now_ms(),
+        })
+        .unwrap_or_default();
+        match cx
+            .hub
+            .publish(&topic, render::body(render::CHAT, fields))
+            .now()
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(AppError::new(ErrorCode::Unavailable, e.to_string())),
+            Err(op) => {
+                cx.wait(async move { Waited::Said(op.await) });
+                Ok(())
+            }
+        }
     }
 
     /// Tells the room this member is typing, at most once per [`TYPING_EVERY_MS`]; not
@@ -273,11 +440,11 @@ impl Chat {
             room: &self.room,
             member: (&self.me).into(),
         });
-        let _ = hub.publish(&Self::topic(&self.room), notice);
+        fire(hub.broadcast(&Self::topic(&self.room), text_body(notice)));
     }
 
     /// Moves to `room`: leaves the current one, then joins (a welcome, a join notice).
-    fn switch_room(&mut self, cx: &mut Ctx<'_>, room: &str) -> Result<(), AppError> {
+    fn switch_room(&mut self, cx: &mut Ctx<'_, Waited>, room: &str) -> Result<(), AppError> {
         valid_room(room)?;
         if room == self.room && self.sub.is_some() {
             return Ok(());
@@ -298,12 +465,12 @@ impl Chat {
                 member: (&self.me).into(),
                 time: now_ms(),
             });
-            let _ = hub.publish(sub.topic(), leave);
+            fire(hub.broadcast(sub.topic(), text_body(leave)));
         }
     }
 
     /// Handles one client message; an error is answered with an `error` event.
-    fn handle(&mut self, cx: &mut Ctx<'_>, msg: &Message) -> Result<(), AppError> {
+    fn handle(&mut self, cx: &mut Ctx<'_, Waited>, msg: &Message) -> Result<(), AppError> {
         let Message::Text(t) = msg else {
             return Err(AppError::new(
                 ErrorCode::BinaryUnsupported,
@@ -313,7 +480,7 @@ impl Chat {
         // Text that does not start with `{` is what someone typed (`switchboard connect`,
         // websocat): a chat message as it stands.
         if !t.as_str().trim_start().starts_with('{') {
-            return self.say(cx.hub, t.as_str());
+            return self.say(cx, t.as_str());
         }
         let req: In<'_> = serde_json::from_str(t.as_str()).map_err(|e| {
             AppError::new(
@@ -324,7 +491,7 @@ impl Chat {
             )
         })?;
         match &*req.kind {
-            "message" => self.say(cx.hub, req.text.as_deref().unwrap_or_default()),
+            "message" => self.say(cx, req.text.as_deref().unwrap_or_default()),
             "typing" => {
                 self.typing(cx.hub);
                 Ok(())
@@ -339,13 +506,35 @@ impl Chat {
 }
 
 impl App for Chat {
-    fn open(&mut self, cx: &mut Ctx<'_>) {
+    type Waited = Waited;
+
+    fn open(&mut self, cx: &mut Ctx<'_, Waited>) {
         self.join(cx);
     }
 
-    fn message(&mut self, cx: &mut Ctx<'_>, msg: Message) {
+    fn message(&mut self, cx: &mut Ctx<'_, Waited>, msg: Message) {
         if let Err(e) = self.handle(cx, &msg) {
             cx.reply(error(&e));
+        }
+    }
+
+    fn done(&mut self, cx: &mut Ctx<'_, Waited>, waited: Waited) {
+        match waited {
+            Waited::Joined {
+                sub,
+                members,
+                from,
+                page,
+            } => {
+                // Still in that room (not switched away meanwhile).
+                if self.sub.as_ref() == Some(&sub) {
+                    self.joined(cx, &sub, &members, from.as_ref(), page);
+                }
+            }
+            Waited::Said(Err(e)) => {
+                cx.reply(error(&AppError::new(ErrorCode::Unavailable, e.to_string())));
+            }
+            Waited::Said(Ok(_)) => {}
         }
     }
 
@@ -369,7 +558,7 @@ mod tests {
     use crate::endpoint::testing::{Client, Sent};
 
     fn hub() -> Hub {
-        Hub::new(HubConfig::default())
+        crate::render::memory_hub(HubConfig::default())
     }
 
     /// A member of `room` who has opened and taken their welcome and own join.

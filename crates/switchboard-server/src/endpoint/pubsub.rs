@@ -3,17 +3,20 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use switchboard_hub::{Hub, Outbox, PublishError, StreamPosition, Subscription};
-use switchboard_proto::frame::SharedFrame;
-use switchboard_proto::{Message, OpCode};
+use switchboard_hub::recovery;
+use switchboard_hub::{
+    Body, EngineError, HistoryPage, HistoryQuery, Hub, Publication, Published, StreamPosition,
+    Subscription,
+};
+use switchboard_proto::Message;
 
 use crate::error::{AppError, ErrorCode};
+use crate::render;
 use crate::session::{App, Ctx};
 
 /// The subprotocol name clients may offer.
@@ -62,85 +65,34 @@ struct Delivery<'a> {
     data_base64: Option<String>,
 }
 
-/// The text message subscribers receive for a JSON publish.
-pub(crate) fn render_delivery(topic: &str, at: &StreamPosition, data: &RawValue) -> Message {
-    let d = Delivery {
-        kind: "message",
-        topic,
-        offset: at.offset,
-        epoch: &at.epoch,
-        data: Some(data),
-        data_base64: None,
-    };
-    Message::text(serde_json::to_string(&d).unwrap_or_default())
+/// The body of a JSON publish: the `data` value's JSON text.
+pub(crate) fn json_body(data: &RawValue) -> Body {
+    render::body(render::JSON, data.get().to_owned())
 }
 
-/// Publishes JSON `data` to `topic`; returns its position and the local subscribers reached.
-pub(crate) fn publish_json(
-    hub: &Hub,
-    topic: &str,
-    data: &RawValue,
-) -> Result<(StreamPosition, usize), PublishError> {
-    hub.publish_with(topic, |at| render_delivery(topic, at, data))
-        .map(|p| (p.position, p.delivered.unwrap_or(0)))
-}
-
-/// Publishes raw bytes to `topic` (delivered in the binary layout); returns its position
-/// and the local subscribers reached. `None` when the topic is too long for the layout.
-pub(crate) fn publish_binary(
-    hub: &Hub,
-    topic: &str,
-    payload: &[u8],
-) -> Option<Result<(StreamPosition, usize), PublishError>> {
+/// The body of a binary publish to `topic`; `None` when the topic is too long for the
+/// binary delivery layout (one byte of length).
+pub(crate) fn binary_body(topic: &str, payload: impl Into<Bytes>) -> Option<Body> {
     u8::try_from(topic.len()).ok()?;
-    Some(
-        hub.publish_with(topic, |at| {
-            binary_delivery(topic, at, payload).unwrap_or_else(|| Message::binary(Vec::new()))
-        })
-        .map(|p| (p.position, p.delivered.unwrap_or(0))),
-    )
+    Some(render::body(render::BINARY, payload))
 }
 
-/// The length of a binary delivery's header: what comes before the payload.
-fn delivery_header_len(topic: &str, epoch: &str) -> usize {
-    1 + topic.len() + 8 + 1 + epoch.len()
-}
-
-/// The binary delivery layout (docs/protocol.md): one byte N, N bytes of topic, the offset
-/// (8 bytes, big-endian), one byte M, M bytes of epoch, the payload.
-pub(crate) fn binary_delivery(topic: &str, at: &StreamPosition, payload: &[u8]) -> Option<Message> {
-    let n = u8::try_from(topic.len()).ok()?;
-    let m = u8::try_from(at.epoch.len()).ok()?;
-    let mut b = Vec::with_capacity(delivery_header_len(topic, &at.epoch) + payload.len());
-    b.push(n);
-    b.extend_from_slice(topic.as_bytes());
-    b.extend_from_slice(&at.offset.to_be_bytes());
-    b.push(m);
-    b.extend_from_slice(at.epoch.as_bytes());
-    b.extend_from_slice(payload);
-    Some(Message::binary(b))
-}
-
-/// A publication as the `history` answer lists it: a text one as it was delivered, a
-/// binary one as a `message` event with `data_base64` (the payload after the layout's
-/// header).
-fn history_entry(topic: &str, epoch: &str, offset: u64, frame: &SharedFrame) -> Box<RawValue> {
-    let payload = frame.payload();
-    let json = if frame.opcode() == OpCode::Text {
-        String::from_utf8_lossy(&payload).into_owned()
-    } else {
-        let data = payload
-            .get(delivery_header_len(topic, epoch)..)
-            .unwrap_or_default();
+/// A publication as the `history` answer lists it: a JSON one as it is delivered, a binary
+/// one as a `message` event with `data_base64`.
+fn history_entry(hub: &Hub, p: &Publication) -> Box<RawValue> {
+    let json = if p.body.kind == render::BINARY {
+        let at = p.position.as_ref();
         serde_json::to_string(&Delivery {
             kind: "message",
-            topic,
-            offset,
-            epoch,
+            topic: &p.topic,
+            offset: at.map_or(0, |a| a.offset),
+            epoch: at.map_or("", |a| &a.epoch),
             data: None,
-            data_base64: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            data_base64: Some(base64::engine::general_purpose::STANDARD.encode(&p.body.data)),
         })
         .unwrap_or_default()
+    } else {
+        String::from_utf8_lossy(&hub.render(p).payload()).into_owned()
     };
     RawValue::from_string(json).unwrap_or_else(|_| Box::<RawValue>::default())
 }
@@ -171,6 +123,10 @@ enum Reply<'a> {
         offset: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         epoch: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        capped: Option<bool>,
     },
     History {
         id: Option<&'a RawValue>,
@@ -212,55 +168,87 @@ struct Request<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
+    /// A `history` request's position.
     #[serde(default)]
-    since: Option<Since>,
+    since: Option<Position>,
+    /// A `subscribe` request's position to recover from.
+    #[serde(default)]
+    recover: Option<Position>,
     #[serde(default)]
     limit: Option<usize>,
 }
 
-/// A position in a `history` request.
+/// A position in a request.
 #[derive(Deserialize)]
-struct Since {
+struct Position {
     offset: u64,
     epoch: String,
 }
 
-/// What a request did, for its answer.
-enum Done {
-    /// Nothing to tell but the ack.
-    Nothing,
-    /// A publish: its position and the local subscribers reached.
-    Published(StreamPosition, usize),
-    /// A history request, answered in full.
-    Answer(Message),
+impl Position {
+    fn get(&self) -> StreamPosition {
+        StreamPosition {
+            offset: self.offset,
+            epoch: self.epoch.as_str().into(),
+        }
+    }
+}
+
+/// What a `/ws` connection waits for from the engine (see [`App::done`]).
+pub(crate) enum Waited {
+    Subscribed {
+        id: Option<Box<RawValue>>,
+        sub: Subscription,
+        from: Option<StreamPosition>,
+        page: Result<HistoryPage, EngineError>,
+    },
+    Published {
+        id: Option<Box<RawValue>>,
+        result: Result<Published, EngineError>,
+    },
+    History {
+        id: Option<Box<RawValue>>,
+        topic: String,
+        from: Option<StreamPosition>,
+        limit: usize,
+        page: Result<HistoryPage, EngineError>,
+    },
+}
+
+/// The request's id, owned, for an answer that comes later.
+fn owned(id: Option<&RawValue>) -> Option<Box<RawValue>> {
+    id.map(RawValue::to_owned)
+}
+
+fn unavailable(e: &EngineError) -> AppError {
+    AppError::new(ErrorCode::Unavailable, e.to_string())
 }
 
 /// One `/ws` connection.
 pub(crate) struct PubSub {
     subs: Vec<Subscription>,
     max_subscriptions: usize,
+    /// Publications replayed at most per recovery (more missed: `capped`, not recovered).
+    recovery_max: usize,
 }
 
 impl PubSub {
-    pub(crate) fn new(max_subscriptions: usize) -> Self {
+    pub(crate) fn new(max_subscriptions: usize, recovery_max: usize) -> Self {
         Self {
             subs: Vec::new(),
             max_subscriptions,
+            recovery_max,
         }
     }
 
-    fn handle(
-        &mut self,
-        hub: &Hub,
-        outbox: &Arc<Outbox>,
-        req: &Request<'_>,
-    ) -> Result<Done, AppError> {
+    fn handle(&mut self, cx: &mut Ctx<'_, Waited>, req: &Request<'_>) -> Result<(), AppError> {
         let topic = req.topic.as_deref().unwrap_or_default();
         match &*req.kind {
             "subscribe" => {
                 valid_topic(topic)?;
                 if self.subs.iter().any(|s| s.topic() == topic) {
-                    return Ok(Done::Nothing);
+                    ack(cx, req.id);
+                    return Ok(());
                 }
                 if self.subs.len() >= self.max_subscriptions {
                     return Err(AppError::new(
@@ -271,9 +259,31 @@ impl PubSub {
                         ),
                     ));
                 }
-                let joined = hub.subscribe(topic, Arc::clone(outbox), None);
-                self.subs.push(joined.subscription);
-                Ok(Done::Nothing)
+                let from = req.recover.as_ref().map(Position::get);
+                let query = match &from {
+                    Some(from) => recovery::query(from, self.recovery_max),
+                    None => HistoryQuery {
+                        since: None,
+                        limit: 0,
+                    },
+                };
+                let s = cx.hub.subscribe(topic, Arc::clone(cx.outbox), None, query);
+                self.subs.push(s.subscription.clone());
+                match s.page.now() {
+                    Ok(page) => self.subscribed(cx, req.id, &s.subscription, from.as_ref(), page),
+                    Err(op) => {
+                        let (id, sub) = (owned(req.id), s.subscription);
+                        cx.wait(async move {
+                            Waited::Subscribed {
+                                id,
+                                sub,
+                                from,
+                                page: op.await,
+                            }
+                        });
+                    }
+                }
+                Ok(())
             }
             "unsubscribe" => {
                 let Some(i) = self.subs.iter().position(|s| s.topic() == topic) else {
@@ -282,21 +292,53 @@ impl PubSub {
                         format!("not subscribed to {topic:?}"),
                     ));
                 };
-                hub.unsubscribe(&self.subs.swap_remove(i));
-                Ok(Done::Nothing)
+                cx.hub.unsubscribe(&self.subs.swap_remove(i));
+                ack(cx, req.id);
+                Ok(())
             }
             "publish" => {
                 publishable(topic)?;
                 let data = req.data.ok_or_else(|| {
                     AppError::new(ErrorCode::InvalidJson, "a publish needs \"data\"")
                 })?;
-                publish_json(hub, topic, data)
-                    .map(|(at, n)| Done::Published(at, n))
-                    .map_err(|e| AppError::new(ErrorCode::Unavailable, e.to_string()))
+                match cx.hub.publish(topic, json_body(data)).now() {
+                    Ok(result) => published(cx, req.id, result),
+                    Err(op) => {
+                        let id = owned(req.id);
+                        cx.wait(async move {
+                            Waited::Published {
+                                id,
+                                result: op.await,
+                            }
+                        });
+                    }
+                }
+                Ok(())
             }
             "history" => {
                 valid_topic(topic)?;
-                Ok(Done::Answer(history(hub, topic, req)))
+                let from = req.since.as_ref().map(Position::get);
+                let limit = req.limit.unwrap_or(HISTORY_LIMIT).min(HISTORY_LIMIT);
+                let query = HistoryQuery {
+                    since: from.as_ref().map(|f| f.offset),
+                    limit,
+                };
+                match cx.hub.history(topic, query).now() {
+                    Ok(page) => history(cx, req.id, topic, from.as_ref(), limit, page),
+                    Err(op) => {
+                        let (id, topic) = (owned(req.id), topic.to_owned());
+                        cx.wait(async move {
+                            Waited::History {
+                                id,
+                                topic,
+                                from,
+                                limit,
+                                page: op.await,
+                            }
+                        });
+                    }
+                }
+                Ok(())
             }
             other => Err(AppError::new(
                 ErrorCode::UnknownType,
@@ -307,38 +349,150 @@ impl PubSub {
         }
     }
 
+    /// A subscription's history read is done: the ack (with the position and whether it
+    /// recovered), then the replay, then what came meanwhile; from then on, live.
+    fn subscribed(
+        &mut self,
+        cx: &mut Ctx<'_, Waited>,
+        id: Option<&RawValue>,
+        sub: &Subscription,
+        from: Option<&StreamPosition>,
+        page: Result<HistoryPage, EngineError>,
+    ) {
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                cx.hub.unsubscribe(sub);
+                self.subs.retain(|s| s != sub);
+                return cx.reply(error(id, &unavailable(&e)));
+            }
+        };
+        let mut decision = from.map(|f| recovery::decide(f, &page, self.recovery_max));
+        let mut replay = Vec::new();
+        if let Some(d) = decision.as_mut().filter(|d| d.recovered) {
+            replay = page.publications.iter().map(|p| cx.hub.render(p)).collect();
+            if replay.iter().map(|f| f.len()).sum::<usize>() > HISTORY_BYTES {
+                // Too much to send at once: like more than the cap.
+                replay.clear();
+                *d = recovery::Decision {
+                    recovered: false,
+                    capped: true,
+                };
+            }
+        }
+        if let Some(d) = decision {
+            cx.count_recovery(d.recovered);
+        }
+        let frames = cx.hub.go_live(sub, &page.top, replay);
+        if let Some(id) = id {
+            cx.reply(reply(&Reply::Ack {
+                id,
+                delivered: None,
+                offset: Some(page.top.offset),
+                epoch: Some(&page.top.epoch),
+                recovered: Some(decision.is_some_and(|d| d.recovered)),
+                capped: decision.and_then(|d| d.capped.then_some(true)),
+            }));
+        }
+        for f in frames {
+            cx.frame(f);
+        }
+    }
+
     /// A binary publish: `[N][topic][payload]`, delivered with its position.
-    fn publish_binary(hub: &Hub, b: &Bytes) -> Result<(), AppError> {
-        let (topic, payload) = binary_topic(b).ok_or_else(|| {
+    fn publish_binary(cx: &mut Ctx<'_, Waited>, b: &Bytes) -> Result<(), AppError> {
+        let bad = || {
             AppError::new(
                 ErrorCode::InvalidBinary,
                 "binary messages are: 1 byte N, N bytes of UTF-8 topic, payload",
             )
-        })?;
+        };
+        let (topic, payload) = binary_topic(b).ok_or_else(bad)?;
         publishable(topic)?;
-        let _ = publish_binary(hub, topic, payload);
-        Ok(())
+        let body = binary_body(topic, b.slice_ref(payload)).ok_or_else(bad)?;
+        match cx.hub.publish(topic, body).now() {
+            Ok(Err(e)) => Err(unavailable(&e)),
+            Ok(Ok(_)) => Ok(()),
+            Err(op) => {
+                cx.wait(async move {
+                    Waited::Published {
+                        id: None,
+                        result: op.await,
+                    }
+                });
+                Ok(())
+            }
+        }
     }
 }
 
-/// The answer to a `history` request.
-fn history(hub: &Hub, topic: &str, req: &Request<'_>) -> Message {
-    let since = req.since.as_ref().map(|s| StreamPosition {
-        offset: s.offset,
-        epoch: s.epoch.as_str().into(),
+/// The plain ack of a request with an id.
+fn ack(cx: &mut Ctx<'_, Waited>, id: Option<&RawValue>) {
+    if let Some(id) = id {
+        cx.reply(reply(&Reply::Ack {
+            id,
+            delivered: None,
+            offset: None,
+            epoch: None,
+            recovered: None,
+            capped: None,
+        }));
+    }
+}
+
+/// A publish is done: its ack (position, and local subscribers reached when known), or an
+/// error event.
+fn published(
+    cx: &mut Ctx<'_, Waited>,
+    id: Option<&RawValue>,
+    result: Result<Published, EngineError>,
+) {
+    match result {
+        Ok(p) => {
+            if let Some(id) = id {
+                cx.reply(reply(&Reply::Ack {
+                    id,
+                    delivered: p.delivered,
+                    offset: Some(p.position.offset),
+                    epoch: Some(&p.position.epoch),
+                    recovered: None,
+                    capped: None,
+                }));
+            }
+        }
+        Err(e) => cx.reply(error(id, &unavailable(&e))),
+    }
+}
+
+/// Answers a `history` request from the page read.
+fn history(
+    cx: &mut Ctx<'_, Waited>,
+    id: Option<&RawValue>,
+    topic: &str,
+    from: Option<&StreamPosition>,
+    limit: usize,
+    page: Result<HistoryPage, EngineError>,
+) {
+    let page = match page {
+        Ok(page) => page,
+        Err(e) => return cx.reply(error(id, &unavailable(&e))),
+    };
+    let decision = from.map_or_else(recovery::Decision::default, |f| {
+        recovery::decide(f, &page, limit)
     });
-    let limit = req.limit.unwrap_or(HISTORY_LIMIT).min(HISTORY_LIMIT);
-    let h = hub.history(topic, since.as_ref(), limit, Instant::now());
-    let mut publications: Vec<Box<RawValue>> = h
-        .publications
-        .iter()
-        .map(|(offset, frame)| history_entry(topic, &h.top.epoch, *offset, frame))
-        .collect();
-    let (mut recovered, mut capped) = (h.recovered, h.capped);
+    let (mut recovered, mut capped) = (decision.recovered, decision.capped);
+    let mut publications: Vec<Box<RawValue>> = if from.is_some() && !recovered {
+        // A recovery is all or nothing.
+        Vec::new()
+    } else {
+        page.publications
+            .iter()
+            .map(|p| history_entry(cx.hub, p))
+            .collect()
+    };
     if publications.iter().map(|p| p.get().len()).sum::<usize>() > HISTORY_BYTES {
         capped = true;
-        if since.is_some() {
-            // A recovery is all or nothing.
+        if from.is_some() {
             recovered = false;
             publications.clear();
         } else {
@@ -355,24 +509,26 @@ fn history(hub: &Hub, topic: &str, req: &Request<'_>) -> Message {
             publications.drain(..publications.len() - fit);
         }
     }
-    reply(&Reply::History {
-        id: req.id,
+    cx.reply(reply(&Reply::History {
+        id,
         topic,
-        offset: h.top.offset,
-        epoch: &h.top.epoch,
+        offset: page.top.offset,
+        epoch: &page.top.epoch,
         recovered,
         capped,
         publications,
-    })
+    }));
 }
 
 impl App for PubSub {
-    fn open(&mut self, _cx: &mut Ctx<'_>) {}
+    type Waited = Waited;
 
-    fn message(&mut self, cx: &mut Ctx<'_>, msg: Message) {
+    fn open(&mut self, _cx: &mut Ctx<'_, Waited>) {}
+
+    fn message(&mut self, cx: &mut Ctx<'_, Waited>, msg: Message) {
         let text = match msg {
             Message::Binary(b) => {
-                if let Err(e) = Self::publish_binary(cx.hub, &b) {
+                if let Err(e) = Self::publish_binary(cx, &b) {
                     cx.reply(error(None, &e));
                 }
                 return;
@@ -391,22 +547,31 @@ impl App for PubSub {
                 return cx.reply(error(None, &e));
             }
         };
-        match self.handle(cx.hub, cx.outbox, &req) {
-            Ok(Done::Answer(m)) => cx.reply(m),
-            Ok(done) => {
-                let Some(id) = req.id else { return };
-                let (delivered, at) = match done {
-                    Done::Published(at, n) => (Some(n), Some(at)),
-                    _ => (None, None),
-                };
-                cx.reply(reply(&Reply::Ack {
-                    id,
-                    delivered,
-                    offset: at.as_ref().map(|a| a.offset),
-                    epoch: at.as_ref().map(|a| &*a.epoch),
-                }));
+        if let Err(e) = self.handle(cx, &req) {
+            cx.reply(error(req.id, &e));
+        }
+    }
+
+    fn done(&mut self, cx: &mut Ctx<'_, Waited>, waited: Waited) {
+        match waited {
+            Waited::Subscribed {
+                id,
+                sub,
+                from,
+                page,
+            } => {
+                if self.subs.contains(&sub) {
+                    self.subscribed(cx, id.as_deref(), &sub, from.as_ref(), page);
+                }
             }
-            Err(e) => cx.reply(error(req.id, &e)),
+            Waited::Published { id, result } => published(cx, id.as_deref(), result),
+            Waited::History {
+                id,
+                topic,
+                from,
+                limit,
+                page,
+            } => history(cx, id.as_deref(), &topic, from.as_ref(), limit, page),
         }
     }
 
@@ -436,15 +601,20 @@ mod tests {
 
     #[test]
     fn subscribe_publish_ack_and_delivery() {
-        let hub = Hub::new(HubConfig::default());
-        let (mut a, mut a_c) = (PubSub::new(8), Client::new(&hub));
-        let (mut b, mut b_c) = (PubSub::new(8), Client::new(&hub));
+        let hub = crate::render::memory_hub(HubConfig::default());
+        let (mut a, mut a_c) = (PubSub::new(8, 300), Client::new(&hub));
+        let (mut b, mut b_c) = (PubSub::new(8, 300), Client::new(&hub));
         assert!(a_c.open(&mut a).is_empty());
         let sent = a_c.send_json(
             &mut a,
             &json!({"type":"subscribe","topic":"news","id":"s1"}),
         );
-        assert_eq!(reply(&sent), &json!({"type":"ack","id":"s1"}));
+        let ack = reply(&sent);
+        let epoch0 = ack["epoch"].as_str().unwrap().to_string();
+        assert_eq!(
+            ack,
+            &json!({"type":"ack","id":"s1","offset":0,"epoch":epoch0,"recovered":false})
+        );
         // Without an id there is no ack; subscribing twice is fine.
         assert!(a_c
             .send_json(&mut a, &json!({"type":"subscribe","topic":"news"}))
@@ -474,22 +644,26 @@ mod tests {
         assert!(a_c.delivered().is_empty());
     }
 
-    fn at(offset: u64, epoch: &str) -> StreamPosition {
-        StreamPosition {
-            offset,
-            epoch: epoch.into(),
-        }
-    }
-
     #[test]
     fn binary_publishes_are_delivered_with_their_position() {
-        let hub = Hub::new(HubConfig::default());
-        let (mut a, mut a_c) = (PubSub::new(8), Client::new(&hub));
-        let (mut b, mut b_c) = (PubSub::new(8), Client::new(&hub));
+        let hub = crate::render::memory_hub(HubConfig::default());
+        let (mut a, mut a_c) = (PubSub::new(8, 300), Client::new(&hub));
+        let (mut b, mut b_c) = (PubSub::new(8, 300), Client::new(&hub));
         a_c.send_json(&mut a, &json!({"type":"subscribe","topic":"news"}));
         let bin = b"\x04news\x00\xff\x07".to_vec();
         assert!(b_c.send(&mut b, Message::binary(bin)).is_empty());
-        let top = hub.history("news", None, 0, Instant::now()).top;
+        let top = hub
+            .history(
+                "news",
+                HistoryQuery {
+                    since: None,
+                    limit: 0,
+                },
+            )
+            .now()
+            .unwrap()
+            .unwrap()
+            .top;
         assert_eq!(top.offset, 1);
         let mut want = b"\x04news\x00\x00\x00\x00\x00\x00\x00\x01\x08".to_vec();
         want.extend_from_slice(top.epoch.as_bytes());
@@ -499,19 +673,13 @@ mod tests {
         assert_eq!(reply(&sent)["code"], "invalid_binary");
         let sent = b_c.send(&mut b, Message::binary(b"\x06chat:x!".to_vec()));
         assert_eq!(reply(&sent)["code"], "reserved_topic");
-        assert_eq!(
-            binary_delivery("news", &at(258, "ab"), b"\x01"),
-            Some(Message::binary(
-                b"\x04news\x00\x00\x00\x00\x00\x00\x01\x02\x02ab\x01".to_vec()
-            ))
-        );
-        assert_eq!(binary_delivery(&"t".repeat(256), &at(1, "ab"), b""), None);
+        assert!(binary_body(&"t".repeat(256), vec![]).is_none());
     }
 
     #[test]
     fn history_requests_answer_what_the_stream_holds() {
-        let hub = Hub::new(HubConfig::default());
-        let (mut a, mut c) = (PubSub::new(8), Client::new(&hub));
+        let hub = crate::render::memory_hub(HubConfig::default());
+        let (mut a, mut c) = (PubSub::new(8, 300), Client::new(&hub));
         let mut epoch = String::new();
         for n in 1..=5 {
             let sent = c.send_json(
@@ -575,8 +743,8 @@ mod tests {
 
     #[test]
     fn history_answers_stay_within_their_byte_bound() {
-        let hub = Hub::new(HubConfig::default());
-        let (mut a, mut c) = (PubSub::new(8), Client::new(&hub));
+        let hub = crate::render::memory_hub(HubConfig::default());
+        let (mut a, mut c) = (PubSub::new(8, 300), Client::new(&hub));
         let big = "x".repeat(60 << 10);
         let mut epoch = String::new();
         for n in 1..=30 {
@@ -622,8 +790,8 @@ mod tests {
 
     #[test]
     fn bad_requests_get_error_replies_with_their_id() {
-        let hub = Hub::new(HubConfig::default());
-        let (mut a, mut c) = (PubSub::new(1), Client::new(&hub));
+        let hub = crate::render::memory_hub(HubConfig::default());
+        let (mut a, mut c) = (PubSub::new(1, 300), Client::new(&hub));
         let cases = [
             (
                 json!({"type":"publish","topic":"chat:lobby","data":1,"id":1}),
@@ -663,8 +831,8 @@ mod tests {
 
     #[test]
     fn closing_leaves_every_topic() {
-        let hub = Hub::new(HubConfig::default());
-        let (mut a, mut c) = (PubSub::new(8), Client::new(&hub));
+        let hub = crate::render::memory_hub(HubConfig::default());
+        let (mut a, mut c) = (PubSub::new(8, 300), Client::new(&hub));
         for t in ["a", "b", "chat:lobby"] {
             c.send_json(&mut a, &json!({"type":"subscribe","topic":t}));
         }

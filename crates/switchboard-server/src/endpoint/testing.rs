@@ -1,6 +1,7 @@
 //! Running an [`App`] without a socket: what it replies and what its outbox receives, in
 //! the order the session would write them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -42,6 +43,7 @@ pub(crate) struct Client {
     outbox: Arc<Outbox>,
     identity: Identity,
     replies: Replies,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Client {
@@ -51,32 +53,46 @@ impl Client {
             outbox: Arc::new(Outbox::new(OutboxLimits::default())),
             identity: Identity::anonymous(),
             replies: Replies::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
-    /// `f` with this client's context; what it replied.
-    fn call(&mut self, f: impl FnOnce(&mut Ctx<'_>)) -> Vec<Sent> {
-        f(&mut Ctx {
+    /// `f` on `app` with this client's context, then every wait it started (run to its
+    /// end here, in order, as the session would); what it replied.
+    fn call<A: App>(
+        &mut self,
+        app: &mut A,
+        f: impl FnOnce(&mut A, &mut Ctx<'_, A::Waited>),
+    ) -> Vec<Sent> {
+        let mut waits = VecDeque::new();
+        let mut cx = Ctx {
             hub: &self.hub,
             outbox: &self.outbox,
             identity: &self.identity,
             replies: &mut self.replies,
-        });
+            waits: &mut waits,
+            metrics: &self.metrics,
+        };
+        f(app, &mut cx);
+        while let Some(wait) = cx.waits.pop_front() {
+            let waited = block_on(wait);
+            app.done(&mut cx, waited);
+        }
         self.replies.take().into_iter().map(decode_action).collect()
     }
 
     /// Opens `app`; what it replied.
-    pub(crate) fn open(&mut self, app: &mut impl App) -> Vec<Sent> {
-        self.call(|cx| app.open(cx))
+    pub(crate) fn open<A: App>(&mut self, app: &mut A) -> Vec<Sent> {
+        self.call(app, |app, cx| app.open(cx))
     }
 
     /// Sends `msg` to `app`; what it replied.
-    pub(crate) fn send(&mut self, app: &mut impl App, msg: Message) -> Vec<Sent> {
-        self.call(|cx| app.message(cx, msg))
+    pub(crate) fn send<A: App>(&mut self, app: &mut A, msg: Message) -> Vec<Sent> {
+        self.call(app, |app, cx| app.message(cx, msg))
     }
 
     /// Sends the JSON `v` as text.
-    pub(crate) fn send_json(&mut self, app: &mut impl App, v: &Value) -> Vec<Sent> {
+    pub(crate) fn send_json<A: App>(&mut self, app: &mut A, v: &Value) -> Vec<Sent> {
         self.send(app, Message::text(v.to_string()))
     }
 
@@ -93,6 +109,16 @@ impl Client {
         let d = self.delivered();
         d.iter().map(|s| s.kind().to_string()).collect()
     }
+}
+
+/// Runs a wait to its end on a runtime of its own (the apps' tests run on the in-memory
+/// engine, whose waits are ready at once; an engine that asks a server needs a runtime).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(f))
+        .unwrap_or_else(|e| panic!("a runtime for the wait: {e}"))
 }
 
 fn decode_action(a: Action) -> Sent {

@@ -58,7 +58,7 @@ pub(crate) async fn handle<S>(
         Http::Publish => {
             let max = shared.config.limits.max_api_body;
             match body::read_body(&mut stream, &req, leftover, max, timeout).await {
-                Ok(body) => publish::publish(&req, &body, peer, shared),
+                Ok(body) => publish::publish(&req, &body, peer, shared).await,
                 Err(resp) => resp,
             }
         }

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use super::response::Response;
 use crate::auth::{ApiKey, AuthError, Identity};
-use crate::endpoint::pubsub::{publish_binary, publish_json, publishable};
+use crate::endpoint::pubsub::{binary_body, json_body, publishable};
 use crate::Shared;
 
 #[derive(Deserialize)]
@@ -26,7 +26,12 @@ struct PublishBody<'a> {
 }
 
 /// Answers one `POST /api/publish` whose body has arrived.
-pub(crate) fn publish(req: &Request, body: &[u8], peer: SocketAddr, shared: &Shared) -> Response {
+pub(crate) async fn publish(
+    req: &Request,
+    body: &[u8],
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Response {
     let identity = match authenticate(req, peer, shared) {
         Ok(identity) => identity,
         Err(refused) => return refused,
@@ -40,30 +45,37 @@ pub(crate) fn publish(req: &Request, body: &[u8], peer: SocketAddr, shared: &Sha
     if let Err(e) = publishable(&p.topic) {
         return Response::text(400, &format!("{e}\n"));
     }
-    let delivered = match (p.data, p.data_base64) {
-        (Some(data), None) => publish_json(&shared.hub, &p.topic, data).map_err(|e| e.to_string()),
+    let body = match (p.data, p.data_base64) {
+        (Some(data), None) => json_body(data),
         (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
-            Ok(bytes) => match publish_binary(&shared.hub, &p.topic, &bytes) {
-                Some(r) => r.map_err(|e| e.to_string()),
-                None => Err("topic too long".into()),
+            Ok(bytes) => match binary_body(&p.topic, bytes) {
+                Some(body) => body,
+                None => return Response::text(400, "topic too long for a binary delivery\n"),
             },
             Err(e) => return Response::text(400, &format!("data_base64 is not base64: {e}\n")),
         },
         _ => return Response::text(400, "give exactly one of \"data\" and \"data_base64\"\n"),
     };
-    match delivered {
-        Ok((at, n)) => {
-            debug!(topic = %p.topic, offset = at.offset, delivered = n, user = identity.user.as_deref(), "published via API");
-            // The epoch is letters only: nothing to escape.
+    match shared.hub.publish(&p.topic, body).await {
+        Ok(published) => {
+            let at = &published.position;
+            debug!(topic = %p.topic, offset = at.offset, delivered = published.delivered, user = identity.user.as_deref(), "published via API");
+            let delivered = published
+                .delivered
+                .map_or(String::new(), |n| format!(",\"delivered\":{n}"));
+            // Epochs are letters and digits: nothing to escape.
             Response::json(
                 200,
                 &format!(
-                    "{{\"ok\":true,\"offset\":{},\"epoch\":\"{}\",\"delivered\":{n}}}",
+                    "{{\"ok\":true,\"offset\":{},\"epoch\":\"{}\"{delivered}}}",
                     at.offset, at.epoch
                 ),
             )
         }
-        Err(e) => Response::text(503, &format!("{e}\n")),
+        Err(e) => {
+            warn!(topic = %p.topic, error = %e, "publish via API failed");
+            Response::text(503, &format!("{e}\n"))
+        }
     }
 }
 

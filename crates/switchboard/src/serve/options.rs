@@ -104,6 +104,10 @@ pub(crate) struct ServeArgs {
     /// How long a publication stays in its topic's history; 0 keeps none.
     #[arg(long, env = "SWITCHBOARD_HISTORY_TTL", value_name = "DURATION", value_parser = crate::duration::parse)]
     history_ttl: Option<Duration>,
+    /// Publications replayed at most when a client recovers after a reconnect; one that
+    /// missed more is told `capped` and reloads its state.
+    #[arg(long, env = "SWITCHBOARD_RECOVERY_MAX", value_name = "N")]
+    recovery_max: Option<usize>,
 
     /// The key POST /api/publish requires (`Authorization: Bearer KEY`). Without one the API
     /// answers 403. Prefer the environment variable or the file over the flag (flags show
@@ -197,6 +201,7 @@ struct FileConfig {
     slow_consumer: Option<String>,
     history_size: Option<usize>,
     history_ttl: Option<FileDuration>,
+    recovery_max: Option<usize>,
     api_key: Option<String>,
     deflate: Option<String>,
     deflate_context_takeover: Option<bool>,
@@ -361,6 +366,7 @@ fn server_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<ServerConfig> 
         pick!(max_connections_per_ip),
     );
     set(&mut limits.max_subscriptions, pick!(max_subscriptions));
+    set(&mut limits.recovery_max, pick!(recovery_max));
     set(&mut limits.max_chat_text, pick!(max_chat_text));
     let heartbeat = &mut c.heartbeat;
     set(
@@ -500,6 +506,7 @@ fn library_default(id: &str) -> Option<String> {
         .to_string(),
         "history_size" => c.hub.history_size.to_string(),
         "history_ttl" => crate::duration::show(c.hub.history_ttl),
+        "recovery_max" => c.limits.recovery_max.to_string(),
         "socket_send_buffer" => c.socket_send_buffer.to_string(),
         "deflate" => if deflate.is_some() { "on" } else { "off" }.to_string(),
         "deflate_context_takeover" => deflate

@@ -180,7 +180,7 @@ fn help_shows_the_library_defaults() {
             None => assert!(shown <= 1, "--{id}: {text}"),
         }
     }
-    assert_eq!(with_default, 20, "every server setting has its option");
+    assert_eq!(with_default, 21, "every server setting has its option");
 }
 
 /// Zero-config `serve` uses io_uring where it works (and says which transport in the
