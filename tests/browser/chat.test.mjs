@@ -701,8 +701,11 @@ const checks = [
     send(c, welcome({ history: [msg(1, 'E', 'm1'), msg(2, 'E', 'm2')], offset: 2, epoch: 'E', recovered: false }));
     await expectRows(['m1', 'm2'], 'fresh join');
 
-    c = await reconnect(c);
+    // 4010 (reconnect and recover) is a reconnect like any other, with the position.
+    c = await nextSocket(() => c.ws.close({ code: 4010, reason: 'reconnect and recover' }));
     assert(same(asked(c), ['r', '2', 'E']), `the reconnect asked ${c.url.search}`);
+    const lost = await m.$$eval('#messages .event.system', (els) => els.map((e) => e.textContent).join(' | '));
+    assert(/Connection lost \(the server asked us to reconnect\)/.test(lost), `the lines after 4010: ${JSON.stringify(lost)}`);
     send(c, welcome({ offset: 4, epoch: 'E', recovered: true }), msg(3, 'E', 'm3'), msg(2, 'E', 'm2 again'), msg(4, 'E', 'm4'), msg(4, 'E', 'm4 again'), msg(5, 'E', 'm5 live'));
     await expectRows(['m1', 'm2', 'm3', 'm4', 'm5 live'], 'recovered, with duplicates sent');
 
