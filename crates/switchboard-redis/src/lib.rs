@@ -49,6 +49,13 @@
 //! [`RedisEngine::connect`] must run inside a Tokio runtime (with the time driver); the
 //! engine's background tasks (pub/sub, presence refresh) end when the engine is dropped.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod command;
 mod config;
 mod history;

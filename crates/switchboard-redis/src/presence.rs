@@ -22,17 +22,17 @@ use crate::Shared;
 /// How many entries one refresh call carries.
 const REFRESH_BATCH: usize = 500;
 
-/// The entries this node added and has not removed: topic → client → entry.
+/// Entries by topic, then by client.
+type Entries = HashMap<Arc<str>, HashMap<Arc<str>, PresenceEntry>>;
+
+/// The entries this node added and has not removed.
 #[derive(Debug, Default)]
 pub(crate) struct PresenceKeeper {
-    entries: Mutex<HashMap<Arc<str>, HashMap<Arc<str>, PresenceEntry>>>,
+    entries: Mutex<Entries>,
 }
 
 impl PresenceKeeper {
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<Arc<str>, HashMap<Arc<str>, PresenceEntry>>) -> T,
-    ) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Entries) -> T) -> T {
         f(&mut self.entries.lock().unwrap_or_else(PoisonError::into_inner))
     }
 

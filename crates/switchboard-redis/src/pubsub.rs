@@ -285,12 +285,11 @@ impl Task {
 
     /// Reads messages and requests until the connection is lost or the engine dropped.
     async fn serve(&mut self, live: &mut Live) -> End {
-        let interval = self.shared.config.probe_interval;
-        let limit = self.shared.commands.timeout();
-        let mut last_heard = Instant::now();
-        let mut probe_deadline: Option<Instant> = None;
+        let mut probe = Probe::new(
+            self.shared.config.probe_interval,
+            self.shared.commands.timeout(),
+        );
         loop {
-            let wake = probe_deadline.unwrap_or(last_heard + interval);
             tokio::select! {
                 request = self.requests.recv() => {
                     let Some(first) = request else {
@@ -308,28 +307,31 @@ impl Task {
                         tracing::warn!("redis pub/sub connection closed; reconnecting");
                         return End::Lost;
                     };
-                    last_heard = Instant::now();
-                    probe_deadline = None;
+                    probe.heard();
                     self.on_message(&message);
                 }
-                () = sleep_until(wake) => {
-                    if probe_deadline.is_some() {
+                () = sleep_until_some(probe.wake()) => {
+                    if probe.deadline.is_some() {
                         self.shared.stats.wedged();
                         tracing::warn!("redis pub/sub probe did not come back; reconnecting");
                         return End::Lost;
                     }
-                    match self.send_probe().await {
+                    probe.in_flight = Some((Instant::now(), self.send_probe()));
+                }
+                (sent_at, result) = answer(&mut probe.in_flight) => {
+                    probe.in_flight = None;
+                    match result {
                         Ok(0) => {
                             self.shared.stats.wedged();
                             tracing::warn!("redis has no subscriber for this node's probe; reconnecting");
                             return End::Lost;
                         }
-                        Ok(_) => probe_deadline = Some(Instant::now() + limit),
+                        Ok(_) => probe.published(sent_at),
                         Err(err) => {
                             // The command connection failed, not necessarily this one: try
                             // again after another interval.
                             tracing::debug!(error = %err, "redis pub/sub probe not sent");
-                            last_heard = Instant::now();
+                            probe.heard();
                         }
                     }
                 }
@@ -337,20 +339,27 @@ impl Task {
         }
     }
 
-    /// Publishes a probe to this node's probe channel; how many subscribers Redis reached.
-    async fn send_probe(&self) -> Result<u64, EngineError> {
+    /// Publishes a probe to this node's probe channel (from another task: the answer, how
+    /// many subscribers Redis reached, comes through the receiver).
+    fn send_probe(&self) -> oneshot::Receiver<Result<u64, EngineError>> {
         self.shared.stats.probed();
-        let probe = &self.probe;
-        self.shared
-            .commands
-            .run(|mut conn| async move {
-                redis::cmd("PUBLISH")
-                    .arg(probe)
-                    .arg("probe")
-                    .query_async::<u64>(&mut conn)
-                    .await
-            })
-            .await
+        let (done, answer) = oneshot::channel();
+        let shared = self.shared.clone();
+        let probe = self.probe.clone();
+        tokio::spawn(async move {
+            let result = shared
+                .commands
+                .run(|mut conn| async move {
+                    redis::cmd("PUBLISH")
+                        .arg(&probe)
+                        .arg("probe")
+                        .query_async::<u64>(&mut conn)
+                        .await
+                })
+                .await;
+            let _ = done.send(result);
+        });
+        answer
     }
 
     /// Records `first` and the requests queued behind it; the topics they touch.
@@ -515,6 +524,76 @@ impl Task {
                 fresh
             }
         }
+    }
+}
+
+/// The liveness probe of one pub/sub connection.
+struct Probe {
+    interval: Duration,
+    limit: Duration,
+    /// When the connection last delivered something.
+    last_heard: Instant,
+    /// A probe `PUBLISH` in flight: when it was sent, and its answer.
+    in_flight: Option<(Instant, oneshot::Receiver<Result<u64, EngineError>>)>,
+    /// A probe was published: its echo must arrive by then.
+    deadline: Option<Instant>,
+}
+
+impl Probe {
+    fn new(interval: Duration, limit: Duration) -> Self {
+        Self {
+            interval,
+            limit,
+            last_heard: Instant::now(),
+            in_flight: None,
+            deadline: None,
+        }
+    }
+
+    /// The connection delivered something (or a probe could not be sent: wait another
+    /// interval).
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        self.deadline = None;
+    }
+
+    /// Redis took the probe sent at `sent_at`: its echo is due, unless something arrived
+    /// since.
+    fn published(&mut self, sent_at: Instant) {
+        if self.last_heard < sent_at {
+            self.deadline = Some(Instant::now() + self.limit);
+        }
+    }
+
+    /// When to act: send a probe after an idle interval, or give up at the deadline
+    /// (`None`: a probe is in flight).
+    fn wake(&self) -> Option<Instant> {
+        match (self.deadline, &self.in_flight) {
+            (Some(deadline), _) => Some(deadline),
+            (None, Some(_)) => None,
+            (None, None) => Some(self.last_heard + self.interval),
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The answer of the probe in flight (never, if none is).
+async fn answer(
+    in_flight: &mut Option<(Instant, oneshot::Receiver<Result<u64, EngineError>>)>,
+) -> (Instant, Result<u64, EngineError>) {
+    match in_flight {
+        Some((sent_at, answer)) => {
+            let result = answer.await.unwrap_or(Err(EngineError::Timeout));
+            (*sent_at, result)
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -56,6 +56,10 @@ impl RedisServer {
     /// [`restart`](Self::restart) in the sense that this value remembers it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused server must be able to die.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -77,6 +81,36 @@ impl RedisServer {
                 Err(_) => sleep(Duration::from_millis(100)),
             }
         }
+    }
+
+    /// Freezes the server (`SIGSTOP`): connections stay open, nothing answers, as when
+    /// Redis hangs or the network drops packets.
+    ///
+    /// # Panics
+    /// If the server is not running or the signal cannot be sent.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [paused](Self::pause) server go on (`SIGCONT`).
+    ///
+    /// # Panics
+    /// If the server is not running or the signal cannot be sent.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .unwrap_or_else(|| panic!("redis-server on port {} is not running", self.port));
+        let ok = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {signal} {pid} failed");
     }
 
     /// Sends one command on a fresh connection and returns its reply, flattened: each

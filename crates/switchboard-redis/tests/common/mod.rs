@@ -20,6 +20,11 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Runs `test`, failing it if it takes longer than [`TEST_LIMIT`].
 pub async fn bounded<F: Future<Output = ()>>(test: F) {
+    // `RUST_LOG=switchboard_redis=debug` shows what the engine did.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     tokio::time::timeout(TEST_LIMIT, test)
         .await
         .unwrap_or_else(|_| panic!("test did not finish within {TEST_LIMIT:?}"));
