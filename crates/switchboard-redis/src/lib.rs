@@ -62,10 +62,12 @@ mod history;
 mod keys;
 mod payload;
 mod presence;
+mod probe;
 mod publish;
 mod pubsub;
 mod scripts;
 mod stats;
+mod subscriber;
 
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
@@ -108,7 +110,7 @@ impl Shared {
     }
 }
 
-/// The Redis engine. See the [crate](crate) docs.
+/// The Redis engine. See the [crate] docs.
 pub struct RedisEngine {
     shared: Arc<Shared>,
     pubsub: PubSub,
