@@ -33,7 +33,9 @@
 //! - Redis down while serving: every operation fails within
 //!   [`RedisConfig::command_timeout`] with `Unavailable` or `Timeout`; nothing hangs.
 //! - Redis back: commands work again (the command connection reconnects by itself); the
-//!   pub/sub connection reconnects, resubscribes and reports [`Deliver::lost`].
+//!   pub/sub connection reconnects, resubscribes every topic of interest (a subscribe that
+//!   failed meanwhile included: interest is dropped only by [`Engine::unsubscribe`]) and
+//!   reports [`Deliver::lost`]; the refresher writes this node's presence entries again.
 //! - Redis restarted empty: the next publish or history read starts a new epoch.
 //!
 //! # Guarantees

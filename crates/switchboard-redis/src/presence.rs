@@ -44,17 +44,16 @@ impl PresenceKeeper {
         });
     }
 
-    /// Forgets an entry; whether it was there.
-    fn forget(&self, topic: &str, client: &str) -> bool {
+    /// Forgets an entry.
+    fn forget(&self, topic: &str, client: &str) {
         self.with(|m| {
             let Some(clients) = m.get_mut(topic) else {
-                return false;
+                return;
             };
-            let removed = clients.remove(client).is_some();
+            clients.remove(client);
             if clients.is_empty() {
                 m.remove(topic);
             }
-            removed
         })
     }
 
@@ -72,6 +71,9 @@ impl PresenceKeeper {
 }
 
 /// Adds (or refreshes) `entry` in `topic` and remembers it for the refresher.
+///
+/// The entry is remembered even when the write fails (Redis down): the refresher writes it
+/// once Redis is back, as the trait says the engine keeps it until `presence_remove`.
 pub(crate) async fn add(
     shared: Arc<Shared>,
     keeper: Arc<PresenceKeeper>,
@@ -79,12 +81,7 @@ pub(crate) async fn add(
     entry: PresenceEntry,
 ) -> Result<(), EngineError> {
     keeper.insert(&topic, entry.clone());
-    let result = write(&shared, &topic, std::slice::from_ref(&entry)).await;
-    if result.is_err() {
-        // The caller sees a failure: it will not remove what it thinks was not added.
-        keeper.forget(&topic, &entry.client);
-    }
-    result
+    write(&shared, &topic, std::slice::from_ref(&entry)).await
 }
 
 /// Removes `client` from `topic`.

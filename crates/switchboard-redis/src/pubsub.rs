@@ -3,9 +3,11 @@
 //!
 //! - [`PubSub::subscribe`] records the node's interest in a topic and resolves once Redis
 //!   confirmed the `SUBSCRIBE` (requests that arrive together go out as one command, at most
-//!   [`BATCH`] channels each). On error (no confirmation within the command timeout) the
-//!   topic is not subscribed: the engine forgets the interest, as if
-//!   [`unsubscribe`](PubSub::unsubscribe) had been called.
+//!   [`BATCH`] channels each). An error (no confirmation within the command timeout: the
+//!   connection is down or was replaced) does not drop the interest: the topic is
+//!   subscribed as soon as the connection is back, until
+//!   [`unsubscribe`](PubSub::unsubscribe). (The hub keeps the topic marked as subscribed
+//!   once it asked, so the engine must not forget it.)
 //! - The task hands every message of a subscribed topic to the hub's
 //!   [`Deliver::deliver`](switchboard_hub::engine::Deliver::deliver), in the order Redis sent
 //!   them (one connection: one topic's publications arrive in offset order).
@@ -47,8 +49,7 @@ pub(crate) enum Request {
     },
     /// The node no longer wants them.
     Unsubscribe { topic: Arc<str> },
-    /// The subscribe with `ticket` gave up waiting: forget its interest unless a later
-    /// subscribe renewed it.
+    /// The subscribe with `ticket` gave up waiting: forget its waiter (not the interest).
     Abandon { topic: Arc<str>, ticket: u64 },
 }
 

@@ -69,8 +69,6 @@ enum End {
 
 /// A topic this node wants.
 struct Interest {
-    /// The subscribe that asked last.
-    ticket: u64,
     /// The epoch of its last publication (shared by the following ones).
     epoch: Option<Arc<str>>,
 }
@@ -260,11 +258,7 @@ impl Task {
             } => {
                 self.wanted
                     .entry(topic.clone())
-                    .and_modify(|interest| interest.ticket = ticket)
-                    .or_insert(Interest {
-                        ticket,
-                        epoch: None,
-                    });
+                    .or_insert(Interest { epoch: None });
                 self.waiters
                     .entry(topic.clone())
                     .or_default()
@@ -285,9 +279,6 @@ impl Task {
                     if waiters.is_empty() {
                         self.waiters.remove(&topic);
                     }
-                }
-                if self.wanted.get(&topic).is_some_and(|i| i.ticket == ticket) {
-                    self.wanted.remove(&topic);
                 }
                 topic
             }
