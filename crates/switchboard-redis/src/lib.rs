@@ -75,7 +75,7 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 
 use switchboard_hub::engine::{
-    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Op, PresenceEntry,
+    Body, Deliver, Engine, EngineError, EngineMetric, HistoryPage, HistoryQuery, Op, PresenceEntry,
     PresenceStats, Published,
 };
 use tokio::sync::watch;
@@ -256,5 +256,59 @@ impl Engine for RedisEngine {
 
     fn presence_stats(&self, topic: &str) -> Op<Result<PresenceStats, EngineError>> {
         Op::pending(presence::stats(self.shared.clone(), topic.to_owned()))
+    }
+
+    fn metrics(&self) -> Vec<EngineMetric> {
+        let s = self.shared.stats.snapshot();
+        let counter = |name, help, value: u64| EngineMetric {
+            name,
+            help,
+            value: value as f64,
+            gauge: false,
+        };
+        vec![
+            EngineMetric {
+                name: "switchboard_engine_redis_up",
+                help: "1 while the Redis pub/sub connection is up and subscribed, else 0.",
+                value: if s.pubsub_connected { 1.0 } else { 0.0 },
+                gauge: true,
+            },
+            EngineMetric {
+                name: "switchboard_engine_publish_latency_seconds",
+                help: "How long the last successful publish through Redis took.",
+                value: s.last_publish_latency_us as f64 / 1e6,
+                gauge: true,
+            },
+            counter(
+                "switchboard_engine_publishes_total",
+                "Publications Redis numbered for this node.",
+                s.publishes,
+            ),
+            counter(
+                "switchboard_engine_publish_errors_total",
+                "Publishes and broadcasts that failed (Redis unreachable, timed out or erred).",
+                s.publish_errors,
+            ),
+            counter(
+                "switchboard_engine_messages_received_total",
+                "Publications and broadcasts received from Redis pub/sub.",
+                s.messages_received,
+            ),
+            counter(
+                "switchboard_engine_pubsub_reconnects_total",
+                "Times the Redis pub/sub connection was replaced (dropped, or found wedged by the probe).",
+                s.pubsub_reconnects,
+            ),
+            counter(
+                "switchboard_engine_wedged_connections_total",
+                "Redis pub/sub connections given up because a probe did not come back.",
+                s.wedged_connections,
+            ),
+            counter(
+                "switchboard_engine_malformed_messages_total",
+                "Redis pub/sub messages that could not be decoded.",
+                s.malformed_messages,
+            ),
+        ]
     }
 }
