@@ -47,13 +47,38 @@ impl Commands {
         Ok(commands)
     }
 
-    /// Runs `command` on the connection, bounded by the command timeout.
-    pub(crate) async fn run<T, F, Fut>(&self, command: F) -> Result<T, EngineError>
+    /// Runs `command` on the connection once, bounded by the command timeout (a publish:
+    /// running it twice could number it twice).
+    pub(crate) async fn run_once<T, F, Fut>(&self, command: F) -> Result<T, EngineError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         match tokio::time::timeout(self.timeout, command(self.conn.clone())).await {
+            Ok(result) => result.map_err(engine_error),
+            Err(_) => Err(EngineError::Timeout),
+        }
+    }
+
+    /// Runs an idempotent `command` (a read, a presence write), bounded by the command
+    /// timeout in all; when the connection turns out to be broken (Redis restarted: the
+    /// first command finds out, and the connection manager reconnects after it), runs it
+    /// once more on the new connection.
+    pub(crate) async fn run<T, F, Fut>(&self, command: F) -> Result<T, EngineError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let attempts = async {
+            match command(self.conn.clone()).await {
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                    tracing::debug!(error = %e, "redis command on a broken connection; once more");
+                    command(self.conn.clone()).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempts).await {
             Ok(result) => result.map_err(engine_error),
             Err(_) => Err(EngineError::Timeout),
         }

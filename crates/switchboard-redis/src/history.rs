@@ -40,17 +40,18 @@ pub(crate) async fn read(
     let stream = shared.keys.stream(&topic);
     let epoch = new_epoch();
     let meta_ttl = expire_secs(config.meta_ttl);
+    let (meta, stream, epoch, start) = (&meta, &stream, &*epoch, &start);
     let reply: Value = shared
         .commands
         .run(|mut conn| async move {
             shared
                 .scripts
                 .history
-                .key(&meta)
-                .key(&stream)
-                .arg(&*epoch)
+                .key(meta)
+                .key(stream)
+                .arg(epoch)
                 .arg(meta_ttl)
-                .arg(&start)
+                .arg(start)
                 .arg(limit)
                 .invoke_async(&mut conn)
                 .await

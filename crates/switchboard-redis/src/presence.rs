@@ -103,14 +103,15 @@ pub(crate) async fn get(
     let shared: &Shared = &shared;
     let data = shared.keys.presence_data(&topic);
     let expire = shared.keys.presence_expire(&topic);
+    let (data, expire) = (&data, &expire);
     let reply: Value = shared
         .commands
         .run(|mut conn| async move {
             shared
                 .scripts
                 .presence_get
-                .key(&data)
-                .key(&expire)
+                .key(data)
+                .key(expire)
                 .invoke_async(&mut conn)
                 .await
         })
@@ -171,11 +172,12 @@ async fn write(shared: &Shared, topic: &str, entries: &[PresenceEntry]) -> Resul
     let data = shared.keys.presence_data(topic);
     let expire = shared.keys.presence_expire(topic);
     let ttl = expire_secs(shared.config.presence_ttl);
+    let (data, expire) = (&data, &expire);
     shared
         .commands
         .run(|mut conn| async move {
-            let mut call = shared.scripts.presence_add.key(&data);
-            call.key(&expire).arg(ttl);
+            let mut call = shared.scripts.presence_add.key(data);
+            call.key(expire).arg(ttl);
             for entry in entries {
                 call.arg(entry.client.as_bytes())
                     .arg(encode_entry(&entry.user, &entry.name));
@@ -191,13 +193,14 @@ async fn delete(shared: &Shared, topic: &str, clients: &[Arc<str>]) -> Result<()
     let data = shared.keys.presence_data(topic);
     let expire = shared.keys.presence_expire(topic);
     let clients: Vec<&str> = clients.iter().map(|c| &**c).collect();
+    let (data, expire, clients) = (&data, &expire, &clients);
     shared
         .commands
         .run(|mut conn| async move {
             redis::pipe()
                 .atomic()
-                .hdel(&data, &clients)
-                .zrem(&expire, &clients)
+                .hdel(data, clients)
+                .zrem(expire, clients)
                 .exec_async(&mut conn)
                 .await
         })

@@ -91,11 +91,12 @@ pub(crate) fn send(
     let shared = shared.clone();
     let probe = channel.to_owned();
     tokio::spawn(async move {
+        let probe = &probe;
         let result = shared
             .commands
             .run(|mut conn| async move {
                 redis::cmd("PUBLISH")
-                    .arg(&probe)
+                    .arg(probe)
                     .arg("probe")
                     .query_async::<u64>(&mut conn)
                     .await

@@ -42,7 +42,7 @@ async fn run_script(shared: &Shared, topic: &str, body: &Body) -> Result<Publish
     let meta_ttl = expire_secs(config.meta_ttl);
     let (top, epoch): (u64, String) = shared
         .commands
-        .run(|mut conn| async move {
+        .run_once(|mut conn| async move {
             shared
                 .scripts
                 .publish
@@ -83,7 +83,7 @@ pub(crate) async fn broadcast(
     let message = payload::encode_broadcast(&body);
     let result = shared
         .commands
-        .run(|mut conn| async move {
+        .run_once(|mut conn| async move {
             redis::cmd("PUBLISH")
                 .arg(&channel)
                 .arg(message)

@@ -123,6 +123,17 @@ impl Task {
             if lost_some {
                 self.shared.stats.reconnected();
                 tracing::info!(topics = self.wanted.len(), "redis pub/sub reconnected");
+                // The command connection may still hold a socket to the Redis that went away
+                // (it finds out on its next command): check it now, so the clients told to
+                // recover below find it working.
+                let ping = self
+                    .shared
+                    .commands
+                    .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+                    .await;
+                if let Err(e) = ping {
+                    tracing::debug!(error = %e, "redis command connection not back yet");
+                }
                 if let Some(hub) = self.shared.hub() {
                     hub.lost(None);
                 }
