@@ -154,6 +154,7 @@ impl RedisEngine {
         let commands = Commands::connect(client.clone(), timeout)
             .await
             .map_err(unreachable)?;
+        scripts::Scripts::load(&commands).await?;
         let node = switchboard_hub::stream::new_epoch();
         let shared = Arc::new(Shared {
             keys: Keys::new(&config.prefix),

@@ -40,23 +40,38 @@ async fn run_script(shared: &Shared, topic: &str, body: &Body) -> Result<Publish
     let channel = shared.keys.channel(topic);
     let epoch = new_epoch();
     let meta_ttl = expire_secs(config.meta_ttl);
+    // EVALSHA, and on NOSCRIPT (a Redis that restarted) EVAL with the script itself, in one
+    // step: redis-rs's `invoke_async` loads the script and then runs it, and a publish sent
+    // meanwhile (a client's next one, pipelined) would be numbered before it.
     let (top, epoch): (u64, String) = shared
         .commands
         .run_once(|mut conn| async move {
-            shared
-                .scripts
-                .publish
-                .key(&meta)
-                .key(&stream)
-                .arg(&*epoch)
-                .arg(meta_ttl)
-                .arg(size)
-                .arg(ttl_ms)
-                .arg(&channel)
-                .arg(u32::from(body.kind))
-                .arg(&body.data[..])
-                .invoke_async(&mut conn)
-                .await
+            let call = |cmd: &str, script: &str| {
+                let mut c = redis::cmd(cmd);
+                c.arg(script)
+                    .arg(2)
+                    .arg(&meta)
+                    .arg(&stream)
+                    .arg(&*epoch)
+                    .arg(meta_ttl)
+                    .arg(size)
+                    .arg(ttl_ms)
+                    .arg(&channel)
+                    .arg(u32::from(body.kind))
+                    .arg(&body.data[..]);
+                c
+            };
+            let hash = shared.scripts.publish.get_hash();
+            match call("EVALSHA", hash).query_async(&mut conn).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    call("EVAL", crate::scripts::PUBLISH)
+                        .query_async(&mut conn)
+                        .await
+                }
+                other => other,
+            }
         })
         .await?;
     if top == 0 || epoch.is_empty() {

@@ -3,7 +3,7 @@
 use redis::Script;
 
 /// `lua/publish.lua`: number, keep and send one publication.
-const PUBLISH: &str = include_str!("lua/publish.lua");
+pub(crate) const PUBLISH: &str = include_str!("lua/publish.lua");
 /// `lua/history.lua`: a topic's position and part of its history.
 const HISTORY: &str = include_str!("lua/history.lua");
 /// `lua/presence_add.lua`: add or refresh presence entries.
@@ -21,6 +21,28 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
+    /// Loads every script into Redis's script cache (`SCRIPT LOAD`), so the first `EVALSHA`s
+    /// find them: at connect, and after the node reconnected to a Redis that may have
+    /// restarted (which empties the cache). A publish that still finds its script missing
+    /// runs it with `EVAL`; in that moment a client's pipelined publishes may be numbered
+    /// out of the order it sent them.
+    pub(crate) async fn load(
+        commands: &crate::command::Commands,
+    ) -> Result<(), switchboard_hub::engine::EngineError> {
+        for body in [PUBLISH, HISTORY, PRESENCE_ADD, PRESENCE_GET] {
+            commands
+                .run(|mut c| async move {
+                    redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(body)
+                        .query_async::<String>(&mut c)
+                        .await
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             publish: Script::new(PUBLISH),

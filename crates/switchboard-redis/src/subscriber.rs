@@ -126,12 +126,8 @@ impl Task {
                 // The command connection may still hold a socket to the Redis that went away
                 // (it finds out on its next command): check it now, so the clients told to
                 // recover below find it working.
-                let ping = self
-                    .shared
-                    .commands
-                    .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-                    .await;
-                if let Err(e) = ping {
+                // It may be a Redis that restarted: its script cache is empty.
+                if let Err(e) = crate::scripts::Scripts::load(&self.shared.commands).await {
                     tracing::debug!(error = %e, "redis command connection not back yet");
                 }
                 if let Some(hub) = self.shared.hub() {

@@ -52,6 +52,60 @@ pub(crate) trait App {
 /// What an app waits for: a future whose result goes to [`App::done`].
 pub(crate) type Wait<W> = Pin<Box<dyn Future<Output = W> + Send>>;
 
+/// At most this many waits run at once per connection (publishes through Redis, say); past
+/// it, the client's next messages wait in the socket.
+pub(crate) const MAX_WAITS: usize = 64;
+
+/// What an app waits for: they run at the same time (a client's publishes go to Redis one
+/// after the other without waiting for each answer, in order on one connection) and end,
+/// for the app, in the order they were started.
+pub(crate) struct Waits<W> {
+    queue: VecDeque<Slot<W>>,
+}
+
+enum Slot<W> {
+    Running(Wait<W>),
+    Done(W),
+}
+
+impl<W> Default for Waits<W> {
+    fn default() -> Self {
+        Self {
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+impl<W> Waits<W> {
+    fn push(&mut self, wait: Wait<W>) {
+        self.queue.push_back(Slot::Running(wait));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Polls every running wait (each is polled first in the order started, so their
+    /// requests go out in that order); the oldest one's result once it is done.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<W>> {
+        for slot in &mut self.queue {
+            if let Slot::Running(wait) = slot {
+                if let Poll::Ready(w) = wait.as_mut().poll(cx) {
+                    *slot = Slot::Done(w);
+                }
+            }
+        }
+        match self.queue.front() {
+            None => Poll::Ready(None),
+            Some(Slot::Running(_)) => Poll::Pending,
+            Some(Slot::Done(_)) => match self.queue.pop_front() {
+                Some(Slot::Done(w)) => Poll::Ready(Some(w)),
+                _ => Poll::Ready(None),
+            },
+        }
+    }
+}
+
 /// What an [`App`] works with.
 pub(crate) struct Ctx<'a, W> {
     /// Topics: subscribe, publish.
@@ -65,7 +119,7 @@ pub(crate) struct Ctx<'a, W> {
     /// What to send back, in order.
     pub(crate) replies: &'a mut Replies,
     /// What the app waits for, oldest first.
-    pub(crate) waits: &'a mut VecDeque<Wait<W>>,
+    pub(crate) waits: &'a mut Waits<W>,
     /// The server's counters.
     pub(crate) metrics: &'a Metrics,
 }
@@ -106,7 +160,7 @@ impl<W> Ctx<'_, W> {
     /// Waits for `f` (after what the app already waits for), then hands its result to
     /// [`App::done`]. The client's next messages wait until then.
     pub(crate) fn wait(&mut self, f: impl Future<Output = W> + Send + 'static) {
-        self.waits.push_back(Box::pin(f));
+        self.waits.push(Box::pin(f));
     }
 }
 
@@ -258,7 +312,7 @@ where
         app,
         link,
         replies: Replies::default(),
-        waits: VecDeque::new(),
+        waits: Waits::default(),
     };
     session.open();
     let stop = match session.write(&mut ws, &mut reg) {
@@ -308,7 +362,7 @@ struct Session<A: App> {
     app: A,
     link: Link,
     replies: Replies,
-    waits: VecDeque<Wait<A::Waited>>,
+    waits: Waits<A::Waited>,
 }
 
 impl<A: App> Session<A> {
@@ -352,15 +406,16 @@ impl<A: App> Session<A> {
         self.replies.write(ws, &self.link.metrics, reg)
     }
 
-    /// Polls the oldest wait; `Ready` once it ended and the app had its result.
+    /// Hands the app the results of the waits that ended, in order; `Ready` when it had
+    /// one (its replies wait in the list).
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(wait) = self.waits.front_mut() else {
-            return Poll::Ready(());
-        };
-        let waited = std::task::ready!(wait.as_mut().poll(cx));
-        self.waits.pop_front();
-        self.with_app(|app, cx| app.done(cx, waited));
-        Poll::Ready(())
+        match self.waits.poll_next(cx) {
+            Poll::Ready(Some(waited)) => {
+                self.with_app(|app, cx| app.done(cx, waited));
+                Poll::Ready(())
+            }
+            _ => Poll::Pending,
+        }
     }
 
     fn poll<S>(
@@ -393,33 +448,31 @@ impl<A: App> Session<A> {
                     return Poll::Ready(stop);
                 }
             }
-            if !self.waits.is_empty() {
-                // The client's messages wait (in the socket) until the app's wait ends;
-                // what is queued still goes out.
-                if let Poll::Ready(Err(e)) = ws.poll_flush(cx) {
-                    return Poll::Ready(Stop::Failed(e));
+            if self.waits.len() > 0 {
+                if self.poll_wait(cx).is_ready() {
+                    if let Err(stop) = self.write(ws, reg) {
+                        return Poll::Ready(stop);
+                    }
+                    continue;
                 }
-                match self.poll_wait(cx) {
-                    Poll::Ready(()) => {
-                        if let Err(stop) = self.write(ws, reg) {
-                            return Poll::Ready(stop);
-                        }
-                        continue;
+                if self.waits.len() >= MAX_WAITS {
+                    // The client's next messages wait (in the socket) until a wait ends;
+                    // what is queued still goes out.
+                    if let Poll::Ready(Err(e)) = ws.poll_flush(cx) {
+                        return Poll::Ready(Stop::Failed(e));
                     }
-                    Poll::Pending => {
-                        return if reg.register(cx.waker()) {
-                            Poll::Ready(Stop::Shutdown)
-                        } else {
-                            Poll::Pending
-                        };
-                    }
+                    return if reg.register(cx.waker()) {
+                        Poll::Ready(Stop::Shutdown)
+                    } else {
+                        Poll::Pending
+                    };
                 }
             }
             match ws.poll_next_event(cx) {
                 Poll::Ready(Ok(Some(Event::Message(m)))) => {
                     reg.received(true);
-                    metrics.messages_in.add(1);
-                    metrics.bytes_in.add(m.payload().len() as u64);
+                    self.link.metrics.messages_in.add(1);
+                    self.link.metrics.bytes_in.add(m.payload().len() as u64);
                     self.message(m);
                     if let Err(stop) = self.write(ws, reg) {
                         return Poll::Ready(stop);

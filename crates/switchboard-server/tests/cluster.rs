@@ -240,3 +240,38 @@ async fn redis_down_fails_publishes_fast_and_keeps_clients() {
     assert_eq!(next_of(&mut sub, "message").await["data"]["n"], 3);
     a.stop().await;
 }
+
+/// One client's publishes go to Redis without waiting for each answer (up to 64 at once),
+/// yet are numbered in the order sent and acknowledged in that order.
+#[tokio::test]
+async fn a_clients_publishes_are_pipelined_in_order() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let mut sub = ws(a.addr, "/ws").await;
+    subscribe(&mut sub, "p", None).await;
+    let mut publisher = ws(a.addr, "/ws").await;
+    for n in 1..=300u64 {
+        send_json(
+            &mut publisher,
+            json!({"type":"publish","topic":"p","data":{"n":n},"id":n}),
+        )
+        .await;
+    }
+    for n in 1..=300u64 {
+        let ack = next_json(&mut publisher).await;
+        assert_eq!(
+            (ack["id"].as_u64(), ack["offset"].as_u64()),
+            (Some(n), Some(n)),
+            "{ack}"
+        );
+    }
+    for n in 1..=300u64 {
+        let m = next_json(&mut sub).await;
+        assert_eq!(
+            (m["offset"].as_u64(), m["data"]["n"].as_u64()),
+            (Some(n), Some(n)),
+            "{m}"
+        );
+    }
+    a.stop().await;
+}

@@ -562,6 +562,13 @@ impl App for PubSub {
             } => {
                 if self.subs.contains(&sub) {
                     self.subscribed(cx, id.as_deref(), &sub, from.as_ref(), page);
+                } else {
+                    // Unsubscribed before its history came: the subscribe still gets its
+                    // answer, and nothing is replayed.
+                    match page {
+                        Ok(_) => ack(cx, id.as_deref()),
+                        Err(e) => cx.reply(error(id.as_deref(), &unavailable(&e))),
+                    }
                 }
             }
             Waited::Published { id, result } => published(cx, id.as_deref(), result),

@@ -1,7 +1,6 @@
 //! Running an [`App`] without a socket: what it replies and what its outbox receives, in
 //! the order the session would write them.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -9,7 +8,7 @@ use switchboard_hub::{Hub, Outbox, OutboxLimits};
 use switchboard_proto::Message;
 
 use crate::auth::Identity;
-use crate::session::{Action, App, Ctx, Replies};
+use crate::session::{Action, App, Ctx, Replies, Waits};
 
 /// Something sent to the client: a reply of the app's, or a broadcast frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +63,7 @@ impl Client {
         app: &mut A,
         f: impl FnOnce(&mut A, &mut Ctx<'_, A::Waited>),
     ) -> Vec<Sent> {
-        let mut waits = VecDeque::new();
+        let mut waits = Waits::default();
         let mut cx = Ctx {
             hub: &self.hub,
             outbox: &self.outbox,
@@ -74,9 +73,11 @@ impl Client {
             metrics: &self.metrics,
         };
         f(app, &mut cx);
-        while let Some(wait) = cx.waits.pop_front() {
-            let waited = block_on(wait);
-            app.done(&mut cx, waited);
+        while cx.waits.len() > 0 {
+            let waited = block_on(std::future::poll_fn(|c| cx.waits.poll_next(c)));
+            if let Some(waited) = waited {
+                app.done(&mut cx, waited);
+            }
         }
         self.replies.take().into_iter().map(decode_action).collect()
     }
