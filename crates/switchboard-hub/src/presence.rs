@@ -1,12 +1,13 @@
 //! One topic's presence in memory ([`crate::MemoryEngine`]): the connections present, kept
 //! lean for the common case of a few (a `/ws` client on a topic of its own costs one entry).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 
 use crate::engine::{PresenceEntry, PresenceStats};
 
-/// Up to this many entries are a list (searched in order); past it, a map by client.
+/// Up to this many entries are a list (searched in order); past it, a set by client.
 const FEW: usize = 32;
 
 /// The connections present in one topic, by client.
@@ -14,8 +15,38 @@ const FEW: usize = 32;
 pub(crate) enum Present {
     /// Few: a list, allocated only once someone is present, one entry at first.
     Few(Vec<PresenceEntry>),
-    /// Many: a map by client (boxed: an empty topic's presence stays the size of a list).
-    Many(Box<HashMap<Arc<str>, PresenceEntry>>),
+    /// Many: a set by client.
+    #[expect(
+        clippy::box_collection,
+        reason = "boxed, every topic's presence is the size of a list (24 bytes), not of a set (48)"
+    )]
+    Many(Box<HashSet<ByClient>>),
+}
+
+/// An entry known by its client: equal, hashed and looked up by it alone (a set of these is
+/// a map by client that does not hold the client twice).
+#[derive(Debug)]
+pub(crate) struct ByClient(PresenceEntry);
+
+impl PartialEq for ByClient {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.client == other.0.client
+    }
+}
+
+impl Eq for ByClient {}
+
+impl Hash for ByClient {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As the `str` hashes, for lookups through `Borrow<str>`.
+        (*self.0.client).hash(state);
+    }
+}
+
+impl Borrow<str> for ByClient {
+    fn borrow(&self) -> &str {
+        &self.0.client
+    }
 }
 
 impl Default for Present {
@@ -38,14 +69,13 @@ impl Present {
                     }
                     list.push(entry);
                 } else {
-                    let mut map: HashMap<_, _> =
-                        list.drain(..).map(|e| (Arc::clone(&e.client), e)).collect();
-                    map.insert(Arc::clone(&entry.client), entry);
-                    *self = Self::Many(Box::new(map));
+                    let mut set: HashSet<_> = list.drain(..).map(ByClient).collect();
+                    set.insert(ByClient(entry));
+                    *self = Self::Many(Box::new(set));
                 }
             }
-            Self::Many(map) => {
-                map.insert(Arc::clone(&entry.client), entry);
+            Self::Many(set) => {
+                set.replace(ByClient(entry));
             }
         }
     }
@@ -63,10 +93,10 @@ impl Present {
                 }
                 true
             }
-            Self::Many(map) => {
-                let removed = map.remove(client).is_some();
-                if map.len() <= FEW / 2 {
-                    *self = Self::Few(map.drain().map(|(_, e)| e).collect());
+            Self::Many(set) => {
+                let removed = set.remove(client);
+                if set.len() <= FEW / 2 {
+                    *self = Self::Few(set.drain().map(|e| e.0).collect());
                 }
                 removed
             }
@@ -77,7 +107,7 @@ impl Present {
     pub(crate) fn is_empty(&self) -> bool {
         match self {
             Self::Few(list) => list.is_empty(),
-            Self::Many(map) => map.is_empty(),
+            Self::Many(set) => set.is_empty(),
         }
     }
 
@@ -85,7 +115,7 @@ impl Present {
     pub(crate) fn entries(&self) -> Vec<PresenceEntry> {
         match self {
             Self::Few(list) => list.clone(),
-            Self::Many(map) => map.values().cloned().collect(),
+            Self::Many(set) => set.iter().map(|e| e.0.clone()).collect(),
         }
     }
 
@@ -93,7 +123,7 @@ impl Present {
     pub(crate) fn stats(&self) -> PresenceStats {
         match self {
             Self::Few(list) => stats(list.iter()),
-            Self::Many(map) => stats(map.values()),
+            Self::Many(set) => stats(set.iter().map(|e| &e.0)),
         }
     }
 }
