@@ -41,6 +41,7 @@ command -v node >/dev/null || apt_missing+=(nodejs)
 command -v npm >/dev/null || apt_missing+=(npm)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || apt_missing+=(nginx)
 command -v openssl >/dev/null || apt_missing+=(openssl)
+command -v redis-server >/dev/null || [[ -x /usr/bin/redis-server ]] || apt_missing+=(redis-server)
 if ((${#apt_missing[@]})); then
   command -v apt-get >/dev/null || die "missing ${apt_missing[*]} and no apt-get to install them"
   step "installing ${apt_missing[*]} with apt-get"

@@ -137,6 +137,13 @@ impl fmt::Debug for dyn Deliver {
 /// [module](self) docs.
 pub trait Engine: Send + Sync + fmt::Debug {
     /// Called once by the hub with its delivery side.
+    ///
+    /// Contract for engines of several nodes: a failed [`subscribe`](Self::subscribe) keeps
+    /// the node's interest in the topic (it is subscribed once the backend is back) until
+    /// [`unsubscribe`](Self::unsubscribe); [`Deliver::lost`] comes after the engine
+    /// subscribed again following a lost connection; every
+    /// [`presence_add`](Self::presence_add), even one that failed, is followed by a
+    /// [`presence_remove`](Self::presence_remove).
     fn attach(&self, hub: Weak<dyn Deliver>);
 
     /// Numbers `body` as `topic`'s next publication, keeps it in the topic's history and
@@ -181,6 +188,25 @@ pub trait Engine: Send + Sync + fmt::Debug {
     fn stream_count(&self) -> Option<usize> {
         None
     }
+
+    /// The engine's own counters and gauges, for `/metrics` (its state, its backend's
+    /// latency, its reconnects). None by default.
+    fn metrics(&self) -> Vec<EngineMetric> {
+        Vec::new()
+    }
+}
+
+/// One of an engine's counters or gauges (see [`Engine::metrics`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineMetric {
+    /// The Prometheus name (`switchboard_engine_…`).
+    pub name: &'static str,
+    /// One line saying what it counts.
+    pub help: &'static str,
+    /// The value now.
+    pub value: f64,
+    /// A gauge (it goes up and down) rather than a counter.
+    pub gauge: bool,
 }
 
 /// A future that [`Op::Pending`] holds.

@@ -124,6 +124,10 @@ struct Sub {
     outbox: Arc<Outbox>,
     /// `Some` until [`Hub::go_live`]: what was delivered meanwhile.
     buffer: Option<Buffered>,
+    /// Publications up to this offset are skipped (0: none): the subscriber's history read
+    /// saw them already (in its replay, or before its position), but with an engine that
+    /// delivers later (Redis) they may still be on their way to this node.
+    after: u64,
 }
 
 /// What a topic's subscriber lock guards.
@@ -224,7 +228,14 @@ impl Deliver for Local {
         }
         self.stats.publications.fetch_add(1, Ordering::Relaxed);
         let (mut delivered, mut dropped, mut overflowed) = (0u64, 0u64, 0u64);
+        let offset = p.position.as_ref().map_or(0, |at| at.offset);
         for sub in subs.map.values_mut() {
+            if sub.after > 0 && offset > 0 {
+                if offset <= sub.after {
+                    continue;
+                }
+                sub.after = 0;
+            }
             if let Some(buffer) = sub.buffer.as_mut() {
                 // Waiting for its history: bounded like its outbox.
                 if buffer.len() >= sub.outbox.limits().max_messages {
@@ -370,6 +381,7 @@ impl Hub {
         let mut sub = Some(Sub {
             outbox,
             buffer: Some(Vec::new()),
+            after: 0,
         });
         loop {
             let (name, t) = self.topic_or_new(topic);
@@ -447,7 +459,11 @@ impl Hub {
             return replay;
         };
         let mut subs = lock(&t.subs);
-        if let Some(buffered) = subs.map.get_mut(&sub.id).and_then(|s| s.buffer.take()) {
+        let Some(s) = subs.map.get_mut(&sub.id) else {
+            return replay;
+        };
+        s.after = top.offset;
+        if let Some(buffered) = s.buffer.take() {
             let newer = |at: &Option<StreamPosition>| {
                 at.as_ref()
                     .is_none_or(|at| at.epoch != top.epoch || at.offset > top.offset)
@@ -459,11 +475,10 @@ impl Hub {
                     .map(|(_, f)| f),
             );
         }
-        let behind = subs
-            .last
-            .as_ref()
-            .is_none_or(|l| l.epoch == top.epoch && l.offset < top.offset);
-        if behind {
+        // Only a topic nothing was delivered for yet takes its position from the read (so a
+        // gap right after it is seen); otherwise deliveries alone move it: others'
+        // publications up to `top` may still be on their way here.
+        if subs.last.is_none() {
             subs.last = Some(top.clone());
         }
         replay

@@ -58,7 +58,7 @@ pub mod recovery;
 pub mod stream;
 
 pub use engine::{
-    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Op, PresenceEntry,
+    Body, Deliver, Engine, EngineError, EngineMetric, HistoryPage, HistoryQuery, Op, PresenceEntry,
     PresenceStats, Publication, Published,
 };
 pub use hub::{Hub, HubConfig, HubStats, PlainRender, Render, Subscribing, Subscription};

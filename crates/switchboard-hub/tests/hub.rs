@@ -564,3 +564,36 @@ fn a_gap_or_a_new_epoch_tells_subscribers_to_recover_and_a_repeat_is_dropped() {
         2
     );
 }
+
+/// With an engine that delivers later (Redis), publications up to a newcomer's read may
+/// still be on their way when it goes live: they reach the subscribers that were there
+/// before, and not the newcomer (its read had them).
+#[test]
+fn publications_still_on_their_way_reach_the_others_once_and_the_newcomer_not_again() {
+    let engine = Arc::new(Hand::default());
+    *engine.top.lock().unwrap() = 10;
+    let hub = Hub::with_engine(Arc::clone(&engine) as Arc<dyn Engine>, Arc::new(WithOffset));
+    let old = outbox();
+    join(&hub, "t", &old, None);
+    // 11 and 12 are published; the newcomer's read sees them before they arrive here.
+    *engine.top.lock().unwrap() = 12;
+    let new = outbox();
+    join(&hub, "t", &new, None);
+    engine.deliver(11, "e1");
+    engine
+        .hub
+        .get()
+        .unwrap()
+        .upgrade()
+        .unwrap()
+        .deliver(&Publication {
+            topic: "t".into(),
+            position: None,
+            body: text("event"),
+        });
+    engine.deliver(12, "e1");
+    engine.deliver(13, "e1");
+    assert_eq!(payloads(&old), ["11:x", "-:event", "12:x", "13:x"]);
+    assert_eq!(payloads(&new), ["-:event", "13:x"]);
+    assert!(!old.is_lost() && !new.is_lost());
+}

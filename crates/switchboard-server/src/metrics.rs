@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use switchboard_hub::HubStats;
+use switchboard_hub::Hub;
 
 const SHARDS: usize = 16;
 
@@ -169,7 +169,10 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4).
-    pub fn render(&self, hub: &HubStats, topics: usize) -> String {
+    pub fn render(&self, hub: &Hub) -> String {
+        let topics = hub.topic_count();
+        let engine = hub.engine().metrics();
+        let hub = hub.stats();
         let mut s = String::with_capacity(2048);
         let counters = [
             (
@@ -259,6 +262,16 @@ impl Metrics {
              switchboard_topics {topics}\n",
             self.connections_open.load(Ordering::Relaxed).max(0)
         );
+        for m in engine {
+            let kind = if m.gauge { "gauge" } else { "counter" };
+            let _ = write!(
+                s,
+                "# HELP {n} {h}\n# TYPE {n} {kind}\n{n} {v}\n",
+                n = m.name,
+                h = m.help,
+                v = m.value
+            );
+        }
         self.render_handshakes(&mut s);
         self.render_requests_and_close_codes(&mut s);
         let _ = write!(

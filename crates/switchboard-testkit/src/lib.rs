@@ -3,9 +3,11 @@
 //! - [`alloc`]: counting global allocators for the no-allocation and idle-memory tests.
 //! - [`python`]: the Python interpreter of the interop tests, and the check for `websockets`.
 //! - [`server`]: starting a server and talking to it from the server's tests.
+//! - [`redis`]: a real `redis-server` on a free port, for the Redis engine's tests.
 
 #![allow(unreachable_pub, missing_docs)]
 
 pub mod alloc;
 pub mod python;
+pub mod redis;
 pub mod server;

@@ -46,9 +46,13 @@ impl Running {
 
 /// Starts a server with `config` on `127.0.0.1:0`.
 pub async fn start(config: ServerConfig) -> Running {
+    start_server(Server::new(config)).await
+}
+
+/// Starts `server` (built by the test: on another engine, say) on `127.0.0.1:0`.
+pub async fn start_server(server: Server) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = Server::new(config);
     let hub = server.hub().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(listener, async {

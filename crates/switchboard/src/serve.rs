@@ -6,8 +6,8 @@ mod options;
 
 use anyhow::Context;
 
-use options::settings;
 pub(crate) use options::ServeArgs;
+use options::{settings, EngineChoice};
 
 /// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`), before the
 /// server allocates anything per connection. mimalloc asks for them on its arenas
@@ -159,7 +159,19 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if !api {
             tracing::info!("POST /api/publish is disabled until an API key is set (SWITCHBOARD_API_KEY)");
         }
-        switchboard_server::run(listener, s.config, shutdown_signal()).await?;
+        let server = match &s.engine {
+            EngineChoice::Memory => switchboard_server::Server::new(s.config),
+            EngineChoice::Redis(url) => {
+                let mut rc = switchboard_redis::RedisConfig::new(url.clone());
+                rc.history = s.config.hub.limits();
+                let engine = switchboard_redis::RedisEngine::connect(rc).await.map_err(|e| {
+                    anyhow::anyhow!("{e} (start redis-server there, or point --redis-url at one; --engine memory runs without Redis)")
+                })?;
+                tracing::info!("engine: redis at {}, node {}", engine.config().redacted_url(), engine.node_id());
+                switchboard_server::Server::with_engine(s.config, engine)
+            }
+        };
+        server.run(listener, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -50,10 +50,7 @@ pub(crate) async fn handle<S>(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
             &[],
-            shared
-                .metrics
-                .render(shared.hub.stats(), shared.hub.topic_count())
-                .as_bytes(),
+            shared.metrics.render(&shared.hub).as_bytes(),
         ),
         Http::Publish => {
             let max = shared.config.limits.max_api_body;

@@ -50,6 +50,10 @@ pub(crate) struct BroadcastArgs {
     /// Subscribers connecting at the same time.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
+    /// Spread the subscribers over these endpoints in turn (other nodes of a cluster, say),
+    /// publishing on URL; repeat it, or separate with commas [default: URL].
+    #[arg(long, value_delimiter = ',', value_name = "URL")]
+    subscribe_url: Vec<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -83,6 +87,16 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
     }
     super::ensure_fd_limit(a.subscribers as u64 + 1)?;
     let target = Arc::new(Target::new(&a.url, a.subscribers + 1, &a.common)?);
+    let per_node = a.subscribers.div_ceil(a.subscribe_url.len().max(1)) + 1;
+    let sub_targets: Arc<[Arc<Target>]> = if a.subscribe_url.is_empty() {
+        Arc::from([Arc::clone(&target)])
+    } else {
+        a.subscribe_url
+            .iter()
+            .map(|u| Target::new(u, per_node, &a.common).map(Arc::new))
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into()
+    };
     let max_publishes = a
         .count
         .unwrap_or((a.rate * a.common.duration.as_secs_f64()).ceil().max(1.0) as u64)
@@ -98,7 +112,7 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
     let printer = progress.spawn_printer(a.common.quiet, "delivered");
     let rss_after = Arc::new(AtomicU64::new(0));
     let started = since_start();
-    let results = run_threads(&a, target, &board, &progress, &rss_after)?;
+    let results = run_threads(&a, target, sub_targets, &board, &progress, &rss_after)?;
     let elapsed = (since_start() - started).as_secs_f64();
     let stats = super::collect(&progress, printer, results);
     let rss = (rss_before, rss_after.load(Ordering::Relaxed));
@@ -115,6 +129,7 @@ pub(crate) fn run(a: BroadcastArgs) -> anyhow::Result<Report> {
 fn run_threads(
     a: &BroadcastArgs,
     target: Arc<Target>,
+    sub_targets: Arc<[Arc<Target>]>,
     board: &Arc<Board>,
     progress: &Arc<Progress>,
     rss_after: &Arc<AtomicU64>,
@@ -127,8 +142,9 @@ fn run_threads(
         Arc::clone(rss_after),
     );
     on_threads(threads, move |t| {
-        let (target, args, board, p, rss_after) = (
+        let (target, sub_targets, args, board, p, rss_after) = (
             Arc::clone(&target),
+            Arc::clone(&sub_targets),
             Arc::clone(&args),
             Arc::clone(&b),
             Arc::clone(&p),
@@ -142,7 +158,7 @@ fn run_threads(
             for i in (0..args.subscribers).filter(|i| i % threads == t) {
                 tasks.push(tokio::task::spawn_local(subscriber(
                     i,
-                    Arc::clone(&target),
+                    Arc::clone(&sub_targets[i % sub_targets.len()]),
                     Arc::clone(&args),
                     Arc::clone(&board),
                     Arc::clone(&p),

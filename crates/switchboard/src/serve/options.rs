@@ -153,6 +153,15 @@ pub(crate) struct ServeArgs {
     /// in the log at start].
     #[arg(long, env = "SWITCHBOARD_IO_URING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     io_uring: Option<bool>,
+    /// Where topics' positions, history and presence live, and what carries publications:
+    /// `memory` (this process only) or `redis` (several `serve` nodes sharing one Redis,
+    /// see --redis-url) [default: memory].
+    #[arg(long, env = "SWITCHBOARD_ENGINE", value_parser = ["memory", "redis"], value_name = "ENGINE")]
+    engine: Option<String>,
+    /// The Redis server of `--engine redis` (`redis://[:PASSWORD@]HOST:PORT/DB`; `rediss://`
+    /// for TLS) [default: redis://127.0.0.1:6379/0].
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
     /// Let the heap use transparent huge pages (2 MiB) where the kernel offers them
     /// (`madvise` mode). Off by default: the allocator would ask for them, and 2 MiB pages
     /// touched by a few connections each make an idle connection cost about 1.1 KB
@@ -212,6 +221,8 @@ struct FileConfig {
     log_json: Option<bool>,
     io_uring: Option<bool>,
     huge_pages: Option<bool>,
+    engine: Option<String>,
+    redis_url: Option<String>,
 }
 
 /// `listen` in the file: the same forms as the flag.
@@ -277,6 +288,44 @@ fn off_if_zero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
+/// Where topics' streams, history and presence live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EngineChoice {
+    /// In this process.
+    Memory,
+    /// On the Redis server at this URL.
+    Redis(String),
+}
+
+/// The Redis server `--engine redis` uses without `--redis-url`.
+pub(crate) const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+fn engine_choice(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<EngineChoice> {
+    let url = a.redis_url.clone().or_else(|| f.redis_url.clone());
+    match a.engine.as_deref().or(f.engine.as_deref()) {
+        None | Some("memory") => {
+            if url.is_some() {
+                bail!("--redis-url is set but the engine is memory: add --engine redis (SWITCHBOARD_ENGINE=redis, or engine = \"redis\" in the config file)");
+            }
+            Ok(EngineChoice::Memory)
+        }
+        Some("redis") => {
+            let url = url.unwrap_or_else(|| DEFAULT_REDIS_URL.to_string());
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://")
+                || url.starts_with("unix://"))
+            {
+                bail!("--redis-url {url:?} is not a Redis URL: write redis://HOST:PORT/DB (rediss:// for TLS)");
+            }
+            Ok(EngineChoice::Redis(url))
+        }
+        Some(other) => bail!(
+            "engine {other:?} is not one of memory, redis: set engine = \"memory\" or \"redis\""
+        ),
+    }
+}
+
 /// The merged settings.
 pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
@@ -287,6 +336,7 @@ pub(crate) struct Settings {
     /// Which transport sockets use, and why, for the log.
     pub(crate) transport: String,
     pub(crate) huge_pages: bool,
+    pub(crate) engine: EngineChoice,
     pub(crate) config: ServerConfig,
 }
 
@@ -313,6 +363,7 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
     if io_uring {
         config = config.io_uring(true);
     }
+    let engine = engine_choice(&a, &f)?;
     let workers = a.workers.or(f.workers);
     if workers == Some(0) {
         bail!("workers must be at least 1 (leave it out for one per CPU core)");
@@ -327,6 +378,7 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         log_json: a.log_json.or(f.log_json).unwrap_or(false),
         transport,
         huge_pages: a.huge_pages.or(f.huge_pages).unwrap_or(false),
+        engine,
         config,
     })
 }

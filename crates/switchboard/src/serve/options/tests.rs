@@ -203,3 +203,52 @@ fn io_uring_is_the_default_where_it_works_and_false_turns_it_off() {
     assert_eq!(s.transport, "epoll (io_uring turned off)");
     assert!(s.huge_pages);
 }
+
+/// `--engine` and `--redis-url`: memory by default; redis on the default URL or the one
+/// given; a URL without `--engine redis`, or one that is not a Redis URL, is a mistake that
+/// says what to write.
+#[test]
+fn the_engine_is_memory_unless_redis_is_asked_for() {
+    let engine = |args: &[&str]| {
+        let mut all = vec!["x", "--io-uring", "false"];
+        all.extend_from_slice(args);
+        settings(T::parse_from(all).a).map(|s| s.engine)
+    };
+    assert_eq!(engine(&[]).unwrap(), EngineChoice::Memory);
+    assert_eq!(
+        engine(&["--engine", "redis"]).unwrap(),
+        EngineChoice::Redis(DEFAULT_REDIS_URL.into())
+    );
+    assert_eq!(
+        engine(&[
+            "--engine",
+            "redis",
+            "--redis-url",
+            "redis://10.0.0.2:6380/1"
+        ])
+        .unwrap(),
+        EngineChoice::Redis("redis://10.0.0.2:6380/1".into())
+    );
+    let err = format!("{:#}", engine(&["--redis-url", "redis://h/0"]).unwrap_err());
+    assert!(err.contains("add --engine redis"), "{err}");
+    let err = format!(
+        "{:#}",
+        engine(&["--engine", "redis", "--redis-url", "h:6379"]).unwrap_err()
+    );
+    assert!(err.contains("write redis://HOST:PORT/DB"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("sb-engine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(&file, "engine = \"redis\"\nredis_url = \"redis://r:1/0\"\n").unwrap();
+    assert_eq!(
+        engine(&["--config", file.to_str().unwrap()]).unwrap(),
+        EngineChoice::Redis("redis://r:1/0".into())
+    );
+    std::fs::write(&file, "engine = \"nats\"\n").unwrap();
+    let err = format!(
+        "{:#}",
+        engine(&["--config", file.to_str().unwrap()]).unwrap_err()
+    );
+    assert!(err.contains("not one of memory, redis"), "{err}");
+}
