@@ -574,11 +574,11 @@ fn publications_still_on_their_way_reach_the_others_once_and_the_newcomer_not_ag
     *engine.top.lock().unwrap() = 10;
     let hub = Hub::with_engine(Arc::clone(&engine) as Arc<dyn Engine>, Arc::new(WithOffset));
     let old = outbox();
-    join(&hub, "t", &old, None);
+    join(&hub, "t", &old);
     // 11 and 12 are published; the newcomer's read sees them before they arrive here.
     *engine.top.lock().unwrap() = 12;
     let new = outbox();
-    join(&hub, "t", &new, None);
+    join(&hub, "t", &new);
     engine.deliver(11, "e1");
     engine
         .hub

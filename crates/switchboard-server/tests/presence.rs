@@ -1,11 +1,15 @@
 //! Presence end to end: `/ws` `presence` and `presence_stats` with subscribers coming and
-//! going, and the chat welcome's members (docs/protocol.md). On one node; presence across
-//! nodes (the Redis engine) is tested with that engine.
+//! going, and the chat welcome's members (docs/protocol.md); on one node, and on two nodes
+//! of a real `redis-server`.
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard_proto::CloseCode;
-use switchboard_server::ServerConfig;
-use switchboard_testkit::server::{next_of, send_json, start, ws, Ws};
+use switchboard_redis::{RedisConfig, RedisEngine};
+use switchboard_server::{Server, ServerConfig};
+use switchboard_testkit::redis::RedisServer;
+use switchboard_testkit::server::{next_of, send_json, start, start_server, ws, Running, Ws};
 
 /// Asks `topic`'s presence; the answer.
 async fn presence(c: &mut Ws, topic: &str, id: u64) -> Value {
@@ -107,7 +111,7 @@ async fn ws_presence_with_two_subscribers_and_one_leaving() {
             break;
         }
         // The server handles a's close on its own task: give it a moment.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(alone.len(), 1, "{alone:?}");
     assert!(!both.contains(&alone[0]), "ids are not reused");
@@ -163,4 +167,91 @@ async fn ids_of_ws(c: &mut Ws) -> String {
     let id = ids(&presence(c, "mine", 99).await);
     assert_eq!(id.len(), 1);
     id[0].clone()
+}
+
+/// A node on `redis`, and its id.
+async fn node(redis: &RedisServer) -> (Running, String) {
+    let engine = RedisEngine::connect(RedisConfig::new(redis.url()))
+        .await
+        .expect("the engine connects");
+    let server = Server::with_engine(ServerConfig::default(), engine);
+    let id = server.node().to_string();
+    (start_server(server).await, id)
+}
+
+/// Asks `topic`'s presence until `done` says yes (removals on another node take a moment
+/// to show); the last answer's client ids.
+async fn presence_until(c: &mut Ws, topic: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let mut got = Vec::new();
+    for i in 0..100 {
+        let p = presence(c, topic, 1000 + i).await;
+        got = p["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["client"].as_str().unwrap().to_string())
+            .collect();
+        if done(&got) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    got
+}
+
+/// Two nodes on one Redis: `/ws` presence lists the subscribers of both, by their node's
+/// id; one leaving is gone from both; chat members span the nodes.
+#[tokio::test]
+async fn presence_spans_the_nodes_of_a_cluster() {
+    let redis = RedisServer::start();
+    let ((a, node_a), (b, node_b)) = (node(&redis).await, node(&redis).await);
+    assert_ne!(node_a, node_b, "every node makes its own id");
+    let (mut x, mut y) = (ws(a.addr, "/ws").await, ws(b.addr, "/ws").await);
+    subscribe(&mut x, "room").await;
+    subscribe(&mut y, "room").await;
+    let both = ids(&presence(&mut x, "room", 1).await);
+    let mut nodes: Vec<_> = both.iter().map(|id| node_of(id).to_string()).collect();
+    nodes.sort();
+    let mut want = vec![node_a.clone(), node_b.clone()];
+    want.sort();
+    assert_eq!(nodes, want, "{both:?}");
+    send_json(
+        &mut y,
+        json!({"type":"presence_stats","topic":"room","id":2}),
+    )
+    .await;
+    let s = next_of(&mut y, "presence_stats").await;
+    assert_eq!(
+        (s["clients"].as_u64(), s["users"].as_u64()),
+        (Some(2), Some(2))
+    );
+    send_json(&mut y, json!({"type":"unsubscribe","topic":"room","id":3})).await;
+    assert_eq!(next_of(&mut y, "ack").await["id"], 3);
+    // The ack came once the entry was gone from Redis: the other node sees it at once.
+    let left = ids(&presence(&mut x, "room", 4).await);
+    assert_eq!(left.len(), 1);
+    assert_eq!(node_of(&left[0]), node_a);
+
+    let mut ada = ws(a.addr, "/chat?room=r1&name=Ada").await;
+    let ada_id = next_of(&mut ada, "welcome").await["you"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut bob = ws(b.addr, "/chat?room=r1&name=Bob").await;
+    let w = next_of(&mut bob, "welcome").await;
+    let bob_id = w["you"]["id"].as_str().unwrap().to_string();
+    assert_eq!((node_of(&ada_id), node_of(&bob_id)), (&*node_a, &*node_b));
+    assert_eq!(
+        w["members"],
+        json!([{"id":ada_id,"name":"Ada"},{"id":bob_id,"name":"Bob"}])
+    );
+    ada.close(CloseCode::NORMAL, "bye").await.unwrap();
+    let l = next_of(&mut bob, "leave").await;
+    assert_eq!(l["member"]["id"], ada_id.as_str());
+    subscribe(&mut y, "chat:r1").await;
+    let now = presence_until(&mut y, "chat:r1", |ids| ids.len() == 1).await;
+    assert_eq!(now, [bob_id]);
+    drop((x, y, ada, bob));
+    a.stop().await;
+    b.stop().await;
 }
