@@ -542,8 +542,9 @@ impl App for PubSub {
             } => {
                 if self.subs.contains(&sub) {
                     self.subscribed(cx, id.as_deref(), &sub, from.as_ref(), added, page);
-                } else if added.is_ok() {
-                    // Given back meanwhile: its presence goes too.
+                } else {
+                    // Given back meanwhile: its presence goes too (even after a failed add,
+                    // which an engine may still write later).
                     self.leave_presence(cx.hub, sub.topic());
                 }
             }
