@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use switchboard_proto::frame::{encode_shared_binary, encode_shared_text, SharedFrame};
 
 use crate::engine::{
-    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Op, Publication, Published,
+    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Op, PresenceEntry,
+    PresenceStats, Publication, Published,
 };
 use crate::memory::MemoryEngine;
 use crate::outbox::{Outbox, Pushed};
@@ -58,15 +59,6 @@ impl HubConfig {
     }
 }
 
-/// Someone present in a topic on this node: what the chat's member lists show.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Member {
-    /// Unique per server.
-    pub id: Arc<str>,
-    /// Display name (need not be unique).
-    pub name: Arc<str>,
-}
-
 /// A subscription handle; give it back with [`Hub::unsubscribe`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Subscription {
@@ -86,8 +78,6 @@ impl Subscription {
 pub struct Subscribing {
     /// The handle. Until [`Hub::go_live`], the topic's publications wait for it in the hub.
     pub subscription: Subscription,
-    /// Everyone present on this node when it was added (the new member last, if it has one).
-    pub members: Vec<Member>,
     /// The history read asked for, once the engine delivers the topic here.
     pub page: Op<Result<HistoryPage, EngineError>>,
 }
@@ -132,7 +122,6 @@ type Buffered = Vec<(Option<StreamPosition>, SharedFrame)>;
 
 struct Sub {
     outbox: Arc<Outbox>,
-    member: Option<Member>,
     /// `Some` until [`Hub::go_live`]: what was delivered meanwhile.
     buffer: Option<Buffered>,
     /// Publications up to this offset are skipped (0: none): the subscriber's history read
@@ -315,7 +304,7 @@ impl Deliver for Local {
 ///
 /// let hub = Hub::new(HubConfig::default());
 /// let inbox = Arc::new(Outbox::new(OutboxLimits::default()));
-/// let s = hub.subscribe("news", Arc::clone(&inbox), None, HistoryQuery { since: None, limit: 0 });
+/// let s = hub.subscribe("news", Arc::clone(&inbox), HistoryQuery { since: None, limit: 0 });
 /// let page = s.page.now().unwrap().unwrap(); // the in-memory engine is ready at once
 /// hub.go_live(&s.subscription, &page.top, Vec::new());
 ///
@@ -325,7 +314,7 @@ impl Deliver for Local {
 /// let mut frames = Vec::new();
 /// inbox.drain(usize::MAX, |f| frames.push(f));
 /// assert_eq!(&frames[0][..], b"\x81\x05hello");
-/// hub.unsubscribe(&s.subscription);
+/// assert!(hub.unsubscribe(&s.subscription));
 /// assert_eq!(hub.topic_count(), 0);
 /// ```
 #[derive(Clone)]
@@ -380,21 +369,17 @@ impl Hub {
         self.local.render.render(publication)
     }
 
-    /// Adds a subscriber to `topic` (`member` makes it visible in the node's member list)
-    /// and starts reading the topic's history by `query` (limit 0: only its position).
-    /// Publications delivered from now on wait in the hub until [`go_live`](Self::go_live).
-    /// If the page fails, give the subscription back with [`unsubscribe`](Self::unsubscribe).
-    pub fn subscribe(
-        &self,
-        topic: &str,
-        outbox: Arc<Outbox>,
-        member: Option<Member>,
-        query: HistoryQuery,
-    ) -> Subscribing {
+    /// Adds a subscriber to `topic` and starts reading the topic's history by `query`
+    /// (limit 0: only its position). Publications delivered from now on wait in the hub
+    /// until [`go_live`](Self::go_live). If the page fails, give the subscription back with
+    /// [`unsubscribe`](Self::unsubscribe).
+    ///
+    /// Being subscribed does not make a connection present: presence is the engine's
+    /// ([`presence_add`](Self::presence_add)), so that every node sees it.
+    pub fn subscribe(&self, topic: &str, outbox: Arc<Outbox>, query: HistoryQuery) -> Subscribing {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut sub = Some(Sub {
             outbox,
-            member,
             buffer: Some(Vec::new()),
             after: 0,
         });
@@ -404,13 +389,9 @@ impl Hub {
             if gate.removed {
                 continue;
             }
-            let members = {
-                let mut subs = lock(&t.subs);
-                if let Some(s) = sub.take() {
-                    subs.map.insert(id, s);
-                }
-                subs.map.values().filter_map(|s| s.member.clone()).collect()
-            };
+            if let Some(s) = sub.take() {
+                lock(&t.subs).map.insert(id, s);
+            }
             let ready = if gate.interested {
                 Op::ready(Ok(()))
             } else {
@@ -420,7 +401,6 @@ impl Hub {
             drop(gate);
             return Subscribing {
                 subscription: Subscription { topic: name, id },
-                members,
                 page: self.then_history(ready, topic, query),
             };
         }
@@ -505,9 +485,12 @@ impl Hub {
     }
 
     /// Removes a subscriber. The topic's stream stays in the engine while its history holds
-    /// anything. Returns the member it had, if any.
-    pub fn unsubscribe(&self, sub: &Subscription) -> Option<Member> {
-        let t = self.local.topic(&sub.topic)?;
+    /// anything. Returns whether it was subscribed (giving a subscription back twice is
+    /// harmless).
+    pub fn unsubscribe(&self, sub: &Subscription) -> bool {
+        let Some(t) = self.local.topic(&sub.topic) else {
+            return false;
+        };
         let mut gate = lock(&t.gate);
         let (removed, empty) = {
             let mut subs = lock(&t.subs);
@@ -527,7 +510,7 @@ impl Hub {
             }
         }
         drop(gate);
-        removed.and_then(|s| s.member)
+        removed.is_some()
     }
 
     /// Publishes `body` to `topic`'s stream: the engine numbers it, keeps it and delivers it
@@ -551,6 +534,28 @@ impl Hub {
         self.engine.history(topic, query)
     }
 
+    /// Adds (or refreshes) a connection's presence in `topic`, in the engine: every node
+    /// sees it until [`presence_remove`](Self::presence_remove) (or, on an engine of several
+    /// nodes, until it expires after this node died).
+    pub fn presence_add(&self, topic: &str, entry: PresenceEntry) -> Op<Result<(), EngineError>> {
+        self.engine.presence_add(topic, entry)
+    }
+
+    /// Removes a connection's presence from `topic`.
+    pub fn presence_remove(&self, topic: &str, client: &str) -> Op<Result<(), EngineError>> {
+        self.engine.presence_remove(topic, client)
+    }
+
+    /// Who is present in `topic`, on every node, in no particular order.
+    pub fn presence(&self, topic: &str) -> Op<Result<Vec<PresenceEntry>, EngineError>> {
+        self.engine.presence(topic)
+    }
+
+    /// How many are present in `topic`, on every node.
+    pub fn presence_stats(&self, topic: &str) -> Op<Result<PresenceStats, EngineError>> {
+        self.engine.presence_stats(topic)
+    }
+
     /// Lets the engine drop what has aged out at `now`. Call it now and then (the server
     /// does from a ticker).
     pub fn trim(&self, now: Instant) {
@@ -562,17 +567,6 @@ impl Hub {
         self.local
             .topic(topic)
             .map_or(0, |t| lock(&t.subs).map.len())
-    }
-
-    /// Who is present in `topic` on this node.
-    pub fn members(&self, topic: &str) -> Vec<Member> {
-        self.local.topic(topic).map_or_else(Vec::new, |t| {
-            lock(&t.subs)
-                .map
-                .values()
-                .filter_map(|s| s.member.clone())
-                .collect()
-        })
     }
 
     /// Topics with at least one subscriber on this node.

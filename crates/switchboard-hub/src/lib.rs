@@ -15,19 +15,21 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use switchboard_hub::{Body, HistoryQuery, Hub, HubConfig, Member, Outbox, OutboxLimits};
+//! use switchboard_hub::{Body, HistoryQuery, Hub, HubConfig, Outbox, OutboxLimits, PresenceEntry};
 //!
 //! let hub = Hub::new(HubConfig::default());
-//! let member = |id: &str, name: &str| Some(Member { id: id.into(), name: name.into() });
 //! let join = |name: &str| {
 //!     let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
-//!     let s = hub.subscribe("chat:lobby", Arc::clone(&outbox), member(name, name), HistoryQuery { since: None, limit: 0 });
+//!     let s = hub.subscribe("chat:lobby", Arc::clone(&outbox), HistoryQuery { since: None, limit: 0 });
 //!     let page = s.page.now().unwrap().unwrap(); // ready at once in memory
 //!     hub.go_live(&s.subscription, &page.top, Vec::new());
-//!     (outbox, s.members)
+//!     let me = PresenceEntry { client: name.into(), user: "".into(), name: name.into() };
+//!     hub.presence_add("chat:lobby", me).now().unwrap().unwrap();
+//!     outbox
 //! };
-//! let (ada, _) = join("Ada");
-//! let (bob, members) = join("Bob");
+//! let ada = join("Ada");
+//! let bob = join("Bob");
+//! let members = hub.presence("chat:lobby").now().unwrap().unwrap();
 //! assert_eq!(members.len(), 2);
 //!
 //! let published = hub.publish("chat:lobby", Body { kind: 0, data: "hi".into() }).now().unwrap().unwrap();
@@ -51,6 +53,7 @@ pub mod engine;
 pub mod hub;
 pub mod memory;
 pub mod outbox;
+mod presence;
 pub mod recovery;
 pub mod stream;
 
@@ -58,7 +61,7 @@ pub use engine::{
     Body, Deliver, Engine, EngineError, EngineMetric, HistoryPage, HistoryQuery, Op, PresenceEntry,
     PresenceStats, Publication, Published,
 };
-pub use hub::{Hub, HubConfig, HubStats, Member, PlainRender, Render, Subscribing, Subscription};
+pub use hub::{Hub, HubConfig, HubStats, PlainRender, Render, Subscribing, Subscription};
 pub use memory::MemoryEngine;
 pub use outbox::{Outbox, OutboxLimits, Pushed, SlowConsumerPolicy};
 pub use stream::{HistoryLimits, Recovery, StreamPosition, TopicStream};

@@ -1,6 +1,6 @@
 //! The in-memory engine: one node's streams, history and presence, delivered at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
@@ -10,14 +10,15 @@ use crate::engine::{
     Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Op, PresenceEntry,
     PresenceStats, Publication, Published,
 };
+use crate::presence::Present;
 use crate::stream::{new_epoch, HistoryLimits, StreamPosition, TopicStream};
 
 /// Streams, history and presence for one node, in its memory. Every operation is ready at
 /// once; a publication is numbered, kept and delivered to the hub under its topic's lock, so
 /// every subscriber sees one order.
 ///
-/// A topic's stream lives while the node has subscribers to it or its history holds
-/// something (see [`Engine::trim`]); a topic without one answers offset 0 in a fresh epoch
+/// A topic's stream (with its presence) lives while the node has subscribers to it, its
+/// history holds something or someone is present (see [`Engine::trim`]); a topic without one answers offset 0 in a fresh epoch
 /// and is not kept (a history request for a made-up topic costs nothing), so its first
 /// publication starts another epoch. Streams are bounded by [`MemoryEngine::MAX_STREAMS`].
 ///
@@ -44,17 +45,15 @@ pub struct MemoryEngine {
     limits: HistoryLimits,
     hub: OnceLock<Weak<dyn Deliver>>,
     streams: RwLock<HashMap<Arc<str>, Arc<Mutex<Stream>>>>,
-    presence: Mutex<HashMap<Arc<str>, Present>>,
 }
-
-/// A topic's presence: by connection.
-type Present = BTreeMap<Arc<str>, PresenceEntry>;
 
 #[derive(Debug)]
 struct Stream {
     stream: TopicStream<Body>,
     /// Whether the node has subscribers to it (kept even with an empty history).
     interest: bool,
+    /// Who is present in the topic (kept while anyone is).
+    present: Present,
     /// Set when it left the map: whoever still holds it looks it up again.
     removed: bool,
 }
@@ -69,6 +68,13 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
+impl Stream {
+    /// Nothing keeps it: no subscriber here, nobody present, an empty history.
+    fn idle(&self) -> bool {
+        !self.interest && self.present.is_empty() && self.stream.history_len() == 0
+    }
+}
+
 impl MemoryEngine {
     /// At most this many topic streams: past it, publishing to a topic with no stream fails
     /// (with subscribers or history, a topic's stream is kept; a flood of made-up topics
@@ -81,7 +87,6 @@ impl MemoryEngine {
             limits,
             hub: OnceLock::new(),
             streams: RwLock::new(HashMap::new()),
-            presence: Mutex::new(HashMap::new()),
         }
     }
 
@@ -116,6 +121,7 @@ impl MemoryEngine {
                         let s = Arc::new(Mutex::new(Stream {
                             stream: TopicStream::new(self.limits),
                             interest: false,
+                            present: Present::default(),
                             removed: false,
                         }));
                         streams.insert(Arc::clone(&n), Arc::clone(&s));
@@ -131,7 +137,8 @@ impl MemoryEngine {
         }
     }
 
-    /// Drops `topic`'s stream if nobody here subscribes and its history is empty at `now`.
+    /// Drops `topic`'s stream if nobody here subscribes, nobody is present and its history
+    /// is empty at `now`.
     /// A busy stream is left for next time (the map never waits for a stream).
     fn drop_if_idle(&self, topic: &str, now: Instant) -> bool {
         let mut streams = write(&self.streams);
@@ -142,7 +149,7 @@ impl MemoryEngine {
             return false;
         };
         state.stream.trim(now);
-        if state.interest || state.stream.history_len() > 0 {
+        if !state.idle() {
             return false;
         }
         state.removed = true;
@@ -233,43 +240,35 @@ impl Engine for MemoryEngine {
     }
 
     fn presence_add(&self, topic: &str, entry: PresenceEntry) -> Op<Result<(), EngineError>> {
-        let mut presence = lock(&self.presence);
-        let members = match presence.get_mut(topic) {
-            Some(m) => m,
-            None => presence.entry(Arc::from(topic)).or_default(),
-        };
-        members.insert(Arc::clone(&entry.client), entry);
-        Op::ready(Ok(()))
+        Op::ready(self.locked(topic, |_, state| state.present.add(entry)))
     }
 
     fn presence_remove(&self, topic: &str, client: &str) -> Op<Result<(), EngineError>> {
-        let mut presence = lock(&self.presence);
-        if let Some(members) = presence.get_mut(topic) {
-            members.remove(client);
-            if members.is_empty() {
-                presence.remove(topic);
+        let found = read(&self.streams).get(topic).cloned();
+        if let Some(stream) = found {
+            let idle = {
+                let mut state = lock(&stream);
+                state.present.remove(client) && state.idle()
+            };
+            if idle {
+                self.drop_if_idle(topic, Instant::now());
             }
         }
         Op::ready(Ok(()))
     }
 
     fn presence(&self, topic: &str) -> Op<Result<Vec<PresenceEntry>, EngineError>> {
-        let presence = lock(&self.presence);
-        Op::ready(Ok(presence
-            .get(topic)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()))
+        let found = read(&self.streams).get(topic).cloned();
+        Op::ready(Ok(
+            found.map_or_else(Vec::new, |s| lock(&s).present.entries())
+        ))
     }
 
     fn presence_stats(&self, topic: &str) -> Op<Result<PresenceStats, EngineError>> {
-        let presence = lock(&self.presence);
-        Op::ready(Ok(presence.get(topic).map_or_else(
-            PresenceStats::default,
-            |m| PresenceStats {
-                clients: m.len(),
-                users: users(m.values()),
-            },
-        )))
+        let found = read(&self.streams).get(topic).cloned();
+        Op::ready(Ok(found.map_or_else(PresenceStats::default, |s| {
+            lock(&s).present.stats()
+        })))
     }
 
     fn trim(&self, now: Instant) {
@@ -279,7 +278,7 @@ impl Engine for MemoryEngine {
             let idle = found.is_some_and(|s| {
                 s.try_lock().is_ok_and(|mut state| {
                     state.stream.trim(now);
-                    !state.interest && state.stream.history_len() == 0
+                    state.idle()
                 })
             });
             // Only idle ones take the map's write lock (and are checked again under it).
@@ -292,18 +291,4 @@ impl Engine for MemoryEngine {
     fn stream_count(&self) -> Option<usize> {
         Some(read(&self.streams).len())
     }
-}
-
-/// Distinct users among `entries`: each anonymous connection (empty user) counts as one.
-pub(crate) fn users<'a>(entries: impl Iterator<Item = &'a PresenceEntry>) -> usize {
-    let mut named = std::collections::HashSet::new();
-    let mut anonymous = 0;
-    for e in entries {
-        if e.user.is_empty() {
-            anonymous += 1;
-        } else {
-            named.insert(Arc::clone(&e.user));
-        }
-    }
-    named.len() + anonymous
 }

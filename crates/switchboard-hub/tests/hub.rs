@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use switchboard_hub::engine::{PresenceEntry, PresenceStats};
 use switchboard_hub::recovery::{decide, query};
 use switchboard_hub::{
-    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Hub, HubConfig, Member, Op,
-    Outbox, OutboxLimits, Publication, Published, Render, SlowConsumerPolicy, StreamPosition,
-    Subscription,
+    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Hub, HubConfig, Op, Outbox,
+    OutboxLimits, Publication, Published, Render, SlowConsumerPolicy, StreamPosition, Subscription,
 };
 use switchboard_proto::frame::{encode_shared_text, SharedFrame};
 
@@ -18,11 +17,12 @@ fn outbox() -> Arc<Outbox> {
     Arc::new(Outbox::new(OutboxLimits::default()))
 }
 
-fn member(id: &str) -> Option<Member> {
-    Some(Member {
-        id: id.into(),
-        name: format!("name-{id}").into(),
-    })
+fn entry(client: &str, user: &str) -> PresenceEntry {
+    PresenceEntry {
+        client: client.into(),
+        user: user.into(),
+        name: format!("name-{client}").into(),
+    }
 }
 
 fn text(s: impl Into<String>) -> Body {
@@ -63,11 +63,10 @@ fn hub_with(config: HubConfig) -> Hub {
 }
 
 /// Subscribes and goes live at once (no recovery), as the in-memory engine allows.
-fn join(hub: &Hub, topic: &str, o: &Arc<Outbox>, m: Option<Member>) -> (Subscription, Vec<Member>) {
+fn join(hub: &Hub, topic: &str, o: &Arc<Outbox>) -> Subscription {
     let s = hub.subscribe(
         topic,
         Arc::clone(o),
-        m,
         HistoryQuery {
             since: None,
             limit: 0,
@@ -77,7 +76,7 @@ fn join(hub: &Hub, topic: &str, o: &Arc<Outbox>, m: Option<Member>) -> (Subscrip
     assert!(hub
         .go_live(&s.subscription, &page.top, Vec::new())
         .is_empty());
-    (s.subscription, s.members)
+    s.subscription
 }
 
 fn publish(hub: &Hub, topic: &str, data: &str) -> Published {
@@ -96,7 +95,7 @@ fn one_encoding_reaches_a_thousand_subscribers() {
     let hub = hub_with(HubConfig::default());
     let boxes: Vec<_> = (0..1000).map(|_| outbox()).collect();
     for b in &boxes {
-        join(&hub, "room", b, None);
+        join(&hub, "room", b);
     }
     let p = publish(&hub, "room", &"x".repeat(300));
     assert_eq!(p.delivered, Some(1000));
@@ -123,8 +122,8 @@ fn one_encoding_reaches_a_thousand_subscribers() {
 fn topics_are_isolated_and_broadcasts_are_not_numbered() {
     let hub = hub_with(HubConfig::default());
     let (a, b) = (outbox(), outbox());
-    join(&hub, "a", &a, None);
-    join(&hub, "b", &b, None);
+    join(&hub, "a", &a);
+    join(&hub, "b", &b);
     publish(&hub, "a", "for a");
     hub.broadcast("a", text("event")).now().unwrap().unwrap();
     assert_eq!(payloads(&a), ["1:for a", "-:event"]);
@@ -138,11 +137,10 @@ fn topics_are_isolated_and_broadcasts_are_not_numbered() {
 }
 
 #[test]
-fn members_offsets_and_the_stream_outliving_its_subscribers() {
+fn offsets_and_the_stream_outliving_its_subscribers() {
     let hub = hub_with(HubConfig::default().history_size(2));
     let a = outbox();
-    let (sa, members) = join(&hub, "r", &a, member("1"));
-    assert_eq!(members.len(), 1);
+    let sa = join(&hub, "r", &a);
     let epoch = history(&hub, "r", None, 0).top.epoch;
     for i in 1..=3 {
         let p = publish(&hub, "r", &format!("m{i}"));
@@ -150,9 +148,7 @@ fn members_offsets_and_the_stream_outliving_its_subscribers() {
         assert_eq!(p.position.epoch, epoch);
     }
     let b = outbox();
-    let (sb, members) = join(&hub, "r", &b, member("2"));
-    let ids: Vec<_> = members.iter().map(|m| m.id.to_string()).collect();
-    assert_eq!(ids, ["1", "2"]);
+    let sb = join(&hub, "r", &b);
     let page = history(&hub, "r", None, 10);
     let kept: Vec<_> = page
         .publications
@@ -160,16 +156,138 @@ fn members_offsets_and_the_stream_outliving_its_subscribers() {
         .map(|p| payload(&hub.render(p)))
         .collect();
     assert_eq!(kept, ["2:m2", "3:m3"], "history keeps its size");
-    assert_eq!(hub.unsubscribe(&sa).unwrap().id.as_ref(), "1");
-    assert_eq!(hub.members("r").len(), 1);
-    hub.unsubscribe(&sb);
+    assert!(hub.unsubscribe(&sa));
+    assert_eq!(hub.subscriber_count("r"), 1);
+    assert!(hub.unsubscribe(&sb));
     assert_eq!(hub.topic_count(), 0, "no topic has subscribers");
     assert_eq!(hub.stream_count(), 1, "the stream outlives them");
-    assert!(hub.unsubscribe(&sb).is_none(), "twice is harmless");
+    assert!(!hub.unsubscribe(&sb), "twice is harmless");
     // Published with nobody listening: still numbered, still kept, same epoch.
     let p = publish(&hub, "r", "m4");
     assert_eq!((p.position.offset, p.delivered), (4, Some(0)));
     assert_eq!(p.position.epoch, epoch);
+}
+
+fn present(hub: &Hub, topic: &str) -> Vec<String> {
+    let mut v: Vec<_> = hub
+        .presence(topic)
+        .now()
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}/{}/{}", e.client, e.user, e.name))
+        .collect();
+    v.sort();
+    v
+}
+
+fn stats(hub: &Hub, topic: &str) -> PresenceStats {
+    hub.presence_stats(topic).now().unwrap().unwrap()
+}
+
+/// Presence is the engine's, apart from subscriptions: added and removed by client, counted
+/// by connection and by user; a topic's stream stays while anyone is present and goes with
+/// the last one when nothing else keeps it.
+#[test]
+fn presence_lives_in_the_engine_by_client() {
+    let hub = hub_with(HubConfig::default());
+    let o = outbox();
+    let sub = join(&hub, "p", &o);
+    let add = |e| hub.presence_add("p", e).now().unwrap().unwrap();
+    add(entry("n.1", ""));
+    add(entry("n.2", "ada"));
+    add(entry("n.3", "ada"));
+    add(entry("n.4", ""));
+    assert_eq!(
+        present(&hub, "p"),
+        [
+            "n.1//name-n.1",
+            "n.2/ada/name-n.2",
+            "n.3/ada/name-n.3",
+            "n.4//name-n.4"
+        ]
+    );
+    // Two anonymous connections count as two users; ada's two connections as one.
+    assert_eq!(
+        stats(&hub, "p"),
+        PresenceStats {
+            clients: 4,
+            users: 3
+        }
+    );
+    add(PresenceEntry {
+        name: "renamed".into(),
+        ..entry("n.1", "")
+    });
+    assert_eq!(
+        stats(&hub, "p").clients,
+        4,
+        "an add of the same client replaces"
+    );
+    assert!(present(&hub, "p").contains(&"n.1//renamed".to_string()));
+    assert!(present(&hub, "other").is_empty());
+    assert_eq!(stats(&hub, "other"), PresenceStats::default());
+
+    // Unsubscribing leaves presence alone: the stream stays while anyone is present.
+    assert!(hub.unsubscribe(&sub));
+    assert_eq!(hub.stream_count(), 1);
+    for c in ["n.1", "n.2", "n.3"] {
+        hub.presence_remove("p", c).now().unwrap().unwrap();
+    }
+    hub.presence_remove("p", "n.9").now().unwrap().unwrap();
+    assert_eq!(present(&hub, "p"), ["n.4//name-n.4"]);
+    assert_eq!(hub.stream_count(), 1);
+    hub.presence_remove("p", "n.4").now().unwrap().unwrap();
+    assert!(present(&hub, "p").is_empty());
+    assert_eq!(hub.stream_count(), 0, "nothing keeps the stream");
+
+    // Present without a subscriber, then subscribed and gone: the last one out drops it.
+    add(entry("n.5", ""));
+    let sub = join(&hub, "p", &o);
+    hub.presence_remove("p", "n.5").now().unwrap().unwrap();
+    assert_eq!(hub.stream_count(), 1, "still subscribed");
+    hub.unsubscribe(&sub);
+    assert_eq!(hub.stream_count(), 0);
+}
+
+/// Many present in one topic (past the short list), from several threads, then all gone.
+#[test]
+fn presence_of_many_from_several_threads() {
+    let hub = hub_with(HubConfig::default());
+    thread::scope(|s| {
+        for t in 0..4 {
+            let hub = &hub;
+            s.spawn(move || {
+                for i in 0..250 {
+                    let e = entry(&format!("n.{t}.{i}"), &format!("u{}", i % 10));
+                    hub.presence_add("big", e).now().unwrap().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(
+        stats(&hub, "big"),
+        PresenceStats {
+            clients: 1000,
+            users: 10
+        }
+    );
+    assert_eq!(present(&hub, "big").len(), 1000);
+    thread::scope(|s| {
+        for t in 0..4 {
+            let hub = &hub;
+            s.spawn(move || {
+                for i in 0..250 {
+                    hub.presence_remove("big", &format!("n.{t}.{i}"))
+                        .now()
+                        .unwrap()
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(stats(&hub, "big"), PresenceStats::default());
+    assert_eq!(hub.stream_count(), 0);
 }
 
 #[test]
@@ -220,7 +338,7 @@ fn a_subscriber_recovering_gets_the_replay_then_what_came_meanwhile_once_each() 
         epoch: seen.epoch,
     };
     let o = outbox();
-    let s = hub.subscribe("t", Arc::clone(&o), None, query(&from, 300));
+    let s = hub.subscribe("t", Arc::clone(&o), query(&from, 300));
     // Published after the subscriber was added, before its history is handed over.
     publish(&hub, "t", "m4");
     assert!(
@@ -244,7 +362,7 @@ fn history_read_after_a_publication_does_not_repeat_it() {
     publish(&hub, "t", "m1");
     let from = history(&hub, "t", None, 0).top;
     let o = outbox();
-    let s = hub.subscribe("t", Arc::clone(&o), None, query(&from, 300));
+    let s = hub.subscribe("t", Arc::clone(&o), query(&from, 300));
     let Op::Ready(_) = &s.page else {
         panic!("memory is ready at once")
     };
@@ -265,7 +383,7 @@ fn trim_drops_idle_streams_only() {
     );
     let t0 = Instant::now();
     let old = publish(&hub, "idle", "x");
-    let (s, _) = join(&hub, "busy", &outbox(), None);
+    let s = join(&hub, "busy", &outbox());
     publish(&hub, "busy", "y");
     assert_eq!(hub.stream_count(), 2);
     hub.trim(t0);
@@ -283,7 +401,7 @@ fn trim_drops_idle_streams_only() {
 #[test]
 fn with_history_off_the_stream_goes_with_the_last_subscriber() {
     let hub = hub_with(HubConfig::default().history_size(0));
-    let (s, _) = join(&hub, "t", &outbox(), None);
+    let s = join(&hub, "t", &outbox());
     assert_eq!(publish(&hub, "t", "x").position.offset, 1);
     hub.unsubscribe(&s);
     assert_eq!(hub.stream_count(), 0);
@@ -299,8 +417,8 @@ fn a_full_outbox_is_cut_off_and_others_keep_receiving() {
     };
     let slow = Arc::new(Outbox::new(limits));
     let fast = outbox();
-    join(&hub, "t", &slow, None);
-    join(&hub, "t", &fast, None);
+    join(&hub, "t", &slow);
+    join(&hub, "t", &fast);
     for i in 0..100 {
         publish(&hub, "t", &i.to_string());
         payloads(&fast);
@@ -326,7 +444,7 @@ fn concurrent_publishers_keep_per_topic_order() {
     };
     let big: Vec<_> = (0..4).map(|_| Arc::new(Outbox::new(limits))).collect();
     for b in &big {
-        join(&hub, "t", b, None);
+        join(&hub, "t", b);
     }
     thread::scope(|s| {
         for p in 0..4 {
@@ -342,10 +460,7 @@ fn concurrent_publishers_keep_per_topic_order() {
         let subs = &subs;
         s.spawn(move || {
             for _ in 0..500 {
-                let js: Vec<_> = subs
-                    .iter()
-                    .map(|o| join(&hub2, "churn", o, None).0)
-                    .collect();
+                let js: Vec<_> = subs.iter().map(|o| join(&hub2, "churn", o)).collect();
                 for j in js {
                     hub2.unsubscribe(&j);
                 }
@@ -430,7 +545,7 @@ fn a_gap_or_a_new_epoch_tells_subscribers_to_recover_and_a_repeat_is_dropped() {
     *engine.top.lock().unwrap() = 5;
     let hub = Hub::with_engine(Arc::clone(&engine) as Arc<dyn Engine>, Arc::new(WithOffset));
     let o = outbox();
-    join(&hub, "t", &o, None);
+    join(&hub, "t", &o);
     assert_eq!(engine.deliver(6, "e1"), 1);
     assert_eq!(engine.deliver(6, "e1"), 0, "seen already");
     assert_eq!(payloads(&o), ["6:x"]);
@@ -440,7 +555,7 @@ fn a_gap_or_a_new_epoch_tells_subscribers_to_recover_and_a_repeat_is_dropped() {
 
     let o2 = outbox();
     *engine.top.lock().unwrap() = 8;
-    join(&hub, "t", &o2, None);
+    join(&hub, "t", &o2);
     engine.deliver(9, "e1");
     engine.deliver(1, "e2");
     assert!(o2.is_lost(), "another epoch: the stream was lost");
@@ -459,11 +574,11 @@ fn publications_still_on_their_way_reach_the_others_once_and_the_newcomer_not_ag
     *engine.top.lock().unwrap() = 10;
     let hub = Hub::with_engine(Arc::clone(&engine) as Arc<dyn Engine>, Arc::new(WithOffset));
     let old = outbox();
-    join(&hub, "t", &old, None);
+    join(&hub, "t", &old);
     // 11 and 12 are published; the newcomer's read sees them before they arrive here.
     *engine.top.lock().unwrap() = 12;
     let new = outbox();
-    join(&hub, "t", &new, None);
+    join(&hub, "t", &new);
     engine.deliver(11, "e1");
     engine
         .hub

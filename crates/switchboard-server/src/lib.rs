@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     /// Rate limits for the refusals logged.
     pub(crate) refusals: RefusalLogs,
     pub(crate) next_id: AtomicU64,
+    /// This node's id, random: client ids are `{node}.{n}`, unique in the cluster.
+    pub(crate) node: Arc<str>,
 }
 
 /// A server: its configuration, its hub and its counters. [`run`] is the short way.
@@ -146,6 +148,7 @@ impl Server {
                 registry,
                 refusals: RefusalLogs::default(),
                 next_id: AtomicU64::new(1),
+                node: endpoint::presence::node_id(),
                 config,
             }),
         }
@@ -154,6 +157,12 @@ impl Server {
     /// The hub: publish to topics from the embedding program.
     pub fn hub(&self) -> &Hub {
         &self.shared.hub
+    }
+
+    /// This node's id (6 random letters and digits, new for every `Server`): the part
+    /// before the dot of its connections' client ids (`/chat` member ids, `/ws` presence).
+    pub fn node(&self) -> &str {
+        &self.shared.node
     }
 
     /// The counters `/metrics` reports.

@@ -240,29 +240,15 @@ where
     S: Transport + SocketControl + Send + 'static,
     A: App + Send + 'static,
 {
-    let outbox = Arc::new(Outbox::new(shared.config.outbox));
-    let span = Span::current();
-    Box::pin(
-        async move {
-            run(
-                ws,
-                app,
-                Link {
-                    hub: shared.hub.clone(),
-                    outbox,
-                    metrics: Arc::clone(&shared.metrics),
-                    identity: (!identity.is_anonymous()).then(|| Box::new(identity)),
-                },
-                reg,
-            )
-            .await;
-            shared
-                .metrics
-                .connections_open
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-        .instrument(span),
-    )
+    let link = Link {
+        hub: shared.hub.clone(),
+        outbox: Arc::new(Outbox::new(shared.config.outbox)),
+        metrics: Arc::clone(&shared.metrics),
+        identity: (!identity.is_anonymous()).then(|| Box::new(identity)),
+    };
+    // `run` itself, not an async block around it: the block would keep its own copy of
+    // everything it hands over (the socket, the app) in every idle session.
+    Box::pin(run(ws, app, link, reg).instrument(Span::current()))
 }
 
 /// What a session is linked to besides its socket: the hub, its outbox, the counters and
@@ -302,7 +288,8 @@ fn move_frames<S: AsyncRead + AsyncWrite + Unpin>(
     result
 }
 
-/// Runs a session to its end, closing the connection the way its end calls for.
+/// Runs a session to its end, closing the connection the way its end calls for; then it no
+/// longer counts as open.
 pub(crate) async fn run<S, A>(mut ws: WebSocket<S>, app: A, link: Link, mut reg: Registration)
 where
     S: Transport + SocketControl,
@@ -354,6 +341,7 @@ where
     // Boxed: the closing steps' timers and nested futures would otherwise be part of every
     // idle session's state.
     Box::pin(finish(ws, stop, reg, timeout)).await;
+    metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// An open session, besides its socket and registration: the app, what it is linked to,
@@ -530,7 +518,9 @@ mod tests {
             metrics: Default::default(),
             identity: None,
         };
-        let f = super::run(ws, crate::endpoint::pubsub::PubSub::new(8, 300), link, reg);
+        let client = crate::endpoint::presence::ClientId::new("node01".into(), 1);
+        let app = crate::endpoint::pubsub::PubSub::new(8, 300, client);
+        let f = super::run(ws, app, link, reg);
         let size = std::mem::size_of_val(&f);
         assert!(size <= 1024, "session future is {size} bytes");
     }

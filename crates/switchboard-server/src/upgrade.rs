@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use crate::auth::Identity;
+use crate::endpoint::presence::ClientId;
 use crate::endpoint::{chat, pubsub};
 use crate::error::Rejection;
 use crate::metrics::Handshake;
@@ -65,7 +66,7 @@ where
         }
         Endpoint::Chat => {
             let max_text = shared.config.limits.max_chat_text;
-            let app = match chat::Chat::from_query(req.query(), id, max_text) {
+            let app = match chat::Chat::from_query(req.query(), &shared.node, id, max_text) {
                 Ok(app) => app.recovery_max(shared.config.limits.recovery_max),
                 Err(why) => return refused(stream, &shared, why, reg).await,
             };
@@ -85,7 +86,8 @@ where
             };
             debug!("pub/sub opened");
             let limits = &shared.config.limits;
-            let app = pubsub::PubSub::new(limits.max_subscriptions, limits.recovery_max);
+            let client = ClientId::new(Arc::clone(&shared.node), id);
+            let app = pubsub::PubSub::new(limits.max_subscriptions, limits.recovery_max, client);
             Routed::Session(session::start(ws, app, Identity::anonymous(), reg, shared))
         }
     }

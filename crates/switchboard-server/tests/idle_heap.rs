@@ -64,11 +64,34 @@ impl Held {
     }
 }
 
+impl Held {
+    /// At most `max` bytes per connection in all.
+    fn check_total(&self, max: f64) {
+        assert!(
+            self.small + self.large <= max,
+            "an idle connection holds {:.0} B ({:.0} B in large allocations):{}",
+            self.small + self.large,
+            self.large,
+            self.breakdown
+        );
+    }
+}
+
 /// One measurement at a time: the counters are global to the test binary.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Opens `n` idle echo connections to a one-worker server and reports the heap they hold.
 fn held_per_connection(n: usize, io_uring: bool) -> Held {
+    held_per(n, io_uring, |addr, _| blocking_upgrade(addr, "/echo"))
+}
+
+/// Opens `n` connections with `open` (given the server's address and the connection's
+/// number) to a one-worker server and reports the heap they hold once idle.
+fn held_per(
+    n: usize,
+    io_uring: bool,
+    open: impl Fn(std::net::SocketAddr, usize) -> std::net::TcpStream,
+) -> Held {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.worker_threads(1).enable_all();
@@ -89,9 +112,9 @@ fn held_per_connection(n: usize, io_uring: bool) -> Held {
         std::future::pending(),
     ));
     // Warm up: the first connections grow per-thread pools and tables once.
-    let warm: Vec<_> = (0..64).map(|_| blocking_upgrade(addr, "/echo")).collect();
+    let warm: Vec<_> = (0..64).map(|i| open(addr, n + i)).collect();
     let (small0, large0) = settled();
-    let conns: Vec<_> = (0..n).map(|_| blocking_upgrade(addr, "/echo")).collect();
+    let conns: Vec<_> = (0..n).map(|i| open(addr, i)).collect();
     let (small1, large1) = settled();
     let mut bytes = 0;
     let mut breakdown = String::new();
@@ -134,4 +157,64 @@ fn an_idle_io_uring_echo_connection_holds_its_task() {
         return;
     }
     held_per_connection(1000, true).check(300.0);
+}
+
+/// Sends `{"type":"subscribe","topic":"<topic>"}` as one masked frame from a stack buffer
+/// (the key is zero: masking leaves the payload as it is).
+fn subscribe(s: &mut std::net::TcpStream, topic: &str) {
+    use std::io::Write;
+    let parts: [&[u8]; 3] = [
+        br#"{"type":"subscribe","topic":""#,
+        topic.as_bytes(),
+        br#""}"#,
+    ];
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    assert!(len < 126);
+    let mut frame = [0u8; 132];
+    frame[..6].copy_from_slice(&[0x81, 0x80 | len as u8, 0, 0, 0, 0]);
+    let mut at = 6;
+    for p in parts {
+        frame[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    s.write_all(&frame[..at]).unwrap();
+}
+
+/// A topic name for connection `i` (`t` and its number), in `buf`.
+fn topic_of(buf: &mut [u8; 24], i: usize) -> &str {
+    let mut w = &mut buf[..];
+    let _ = std::io::Write::write_fmt(&mut w, format_args!("t{i}"));
+    let left = w.len();
+    let n = buf.len() - left;
+    std::str::from_utf8(&buf[..n]).unwrap()
+}
+
+/// `/ws` connections subscribed to one topic each, idle (epoll): the task and registration
+/// (512 B), the session (736 B), its outbox, the hub's topic and subscriber, the engine's
+/// stream (epoch, history) and the connection's presence in it (its client id, 32 B, and one
+/// entry, 48 B): about 2,490 B (2,885 B before presence moved to the engine, which took the
+/// member out of the hub's subscriber, and the session stopped keeping a second copy of its
+/// app and socket).
+#[test]
+fn an_idle_ws_connection_with_its_own_topic() {
+    let held = held_per(1000, false, |addr, i| {
+        let mut s = blocking_upgrade(addr, "/ws");
+        let mut buf = [0u8; 24];
+        subscribe(&mut s, topic_of(&mut buf, i));
+        s
+    });
+    held.check_total(2600.0);
+}
+
+/// `/ws` connections subscribed to the same topic, idle: the topic and its stream are
+/// shared; each adds its subscriber and its presence entry (past 32 present, in a set: about
+/// 100 B each with the set's spare room): about 1,770 B (1,853 B before).
+#[test]
+fn an_idle_ws_connection_on_a_shared_topic() {
+    let held = held_per(1000, false, |addr, _| {
+        let mut s = blocking_upgrade(addr, "/ws");
+        subscribe(&mut s, "shared");
+        s
+    });
+    held.check_total(1900.0);
 }

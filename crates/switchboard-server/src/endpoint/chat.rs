@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use switchboard_hub::recovery;
 use switchboard_hub::{
-    EngineError, HistoryPage, HistoryQuery, Hub, Member, Op, Published, StreamPosition,
+    EngineError, HistoryPage, HistoryQuery, Hub, Op, PresenceEntry, Published, StreamPosition,
     Subscription,
 };
 use switchboard_proto::Message;
 
+use crate::endpoint::presence;
 use crate::error::{AppError, ErrorCode, Rejection};
 use crate::http::query_param;
 use crate::render;
@@ -71,10 +72,10 @@ struct MemberJson<'a> {
     name: &'a str,
 }
 
-impl<'a> From<&'a Member> for MemberJson<'a> {
-    fn from(m: &'a Member) -> Self {
+impl<'a> From<&'a PresenceEntry> for MemberJson<'a> {
+    fn from(m: &'a PresenceEntry) -> Self {
         Self {
-            id: &m.id,
+            id: &m.client,
             name: &m.name,
         }
     }
@@ -147,8 +148,8 @@ fn fire(op: Op<Result<(), EngineError>>) {
 pub(crate) enum Waited {
     Joined {
         sub: Subscription,
-        members: Vec<Member>,
         from: Option<StreamPosition>,
+        members: Result<Vec<PresenceEntry>, EngineError>,
         page: Result<HistoryPage, EngineError>,
     },
     Said(Result<Published, EngineError>),
@@ -188,7 +189,8 @@ struct In<'a> {
 
 /// One chat connection.
 pub(crate) struct Chat {
-    me: Member,
+    /// Who this connection is: its presence entry in its room (`client` is the member id).
+    me: PresenceEntry,
     room: String,
     sub: Option<Subscription>,
     max_text: usize,
@@ -202,10 +204,12 @@ pub(crate) struct Chat {
 }
 
 impl Chat {
-    pub(crate) fn new(id: u64, name: String, room: String, max_text: usize) -> Self {
+    /// A member with the cluster-wide id `client` (anonymous: no user yet).
+    pub(crate) fn new(client: Arc<str>, name: String, room: String, max_text: usize) -> Self {
         Self {
-            me: Member {
-                id: Arc::from(format!("u{id}")),
+            me: PresenceEntry {
+                client,
+                user: presence::empty(),
                 name: Arc::from(name),
             },
             room,
@@ -229,10 +233,11 @@ impl Chat {
         self
     }
 
-    /// The connection `id` asking for `?room=R&name=N` (the lobby and a guest name when
-    /// left out), or why the handshake is refused.
+    /// The connection `id` of `node` asking for `?room=R&name=N` (the lobby and a guest
+    /// name when left out), or why the handshake is refused.
     pub(crate) fn from_query(
         query: Option<&str>,
+        node: &str,
         id: u64,
         max_text: usize,
     ) -> Result<Self, Rejection> {
@@ -272,7 +277,8 @@ impl Chat {
                 ))
             }
         };
-        Ok(Self::new(id, name, room, max_text).recovering(from))
+        let client = presence::client_id(node, id);
+        Ok(Self::new(client, name, room, max_text).recovering(from))
     }
 
     /// The room this connection is in.
@@ -289,29 +295,36 @@ impl Chat {
         format!("chat:{room}")
     }
 
-    /// Joins the room: subscribes, reads what to welcome with (the newest messages, which
-    /// also serve a recovery), then [`joined`](Self::joined).
-    fn join(&mut self, cx: &mut Ctx<'_, Waited>) {
+    /// Joins the room: subscribes, adds this member's presence, reads who is there (after
+    /// the add, so the list has the newcomer) and what to welcome with (the newest
+    /// messages, which also serve a recovery), then [`joined`](Self::joined). `left` is the
+    /// previous room's presence removal, waited for with the rest so that it is done before
+    /// the client's next message.
+    fn join(&mut self, cx: &mut Ctx<'_, Waited>, left: Op<()>) {
         let topic = Self::topic(&self.room);
         let from = self.recover.take();
         let query = HistoryQuery {
             since: None,
             limit: self.recovery_max.max(WELCOME_HISTORY),
         };
-        let s = cx
-            .hub
-            .subscribe(&topic, Arc::clone(cx.outbox), Some(self.me.clone()), query);
+        let s = cx.hub.subscribe(&topic, Arc::clone(cx.outbox), query);
         self.sub = Some(s.subscription.clone());
-        match s.page.now() {
-            Ok(page) => self.joined(cx, &s.subscription, &s.members, from.as_ref(), page),
+        let added = cx.hub.presence_add(&topic, self.me.clone());
+        let members = presence::after_add(cx.hub, &topic, added);
+        let all = presence::both(left, presence::both(members, s.page));
+        match all.now() {
+            Ok(((), (members, page))) => {
+                self.joined(cx, &s.subscription, from.as_ref(), members, page);
+            }
             Err(op) => {
-                let (sub, members) = (s.subscription, s.members);
+                let sub = s.subscription;
                 cx.wait(async move {
+                    let ((), (members, page)) = op.await;
                     Waited::Joined {
                         sub,
-                        members,
                         from,
-                        page: op.await,
+                        members,
+                        page,
                     }
                 });
             }
@@ -325,16 +338,28 @@ impl Chat {
         &mut self,
         cx: &mut Ctx<'_, Waited>,
         sub: &Subscription,
-        members: &[Member],
         from: Option<&StreamPosition>,
+        members: Result<Vec<PresenceEntry>, EngineError>,
         page: Result<HistoryPage, EngineError>,
     ) {
         let mut page = match page {
             Ok(page) => page,
             Err(e) => {
                 cx.hub.unsubscribe(sub);
+                presence::run_later(presence::removal(cx.hub, sub.topic(), &self.me.client));
                 self.sub = None;
                 return cx.reply(error(&AppError::new(ErrorCode::Unavailable, e.to_string())));
+            }
+        };
+        let members = match members {
+            Ok(mut members) => {
+                presence::sort(&mut members);
+                members
+            }
+            Err(e) => {
+                // The room goes on; the newcomer sees only itself listed.
+                tracing::debug!(topic = sub.topic(), error = %e, "presence read failed");
+                vec![self.me.clone()]
             }
         };
         // The newest messages serve a recovery too: those after the client's position.
@@ -449,17 +474,23 @@ impl Chat {
         if room == self.room && self.sub.is_some() {
             return Ok(());
         }
-        self.leave(cx.hub);
+        let left = self.leave(cx.hub, true);
         // Frames of the old room go out before the new room's welcome.
         cx.outbox_first();
         self.room = room.to_string();
-        self.join(cx);
+        self.join(cx, left);
         Ok(())
     }
 
-    fn leave(&mut self, hub: &Hub) {
-        if let Some(sub) = self.sub.take() {
-            hub.unsubscribe(&sub);
+    /// Leaves the room: unsubscribes, tells the room (`goodbye`), and returns the removal
+    /// of this member's presence (ready, or to wait for or run later).
+    fn leave(&mut self, hub: &Hub, goodbye: bool) -> Op<()> {
+        let Some(sub) = self.sub.take() else {
+            return Op::ready(());
+        };
+        hub.unsubscribe(&sub);
+        let removed = presence::removal(hub, sub.topic(), &self.me.client);
+        if goodbye {
             let leave = render(&Out::Leave {
                 room: &self.room,
                 member: (&self.me).into(),
@@ -467,6 +498,7 @@ impl Chat {
             });
             fire(hub.broadcast(sub.topic(), text_body(leave)));
         }
+        removed
     }
 
     /// Handles one client message; an error is answered with an `error` event.
@@ -509,7 +541,7 @@ impl App for Chat {
     type Waited = Waited;
 
     fn open(&mut self, cx: &mut Ctx<'_, Waited>) {
-        self.join(cx);
+        self.join(cx, Op::ready(()));
     }
 
     fn message(&mut self, cx: &mut Ctx<'_, Waited>, msg: Message) {
@@ -522,13 +554,13 @@ impl App for Chat {
         match waited {
             Waited::Joined {
                 sub,
-                members,
                 from,
+                members,
                 page,
             } => {
                 // Still in that room (not switched away meanwhile).
                 if self.sub.as_ref() == Some(&sub) {
-                    self.joined(cx, &sub, &members, from.as_ref(), page);
+                    self.joined(cx, &sub, from.as_ref(), members, page);
                 }
             }
             Waited::Said(Err(e)) => {
@@ -539,220 +571,15 @@ impl App for Chat {
     }
 
     fn close(&mut self, hub: &Hub) {
-        self.leave(hub);
+        presence::run_later(self.leave(hub, true));
     }
 
+    /// No goodbye (everyone gets a 1001), but the presence goes: the other nodes keep
+    /// running.
     fn shutdown(&mut self, hub: &Hub) {
-        if let Some(sub) = self.sub.take() {
-            hub.unsubscribe(&sub);
-        }
+        presence::run_later(self.leave(hub, false));
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-    use switchboard_hub::HubConfig;
-
-    use super::*;
-    use crate::endpoint::testing::{Client, Sent};
-
-    fn hub() -> Hub {
-        crate::render::memory_hub(HubConfig::default())
-    }
-
-    /// A member of `room` who has opened and taken their welcome and own join.
-    fn member(hub: &Hub, id: u64, name: &str, room: &str) -> (Chat, Client) {
-        let mut chat = Chat::new(id, name.into(), room.into(), 100);
-        let mut c = Client::new(hub);
-        let welcome = c.open(&mut chat);
-        assert_eq!(welcome.len(), 1);
-        assert_eq!(welcome[0].kind(), "welcome");
-        assert_eq!(c.delivered_kinds(), ["join"]);
-        (chat, c)
-    }
-
-    fn error_code(sent: &[Sent]) -> &str {
-        match sent {
-            [s @ Sent::Reply(_)] if s.kind() == "error" => s.json()["code"].as_str().unwrap(),
-            other => panic!("not one error reply: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn joining_welcomes_with_members_and_tells_the_room() {
-        let hub = hub();
-        let (_ada, ada_c) = member(&hub, 1, "Ada", "r1");
-        let mut bob = Chat::new(2, "Bob".into(), "r1".into(), 100);
-        let mut bob_c = Client::new(&hub);
-        let sent = bob_c.open(&mut bob);
-        let w = sent[0].json();
-        assert_eq!(w["you"], json!({"id":"u2","name":"Bob"}));
-        assert_eq!(w["room"], "r1");
-        assert_eq!(
-            w["members"],
-            json!([{"id":"u1","name":"Ada"},{"id":"u2","name":"Bob"}])
-        );
-        assert_eq!(w["history"], json!([]));
-        assert_eq!(w["offset"], 0);
-        assert_eq!(w["epoch"].as_str().unwrap().len(), 8);
-        // The welcome is a reply; the join is a broadcast, to the newcomer too.
-        assert!(matches!(sent[0], Sent::Reply(_)));
-        let joined = ada_c.delivered();
-        assert_eq!(joined.len(), 1);
-        assert_eq!(joined[0].json()["member"]["name"], "Bob");
-        assert_eq!(bob_c.delivered_kinds(), ["join"]);
-    }
-
-    #[test]
-    fn saying_reaches_the_room_numbered_and_kept_for_newcomers() {
-        let hub = hub();
-        let (mut ada, mut ada_c) = member(&hub, 1, "Ada", "r1");
-        let (_bob, bob_c) = member(&hub, 2, "Bob", "r1");
-        let (_cy, cy_c) = member(&hub, 3, "Cy", "r2");
-        ada_c.delivered();
-        assert!(ada_c
-            .send_json(&mut ada, &json!({"type":"message","text":"hi"}))
-            .is_empty());
-        // Typed text (not starting with `{`) is a message too.
-        assert!(ada_c.send(&mut ada, Message::text("  plain")).is_empty());
-        let mut epochs = Vec::new();
-        for c in [&ada_c, &bob_c] {
-            let got = c.delivered();
-            let texts: Vec<_> = got.iter().map(|s| s.json()["text"].clone()).collect();
-            assert_eq!(texts, [json!("hi"), json!("  plain")]);
-            assert_eq!(got[0].json()["offset"], 1);
-            assert_eq!(got[1].json()["offset"], 2);
-            assert_eq!(got[0].json()["epoch"], got[1].json()["epoch"]);
-            epochs.push(got[0].json()["epoch"].clone());
-            assert_eq!(got[0].json()["from"], json!({"id":"u1","name":"Ada"}));
-        }
-        assert!(cy_c.delivered().is_empty(), "another room heard it");
-        let mut dan = Chat::new(4, "Dan".into(), "r1".into(), 100);
-        let welcome = Client::new(&hub).open(&mut dan);
-        assert_eq!(epochs[0], epochs[1], "one epoch for the room");
-        assert_eq!(welcome[0].json()["offset"], 2);
-        assert_eq!(welcome[0].json()["epoch"], epochs[0]);
-        let history = &welcome[0].json()["history"];
-        assert_eq!(history[0]["text"], "hi");
-        assert_eq!(history[1]["text"], "  plain");
-    }
-
-    #[test]
-    fn typing_notices_are_throttled_until_the_next_message() {
-        let hub = hub();
-        let (mut ada, mut ada_c) = member(&hub, 1, "Ada", "t");
-        let (_bob, bob_c) = member(&hub, 2, "Bob", "t");
-        bob_c.delivered();
-        for _ in 0..3 {
-            assert!(ada_c
-                .send_json(&mut ada, &json!({"type":"typing"}))
-                .is_empty());
-        }
-        assert_eq!(bob_c.delivered_kinds(), ["typing"]);
-        ada_c.send_json(&mut ada, &json!({"type":"message","text":"done"}));
-        ada_c.send_json(&mut ada, &json!({"type":"typing"}));
-        assert_eq!(bob_c.delivered_kinds(), ["message", "typing"]);
-    }
-
-    /// The old room's frames still waiting go out before the new room's welcome; the
-    /// new room's own join comes after it.
-    #[test]
-    fn a_room_switch_sends_what_the_old_room_said_first() {
-        let hub = hub();
-        let (mut ada, mut ada_c) = member(&hub, 1, "Ada", "r1");
-        let (mut bob, mut bob_c) = member(&hub, 2, "Bob", "r1");
-        let (_cy, cy_c) = member(&hub, 3, "Cy", "r2");
-        bob_c.send_json(&mut bob, &json!({"type":"message","text":"before"}));
-        let sent = ada_c.send_json(&mut ada, &json!({"type":"join","room":"r2"}));
-        let order: Vec<_> = sent
-            .iter()
-            .map(|s| match s {
-                Sent::Reply(v) => format!("reply {}", v["type"].as_str().unwrap()),
-                Sent::Frame(v) => format!("frame {}", v["type"].as_str().unwrap()),
-                Sent::BinaryFrame(_) => "binary".into(),
-            })
-            .collect();
-        // Bob's join and message in r1, then the r2 welcome; her join to r2 after it.
-        assert_eq!(order, ["frame join", "frame message", "reply welcome"]);
-        assert_eq!(sent[2].json()["room"], "r2");
-        assert_eq!(ada_c.delivered_kinds(), ["join"]);
-        assert_eq!(cy_c.delivered_kinds(), ["join"]);
-        let left = bob_c.delivered();
-        assert_eq!(left.last().unwrap().kind(), "leave");
-        // Joining the room one is in does nothing.
-        assert!(ada_c
-            .send_json(&mut ada, &json!({"type":"join","room":"r2"}))
-            .is_empty());
-        assert_eq!(hub.subscriber_count("chat:r1"), 1);
-        assert_eq!(hub.subscriber_count("chat:r2"), 2);
-    }
-
-    #[test]
-    fn bad_requests_get_error_events_with_their_codes() {
-        let hub = hub();
-        let (mut ada, mut c) = member(&hub, 1, "Ada", "r1");
-        let cases = [
-            (json!({"type":"message","text":"   "}), "invalid_text"),
-            (
-                json!({"type":"message","text":"x".repeat(101)}),
-                "invalid_text",
-            ),
-            (json!({"type":"join","room":"bad room"}), "invalid_room"),
-            (json!({"type":"dance"}), "unknown_type"),
-        ];
-        for (req, code) in cases {
-            assert_eq!(error_code(&c.send_json(&mut ada, &req)), code, "{req}");
-        }
-        let sent = c.send(&mut ada, Message::text(" {not json"));
-        assert_eq!(error_code(&sent), "invalid_json");
-        let sent = c.send(&mut ada, Message::binary(vec![1, 2]));
-        assert_eq!(error_code(&sent), "binary_unsupported");
-        assert_eq!(
-            sent[0].json()["message"],
-            "chat messages are JSON text, see docs/protocol.md"
-        );
-        assert!(c.delivered().is_empty(), "something was broadcast");
-    }
-
-    #[test]
-    fn leaving_says_goodbye_but_a_shutdown_does_not() {
-        let hub = hub();
-        let (mut ada, _) = member(&hub, 1, "Ada", "r1");
-        let (mut bob, _) = member(&hub, 2, "Bob", "r1");
-        let (_cy, cy_c) = member(&hub, 3, "Cy", "r1");
-        cy_c.delivered();
-        ada.close(&hub);
-        bob.shutdown(&hub);
-        let got = cy_c.delivered();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].kind(), "leave");
-        assert_eq!(got[0].json()["member"]["name"], "Ada");
-        assert_eq!(hub.subscriber_count("chat:r1"), 1);
-    }
-
-    #[test]
-    fn the_handshake_query_names_room_and_member() {
-        let chat = Chat::from_query(None, 7, 100).unwrap();
-        assert_eq!(chat.room(), DEFAULT_ROOM);
-        assert!(chat.name().starts_with("guest-"), "{}", chat.name());
-        let chat = Chat::from_query(Some("room=r.1&name=+Ada+L%C3%B6+"), 7, 100).unwrap();
-        assert_eq!((chat.room(), chat.name()), ("r.1", "Ada Lö"));
-        let refused = |q: &str| Chat::from_query(Some(q), 7, 100).err().unwrap();
-        let r = refused("room=no%20spaces");
-        assert_eq!(r.status(), 400);
-        assert_eq!(
-            r.body,
-            "room names use only A-Z, a-z, 0-9, '_', '-' and '.'"
-        );
-        assert_eq!(refused("name=").body, "names are 1-32 characters");
-        assert_eq!(
-            refused("room=%ZZ&name=").body,
-            "room is not valid percent-encoded UTF-8"
-        );
-        assert_eq!(
-            refused("name=a%01b").body,
-            "names may not contain control characters"
-        );
-    }
-}
+mod tests;

@@ -4,20 +4,23 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_hub::recovery;
 use switchboard_hub::{
-    Body, EngineError, HistoryPage, HistoryQuery, Hub, Publication, Published, StreamPosition,
-    Subscription,
+    Body, EngineError, HistoryPage, HistoryQuery, Hub, Op, PresenceEntry, PresenceStats, Published,
+    StreamPosition, Subscription,
 };
 use switchboard_proto::Message;
 
+use crate::endpoint::presence::{self, ClientId};
 use crate::error::{AppError, ErrorCode};
 use crate::render;
 use crate::session::{App, Ctx};
+use answer::{
+    ack, error, history, presence_answer, published, stats_answer, subscribed_ack, unavailable,
+};
 
 /// The subprotocol name clients may offer.
 pub(crate) const SUBPROTOCOL: &str = "switchboard.pubsub.v1";
@@ -52,19 +55,6 @@ pub(crate) fn publishable(topic: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-#[derive(Serialize)]
-struct Delivery<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    topic: &'a str,
-    offset: u64,
-    epoch: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data_base64: Option<String>,
-}
-
 /// The body of a JSON publish: the `data` value's JSON text.
 pub(crate) fn json_body(data: &RawValue) -> Body {
     render::body(render::JSON, data.get().to_owned())
@@ -75,26 +65,6 @@ pub(crate) fn json_body(data: &RawValue) -> Body {
 pub(crate) fn binary_body(topic: &str, payload: impl Into<Bytes>) -> Option<Body> {
     u8::try_from(topic.len()).ok()?;
     Some(render::body(render::BINARY, payload))
-}
-
-/// A publication as the `history` answer lists it: a JSON one as it is delivered, a binary
-/// one as a `message` event with `data_base64`.
-fn history_entry(hub: &Hub, p: &Publication) -> Box<RawValue> {
-    let json = if p.body.kind == render::BINARY {
-        let at = p.position.as_ref();
-        serde_json::to_string(&Delivery {
-            kind: "message",
-            topic: &p.topic,
-            offset: at.map_or(0, |a| a.offset),
-            epoch: at.map_or("", |a| &a.epoch),
-            data: None,
-            data_base64: Some(base64::engine::general_purpose::STANDARD.encode(&p.body.data)),
-        })
-        .unwrap_or_default()
-    } else {
-        String::from_utf8_lossy(&hub.render(p).payload()).into_owned()
-    };
-    RawValue::from_string(json).unwrap_or_else(|_| Box::<RawValue>::default())
 }
 
 /// At most this many publications per `history` request.
@@ -112,50 +82,16 @@ fn binary_topic(b: &Bytes) -> Option<(&str, &[u8])> {
     Some((topic, b.get(1 + n..)?))
 }
 
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum Reply<'a> {
-    Ack {
-        id: &'a RawValue,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        delivered: Option<usize>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        offset: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        epoch: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        recovered: Option<bool>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        capped: Option<bool>,
-    },
-    History {
-        id: Option<&'a RawValue>,
-        topic: &'a str,
-        offset: u64,
-        epoch: &'a str,
-        recovered: bool,
-        capped: bool,
-        publications: Vec<Box<RawValue>>,
-    },
-    Error {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<&'a RawValue>,
-        code: &'a str,
-        message: &'a str,
-    },
-}
+/// At most this many bytes of clients per `presence` answer (like [`HISTORY_BYTES`]: the
+/// answer is one message, and a topic with a crowd present would not fit the connection's
+/// write buffer); past it, the first ones in order, and `"capped":true`.
+pub(crate) const PRESENCE_BYTES: usize = 1 << 20;
 
-fn reply(r: &Reply<'_>) -> Message {
-    Message::text(serde_json::to_string(r).unwrap_or_default())
-}
-
-/// The `error` event for `e`, answering the request `id` if it had one.
-fn error(id: Option<&RawValue>, e: &AppError) -> Message {
-    reply(&Reply::Error {
-        id,
-        code: e.code.as_str(),
-        message: &e.message,
-    })
+/// Whether a `/ws` subscription to `topic` makes the connection present in it: not in a
+/// chat room's topic, which a `/ws` client only watches (the room's members are its chat
+/// connections).
+fn adds_presence(topic: &str) -> bool {
+    !topic.starts_with("chat:")
 }
 
 #[derive(Deserialize)]
@@ -200,7 +136,11 @@ pub(crate) enum Waited {
         id: Option<Box<RawValue>>,
         sub: Subscription,
         from: Option<StreamPosition>,
+        added: Result<(), EngineError>,
         page: Result<HistoryPage, EngineError>,
+    },
+    Unsubscribed {
+        id: Option<Box<RawValue>>,
     },
     Published {
         id: Option<Box<RawValue>>,
@@ -213,15 +153,21 @@ pub(crate) enum Waited {
         limit: usize,
         page: Result<HistoryPage, EngineError>,
     },
+    Presence {
+        id: Option<Box<RawValue>>,
+        topic: String,
+        result: Result<Vec<PresenceEntry>, EngineError>,
+    },
+    PresenceStats {
+        id: Option<Box<RawValue>>,
+        topic: String,
+        result: Result<PresenceStats, EngineError>,
+    },
 }
 
 /// The request's id, owned, for an answer that comes later.
 fn owned(id: Option<&RawValue>) -> Option<Box<RawValue>> {
     id.map(RawValue::to_owned)
-}
-
-fn unavailable(e: &EngineError) -> AppError {
-    AppError::new(ErrorCode::Unavailable, e.to_string())
 }
 
 /// One `/ws` connection.
@@ -230,72 +176,34 @@ pub(crate) struct PubSub {
     max_subscriptions: usize,
     /// Publications replayed at most per recovery (more missed: `capped`, not recovered).
     recovery_max: usize,
+    /// This connection's id in the cluster: its presence in the topics it subscribes to.
+    client: ClientId,
 }
 
 impl PubSub {
-    pub(crate) fn new(max_subscriptions: usize, recovery_max: usize) -> Self {
+    pub(crate) fn new(max_subscriptions: usize, recovery_max: usize, client: ClientId) -> Self {
         Self {
             subs: Vec::new(),
             max_subscriptions,
             recovery_max,
+            client,
+        }
+    }
+
+    /// This connection's presence entry: anonymous, no name.
+    fn entry(&mut self) -> PresenceEntry {
+        PresenceEntry {
+            client: Arc::clone(self.client.get()),
+            user: presence::empty(),
+            name: presence::empty(),
         }
     }
 
     fn handle(&mut self, cx: &mut Ctx<'_, Waited>, req: &Request<'_>) -> Result<(), AppError> {
         let topic = req.topic.as_deref().unwrap_or_default();
         match &*req.kind {
-            "subscribe" => {
-                valid_topic(topic)?;
-                if self.subs.iter().any(|s| s.topic() == topic) {
-                    ack(cx, req.id);
-                    return Ok(());
-                }
-                if self.subs.len() >= self.max_subscriptions {
-                    return Err(AppError::new(
-                        ErrorCode::TooManySubscriptions,
-                        format!(
-                            "at most {} subscriptions per connection",
-                            self.max_subscriptions
-                        ),
-                    ));
-                }
-                let from = req.recover.as_ref().map(Position::get);
-                let query = match &from {
-                    Some(from) => recovery::query(from, self.recovery_max),
-                    None => HistoryQuery {
-                        since: None,
-                        limit: 0,
-                    },
-                };
-                let s = cx.hub.subscribe(topic, Arc::clone(cx.outbox), None, query);
-                self.subs.push(s.subscription.clone());
-                match s.page.now() {
-                    Ok(page) => self.subscribed(cx, req.id, &s.subscription, from.as_ref(), page),
-                    Err(op) => {
-                        let (id, sub) = (owned(req.id), s.subscription);
-                        cx.wait(async move {
-                            Waited::Subscribed {
-                                id,
-                                sub,
-                                from,
-                                page: op.await,
-                            }
-                        });
-                    }
-                }
-                Ok(())
-            }
-            "unsubscribe" => {
-                let Some(i) = self.subs.iter().position(|s| s.topic() == topic) else {
-                    return Err(AppError::new(
-                        ErrorCode::NotSubscribed,
-                        format!("not subscribed to {topic:?}"),
-                    ));
-                };
-                cx.hub.unsubscribe(&self.subs.swap_remove(i));
-                ack(cx, req.id);
-                Ok(())
-            }
+            "subscribe" => self.subscribe(cx, req, topic),
+            "unsubscribe" => self.unsubscribe(cx, req.id, topic),
             "publish" => {
                 publishable(topic)?;
                 let data = req.data.ok_or_else(|| {
@@ -315,55 +223,95 @@ impl PubSub {
                 }
                 Ok(())
             }
-            "history" => {
-                valid_topic(topic)?;
-                let from = req.since.as_ref().map(Position::get);
-                let limit = req.limit.unwrap_or(HISTORY_LIMIT).min(HISTORY_LIMIT);
-                let query = HistoryQuery {
-                    since: from.as_ref().map(|f| f.offset),
-                    limit,
-                };
-                match cx.hub.history(topic, query).now() {
-                    Ok(page) => history(cx, req.id, topic, from.as_ref(), limit, page),
-                    Err(op) => {
-                        let (id, topic) = (owned(req.id), topic.to_owned());
-                        cx.wait(async move {
-                            Waited::History {
-                                id,
-                                topic,
-                                from,
-                                limit,
-                                page: op.await,
-                            }
-                        });
-                    }
-                }
-                Ok(())
-            }
+            "history" => Self::history(cx, req, topic),
+            "presence" => self.presence(cx, req.id, topic),
+            "presence_stats" => self.presence_stats(cx, req.id, topic),
             other => Err(AppError::new(
                 ErrorCode::UnknownType,
                 format!(
-                    "unknown message type {other:?}; use subscribe, unsubscribe, publish or history"
+                    "unknown message type {other:?}; use subscribe, unsubscribe, publish, history, presence or presence_stats"
                 ),
             )),
         }
     }
 
+    /// Subscribes: the hub's subscription (and the history read of a recovery) and this
+    /// connection's presence, together; then [`subscribed`](Self::subscribed).
+    fn subscribe(
+        &mut self,
+        cx: &mut Ctx<'_, Waited>,
+        req: &Request<'_>,
+        topic: &str,
+    ) -> Result<(), AppError> {
+        valid_topic(topic)?;
+        if self.subs.iter().any(|s| s.topic() == topic) {
+            ack(cx, req.id);
+            return Ok(());
+        }
+        if self.subs.len() >= self.max_subscriptions {
+            return Err(AppError::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "at most {} subscriptions per connection",
+                    self.max_subscriptions
+                ),
+            ));
+        }
+        let from = req.recover.as_ref().map(Position::get);
+        let query = match &from {
+            Some(from) => recovery::query(from, self.recovery_max),
+            None => HistoryQuery {
+                since: None,
+                limit: 0,
+            },
+        };
+        let s = cx.hub.subscribe(topic, Arc::clone(cx.outbox), query);
+        self.subs.push(s.subscription.clone());
+        let added = if adds_presence(topic) {
+            cx.hub.presence_add(topic, self.entry())
+        } else {
+            Op::ready(Ok(()))
+        };
+        match presence::both(added, s.page).now() {
+            Ok((added, page)) => {
+                self.subscribed(cx, req.id, &s.subscription, from.as_ref(), added, page);
+            }
+            Err(op) => {
+                let (id, sub) = (owned(req.id), s.subscription);
+                cx.wait(async move {
+                    let (added, page) = op.await;
+                    Waited::Subscribed {
+                        id,
+                        sub,
+                        from,
+                        added,
+                        page,
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// A subscription's history read is done: the ack (with the position and whether it
-    /// recovered), then the replay, then what came meanwhile; from then on, live.
+    /// recovered), then the replay, then what came meanwhile; from then on, live. A
+    /// presence that could not be added is logged: the subscription stands without it.
     fn subscribed(
         &mut self,
         cx: &mut Ctx<'_, Waited>,
         id: Option<&RawValue>,
         sub: &Subscription,
         from: Option<&StreamPosition>,
+        added: Result<(), EngineError>,
         page: Result<HistoryPage, EngineError>,
     ) {
+        presence::log_failure("add", sub.topic(), &added);
         let page = match page {
             Ok(page) => page,
             Err(e) => {
                 cx.hub.unsubscribe(sub);
                 self.subs.retain(|s| s != sub);
+                self.leave_presence(cx.hub, sub.topic());
                 return cx.reply(error(id, &unavailable(&e)));
             }
         };
@@ -385,18 +333,143 @@ impl PubSub {
         }
         let frames = cx.hub.go_live(sub, &page.top, replay);
         if let Some(id) = id {
-            cx.reply(reply(&Reply::Ack {
-                id,
-                delivered: None,
-                offset: Some(page.top.offset),
-                epoch: Some(&page.top.epoch),
-                recovered: Some(decision.is_some_and(|d| d.recovered)),
-                capped: decision.and_then(|d| d.capped.then_some(true)),
-            }));
+            subscribed_ack(cx, id, &page.top, decision);
         }
         for f in frames {
             cx.frame(f);
         }
+    }
+
+    /// The removal of this connection's presence in `topic` (nothing for a chat room's
+    /// topic, which it only watched).
+    fn presence_removal(&mut self, hub: &Hub, topic: &str) -> Op<()> {
+        if adds_presence(topic) {
+            presence::removal(hub, topic, self.client.get())
+        } else {
+            Op::ready(())
+        }
+    }
+
+    /// Removes this connection's presence in `topic` without waiting.
+    fn leave_presence(&mut self, hub: &Hub, topic: &str) {
+        presence::run_later(self.presence_removal(hub, topic));
+    }
+
+    /// Unsubscribes; acks once the presence is gone from the engine (so that a `presence`
+    /// request after the ack does not list it), and before the client's next request.
+    fn unsubscribe(
+        &mut self,
+        cx: &mut Ctx<'_, Waited>,
+        id: Option<&RawValue>,
+        topic: &str,
+    ) -> Result<(), AppError> {
+        let Some(i) = self.subs.iter().position(|s| s.topic() == topic) else {
+            return Err(AppError::new(
+                ErrorCode::NotSubscribed,
+                format!("not subscribed to {topic:?}"),
+            ));
+        };
+        let sub = self.subs.swap_remove(i);
+        cx.hub.unsubscribe(&sub);
+        match self.presence_removal(cx.hub, topic).now() {
+            Ok(()) => ack(cx, id),
+            Err(op) => {
+                let id = owned(id);
+                cx.wait(async move {
+                    op.await;
+                    Waited::Unsubscribed { id }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Presence requests are for subscribers of the topic (as Centrifugo's client-side
+    /// presence): a topic's crowd is not for anyone to list.
+    fn check_subscribed(&self, topic: &str) -> Result<(), AppError> {
+        valid_topic(topic)?;
+        if self.subs.iter().any(|s| s.topic() == topic) {
+            return Ok(());
+        }
+        Err(AppError::new(
+            ErrorCode::NotSubscribed,
+            format!("subscribe to {topic:?} to ask who is present in it"),
+        ))
+    }
+
+    /// A `presence` request: who is present in `topic`, on every node.
+    fn presence(
+        &mut self,
+        cx: &mut Ctx<'_, Waited>,
+        id: Option<&RawValue>,
+        topic: &str,
+    ) -> Result<(), AppError> {
+        self.check_subscribed(topic)?;
+        match cx.hub.presence(topic).now() {
+            Ok(result) => presence_answer(cx, id, topic, result),
+            Err(op) => {
+                let (id, topic) = (owned(id), topic.to_owned());
+                cx.wait(async move {
+                    Waited::Presence {
+                        id,
+                        topic,
+                        result: op.await,
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A `presence_stats` request: how many are present in `topic`, on every node.
+    fn presence_stats(
+        &mut self,
+        cx: &mut Ctx<'_, Waited>,
+        id: Option<&RawValue>,
+        topic: &str,
+    ) -> Result<(), AppError> {
+        self.check_subscribed(topic)?;
+        match cx.hub.presence_stats(topic).now() {
+            Ok(result) => stats_answer(cx, id, topic, result),
+            Err(op) => {
+                let (id, topic) = (owned(id), topic.to_owned());
+                cx.wait(async move {
+                    Waited::PresenceStats {
+                        id,
+                        topic,
+                        result: op.await,
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A `history` request.
+    fn history(cx: &mut Ctx<'_, Waited>, req: &Request<'_>, topic: &str) -> Result<(), AppError> {
+        valid_topic(topic)?;
+        let from = req.since.as_ref().map(Position::get);
+        let limit = req.limit.unwrap_or(HISTORY_LIMIT).min(HISTORY_LIMIT);
+        let query = HistoryQuery {
+            since: from.as_ref().map(|f| f.offset),
+            limit,
+        };
+        match cx.hub.history(topic, query).now() {
+            Ok(page) => history(cx, req.id, topic, from.as_ref(), limit, page),
+            Err(op) => {
+                let (id, topic) = (owned(req.id), topic.to_owned());
+                cx.wait(async move {
+                    Waited::History {
+                        id,
+                        topic,
+                        from,
+                        limit,
+                        page: op.await,
+                    }
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A binary publish: `[N][topic][payload]`, delivered with its position.
@@ -424,100 +497,6 @@ impl PubSub {
             }
         }
     }
-}
-
-/// The plain ack of a request with an id.
-fn ack(cx: &mut Ctx<'_, Waited>, id: Option<&RawValue>) {
-    if let Some(id) = id {
-        cx.reply(reply(&Reply::Ack {
-            id,
-            delivered: None,
-            offset: None,
-            epoch: None,
-            recovered: None,
-            capped: None,
-        }));
-    }
-}
-
-/// A publish is done: its ack (position, and local subscribers reached when known), or an
-/// error event.
-fn published(
-    cx: &mut Ctx<'_, Waited>,
-    id: Option<&RawValue>,
-    result: Result<Published, EngineError>,
-) {
-    match result {
-        Ok(p) => {
-            if let Some(id) = id {
-                cx.reply(reply(&Reply::Ack {
-                    id,
-                    delivered: p.delivered,
-                    offset: Some(p.position.offset),
-                    epoch: Some(&p.position.epoch),
-                    recovered: None,
-                    capped: None,
-                }));
-            }
-        }
-        Err(e) => cx.reply(error(id, &unavailable(&e))),
-    }
-}
-
-/// Answers a `history` request from the page read.
-fn history(
-    cx: &mut Ctx<'_, Waited>,
-    id: Option<&RawValue>,
-    topic: &str,
-    from: Option<&StreamPosition>,
-    limit: usize,
-    page: Result<HistoryPage, EngineError>,
-) {
-    let page = match page {
-        Ok(page) => page,
-        Err(e) => return cx.reply(error(id, &unavailable(&e))),
-    };
-    let decision = from.map_or_else(recovery::Decision::default, |f| {
-        recovery::decide(f, &page, limit)
-    });
-    let (mut recovered, mut capped) = (decision.recovered, decision.capped);
-    let mut publications: Vec<Box<RawValue>> = if from.is_some() && !recovered {
-        // A recovery is all or nothing.
-        Vec::new()
-    } else {
-        page.publications
-            .iter()
-            .map(|p| history_entry(cx.hub, p))
-            .collect()
-    };
-    if publications.iter().map(|p| p.get().len()).sum::<usize>() > HISTORY_BYTES {
-        capped = true;
-        if from.is_some() {
-            recovered = false;
-            publications.clear();
-        } else {
-            // The newest that fit.
-            let mut bytes = 0;
-            let fit = publications
-                .iter()
-                .rev()
-                .take_while(|p| {
-                    bytes += p.get().len();
-                    bytes <= HISTORY_BYTES
-                })
-                .count();
-            publications.drain(..publications.len() - fit);
-        }
-    }
-    cx.reply(reply(&Reply::History {
-        id,
-        topic,
-        offset: page.top.offset,
-        epoch: &page.top.epoch,
-        recovered,
-        capped,
-        publications,
-    }));
 }
 
 impl App for PubSub {
@@ -558,19 +537,23 @@ impl App for PubSub {
                 id,
                 sub,
                 from,
+                added,
                 page,
             } => {
                 if self.subs.contains(&sub) {
-                    self.subscribed(cx, id.as_deref(), &sub, from.as_ref(), page);
+                    self.subscribed(cx, id.as_deref(), &sub, from.as_ref(), added, page);
                 } else {
-                    // Unsubscribed before its history came: the subscribe still gets its
-                    // answer, and nothing is replayed.
+                    // Given back before its history came: its presence goes too (even after
+                    // a failed add, which an engine may still write later); the subscribe
+                    // still gets its answer, and nothing is replayed.
+                    self.leave_presence(cx.hub, sub.topic());
                     match page {
                         Ok(_) => ack(cx, id.as_deref()),
                         Err(e) => cx.reply(error(id.as_deref(), &unavailable(&e))),
                     }
                 }
             }
+            Waited::Unsubscribed { id } => ack(cx, id.as_deref()),
             Waited::Published { id, result } => published(cx, id.as_deref(), result),
             Waited::History {
                 id,
@@ -579,272 +562,23 @@ impl App for PubSub {
                 limit,
                 page,
             } => history(cx, id.as_deref(), &topic, from.as_ref(), limit, page),
+            Waited::Presence { id, topic, result } => {
+                presence_answer(cx, id.as_deref(), &topic, result);
+            }
+            Waited::PresenceStats { id, topic, result } => {
+                stats_answer(cx, id.as_deref(), &topic, result);
+            }
         }
     }
 
     fn close(&mut self, hub: &Hub) {
-        for s in self.subs.drain(..) {
+        for s in std::mem::take(&mut self.subs) {
             hub.unsubscribe(&s);
+            self.leave_presence(hub, s.topic());
         }
     }
 }
 
+mod answer;
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-    use switchboard_hub::HubConfig;
-
-    use super::*;
-    use crate::endpoint::testing::{Client, Sent};
-
-    fn reply(sent: &[Sent]) -> &Value {
-        match sent {
-            [Sent::Reply(v)] => v,
-            other => panic!("not one reply: {other:?}"),
-        }
-    }
-
-    use serde_json::Value;
-
-    #[test]
-    fn subscribe_publish_ack_and_delivery() {
-        let hub = crate::render::memory_hub(HubConfig::default());
-        let (mut a, mut a_c) = (PubSub::new(8, 300), Client::new(&hub));
-        let (mut b, mut b_c) = (PubSub::new(8, 300), Client::new(&hub));
-        assert!(a_c.open(&mut a).is_empty());
-        let sent = a_c.send_json(
-            &mut a,
-            &json!({"type":"subscribe","topic":"news","id":"s1"}),
-        );
-        let ack = reply(&sent);
-        let epoch0 = ack["epoch"].as_str().unwrap().to_string();
-        assert_eq!(
-            ack,
-            &json!({"type":"ack","id":"s1","offset":0,"epoch":epoch0,"recovered":false})
-        );
-        // Without an id there is no ack; subscribing twice is fine.
-        assert!(a_c
-            .send_json(&mut a, &json!({"type":"subscribe","topic":"news"}))
-            .is_empty());
-        assert_eq!(hub.subscriber_count("news"), 1);
-        let publish = json!({"type":"publish","topic":"news","data":{"n":[1,2]},"id":7});
-        let sent = b_c.send_json(&mut b, &publish);
-        let epoch = reply(&sent)["epoch"].as_str().unwrap().to_string();
-        assert_eq!(
-            reply(&sent),
-            &json!({"type":"ack","id":7,"delivered":1,"offset":1,"epoch":epoch})
-        );
-        assert_eq!(
-            a_c.delivered(),
-            [Sent::Frame(
-                json!({"type":"message","topic":"news","offset":1,"epoch":epoch,"data":{"n":[1,2]}})
-            )]
-        );
-        assert!(b_c.delivered().is_empty());
-        let sent = a_c.send_json(&mut a, &json!({"type":"unsubscribe","topic":"news","id":2}));
-        assert_eq!(reply(&sent)["type"], "ack");
-        let sent = b_c.send_json(
-            &mut b,
-            &json!({"type":"publish","topic":"news","data":2,"id":8}),
-        );
-        assert_eq!(reply(&sent)["delivered"], 0);
-        assert!(a_c.delivered().is_empty());
-    }
-
-    #[test]
-    fn binary_publishes_are_delivered_with_their_position() {
-        let hub = crate::render::memory_hub(HubConfig::default());
-        let (mut a, mut a_c) = (PubSub::new(8, 300), Client::new(&hub));
-        let (mut b, mut b_c) = (PubSub::new(8, 300), Client::new(&hub));
-        a_c.send_json(&mut a, &json!({"type":"subscribe","topic":"news"}));
-        let bin = b"\x04news\x00\xff\x07".to_vec();
-        assert!(b_c.send(&mut b, Message::binary(bin)).is_empty());
-        let top = hub
-            .history(
-                "news",
-                HistoryQuery {
-                    since: None,
-                    limit: 0,
-                },
-            )
-            .now()
-            .unwrap()
-            .unwrap()
-            .top;
-        assert_eq!(top.offset, 1);
-        let mut want = b"\x04news\x00\x00\x00\x00\x00\x00\x00\x01\x08".to_vec();
-        want.extend_from_slice(top.epoch.as_bytes());
-        want.extend_from_slice(b"\x00\xff\x07");
-        assert_eq!(a_c.delivered(), [Sent::BinaryFrame(want)]);
-        let sent = b_c.send(&mut b, Message::binary(vec![200, 1]));
-        assert_eq!(reply(&sent)["code"], "invalid_binary");
-        let sent = b_c.send(&mut b, Message::binary(b"\x06chat:x!".to_vec()));
-        assert_eq!(reply(&sent)["code"], "reserved_topic");
-        assert!(binary_body(&"t".repeat(256), vec![]).is_none());
-    }
-
-    #[test]
-    fn history_requests_answer_what_the_stream_holds() {
-        let hub = crate::render::memory_hub(HubConfig::default());
-        let (mut a, mut c) = (PubSub::new(8, 300), Client::new(&hub));
-        let mut epoch = String::new();
-        for n in 1..=5 {
-            let sent = c.send_json(
-                &mut a,
-                &json!({"type":"publish","topic":"t","data":{"n":n},"id":n}),
-            );
-            epoch = reply(&sent)["epoch"].as_str().unwrap().to_string();
-        }
-        assert!(c
-            .send(&mut a, Message::binary(b"\x01t\x09\x08".to_vec()))
-            .is_empty());
-        let sent = c.send_json(
-            &mut a,
-            &json!({"type":"history","topic":"t","id":"h","since":{"offset":3,"epoch":epoch},"limit":10}),
-        );
-        let msg =
-            |n: u64| json!({"type":"message","topic":"t","offset":n,"epoch":epoch,"data":{"n":n}});
-        assert_eq!(
-            reply(&sent),
-            &json!({"type":"history","id":"h","topic":"t","offset":6,"epoch":epoch,
-            "recovered":true,"capped":false,"publications":[
-                msg(4), msg(5),
-                {"type":"message","topic":"t","offset":6,"epoch":epoch,"data_base64":"CQg="}
-            ]})
-        );
-        // No position: the last `limit`, not recovered.
-        let sent = c.send_json(
-            &mut a,
-            &json!({"type":"history","topic":"t","id":1,"limit":2}),
-        );
-        let h = reply(&sent);
-        assert_eq!(h["recovered"], false);
-        assert_eq!(h["publications"][0], msg(5));
-        assert_eq!(h["publications"].as_array().unwrap().len(), 2);
-        // Capped by the limit; another epoch; an empty topic.
-        let sent = c.send_json(
-            &mut a,
-            &json!({"type":"history","topic":"t","id":2,"since":{"offset":0,"epoch":epoch},"limit":3}),
-        );
-        assert_eq!(
-            (
-                reply(&sent)["recovered"].as_bool(),
-                reply(&sent)["capped"].as_bool()
-            ),
-            (Some(false), Some(true))
-        );
-        assert_eq!(reply(&sent)["publications"], json!([]));
-        let sent = c.send_json(
-            &mut a,
-            &json!({"type":"history","topic":"t","id":3,"since":{"offset":5,"epoch":"other"}}),
-        );
-        assert_eq!(reply(&sent)["recovered"], false);
-        assert_eq!(reply(&sent)["publications"], json!([]));
-        let sent = c.send_json(
-            &mut a,
-            &json!({"type":"history","topic":"empty","id":4,"since":null}),
-        );
-        assert_eq!(reply(&sent)["offset"], 0);
-        assert_eq!(reply(&sent)["publications"], json!([]));
-    }
-
-    #[test]
-    fn history_answers_stay_within_their_byte_bound() {
-        let hub = crate::render::memory_hub(HubConfig::default());
-        let (mut a, mut c) = (PubSub::new(8, 300), Client::new(&hub));
-        let big = "x".repeat(60 << 10);
-        let mut epoch = String::new();
-        for n in 1..=30 {
-            let sent = c.send_json(
-                &mut a,
-                &json!({"type":"publish","topic":"t","data":big,"id":n}),
-            );
-            epoch = reply(&sent)["epoch"].as_str().unwrap().to_string();
-        }
-        // A recovery that would not fit: capped, not recovered, nothing.
-        let sent = c.send_json(
-            &mut a,
-            &json!({"type":"history","topic":"t","id":1,"since":{"offset":0,"epoch":epoch}}),
-        );
-        let h = reply(&sent);
-        assert_eq!(
-            (h["recovered"].as_bool(), h["capped"].as_bool()),
-            (Some(false), Some(true))
-        );
-        assert_eq!(h["publications"], json!([]));
-        // The latest: the newest that fit, up to the top.
-        let sent = c.send_json(&mut a, &json!({"type":"history","topic":"t","id":2}));
-        let h = reply(&sent);
-        let pubs = h["publications"].as_array().unwrap();
-        assert_eq!(h["capped"], true);
-        assert!(
-            !pubs.is_empty() && pubs.len() < 30,
-            "{} publications",
-            pubs.len()
-        );
-        assert_eq!(pubs.last().unwrap()["offset"], 30);
-        let bytes: usize = pubs.iter().map(|p| p.to_string().len()).sum();
-        assert!(bytes <= HISTORY_BYTES, "{bytes} bytes");
-        // A recovery that fits is whole.
-        let sent = c.send_json(
-            &mut a,
-            &json!({"type":"history","topic":"t","id":3,"since":{"offset":28,"epoch":epoch}}),
-        );
-        let h = reply(&sent);
-        assert_eq!(h["recovered"], true);
-        assert_eq!(h["publications"].as_array().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn bad_requests_get_error_replies_with_their_id() {
-        let hub = crate::render::memory_hub(HubConfig::default());
-        let (mut a, mut c) = (PubSub::new(1, 300), Client::new(&hub));
-        let cases = [
-            (
-                json!({"type":"publish","topic":"chat:lobby","data":1,"id":1}),
-                "reserved_topic",
-            ),
-            (
-                json!({"type":"subscribe","topic":"bad topic!","id":2}),
-                "invalid_topic",
-            ),
-            (
-                json!({"type":"unsubscribe","topic":"nope","id":3}),
-                "not_subscribed",
-            ),
-            (json!({"type":"publish","topic":"t","id":4}), "invalid_json"),
-            (json!({"type":"nope","id":5}), "unknown_type"),
-        ];
-        for (req, code) in cases {
-            let sent = c.send_json(&mut a, &req);
-            let e = reply(&sent);
-            assert_eq!(
-                (e["type"].as_str(), e["code"].as_str()),
-                (Some("error"), Some(code)),
-                "{e}"
-            );
-            assert_eq!(e["id"], req["id"]);
-        }
-        let sent = c.send(&mut a, Message::text("{nope"));
-        let e = reply(&sent);
-        assert_eq!(e["code"], "invalid_json");
-        assert!(e.get("id").is_none(), "{e}");
-        c.send_json(&mut a, &json!({"type":"subscribe","topic":"a"}));
-        let sent = c.send_json(&mut a, &json!({"type":"subscribe","topic":"b","id":9}));
-        let e = reply(&sent);
-        assert_eq!(e["code"], "too_many_subscriptions");
-        assert_eq!(e["message"], "at most 1 subscriptions per connection");
-    }
-
-    #[test]
-    fn closing_leaves_every_topic() {
-        let hub = crate::render::memory_hub(HubConfig::default());
-        let (mut a, mut c) = (PubSub::new(8, 300), Client::new(&hub));
-        for t in ["a", "b", "chat:lobby"] {
-            c.send_json(&mut a, &json!({"type":"subscribe","topic":t}));
-        }
-        assert_eq!(hub.topic_count(), 3);
-        a.close(&hub);
-        assert_eq!(hub.topic_count(), 0);
-    }
-}
+mod tests;
