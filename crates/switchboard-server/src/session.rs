@@ -306,6 +306,12 @@ where
         Err(stop) => stop,
         Ok(()) => poll_fn(|cx| session.poll(&mut ws, &mut reg, cx)).await,
     };
+    if session.waits.len() > 0 {
+        // What the client sent before it went (its last publishes, pipelined) still
+        // happens; the answers have nowhere to go. Each engine operation has its own
+        // timeout; this bound is only a backstop. Boxed: idle sessions do not carry it.
+        Box::pin(drain(&mut session.waits)).await;
+    }
     let Session {
         mut app,
         link:
@@ -342,6 +348,23 @@ where
     // idle session's state.
     Box::pin(finish(ws, stop, reg, timeout)).await;
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// How long a session that ended waits at most for its app's engine operations.
+const DRAIN_WAITS: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs every wait to its end (bounded by [`DRAIN_WAITS`]), dropping the results.
+async fn drain<W>(waits: &mut Waits<W>) {
+    let all = poll_fn(|cx| loop {
+        match waits.poll_next(cx) {
+            Poll::Ready(Some(_)) => continue,
+            Poll::Ready(None) => return Poll::Ready(()),
+            Poll::Pending => return Poll::Pending,
+        }
+    });
+    if tokio::time::timeout(DRAIN_WAITS, all).await.is_err() {
+        tracing::debug!("engine operations of a closed session did not end in time");
+    }
 }
 
 /// An open session, besides its socket and registration: the app, what it is linked to,

@@ -275,3 +275,29 @@ async fn a_clients_publishes_are_pipelined_in_order() {
     }
     a.stop().await;
 }
+
+/// A client that publishes and closes at once: what it sent is still published (the
+/// operations in flight complete after the connection ends).
+#[tokio::test]
+async fn publishes_in_flight_complete_after_the_publisher_closes() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let mut sub = ws(a.addr, "/ws").await;
+    subscribe(&mut sub, "last", None).await;
+    let mut publisher = ws(a.addr, "/ws").await;
+    for n in 1..=50u64 {
+        send_json(
+            &mut publisher,
+            json!({"type":"publish","topic":"last","data":{"n":n}}),
+        )
+        .await;
+    }
+    publisher
+        .close(switchboard_proto::CloseCode::NORMAL, "done")
+        .await
+        .unwrap();
+    for n in 1..=50u64 {
+        assert_eq!(next_json(&mut sub).await["data"]["n"], n);
+    }
+    a.stop().await;
+}
