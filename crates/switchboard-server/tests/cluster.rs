@@ -2,6 +2,8 @@
 //! positions and history, recovery on another node, and what clients see when Redis goes
 //! away, comes back, or comes back empty. No mock: `scripts/test.sh` installs redis-server.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -300,4 +302,15 @@ async fn publishes_in_flight_complete_after_the_publisher_closes() {
         assert_eq!(next_json(&mut sub).await["data"]["n"], n);
     }
     a.stop().await;
+}
+
+/// The recovery scenario the in-memory engine passes (tests/pubsub.rs), on Redis, with the
+/// comeback on another node.
+#[tokio::test]
+async fn the_memory_engines_recovery_scenario_passes_across_nodes() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    common::resubscribe_recovers(a.addr, b.addr).await;
+    a.stop().await;
+    b.stop().await;
 }

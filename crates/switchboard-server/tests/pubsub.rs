@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde_json::Value;
 use switchboard_proto::Message;
 use switchboard_server::{Limits, OutboxLimits, ServerConfig, SlowConsumerPolicy};
+mod common;
+
 use switchboard_testkit::server::{close_code, http, next_json, next_of, send_json, start, ws};
 
 #[tokio::test]
@@ -214,80 +216,6 @@ async fn drop_oldest_policy_keeps_the_connection() {
 #[tokio::test]
 async fn a_resubscribe_with_a_position_recovers_what_was_missed() {
     let srv = start(ServerConfig::default()).await;
-    let mut publisher = ws(srv.addr, "/ws").await;
-    let publish =
-        |n: u64| serde_json::json!({"type":"publish","topic":"feed","data":{"n":n},"id":n});
-    let mut a = ws(srv.addr, "/ws").await;
-    send_json(
-        &mut a,
-        serde_json::json!({"type":"subscribe","topic":"feed","id":"s"}),
-    )
-    .await;
-    let ack = next_of(&mut a, "ack").await;
-    let epoch = ack["epoch"].as_str().unwrap().to_string();
-    for n in 1..=3 {
-        send_json(&mut publisher, publish(n)).await;
-        next_of(&mut publisher, "ack").await;
-    }
-    let mut last = 0;
-    for n in 1..=3 {
-        let m = next_of(&mut a, "message").await;
-        assert_eq!(m["data"]["n"], n);
-        last = m["offset"].as_u64().unwrap();
-    }
-    drop(a);
-    // Published while it is away.
-    for n in 4..=8 {
-        send_json(&mut publisher, publish(n)).await;
-        next_of(&mut publisher, "ack").await;
-    }
-    let mut back = ws(srv.addr, "/ws").await;
-    send_json(
-        &mut back,
-        serde_json::json!({"type":"subscribe","topic":"feed","id":"r","recover":{"offset":last,"epoch":epoch}}),
-    )
-    .await;
-    // Published right after the resubscribe: comes after the replay, once.
-    send_json(&mut publisher, publish(9)).await;
-    let ack = next_json(&mut back).await;
-    assert_eq!(
-        ack,
-        serde_json::json!({"type":"ack","id":"r","offset":ack["offset"],"epoch":epoch,"recovered":true})
-    );
-    let top = ack["offset"].as_u64().unwrap();
-    assert!(top == 8 || top == 9, "{ack}");
-    for n in 4..=9 {
-        let m = next_json(&mut back).await;
-        assert_eq!(
-            (m["type"].as_str(), m["offset"].as_u64()),
-            (Some("message"), Some(n)),
-            "{m}"
-        );
-        assert_eq!(m["data"]["n"], n);
-    }
-    // Another epoch: not recovered, nothing replayed, live from the top.
-    let mut stale = ws(srv.addr, "/ws").await;
-    send_json(
-        &mut stale,
-        serde_json::json!({"type":"subscribe","topic":"feed","id":1,"recover":{"offset":2,"epoch":"elsewhere"}}),
-    )
-    .await;
-    let ack = next_json(&mut stale).await;
-    assert_eq!(
-        (ack["recovered"].as_bool(), ack["offset"].as_u64()),
-        (Some(false), Some(9)),
-        "{ack}"
-    );
-    send_json(&mut publisher, publish(10)).await;
-    assert_eq!(next_json(&mut stale).await["offset"], 10);
-    let (_, metrics) = http(srv.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert!(
-        metrics.contains("switchboard_recovered_total 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("switchboard_not_recovered_total 1"),
-        "{metrics}"
-    );
+    common::resubscribe_recovers(srv.addr, srv.addr).await;
     srv.stop().await;
 }
