@@ -1,7 +1,9 @@
 //! A node's topics: its subscribers, their outboxes, and encode-once delivery of what the
 //! engine brings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+use slab::Slab;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
@@ -64,6 +66,8 @@ impl HubConfig {
 pub struct Subscription {
     topic: Arc<str>,
     id: u64,
+    /// Where it sits in its topic's table (checked against `id`: a slot is reused).
+    key: usize,
 }
 
 impl Subscription {
@@ -121,6 +125,8 @@ pub struct HubStats {
 type Buffered = Vec<(Option<StreamPosition>, SharedFrame)>;
 
 struct Sub {
+    /// Unique in the hub: a [`Subscription`] names it with its slot.
+    id: u64,
     outbox: Arc<Outbox>,
     /// `Some` until [`Hub::go_live`]: what was delivered meanwhile.
     buffer: Option<Buffered>,
@@ -133,7 +139,9 @@ struct Sub {
 /// What a topic's subscriber lock guards.
 #[derive(Default)]
 struct Subs {
-    map: BTreeMap<u64, Sub>,
+    /// The subscribers. A slab, not a map: a topic with one subscriber (a `/ws` client's
+    /// own topic) holds one slot, not a B-tree leaf of eleven (792 bytes).
+    map: Slab<Sub>,
     /// The position of the last publication delivered here (a gap after it, or another
     /// epoch, means publications were lost on their way).
     last: Option<StreamPosition>,
@@ -180,7 +188,7 @@ impl Local {
     fn lose(&self, subs: &mut Subs) {
         subs.last = None;
         let mut n = 0;
-        for sub in subs.map.values_mut() {
+        for (_, sub) in subs.map.iter_mut() {
             if !sub.outbox.is_lost() {
                 sub.outbox.lose();
                 n += 1;
@@ -229,7 +237,7 @@ impl Deliver for Local {
         self.stats.publications.fetch_add(1, Ordering::Relaxed);
         let (mut delivered, mut dropped, mut overflowed) = (0u64, 0u64, 0u64);
         let offset = p.position.as_ref().map_or(0, |at| at.offset);
-        for sub in subs.map.values_mut() {
+        for (_, sub) in subs.map.iter_mut() {
             if sub.after > 0 && offset > 0 {
                 if offset <= sub.after {
                     continue;
@@ -379,6 +387,7 @@ impl Hub {
     pub fn subscribe(&self, topic: &str, outbox: Arc<Outbox>, query: HistoryQuery) -> Subscribing {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut sub = Some(Sub {
+            id,
             outbox,
             buffer: Some(Vec::new()),
             after: 0,
@@ -389,8 +398,9 @@ impl Hub {
             if gate.removed {
                 continue;
             }
+            let mut key = usize::MAX;
             if let Some(s) = sub.take() {
-                lock(&t.subs).map.insert(id, s);
+                key = lock(&t.subs).map.insert(s);
             }
             let ready = if gate.interested {
                 Op::ready(Ok(()))
@@ -400,7 +410,11 @@ impl Hub {
             };
             drop(gate);
             return Subscribing {
-                subscription: Subscription { topic: name, id },
+                subscription: Subscription {
+                    topic: name,
+                    id,
+                    key,
+                },
                 page: self.then_history(ready, topic, query),
             };
         }
@@ -459,7 +473,7 @@ impl Hub {
             return replay;
         };
         let mut subs = lock(&t.subs);
-        let Some(s) = subs.map.get_mut(&sub.id) else {
+        let Some(s) = subs.map.get_mut(sub.key).filter(|s| s.id == sub.id) else {
             return replay;
         };
         s.after = top.offset;
@@ -494,7 +508,8 @@ impl Hub {
         let mut gate = lock(&t.gate);
         let (removed, empty) = {
             let mut subs = lock(&t.subs);
-            let removed = subs.map.remove(&sub.id);
+            let mine = subs.map.get(sub.key).is_some_and(|s| s.id == sub.id);
+            let removed = mine.then(|| subs.map.remove(sub.key));
             (removed, subs.map.is_empty())
         };
         if removed.is_some() && empty && !gate.removed {
