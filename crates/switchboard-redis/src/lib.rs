@@ -280,6 +280,12 @@ impl Engine for RedisEngine {
                 value: s.last_publish_latency_us as f64 / 1e6,
                 gauge: true,
             },
+            EngineMetric {
+                name: "switchboard_engine_pubsub_lag_seconds",
+                help: "How long the last publication received took from Redis numbering it to this node (Redis's clock against this node's).",
+                value: s.last_pubsub_lag_ms as f64 / 1e3,
+                gauge: true,
+            },
             counter(
                 "switchboard_engine_publishes_total",
                 "Publications Redis numbered for this node.",

@@ -3,8 +3,11 @@
 //! A message on a topic's channel is one of (ASCII header, then the data, binary-safe):
 //!
 //! ```text
-//! p1:<offset>:<epoch>:<kind>:<data>    a numbered publication (written by the publish script)
-//! b1:<kind>:<data>                     a broadcast: not numbered, not kept
+//! p2:<offset>:<epoch>:<kind>:<ms>:<data>  a numbered publication (written by the publish
+//!                                         script; <ms>: Redis's clock when it ran, ms since
+//!                                         the Unix epoch, for the pub/sub lag metric)
+//! p1:<offset>:<epoch>:<kind>:<data>       the same without the time (still decoded)
+//! b1:<kind>:<data>                        a broadcast: not numbered, not kept
 //! ```
 //!
 //! `<offset>` is a decimal `u64` (at least 1), `<epoch>` a non-empty string without `:`,
@@ -22,12 +25,14 @@ pub(crate) struct Decoded<'a> {
     pub(crate) position: Option<(u64, &'a str)>,
     /// The publication's content.
     pub(crate) body: Body,
+    /// When Redis numbered it (ms since the Unix epoch, Redis's clock), if the message says.
+    pub(crate) published_ms: Option<u64>,
 }
 
 /// Why a channel message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
-    /// The message does not start with a known tag (`p1:` or `b1:`).
+    /// The message does not start with a known tag (`p2:`, `p1:` or `b1:`).
     #[error("unknown pub/sub message tag")]
     UnknownTag,
     /// A header field is missing its closing `:`.
@@ -39,7 +44,9 @@ pub enum PayloadError {
 }
 
 /// The tag of a numbered publication.
-const NUMBERED: &[u8] = b"p1:";
+const NUMBERED: &[u8] = b"p2:";
+/// The tag of a numbered publication without its time.
+const NUMBERED_V1: &[u8] = b"p1:";
 /// The tag of a broadcast.
 const BROADCAST: &[u8] = b"b1:";
 
@@ -59,7 +66,7 @@ pub(crate) fn encode_broadcast(body: &Body) -> Vec<u8> {
 /// real ones).
 #[cfg(test)]
 pub(crate) fn encode_numbered(offset: u64, epoch: &str, body: &Body) -> Vec<u8> {
-    let mut out = format!("p1:{offset}:{epoch}:{}:", body.kind).into_bytes();
+    let mut out = format!("p2:{offset}:{epoch}:{}:1700000000000:", body.kind).into_bytes();
     out.extend_from_slice(&body.data);
     out
 }
@@ -67,10 +74,26 @@ pub(crate) fn encode_numbered(offset: u64, epoch: &str, body: &Body) -> Vec<u8> 
 /// Decodes a channel message; the data is a slice of `message` (no copy).
 pub(crate) fn decode(message: &Bytes) -> Result<Decoded<'_>, PayloadError> {
     let bytes = message.as_ref();
-    if let Some(rest) = bytes.strip_prefix(NUMBERED) {
+    let (timed, numbered) = match (
+        bytes.strip_prefix(NUMBERED),
+        bytes.strip_prefix(NUMBERED_V1),
+    ) {
+        (Some(rest), _) => (true, Some(rest)),
+        (None, rest) => (false, rest),
+    };
+    if let Some(rest) = numbered {
         let (offset, rest) = field(rest)?;
         let (epoch, rest) = field(rest)?;
         let (kind, rest) = field(rest)?;
+        let (published_ms, rest) = if timed {
+            let (ms, rest) = field(rest)?;
+            (
+                Some(parse_decimal(ms).ok_or(PayloadError::Invalid("time"))?),
+                rest,
+            )
+        } else {
+            (None, rest)
+        };
         let offset = parse_decimal(offset)
             .filter(|&o| o > 0)
             .ok_or(PayloadError::Invalid("offset"))?;
@@ -83,6 +106,7 @@ pub(crate) fn decode(message: &Bytes) -> Result<Decoded<'_>, PayloadError> {
         Ok(Decoded {
             position: Some((offset, epoch)),
             body: Body { kind, data },
+            published_ms,
         })
     } else if let Some(rest) = bytes.strip_prefix(BROADCAST) {
         let (kind, rest) = field(rest)?;
@@ -91,6 +115,7 @@ pub(crate) fn decode(message: &Bytes) -> Result<Decoded<'_>, PayloadError> {
         Ok(Decoded {
             position: None,
             body: Body { kind, data },
+            published_ms: None,
         })
     } else {
         Err(PayloadError::UnknownTag)
@@ -141,10 +166,19 @@ mod tests {
     fn numbered_round_trip_is_binary_safe() {
         let b = body(7, b"a:b\0\xff:");
         let wire = Bytes::from(encode_numbered(42, "AbCdEfGh", &b));
-        assert_eq!(&wire[..], b"p1:42:AbCdEfGh:7:a:b\0\xff:");
+        assert_eq!(&wire[..], b"p2:42:AbCdEfGh:7:1700000000000:a:b\0\xff:");
         let decoded = decode(&wire).unwrap();
         assert_eq!(decoded.position, Some((42, "AbCdEfGh")));
+        assert_eq!(decoded.published_ms, Some(1_700_000_000_000));
         assert_eq!(decoded.body, b);
+        // The format without the time still decodes.
+        let v1_wire = Bytes::from_static(b"p1:42:AbCdEfGh:7:a:b");
+        let v1 = decode(&v1_wire).unwrap();
+        assert_eq!(
+            (v1.position, v1.published_ms),
+            (Some((42, "AbCdEfGh")), None)
+        );
+        assert_eq!(&v1.body.data[..], b"a:b");
     }
 
     #[test]
@@ -161,7 +195,9 @@ mod tests {
     fn garbage_is_an_error() {
         let cases: &[(&[u8], PayloadError)] = &[
             (b"", PayloadError::UnknownTag),
-            (b"p2:1:e:0:x", PayloadError::UnknownTag),
+            (b"p3:1:e:0:x", PayloadError::UnknownTag),
+            (b"p2:1:e:0:x", PayloadError::Truncated),
+            (b"p2:1:e:0:soon:x", PayloadError::Invalid("time")),
             (b"hello", PayloadError::UnknownTag),
             (b"p1:", PayloadError::Truncated),
             (b"p1:1:epoch", PayloadError::Truncated),

@@ -15,6 +15,7 @@ pub struct RedisStats {
     probes_sent: AtomicU64,
     wedged_connections: AtomicU64,
     last_publish_latency_us: AtomicU64,
+    last_pubsub_lag_ms: AtomicU64,
     pubsub_connected: AtomicBool,
 }
 
@@ -40,6 +41,10 @@ pub struct RedisStatsSnapshot {
     pub wedged_connections: u64,
     /// How long the last successful publish took, in microseconds.
     pub last_publish_latency_us: u64,
+    /// How long the last publication received took from Redis numbering it to this node
+    /// (Redis's clock against this node's: meaningful when they agree, as on one machine or
+    /// with NTP), in milliseconds.
+    pub last_pubsub_lag_ms: u64,
     /// Whether the pub/sub connection is up and subscribed now.
     pub pubsub_connected: bool,
 }
@@ -57,6 +62,7 @@ impl RedisStats {
             probes_sent: self.probes_sent.load(Ordering::Relaxed),
             wedged_connections: self.wedged_connections.load(Ordering::Relaxed),
             last_publish_latency_us: self.last_publish_latency_us.load(Ordering::Relaxed),
+            last_pubsub_lag_ms: self.last_pubsub_lag_ms.load(Ordering::Relaxed),
             pubsub_connected: self.pubsub_connected.load(Ordering::Relaxed),
         }
     }
@@ -81,6 +87,15 @@ impl RedisStats {
 
     pub(crate) fn received(&self) {
         self.messages_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A publication numbered at `published_ms` (Redis's clock) arrived now.
+    pub(crate) fn lag(&self, published_ms: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_pubsub_lag_ms
+            .store(now.saturating_sub(published_ms), Ordering::Relaxed);
     }
 
     pub(crate) fn malformed(&self) {

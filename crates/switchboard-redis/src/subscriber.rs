@@ -364,6 +364,9 @@ impl Task {
         let bytes = Bytes::copy_from_slice(message.get_payload_bytes());
         match payload::decode(&bytes) {
             Ok(decoded) => {
+                if let Some(ms) = decoded.published_ms {
+                    self.shared.stats.lag(ms);
+                }
                 let position = decoded.position.map(|(offset, epoch)| StreamPosition {
                     offset,
                     epoch: self.epoch(&topic, epoch),

@@ -84,6 +84,14 @@ async fn nodes_share_positions_history_and_rooms() {
             (Some(n), &json!(n))
         );
     }
+    // The subscriber's node measured how long publications took through Redis.
+    let text = metrics(a.addr).await;
+    let lag: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_engine_pubsub_lag_seconds "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no pub/sub lag in\n{text}"));
+    assert!((0.0..2.0).contains(&lag), "lag {lag} s");
     drop(sub);
     for n in 4..=6 {
         let (status, body) = api_publish(b.addr, "news", n).await;

@@ -19,16 +19,16 @@ local top = redis.call('HINCRBY', meta, 's', 1)
 redis.call('EXPIRE', meta, ARGV[2])
 
 local offset = string.format('%d', top)
+local now = redis.call('TIME')
+local ms = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 if tonumber(ARGV[3]) > 0 and tonumber(ARGV[4]) > 0 then
   -- A new stream (or a meta hash that was lost while its stream was not): start afresh.
   if top == 1 then redis.call('DEL', stream) end
-  local now = redis.call('TIME')
-  local ms = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
   redis.call('XADD', stream, 'MAXLEN', ARGV[3], offset .. '-0', 'k', ARGV[6], 't', ms, 'd', ARGV[7])
   redis.call('PEXPIRE', stream, ARGV[4])
 else
   redis.call('DEL', stream)
 end
 
-redis.call('PUBLISH', ARGV[5], 'p1:' .. offset .. ':' .. epoch .. ':' .. ARGV[6] .. ':' .. ARGV[7])
+redis.call('PUBLISH', ARGV[5], 'p2:' .. offset .. ':' .. epoch .. ':' .. ARGV[6] .. ':' .. ms .. ':' .. ARGV[7])
 return {top, epoch}
