@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use slab::Slab;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use crate::sync::{lock, read, write};
 use std::time::{Duration, Instant};
 
 use switchboard_proto::frame::{encode_shared_binary, encode_shared_text, SharedFrame};
@@ -161,16 +163,6 @@ struct Gate {
     interested: bool,
     /// Out of the map: whoever still holds it looks it up again.
     removed: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// This node's topics: the delivery side the engine calls.

@@ -56,6 +56,7 @@ pub mod outbox;
 mod presence;
 pub mod recovery;
 pub mod stream;
+mod sync;
 
 pub use engine::{
     Body, Deliver, Engine, EngineError, EngineMetric, HistoryPage, HistoryQuery, Op, PresenceEntry,

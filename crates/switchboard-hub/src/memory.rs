@@ -1,9 +1,7 @@
 //! The in-memory engine: one node's streams, history and presence, delivered at once.
 
 use std::collections::HashMap;
-use std::sync::{
-    Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
-};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Instant;
 
 use crate::engine::{
@@ -12,6 +10,7 @@ use crate::engine::{
 };
 use crate::presence::Present;
 use crate::stream::{new_epoch, HistoryLimits, StreamPosition, TopicStream};
+use crate::sync::{lock, read, write};
 
 /// Streams, history and presence for one node, in its memory. Every operation is ready at
 /// once; a publication is numbered, kept and delivered to the hub under its topic's lock, so
@@ -56,16 +55,6 @@ struct Stream {
     present: Present,
     /// Set when it left the map: whoever still holds it looks it up again.
     removed: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Stream {

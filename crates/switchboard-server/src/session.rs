@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use switchboard_hub::{Hub, Outbox};
+use switchboard_hub::{Hub, Op, Outbox};
 use switchboard_proto::SharedFrame;
 use switchboard_proto::{Event, Message};
 use switchboard_tokio::{SocketControl, Transport, WebSocket};
@@ -155,6 +155,23 @@ impl<W> Ctx<'_, W> {
             outbox, replies, ..
         } = self;
         outbox.drain(usize::MAX, |frame| replies.push(Action::Frame(frame)));
+    }
+
+    /// Hands the result of `op` to `now` at once when it is ready; otherwise waits for it
+    /// and hands `later(result)` to [`App::done`].
+    pub(crate) fn now_or_wait<T>(
+        &mut self,
+        op: Op<T>,
+        now: impl FnOnce(&mut Self, T),
+        later: impl FnOnce(T) -> W + Send + 'static,
+    ) where
+        T: Unpin + Send + 'static,
+        W: 'static,
+    {
+        match op.now() {
+            Ok(value) => now(self, value),
+            Err(op) => self.wait(async move { later(op.await) }),
+        }
     }
 
     /// Waits for `f` (after what the app already waits for), then hands its result to

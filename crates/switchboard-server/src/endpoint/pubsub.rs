@@ -405,19 +405,16 @@ impl PubSub {
         topic: &str,
     ) -> Result<(), AppError> {
         self.check_subscribed(topic)?;
-        match cx.hub.presence(topic).now() {
-            Ok(result) => presence_answer(cx, id, topic, result),
-            Err(op) => {
-                let (id, topic) = (owned(id), topic.to_owned());
-                cx.wait(async move {
-                    Waited::Presence {
-                        id,
-                        topic,
-                        result: op.await,
-                    }
-                });
-            }
-        }
+        let (owned_id, owned_topic) = (owned(id), topic.to_owned());
+        cx.now_or_wait(
+            cx.hub.presence(topic),
+            |cx, result| presence_answer(cx, id, topic, result),
+            move |result| Waited::Presence {
+                id: owned_id,
+                topic: owned_topic,
+                result,
+            },
+        );
         Ok(())
     }
 
@@ -429,19 +426,16 @@ impl PubSub {
         topic: &str,
     ) -> Result<(), AppError> {
         self.check_subscribed(topic)?;
-        match cx.hub.presence_stats(topic).now() {
-            Ok(result) => stats_answer(cx, id, topic, result),
-            Err(op) => {
-                let (id, topic) = (owned(id), topic.to_owned());
-                cx.wait(async move {
-                    Waited::PresenceStats {
-                        id,
-                        topic,
-                        result: op.await,
-                    }
-                });
-            }
-        }
+        let (owned_id, owned_topic) = (owned(id), topic.to_owned());
+        cx.now_or_wait(
+            cx.hub.presence_stats(topic),
+            |cx, result| stats_answer(cx, id, topic, result),
+            move |result| Waited::PresenceStats {
+                id: owned_id,
+                topic: owned_topic,
+                result,
+            },
+        );
         Ok(())
     }
 
