@@ -24,7 +24,7 @@ pub(crate) async fn read(
     let shared: &Shared = &shared;
     let config = &shared.config;
     // Without history there is no stream to read: only the position.
-    let limit = if config.history.enabled() {
+    let mut limit = if config.history.enabled() {
         query.limit.min(MAX_LIMIT)
     } else {
         0
@@ -32,7 +32,12 @@ pub(crate) async fn read(
     let start = match query.since {
         Some(since) => match since.checked_add(1) {
             Some(first) => format!("{first}-0"),
-            None => return Err(EngineError::Protocol(format!("offset {since} too large"))),
+            // A position no stream reaches (a client's made-up offset): nothing comes after
+            // it, so only the position is read (the caller finds it beyond the top).
+            None => {
+                limit = 0;
+                String::new()
+            }
         },
         None => String::new(),
     };

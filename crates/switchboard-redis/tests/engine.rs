@@ -252,6 +252,19 @@ async fn history_drops_publications_older_than_its_ttl_and_can_be_off() {
             .await
             .unwrap();
         assert_eq!(offsets(&page.publications), vec![3]);
+        // A client's made-up position past any offset: the position, nothing else.
+        let page = a
+            .history(
+                "aging",
+                HistoryQuery {
+                    since: Some(u64::MAX),
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.publications.is_empty());
+        assert_eq!(page.top.offset, 3);
 
         settings.history = HistoryLimits::OFF;
         let off = connect(settings).await;
