@@ -38,6 +38,11 @@ pub(crate) enum Stop {
 /// this node (a gap in offsets, or the stream's epoch changed).
 pub(crate) const RECONNECT_AND_RECOVER: CloseCode = CloseCode(4010);
 
+/// The close code of a connection whose token expired without a `refresh` (docs/protocol.md):
+/// the client gets a new token from its backend and reconnects with it.
+#[allow(dead_code)] // used once sessions expire (issue 26 in progress)
+pub(crate) const TOKEN_EXPIRED: CloseCode = CloseCode(4011);
+
 /// Heartbeat and shutdown checks shared by every WebSocket loop. `Some` means stop.
 pub(crate) fn check_registration<S>(ws: &mut WebSocket<S>, reg: &mut Registration) -> Option<Stop>
 where

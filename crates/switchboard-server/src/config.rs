@@ -198,6 +198,13 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Who may use `POST /api/publish`, in place of the API key check. Default: `None`.
     pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Who may open `/ws` and `/chat` (the JWT check): with one set, a handshake without
+    /// valid credentials gets 401 unless [`allow_anonymous`](Self::allow_anonymous) lets
+    /// one without any in. Default: `None`, everyone is an anonymous guest.
+    pub websocket_authenticator: Option<Arc<dyn Authenticator>>,
+    /// With a [`websocket_authenticator`](Self::websocket_authenticator): let handshakes
+    /// without credentials in, anonymous (a bad token is still refused). Default: off.
+    pub allow_anonymous: bool,
     /// Drive every connection's socket through io_uring
     /// ([`UringStream`](switchboard_tokio::uring::UringStream)) instead of epoll. Needs the
     /// `io-uring` feature, Linux 6.0+, and a runtime that calls
@@ -224,6 +231,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("hub", &self.hub)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("authenticator", &self.authenticator)
+            .field("websocket_authenticator", &self.websocket_authenticator)
+            .field("allow_anonymous", &self.allow_anonymous)
             .field("io_uring", &self.io_uring)
             .field("socket_send_buffer", &self.socket_send_buffer)
             .finish()
@@ -238,12 +247,19 @@ impl PartialEq for ServerConfig {
             (Some(a), Some(b)) => Arc::ptr_eq(a.config(), b.config()),
             (a, b) => a.is_none() && b.is_none(),
         };
-        let same_auth = match (&self.authenticator, &other.authenticator) {
+        let same = |a: &Option<Arc<dyn Authenticator>>, b: &Option<Arc<dyn Authenticator>>| match (
+            a, b,
+        ) {
             (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
             (a, b) => a.is_none() && b.is_none(),
         };
         same_tls
-            && same_auth
+            && same(&self.authenticator, &other.authenticator)
+            && same(
+                &self.websocket_authenticator,
+                &other.websocket_authenticator,
+            )
+            && self.allow_anonymous == other.allow_anonymous
             && self.ws == other.ws
             && self.echo == other.echo
             && self.shutdown_timeout == other.shutdown_timeout
@@ -282,6 +298,8 @@ impl Default for ServerConfig {
             hub: HubConfig::default(),
             api_key: None,
             authenticator: None,
+            websocket_authenticator: None,
+            allow_anonymous: false,
             io_uring: false,
             socket_send_buffer: 256 << 10,
         }
@@ -405,6 +423,20 @@ impl ServerConfig {
     /// key check.
     pub fn authenticator(mut self, auth: impl Authenticator) -> Self {
         self.authenticator = Some(Arc::new(auth));
+        self
+    }
+
+    /// Sets who may open `/ws` and `/chat` (see
+    /// [`websocket_authenticator`](Self::websocket_authenticator)).
+    pub fn websocket_authenticator(mut self, auth: impl Authenticator) -> Self {
+        self.websocket_authenticator = Some(Arc::new(auth));
+        self
+    }
+
+    /// Lets handshakes without credentials in as anonymous guests when a
+    /// [`websocket_authenticator`](Self::websocket_authenticator) is set.
+    pub fn allow_anonymous(mut self, allow: bool) -> Self {
+        self.allow_anonymous = allow;
         self
     }
 

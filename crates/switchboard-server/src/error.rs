@@ -5,6 +5,7 @@ use crate::metrics::Reject;
 
 /// The `code` of an `error` event (docs/protocol.md lists them per endpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // the auth codes are used as issue 26 lands
 pub(crate) enum ErrorCode {
     /// Not the JSON the endpoint expects (chat: text starting with `{`; pub/sub: any text),
     /// or a publish without `data`.
@@ -31,6 +32,15 @@ pub(crate) enum ErrorCode {
     InvalidBinary,
     /// Pub/sub: the hub could not take the publish (its broker failed).
     Unavailable,
+    /// The connection may not do this to this topic (its namespace's rules, a `user:` topic
+    /// of someone else, a subscription token missing or not valid).
+    PermissionDenied,
+    /// A topic in a namespace the server does not know.
+    UnknownNamespace,
+    /// Too many messages or bytes per second from this connection.
+    RateLimited,
+    /// A `refresh` with a token that is not accepted.
+    InvalidToken,
 }
 
 impl ErrorCode {
@@ -49,6 +59,10 @@ impl ErrorCode {
             Self::NotSubscribed => "not_subscribed",
             Self::InvalidBinary => "invalid_binary",
             Self::Unavailable => "unavailable",
+            Self::PermissionDenied => "permission_denied",
+            Self::UnknownNamespace => "unknown_namespace",
+            Self::RateLimited => "rate_limited",
+            Self::InvalidToken => "invalid_token",
         }
     }
 }

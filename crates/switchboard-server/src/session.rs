@@ -280,7 +280,7 @@ pub(crate) struct Link {
 }
 
 /// The identity of every anonymous session.
-static ANONYMOUS: Identity = Identity { user: None };
+static ANONYMOUS: Identity = Identity::anonymous();
 
 fn move_frames<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocket<S>,

@@ -108,5 +108,14 @@ fn authenticate(req: &Request, peer: SocketAddr, shared: &Shared) -> Result<Iden
             refused("wrong_key");
             Response::text(403, "wrong API key\n")
         }
+        AuthError::Invalid(why) => {
+            refused("invalid");
+            Response::new(
+                401,
+                "text/plain; charset=utf-8",
+                &[("WWW-Authenticate", "Bearer")],
+                format!("{why}\n").as_bytes(),
+            )
+        }
     })
 }
