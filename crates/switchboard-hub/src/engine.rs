@@ -6,7 +6,8 @@
 //! the `switchboard-redis` crate; NATS could follow) implements the same trait:
 //!
 //! - [`Engine::publish`] numbers a publication (its topic's next offset, in the topic's
-//!   epoch), keeps it in the topic's history and sends it to every node, atomically, so every
+//!   epoch), keeps it in the topic's history (bounded by the topic's [`StreamOptions`], which
+//!   the hub passes with every publication) and sends it to every node, atomically, so every
 //!   node sees one order. [`Engine::broadcast`] sends without numbering or keeping (presence
 //!   events, typing notices).
 //! - Every node's hub gets each publication through [`Deliver::deliver`] (the engine calls
@@ -28,7 +29,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use crate::stream::StreamPosition;
+use crate::stream::{HistoryLimits, StreamPosition};
 
 /// A publication's content as engines carry it: opaque to them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,38 @@ pub struct Body {
     pub kind: u8,
     /// The payload.
     pub data: Bytes,
+}
+
+/// How an engine keeps one topic's stream: its history's bounds. The hub passes them with
+/// each publication ([`Engine::publish`]), from its [`TopicOptions`](crate::TopicOptions)
+/// (the server's namespaces); the engine keeps the topic's history to the bounds of its
+/// latest publication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamOptions {
+    /// How much of the topic's history is kept (size or age 0: none; publications are still
+    /// numbered).
+    pub history: HistoryLimits,
+}
+
+impl StreamOptions {
+    /// A stream whose history keeps to `history`.
+    pub const fn new(history: HistoryLimits) -> Self {
+        Self { history }
+    }
+}
+
+impl Default for StreamOptions {
+    /// 100 publications for 5 minutes ([`HubConfig`](crate::HubConfig)'s default).
+    fn default() -> Self {
+        Self::new(crate::HubConfig::default().limits())
+    }
+}
+
+impl From<HistoryLimits> for StreamOptions {
+    fn from(history: HistoryLimits) -> Self {
+        Self::new(history)
+    }
 }
 
 /// One publication as it reaches a node.
@@ -146,14 +179,21 @@ pub trait Engine: Send + Sync + fmt::Debug {
     /// [`presence_remove`](Self::presence_remove).
     fn attach(&self, hub: Weak<dyn Deliver>);
 
-    /// Numbers `body` as `topic`'s next publication, keeps it in the topic's history and
-    /// delivers it to every node.
-    fn publish(&self, topic: &str, body: Body) -> Op<Result<Published, EngineError>>;
+    /// Numbers `body` as `topic`'s next publication, keeps it in the topic's history (within
+    /// `options`, which also bound what the history keeps from then on) and delivers it to
+    /// every node.
+    fn publish(
+        &self,
+        topic: &str,
+        body: Body,
+        options: StreamOptions,
+    ) -> Op<Result<Published, EngineError>>;
 
     /// Delivers `body` to every node's subscribers of `topic` without numbering or keeping it.
     fn broadcast(&self, topic: &str, body: Body) -> Op<Result<(), EngineError>>;
 
-    /// Reads `topic`'s history.
+    /// Reads `topic`'s history (within the bounds of its latest publication's
+    /// [`StreamOptions`]).
     fn history(&self, topic: &str, query: HistoryQuery) -> Op<Result<HistoryPage, EngineError>>;
 
     /// This node has its first subscriber to `topic`: resolves once the topic's

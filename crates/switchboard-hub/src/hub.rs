@@ -14,7 +14,7 @@ use switchboard_proto::frame::{encode_shared_binary, encode_shared_text, SharedF
 
 use crate::engine::{
     Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Op, PresenceEntry,
-    PresenceStats, Publication, Published,
+    PresenceStats, Publication, Published, StreamOptions,
 };
 use crate::memory::MemoryEngine;
 use crate::outbox::{Outbox, Pushed};
@@ -95,6 +95,42 @@ pub trait Render: Send + Sync {
     fn render(&self, publication: &Publication) -> SharedFrame;
 }
 
+/// Each topic's [`StreamOptions`] (its history's bounds), which the hub passes to the engine
+/// with every publication. The server decides them by the topic's namespace; a
+/// [`StreamOptions`] is the same for every topic. Called once per publication (never per
+/// subscriber): keep it cheap and free of allocation.
+///
+/// ```
+/// use std::time::Duration;
+/// use switchboard_hub::{HistoryLimits, StreamOptions, TopicOptions};
+///
+/// let by_prefix = |topic: &str| {
+///     let size = if topic.starts_with("ticks:") { 0 } else { 100 };
+///     StreamOptions::new(HistoryLimits { size, ttl: Duration::from_secs(60) })
+/// };
+/// assert_eq!(by_prefix.options("ticks:eur").history.size, 0);
+/// assert_eq!(StreamOptions::default().options("any"), StreamOptions::default());
+/// ```
+pub trait TopicOptions: Send + Sync + 'static {
+    /// The options of `topic`'s stream.
+    fn options(&self, topic: &str) -> StreamOptions;
+}
+
+impl TopicOptions for StreamOptions {
+    fn options(&self, _topic: &str) -> StreamOptions {
+        *self
+    }
+}
+
+impl<F> TopicOptions for F
+where
+    F: Fn(&str) -> StreamOptions + Send + Sync + 'static,
+{
+    fn options(&self, topic: &str) -> StreamOptions {
+        self(topic)
+    }
+}
+
 /// Renders a body as it is: kind 0 as a text message (bytes that are not UTF-8 as binary),
 /// any other kind as a binary message.
 #[derive(Debug, Default, Clone, Copy)]
@@ -169,6 +205,8 @@ struct Gate {
 struct Local {
     topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
     render: Arc<dyn Render>,
+    /// Each topic's stream options, passed with its publications.
+    options: Box<dyn TopicOptions>,
     stats: HubStats,
 }
 
@@ -334,20 +372,33 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub for one node: the in-memory engine, bodies rendered as they are
-    /// ([`PlainRender`]).
+    /// A hub for one node: the in-memory engine, every topic's history bounded by `config`,
+    /// bodies rendered as they are ([`PlainRender`]).
     pub fn new(config: HubConfig) -> Self {
-        Self::with_engine(
-            Arc::new(MemoryEngine::new(config.limits())),
+        Self::with_options(
+            Arc::new(MemoryEngine::new()),
             Arc::new(PlainRender),
+            StreamOptions::new(config.limits()),
         )
     }
 
-    /// A hub on `engine`, rendering publications with `render`.
+    /// A hub on `engine`, rendering publications with `render`; every topic's history
+    /// keeps to [`StreamOptions::default`] (100 publications, 5 minutes).
     pub fn with_engine(engine: Arc<dyn Engine>, render: Arc<dyn Render>) -> Self {
+        Self::with_options(engine, render, StreamOptions::default())
+    }
+
+    /// A hub on `engine`, rendering publications with `render`, each topic's stream kept
+    /// by the [`StreamOptions`] `options` gives for it.
+    pub fn with_options(
+        engine: Arc<dyn Engine>,
+        render: Arc<dyn Render>,
+        options: impl TopicOptions,
+    ) -> Self {
         let local = Arc::new(Local {
             topics: RwLock::new(HashMap::new()),
             render,
+            options: Box::new(options),
             stats: HubStats::default(),
         });
         let weak: Weak<dyn Deliver> = Arc::downgrade(&(Arc::clone(&local) as Arc<dyn Deliver>));
@@ -520,10 +571,11 @@ impl Hub {
         removed.is_some()
     }
 
-    /// Publishes `body` to `topic`'s stream: the engine numbers it, keeps it and delivers it
-    /// to every node.
+    /// Publishes `body` to `topic`'s stream: the engine numbers it, keeps it (within the
+    /// topic's [`StreamOptions`]) and delivers it to every node.
     pub fn publish(&self, topic: &str, body: Body) -> Op<Result<Published, EngineError>> {
-        self.engine.publish(topic, body)
+        let options = self.local.options.options(topic);
+        self.engine.publish(topic, body, options)
     }
 
     /// Delivers `body` to every node's subscribers of `topic`, not numbered and not kept

@@ -60,9 +60,11 @@ mod sync;
 
 pub use engine::{
     Body, Deliver, Engine, EngineError, EngineMetric, HistoryPage, HistoryQuery, Op, PresenceEntry,
-    PresenceStats, Publication, Published,
+    PresenceStats, Publication, Published, StreamOptions,
 };
-pub use hub::{Hub, HubConfig, HubStats, PlainRender, Render, Subscribing, Subscription};
+pub use hub::{
+    Hub, HubConfig, HubStats, PlainRender, Render, Subscribing, Subscription, TopicOptions,
+};
 pub use memory::MemoryEngine;
 pub use outbox::{Outbox, OutboxLimits, Pushed, SlowConsumerPolicy};
 pub use stream::{HistoryLimits, Recovery, StreamPosition, TopicStream};

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::engine::{
     Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Op, PresenceEntry,
-    PresenceStats, Publication, Published,
+    PresenceStats, Publication, Published, StreamOptions,
 };
 use crate::presence::Present;
 use crate::stream::{new_epoch, HistoryLimits, StreamPosition, TopicStream};
@@ -14,7 +14,8 @@ use crate::sync::{lock, read, write};
 
 /// Streams, history and presence for one node, in its memory. Every operation is ready at
 /// once; a publication is numbered, kept and delivered to the hub under its topic's lock, so
-/// every subscriber sees one order.
+/// every subscriber sees one order. A topic's history keeps to the [`StreamOptions`] of its
+/// latest publication.
 ///
 /// A topic's stream (with its presence) lives while the node has subscribers to it, its
 /// history holds something or someone is present (see [`Engine::trim`]); a topic without one answers offset 0 in a fresh epoch
@@ -23,13 +24,14 @@ use crate::sync::{lock, read, write};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use switchboard_hub::engine::{Body, Engine, HistoryQuery};
-/// use switchboard_hub::{HubConfig, MemoryEngine};
+/// use switchboard_hub::engine::{Body, Engine, HistoryQuery, StreamOptions};
+/// use switchboard_hub::MemoryEngine;
 ///
-/// let engine = MemoryEngine::new(HubConfig::default().limits());
+/// let engine = MemoryEngine::new();
 /// let body = |s: &'static str| Body { kind: 0, data: s.into() };
-/// let first = engine.publish("news", body("a")).now().unwrap().unwrap();
-/// engine.publish("news", body("b")).now().unwrap().unwrap();
+/// let options = StreamOptions::default(); // 100 publications for 5 minutes
+/// let first = engine.publish("news", body("a"), options).now().unwrap().unwrap();
+/// engine.publish("news", body("b"), options).now().unwrap().unwrap();
 /// assert_eq!(first.position.offset, 1);
 /// let page = engine
 ///     .history("news", HistoryQuery { since: Some(1), limit: 10 })
@@ -39,9 +41,8 @@ use crate::sync::{lock, read, write};
 /// assert_eq!(page.top.offset, 2);
 /// assert_eq!(page.publications[0].body.data, "b");
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct MemoryEngine {
-    limits: HistoryLimits,
     hub: OnceLock<Weak<dyn Deliver>>,
     streams: RwLock<HashMap<Arc<str>, Arc<Mutex<Stream>>>>,
 }
@@ -70,10 +71,9 @@ impl MemoryEngine {
     /// must not grow memory without bound).
     pub const MAX_STREAMS: usize = 1_000_000;
 
-    /// An engine whose histories keep to `limits`.
-    pub fn new(limits: HistoryLimits) -> Self {
+    /// An engine with no stream yet.
+    pub fn new() -> Self {
         Self {
-            limits,
             hub: OnceLock::new(),
             streams: RwLock::new(HashMap::new()),
         }
@@ -107,8 +107,10 @@ impl MemoryEngine {
                             )));
                         }
                         let n: Arc<str> = Arc::from(topic);
+                        // A stream made by a subscriber or a presence keeps nothing until
+                        // its first publication brings its bounds.
                         let s = Arc::new(Mutex::new(Stream {
-                            stream: TopicStream::new(self.limits),
+                            stream: TopicStream::new(HistoryLimits::OFF),
                             interest: false,
                             present: Present::default(),
                             removed: false,
@@ -152,10 +154,16 @@ impl Engine for MemoryEngine {
         let _ = self.hub.set(hub);
     }
 
-    fn publish(&self, topic: &str, body: Body) -> Op<Result<Published, EngineError>> {
+    fn publish(
+        &self,
+        topic: &str,
+        body: Body,
+        options: StreamOptions,
+    ) -> Op<Result<Published, EngineError>> {
         let now = Instant::now();
         let hub = self.hub();
         Op::ready(self.locked(topic, |name, state| {
+            state.stream.set_limits(options.history);
             let position = state.stream.append(body.clone(), now);
             let delivered = hub.map_or(0, |hub| {
                 hub.deliver(&Publication {

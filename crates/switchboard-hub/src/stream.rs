@@ -151,6 +151,12 @@ impl<T> TopicStream<T> {
         self.limits
     }
 
+    /// Sets the history's bounds (a topic whose options changed); what is now over them
+    /// goes at the next [`append`](Self::append) or [`trim`](Self::trim).
+    pub fn set_limits(&mut self, limits: HistoryLimits) {
+        self.limits = limits;
+    }
+
     /// The position of the last publication (offset 0 before the first).
     pub fn top(&self) -> StreamPosition {
         StreamPosition {

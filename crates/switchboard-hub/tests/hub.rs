@@ -9,7 +9,8 @@ use switchboard_hub::engine::{PresenceEntry, PresenceStats};
 use switchboard_hub::recovery::{decide, query};
 use switchboard_hub::{
     Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Hub, HubConfig, Op, Outbox,
-    OutboxLimits, Publication, Published, Render, SlowConsumerPolicy, StreamPosition, Subscription,
+    OutboxLimits, Publication, Published, Render, SlowConsumerPolicy, StreamOptions,
+    StreamPosition, Subscription,
 };
 use switchboard_proto::frame::{encode_shared_text, SharedFrame};
 
@@ -56,9 +57,10 @@ impl Render for WithOffset {
 }
 
 fn hub_with(config: HubConfig) -> Hub {
-    Hub::with_engine(
-        Arc::new(switchboard_hub::MemoryEngine::new(config.limits())),
+    Hub::with_options(
+        Arc::new(switchboard_hub::MemoryEngine::new()),
         Arc::new(WithOffset),
+        StreamOptions::new(config.limits()),
     )
 }
 
@@ -398,6 +400,55 @@ fn trim_drops_idle_streams_only() {
     assert_eq!(hub.stream_count(), 0);
 }
 
+/// Each topic's history keeps to the options the hub's `TopicOptions` gives it: here
+/// `live:` keeps none, `short:` keeps 2, the rest the defaults; a client that missed
+/// something in a topic without history is not recovered, one that missed nothing is.
+#[test]
+fn each_topic_keeps_its_own_history_bounds() {
+    let options = |topic: &str| {
+        let size = match topic.split_once(':').map(|(ns, _)| ns) {
+            Some("live") => 0,
+            Some("short") => 2,
+            _ => 100,
+        };
+        StreamOptions::new(switchboard_hub::HistoryLimits {
+            size,
+            ttl: Duration::from_secs(60),
+        })
+    };
+    let hub = Hub::with_options(
+        Arc::new(switchboard_hub::MemoryEngine::new()),
+        Arc::new(WithOffset),
+        options,
+    );
+    for topic in ["live:a", "short:a", "plain"] {
+        for i in 1..=5 {
+            assert_eq!(publish(&hub, topic, &format!("m{i}")).position.offset, i);
+        }
+    }
+    let kept = |topic| history(&hub, topic, None, 100).publications.len();
+    assert_eq!((kept("live:a"), kept("short:a"), kept("plain")), (0, 2, 5));
+
+    // Recovery in the topic without history: all or nothing still.
+    let top = history(&hub, "live:a", None, 0).top;
+    let missed_one = StreamPosition {
+        offset: 4,
+        epoch: top.epoch.clone(),
+    };
+    let o = outbox();
+    let s = hub.subscribe("live:a", Arc::clone(&o), query(&missed_one, 300));
+    let page = s.page.now().unwrap().unwrap();
+    let d = decide(&missed_one, &page, 300);
+    assert!(!d.recovered && !d.capped, "nothing kept to replay");
+    assert!(hub
+        .go_live(&s.subscription, &page.top, Vec::new())
+        .is_empty());
+    assert!(decide(&top, &page, 300).recovered, "missed nothing");
+    publish(&hub, "live:a", "m6");
+    assert_eq!(payloads(&o), ["6:m6"], "live delivery goes on");
+    assert_eq!(kept("live:a"), 0);
+}
+
 #[test]
 fn with_history_off_the_stream_goes_with_the_last_subscriber() {
     let hub = hub_with(HubConfig::default().history_size(0));
@@ -506,7 +557,7 @@ impl Engine for Hand {
     fn attach(&self, hub: Weak<dyn Deliver>) {
         self.hub.set(hub).unwrap();
     }
-    fn publish(&self, _: &str, _: Body) -> Op<Result<Published, EngineError>> {
+    fn publish(&self, _: &str, _: Body, _: StreamOptions) -> Op<Result<Published, EngineError>> {
         unimplemented!()
     }
     fn broadcast(&self, _: &str, _: Body) -> Op<Result<(), EngineError>> {

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use switchboard_hub::HistoryLimits;
-
 /// The default key and channel prefix.
 pub const DEFAULT_PREFIX: &str = "switchboard";
 
@@ -24,11 +22,10 @@ pub struct RedisConfig {
     /// Prefix of every key and channel this engine uses (several deployments can share one
     /// Redis with different prefixes). Default [`DEFAULT_PREFIX`].
     pub prefix: String,
-    /// Bounds of each topic's history (size 0 or ttl 0: no history, publications are still
-    /// numbered). Default 100 publications, 5 minutes.
-    pub history: HistoryLimits,
     /// How long a topic's position (epoch and top offset) outlives its last publication or
-    /// history read. When it expires the topic starts a new epoch. Default 30 days.
+    /// history read (at least as long as the topic's history TTL). When it expires the topic
+    /// starts a new epoch. Default 30 days. (Each topic's history bounds come with its
+    /// publications: [`StreamOptions`](switchboard_hub::StreamOptions).)
     pub meta_ttl: Duration,
     /// A presence entry that is not refreshed for this long expires (its node died).
     /// Default 60 s.
@@ -50,10 +47,6 @@ impl RedisConfig {
         Self {
             url: url.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
-            history: HistoryLimits {
-                size: 100,
-                ttl: Duration::from_secs(300),
-            },
             meta_ttl: Duration::from_secs(30 * 24 * 3600),
             presence_ttl: Duration::from_secs(60),
             presence_refresh: Duration::from_secs(25),

@@ -7,7 +7,7 @@ use redis::Value;
 use switchboard_hub::engine::{Body, EngineError, HistoryPage, HistoryQuery, Publication};
 use switchboard_hub::stream::{new_epoch, StreamPosition};
 
-use crate::config::{expire_millis, expire_secs};
+use crate::config::expire_secs;
 use crate::payload::parse_decimal;
 use crate::Shared;
 
@@ -23,12 +23,7 @@ pub(crate) async fn read(
 ) -> Result<HistoryPage, EngineError> {
     let shared: &Shared = &shared;
     let config = &shared.config;
-    // Without history there is no stream to read: only the position.
-    let mut limit = if config.history.enabled() {
-        query.limit.min(MAX_LIMIT)
-    } else {
-        0
-    };
+    let mut limit = query.limit.min(MAX_LIMIT);
     let start = match query.since {
         Some(since) => match since.checked_add(1) {
             Some(first) => format!("{first}-0"),
@@ -63,8 +58,11 @@ pub(crate) async fn read(
         })
         .await?;
     let reply = Reply::parse(reply)?;
-    let max_age_ms = expire_millis(config.history.ttl);
-    let oldest_kept = reply.now_ms.saturating_sub(max_age_ms);
+    // The TTL of the topic's latest publication (none: a position no publication came
+    // with, or kept by an older version: the stream's own expiry bounds it).
+    let oldest_kept = reply
+        .ttl_ms
+        .map_or(0, |ttl| reply.now_ms.saturating_sub(ttl));
     let epoch: Arc<str> = reply.epoch.into();
     let mut publications = Vec::with_capacity(reply.entries.len());
     for entry in reply.entries {
@@ -93,13 +91,15 @@ pub(crate) async fn read(
     })
 }
 
-/// The script's answer: `{top, epoch, now_ms, entries}`.
+/// The script's answer: `{top, epoch, now_ms, entries, ttl_ms}`.
 #[derive(Debug)]
 struct Reply {
     top: u64,
     epoch: String,
     now_ms: u64,
     entries: Vec<Value>,
+    /// The history TTL of the topic's latest publication (`None`: not known).
+    ttl_ms: Option<u64>,
 }
 
 impl Reply {
@@ -107,8 +107,8 @@ impl Reply {
         let Value::Array(items) = value else {
             return Err(protocol("history reply is not an array"));
         };
-        let [top, epoch, now, entries] =
-            <[Value; 4]>::try_from(items).map_err(|_| protocol("history reply has not 4 items"))?;
+        let [top, epoch, now, entries, ttl] =
+            <[Value; 5]>::try_from(items).map_err(|_| protocol("history reply has not 5 items"))?;
         let epoch = match epoch {
             Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
             Value::SimpleString(s) => Some(s),
@@ -124,6 +124,7 @@ impl Reply {
             epoch,
             now_ms: number(&now).ok_or_else(|| protocol("history clock is not a number"))?,
             entries,
+            ttl_ms: number(&ttl),
         })
     }
 }
@@ -258,15 +259,21 @@ mod tests {
             bulk(b""),
             bulk(b"1"),
             Value::Array(vec![]),
+            bulk(b""),
         ]);
         assert!(Reply::parse(no_epoch).is_err());
-        let ok = Value::Array(vec![
-            bulk(b"7"),
-            bulk(b"epoch"),
-            bulk(b"1"),
-            Value::Array(vec![]),
-        ]);
-        let reply = Reply::parse(ok).unwrap();
+        let ok = |ttl: &[u8]| {
+            Value::Array(vec![
+                bulk(b"7"),
+                bulk(b"epoch"),
+                bulk(b"1"),
+                Value::Array(vec![]),
+                bulk(ttl),
+            ])
+        };
+        let reply = Reply::parse(ok(b"60000")).unwrap();
         assert_eq!((reply.top, reply.epoch.as_str()), (7, "epoch"));
+        assert_eq!(reply.ttl_ms, Some(60_000));
+        assert_eq!(Reply::parse(ok(b"")).unwrap().ttl_ms, None);
     }
 }

@@ -9,11 +9,14 @@
 //!   offset, appends the publication to the topic's history stream (`XADD … MAXLEN`, entry ID
 //!   `<offset>-0`, whole-stream expiry refreshed on each publish) and `PUBLISH`es it with its
 //!   position to the topic's channel. Every node therefore receives one topic's publications
-//!   in offset order. With history off (size or TTL 0) publications are still numbered.
+//!   in offset order. The history's bounds are the topic's own (the
+//!   [`StreamOptions`](switchboard_hub::StreamOptions) the hub passes with each publication,
+//!   by the topic's namespace); the TTL is kept with the position for reads. With history
+//!   off (size or TTL 0) publications are still numbered.
 //! - **History** (`src/lua/history.lua`) reads the position (creating the epoch if missing,
 //!   so a position handed out before the first publication stays valid) and `XRANGE`s after
-//!   an offset or `XREVRANGE`s the newest; entries older than the history TTL (by the Redis
-//!   server's clock) are left out.
+//!   an offset or `XREVRANGE`s the newest; entries older than the topic's history TTL (by
+//!   the Redis server's clock) are left out.
 //! - **Delivery**: one dedicated pub/sub connection per node subscribes to the channels of
 //!   the topics this node has subscribers for ([`Engine::subscribe`] resolves once Redis
 //!   confirmed; concurrent requests are batched). After that connection drops or is found
@@ -76,7 +79,7 @@ use std::sync::{Arc, PoisonError, RwLock, Weak};
 
 use switchboard_hub::engine::{
     Body, Deliver, Engine, EngineError, EngineMetric, HistoryPage, HistoryQuery, Op, PresenceEntry,
-    PresenceStats, Published,
+    PresenceStats, Published, StreamOptions,
 };
 use tokio::sync::watch;
 
@@ -148,9 +151,6 @@ impl RedisEngine {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| EngineError::Unavailable(format!("invalid Redis URL {url}: {e}")))?;
         let timeout = config.command_timeout;
-        let mut config = config;
-        // The position must outlive the history, or a stream could outlive its offsets.
-        config.meta_ttl = config.meta_ttl.max(config.history.ttl);
         let commands = Commands::connect(client.clone(), timeout)
             .await
             .map_err(unreachable)?;
@@ -205,11 +205,17 @@ impl Engine for RedisEngine {
             .unwrap_or_else(PoisonError::into_inner) = Some(hub);
     }
 
-    fn publish(&self, topic: &str, body: Body) -> Op<Result<Published, EngineError>> {
+    fn publish(
+        &self,
+        topic: &str,
+        body: Body,
+        options: StreamOptions,
+    ) -> Op<Result<Published, EngineError>> {
         Op::pending(publish::publish(
             self.shared.clone(),
             topic.to_owned(),
             body,
+            options,
         ))
     }
 

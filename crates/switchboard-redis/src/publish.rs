@@ -4,20 +4,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use switchboard_hub::engine::{Body, EngineError, Published};
+use switchboard_hub::engine::{Body, EngineError, Published, StreamOptions};
 use switchboard_hub::stream::{new_epoch, StreamPosition};
 
 use crate::config::{expire_millis, expire_secs};
 use crate::{payload, Shared};
 
-/// Numbers `body` as `topic`'s next publication, keeps it and sends it to every node.
+/// Numbers `body` as `topic`'s next publication, keeps it (within `options`) and sends it to
+/// every node.
 pub(crate) async fn publish(
     shared: Arc<Shared>,
     topic: String,
     body: Body,
+    options: StreamOptions,
 ) -> Result<Published, EngineError> {
     let started = Instant::now();
-    let result = run_script(&shared, &topic, &body).await;
+    let result = run_script(&shared, &topic, &body, options).await;
     match &result {
         Ok(_) => shared.stats.published(started.elapsed()),
         Err(err) => {
@@ -28,10 +30,15 @@ pub(crate) async fn publish(
     result
 }
 
-async fn run_script(shared: &Shared, topic: &str, body: &Body) -> Result<Published, EngineError> {
-    let config = &shared.config;
-    let (size, ttl_ms) = if config.history.enabled() {
-        (config.history.size, expire_millis(config.history.ttl))
+async fn run_script(
+    shared: &Shared,
+    topic: &str,
+    body: &Body,
+    options: StreamOptions,
+) -> Result<Published, EngineError> {
+    let history = options.history;
+    let (size, ttl_ms) = if history.enabled() {
+        (history.size, expire_millis(history.ttl))
     } else {
         (0, 0)
     };
@@ -39,7 +46,8 @@ async fn run_script(shared: &Shared, topic: &str, body: &Body) -> Result<Publish
     let stream = shared.keys.stream(topic);
     let channel = shared.keys.channel(topic);
     let epoch = new_epoch();
-    let meta_ttl = expire_secs(config.meta_ttl);
+    // The position must outlive the history, or a stream could outlive its offsets.
+    let meta_ttl = expire_secs(shared.config.meta_ttl.max(history.ttl));
     // EVALSHA, and on NOSCRIPT (a Redis that restarted) EVAL with the script itself, in one
     // step: redis-rs's `invoke_async` loads the script and then runs it, and a publish sent
     // meanwhile (a client's next one, pipelined) would be numbered before it.

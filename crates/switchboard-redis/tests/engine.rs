@@ -7,8 +7,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{body, bounded, config, connect, engine, eventually, offsets, Recorder};
-use switchboard_hub::engine::{Body, Engine, HistoryQuery, PresenceEntry, PresenceStats};
+use common::{body, bounded, config, connect, engine, eventually, offsets, options, Recorder};
+use switchboard_hub::engine::{
+    Body, Engine, HistoryQuery, PresenceEntry, PresenceStats, StreamOptions,
+};
 use switchboard_hub::HistoryLimits;
 use switchboard_testkit::redis::RedisServer;
 
@@ -25,7 +27,7 @@ async fn publications_are_numbered_contiguously_and_reach_every_node_in_order() 
         let mut epochs = HashSet::new();
         for (i, node) in [&a, &b, &a].into_iter().enumerate() {
             let published = node
-                .publish("room", body(&format!("m{}", i + 1)))
+                .publish("room", body(&format!("m{}", i + 1)), options())
                 .await
                 .unwrap();
             assert_eq!(published.position.offset, i as u64 + 1);
@@ -36,7 +38,10 @@ async fn publications_are_numbered_contiguously_and_reach_every_node_in_order() 
         for i in 0..40 {
             let node = if i % 2 == 0 { a.clone() } else { b.clone() };
             tasks.push(tokio::spawn(async move {
-                node.publish("room", body("burst")).await.unwrap().position
+                node.publish("room", body("burst"), options())
+                    .await
+                    .unwrap()
+                    .position
             }));
         }
         let mut burst = Vec::new();
@@ -86,7 +91,7 @@ async fn binary_data_and_kind_cross_unchanged() {
             kind: 255,
             data: Bytes::from_static(b"p1:9:x:0:\0\xff\r\n:"),
         };
-        a.publish("bin", data.clone()).await.unwrap();
+        a.publish("bin", data.clone(), options()).await.unwrap();
         a.broadcast("bin", data.clone()).await.unwrap();
         let got = on_a.wait_for("bin", 2).await;
         assert_eq!(got[0].body, data);
@@ -124,14 +129,16 @@ async fn epoch_is_stable_until_redis_restarts_empty() {
             .await
             .unwrap();
         assert_eq!(before.top.offset, 0);
-        let first = a.publish("t", body("1")).await.unwrap().position;
-        let second = a.publish("t", body("2")).await.unwrap().position;
+        let first = a.publish("t", body("1"), options()).await.unwrap().position;
+        let second = a.publish("t", body("2"), options()).await.unwrap().position;
         assert_eq!(first.epoch, before.top.epoch);
         assert_eq!(second.epoch, first.epoch);
         assert_eq!(second.offset, 2);
 
         redis.restart();
-        let after = eventually_ok(|| a.publish("t", body("3"))).await.position;
+        let after = eventually_ok(|| a.publish("t", body("3"), options()))
+            .await
+            .position;
         assert_eq!(after.offset, 1, "a new stream starts at 1");
         assert_ne!(
             after.epoch, first.epoch,
@@ -157,14 +164,19 @@ async fn epoch_is_stable_until_redis_restarts_empty() {
 async fn history_reads_after_an_offset_and_the_newest_within_its_size() {
     bounded(async {
         let redis = RedisServer::start();
-        let mut settings = config(&redis.url());
-        settings.history = HistoryLimits {
-            size: 5,
-            ttl: Duration::from_secs(60),
+        let settings = config(&redis.url());
+        // This topic's bounds, passed with each publication.
+        let options = || {
+            StreamOptions::new(HistoryLimits {
+                size: 5,
+                ttl: Duration::from_secs(60),
+            })
         };
         let a = connect(settings).await;
         for i in 1..=8 {
-            a.publish("h", body(&i.to_string())).await.unwrap();
+            a.publish("h", body(&i.to_string()), options())
+                .await
+                .unwrap();
         }
         let read = |since, limit| a.history("h", HistoryQuery { since, limit });
 
@@ -218,14 +230,16 @@ async fn history_reads_after_an_offset_and_the_newest_within_its_size() {
 async fn history_drops_publications_older_than_its_ttl_and_can_be_off() {
     bounded(async {
         let redis = RedisServer::start();
-        let mut settings = config(&redis.url());
-        settings.history = HistoryLimits {
-            size: 100,
-            ttl: Duration::from_secs(1),
+        let settings = config(&redis.url());
+        let options = || {
+            StreamOptions::new(HistoryLimits {
+                size: 100,
+                ttl: Duration::from_secs(1),
+            })
         };
         let a = connect(settings.clone()).await;
-        a.publish("aging", body("1")).await.unwrap();
-        a.publish("aging", body("2")).await.unwrap();
+        a.publish("aging", body("1"), options()).await.unwrap();
+        a.publish("aging", body("2"), options()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1300)).await;
         let page = a
             .history(
@@ -239,7 +253,11 @@ async fn history_drops_publications_older_than_its_ttl_and_can_be_off() {
             .unwrap();
         assert!(page.publications.is_empty(), "aged out");
         assert_eq!(page.top.offset, 2, "the position outlives the history");
-        let third = a.publish("aging", body("3")).await.unwrap().position;
+        let third = a
+            .publish("aging", body("3"), options())
+            .await
+            .unwrap()
+            .position;
         assert_eq!((third.offset, &third.epoch), (3, &page.top.epoch));
         let page = a
             .history(
@@ -266,12 +284,16 @@ async fn history_drops_publications_older_than_its_ttl_and_can_be_off() {
         assert!(page.publications.is_empty());
         assert_eq!(page.top.offset, 3);
 
-        settings.history = HistoryLimits::OFF;
+        let options = || StreamOptions::new(HistoryLimits::OFF);
         let off = connect(settings).await;
         let on_off = Recorder::attach(&off);
         off.subscribe("quiet").await.unwrap();
         for i in 1..=3 {
-            let at = off.publish("quiet", body("x")).await.unwrap().position;
+            let at = off
+                .publish("quiet", body("x"), options())
+                .await
+                .unwrap()
+                .position;
             assert_eq!(at.offset, i, "numbered without history");
         }
         let page = off
@@ -293,6 +315,62 @@ async fn history_drops_publications_older_than_its_ttl_and_can_be_off() {
                 .unwrap(),
             ["0"]
         );
+    })
+    .await;
+}
+
+/// Each topic keeps to the bounds of its own publications, on one engine and across nodes:
+/// a size, an age (applied by every node's reads: the TTL is kept with the position), none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_topic_keeps_to_the_bounds_it_was_published_with() {
+    bounded(async {
+        let redis = RedisServer::start();
+        let (a, b) = (engine(&redis.url()).await, engine(&redis.url()).await);
+        let bounds = |size, ttl_ms| {
+            StreamOptions::new(HistoryLimits {
+                size,
+                ttl: Duration::from_millis(ttl_ms),
+            })
+        };
+        let (small, brief, none) = (bounds(2, 60_000), bounds(100, 800), bounds(0, 60_000));
+        for i in 1..=4 {
+            let n = i.to_string();
+            a.publish("ns1:small", body(&n), small).await.unwrap();
+            a.publish("ns2:brief", body(&n), brief).await.unwrap();
+            a.publish("ns3:none", body(&n), none).await.unwrap();
+            a.publish("plain", body(&n), options()).await.unwrap();
+        }
+        let all = |topic: &'static str| {
+            let b = b.clone();
+            async move {
+                b.history(
+                    topic,
+                    HistoryQuery {
+                        since: Some(0),
+                        limit: 100,
+                    },
+                )
+                .await
+                .unwrap()
+            }
+        };
+        assert_eq!(offsets(&all("ns1:small").await.publications), vec![3, 4]);
+        assert_eq!(
+            offsets(&all("ns2:brief").await.publications),
+            vec![1, 2, 3, 4]
+        );
+        assert!(all("ns3:none").await.publications.is_empty());
+        assert_eq!(all("ns3:none").await.top.offset, 4, "numbered all the same");
+        assert_eq!(offsets(&all("plain").await.publications), vec![1, 2, 3, 4]);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(
+            all("ns2:brief").await.publications.is_empty(),
+            "another node's read ages the history by the topic's own TTL"
+        );
+        assert_eq!(offsets(&all("plain").await.publications), vec![1, 2, 3, 4]);
+        // A topic whose bounds change keeps to the new ones from its next publication.
+        a.publish("plain", body("5"), small).await.unwrap();
+        assert_eq!(offsets(&all("plain").await.publications), vec![4, 5]);
     })
     .await;
 }
@@ -355,7 +433,7 @@ async fn subscriptions_are_batched_and_unsubscribe_stops_delivery() {
                 "1"
             ]
         );
-        a.publish("topic-299", body("x")).await.unwrap();
+        a.publish("topic-299", body("x"), options()).await.unwrap();
         on_a.wait_for("topic-299", 1).await;
 
         a.unsubscribe("topic-299");
@@ -366,8 +444,8 @@ async fn subscriptions_are_batched_and_unsubscribe_stops_delivery() {
             (n[1] == "0").then_some(())
         })
         .await;
-        a.publish("topic-299", body("y")).await.unwrap();
-        a.publish("topic-0", body("z")).await.unwrap();
+        a.publish("topic-299", body("y"), options()).await.unwrap();
+        a.publish("topic-0", body("z"), options()).await.unwrap();
         on_a.wait_for("topic-0", 1).await;
         assert_eq!(on_a.of("topic-299").len(), 1, "nothing after unsubscribe");
 
@@ -377,7 +455,7 @@ async fn subscriptions_are_batched_and_unsubscribe_stops_delivery() {
         let last = a.subscribe("flip");
         again.await.unwrap();
         last.await.unwrap();
-        a.publish("flip", body("f")).await.unwrap();
+        a.publish("flip", body("f"), options()).await.unwrap();
         on_a.wait_for("flip", 1).await;
     })
     .await;

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{body, bounded, config, connect, engine, eventually, offsets, proxy::Proxy, Recorder};
+use common::{
+    body, bounded, config, connect, engine, eventually, offsets, options, proxy::Proxy, Recorder,
+};
 use switchboard_hub::engine::{Engine, EngineError, HistoryQuery, PresenceEntry};
 use switchboard_redis::{RedisConfig, RedisEngine};
 use switchboard_testkit::redis::RedisServer;
@@ -62,7 +64,7 @@ async fn redis_down_fails_operations_in_bounded_time_and_back_resubscribes() {
         let (a, b) = (connect(settings.clone()).await, connect(settings).await);
         let on_a = Recorder::attach(&a);
         a.subscribe("news").await.unwrap();
-        b.publish("news", body("before")).await.unwrap();
+        b.publish("news", body("before"), options()).await.unwrap();
         on_a.wait_for("news", 1).await;
 
         redis.stop();
@@ -73,7 +75,7 @@ async fn redis_down_fails_operations_in_bounded_time_and_back_resubscribes() {
         };
         let started = Instant::now();
         let results = [
-            b.publish("news", body("lost")).await.err(),
+            b.publish("news", body("lost"), options()).await.err(),
             b.broadcast("news", body("lost")).await.err(),
             b.history(
                 "news",
@@ -96,7 +98,10 @@ async fn redis_down_fails_operations_in_bounded_time_and_back_resubscribes() {
         }
         for _ in 0..3 {
             let one = Instant::now();
-            let err = a.publish("news", body("lost")).await.unwrap_err();
+            let err = a
+                .publish("news", body("lost"), options())
+                .await
+                .unwrap_err();
             assert!(unreachable(&err), "{err:?}");
             assert!(
                 one.elapsed() < FAIL_WITHIN,
@@ -115,7 +120,7 @@ async fn redis_down_fails_operations_in_bounded_time_and_back_resubscribes() {
         // Commands work again by themselves...
         let deadline = Instant::now() + common::WAIT;
         let position = loop {
-            match b.publish("news", body("after")).await {
+            match b.publish("news", body("after"), options()).await {
                 Ok(published) => break published.position,
                 Err(err) => {
                     assert!(Instant::now() < deadline, "publish still failing: {err}");
@@ -128,7 +133,9 @@ async fn redis_down_fails_operations_in_bounded_time_and_back_resubscribes() {
         eventually("lost(None)", || on_a.lost().contains(&None).then_some(())).await;
         assert!(a.stats().snapshot().pubsub_reconnects >= 1);
         assert!(a.stats().snapshot().pubsub_connected);
-        b.publish("news", body("live again")).await.unwrap();
+        b.publish("news", body("live again"), options())
+            .await
+            .unwrap();
         eventually("live again", || {
             let got = on_a.of("news");
             got.iter()
@@ -138,7 +145,7 @@ async fn redis_down_fails_operations_in_bounded_time_and_back_resubscribes() {
         .await;
         // The subscribe that failed while Redis was down kept its interest (the hub still
         // counts the topic as subscribed): it is subscribed now, until unsubscribed.
-        b.publish("other", body("o")).await.unwrap();
+        b.publish("other", body("o"), options()).await.unwrap();
         on_a.wait_for("other", 1).await;
         // The presence entry added while Redis was down is written by the refresher (every
         // 500 ms here) now that it is back.
@@ -173,7 +180,7 @@ async fn a_killed_pubsub_connection_is_replaced_and_reported() {
         let (a, b) = (engine(&redis.url()).await, engine(&redis.url()).await);
         let on_a = Recorder::attach(&a);
         a.subscribe("t").await.unwrap();
-        b.publish("t", body("1")).await.unwrap();
+        b.publish("t", body("1"), options()).await.unwrap();
         on_a.wait_for("t", 1).await;
 
         let killed = redis
@@ -182,7 +189,7 @@ async fn a_killed_pubsub_connection_is_replaced_and_reported() {
         assert_eq!(killed, ["2"], "both nodes' pub/sub connections");
         eventually("lost(None)", || on_a.lost().contains(&None).then_some(())).await;
         assert_eq!(on_a.lost(), [None], "one report for one reconnect");
-        b.publish("t", body("2")).await.unwrap();
+        b.publish("t", body("2"), options()).await.unwrap();
         assert_eq!(offsets(&on_a.wait_for("t", 2).await), vec![1, 2]);
         assert_eq!(a.stats().snapshot().pubsub_reconnects, 1);
     })
@@ -205,7 +212,7 @@ async fn a_wedged_pubsub_connection_is_found_by_the_probe_and_replaced() {
         let b = engine(&redis.url()).await;
         let on_a = Recorder::attach(&a);
         a.subscribe("t").await.unwrap();
-        b.publish("t", body("1")).await.unwrap();
+        b.publish("t", body("1"), options()).await.unwrap();
         on_a.wait_for("t", 1).await;
         // Idle probes come back while the connection is healthy.
         tokio::time::sleep(Duration::from_millis(800)).await;
@@ -214,7 +221,7 @@ async fn a_wedged_pubsub_connection_is_found_by_the_probe_and_replaced() {
 
         proxy.freeze_pubsub();
         let frozen_at = Instant::now();
-        b.publish("t", body("2")).await.unwrap(); // swallowed by the wedged connection
+        b.publish("t", body("2"), options()).await.unwrap(); // swallowed by the wedged connection
         eventually("lost(None)", || on_a.lost().contains(&None).then_some(())).await;
         assert!(
             frozen_at.elapsed() < Duration::from_secs(4),
@@ -224,7 +231,7 @@ async fn a_wedged_pubsub_connection_is_found_by_the_probe_and_replaced() {
         let stats = a.stats().snapshot();
         assert!(stats.wedged_connections >= 1, "{stats:?}");
         assert!(stats.pubsub_reconnects >= 1, "{stats:?}");
-        b.publish("t", body("3")).await.unwrap();
+        b.publish("t", body("3"), options()).await.unwrap();
         eventually("offset 3 after the reconnect", || {
             offsets(&on_a.of("t")).contains(&3).then_some(())
         })
@@ -273,7 +280,7 @@ async fn a_hanging_redis_times_operations_out_and_nothing_hangs() {
         redis.pause();
         let limit = Duration::from_secs(3);
         let started = Instant::now();
-        let err = a.publish("t", body("1")).await.unwrap_err();
+        let err = a.publish("t", body("1"), options()).await.unwrap_err();
         assert_eq!(err, EngineError::Timeout);
         assert!(
             started.elapsed() < limit,
@@ -323,7 +330,7 @@ async fn a_hanging_redis_times_operations_out_and_nothing_hangs() {
                 Instant::now() < deadline,
                 "no delivery after resume; missed {missed:?}"
             );
-            let Ok(published) = a.publish("t", body("after")).await else {
+            let Ok(published) = a.publish("t", body("after"), options()).await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };

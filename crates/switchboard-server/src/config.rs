@@ -8,6 +8,7 @@ use switchboard_proto::extension::DeflateConfig;
 use switchboard_proto::Config;
 
 use crate::auth::Authenticator;
+use crate::namespace::Namespaces;
 
 /// Connection and usage limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,8 +192,12 @@ pub struct ServerConfig {
     pub origins: OriginPolicy,
     /// Each subscriber's outbound queue bound and slow-consumer policy.
     pub outbox: OutboxLimits,
-    /// Topics' history.
+    /// Topics' history: the bounds of every topic whose namespace sets none.
     pub hub: HubConfig,
+    /// Who may subscribe to and publish to which topics, and each namespace's presence,
+    /// join/leave events and history bounds. Default: every topic open, as without
+    /// namespaces (`user:ID` topics for their user only).
+    pub namespaces: Namespaces,
     /// The key `POST /api/publish` requires (`None`: the API answers 403), checked by
     /// [`ApiKey`](crate::ApiKey) unless [`authenticator`](Self::authenticator) is set.
     pub api_key: Option<String>,
@@ -229,6 +234,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("origins", &self.origins)
             .field("outbox", &self.outbox)
             .field("hub", &self.hub)
+            .field("namespaces", &self.namespaces)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("authenticator", &self.authenticator)
             .field("websocket_authenticator", &self.websocket_authenticator)
@@ -247,12 +253,11 @@ impl PartialEq for ServerConfig {
             (Some(a), Some(b)) => Arc::ptr_eq(a.config(), b.config()),
             (a, b) => a.is_none() && b.is_none(),
         };
-        let same = |a: &Option<Arc<dyn Authenticator>>, b: &Option<Arc<dyn Authenticator>>| match (
-            a, b,
-        ) {
-            (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
-            (a, b) => a.is_none() && b.is_none(),
-        };
+        let same =
+            |a: &Option<Arc<dyn Authenticator>>, b: &Option<Arc<dyn Authenticator>>| match (a, b) {
+                (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+                (a, b) => a.is_none() && b.is_none(),
+            };
         same_tls
             && same(&self.authenticator, &other.authenticator)
             && same(
@@ -268,6 +273,7 @@ impl PartialEq for ServerConfig {
             && self.origins == other.origins
             && self.outbox == other.outbox
             && self.hub == other.hub
+            && self.namespaces == other.namespaces
             && self.api_key == other.api_key
             && self.io_uring == other.io_uring
             && self.socket_send_buffer == other.socket_send_buffer
@@ -296,6 +302,7 @@ impl Default for ServerConfig {
             origins: OriginPolicy::default(),
             outbox: OutboxLimits::default(),
             hub: HubConfig::default(),
+            namespaces: Namespaces::default(),
             api_key: None,
             authenticator: None,
             websocket_authenticator: None,
@@ -410,6 +417,12 @@ impl ServerConfig {
     /// Sets the hub's settings.
     pub fn hub(mut self, hub: HubConfig) -> Self {
         self.hub = hub;
+        self
+    }
+
+    /// Sets the namespaces (see [`Namespaces`]).
+    pub fn namespaces(mut self, namespaces: Namespaces) -> Self {
+        self.namespaces = namespaces;
         self
     }
 

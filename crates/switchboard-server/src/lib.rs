@@ -48,6 +48,7 @@ mod error;
 mod http;
 mod listener;
 mod metrics;
+mod namespace;
 mod process;
 mod refusal;
 mod registry;
@@ -69,6 +70,10 @@ pub use config::{
 };
 pub use listener::{check_transport, runtime};
 pub use metrics::Metrics;
+pub use namespace::{
+    namespace_of, NamespaceRules, Namespaces, PublishRule, SubscribeRule, CHAT_NAMESPACE,
+    USER_NAMESPACE,
+};
 pub use render::{publication_binary, publication_json};
 pub use switchboard_hub::{Engine, Hub, HubConfig, OutboxLimits, SlowConsumerPolicy};
 /// The head of an HTTP request, as an [`Authenticator`] sees it.
@@ -120,16 +125,17 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server for one node: the in-memory engine, with the history bounds of
-    /// `config.hub`.
+    /// A server for one node: the in-memory engine. Each topic's history keeps to the
+    /// bounds of its namespace (`config.namespaces`), else those of `config.hub`.
     pub fn new(config: ServerConfig) -> Self {
-        let hub = render::memory_hub(config.hub);
-        Self::with_hub(config, hub)
+        Self::with_engine(config, Arc::new(switchboard_hub::MemoryEngine::new()))
     }
 
-    /// A server on `engine` (the Redis engine of `switchboard-redis`, for several nodes).
+    /// A server on `engine` (the Redis engine of `switchboard-redis`, for several nodes),
+    /// with the history bounds of [`new`](Self::new).
     pub fn with_engine(config: ServerConfig, engine: Arc<dyn Engine>) -> Self {
-        Self::with_hub(config, render::hub_on(engine))
+        let options = config.namespaces.stream_options(config.hub.limits());
+        Self::with_hub(config, render::hub_on(engine, options))
     }
 
     fn with_hub(config: ServerConfig, hub: Hub) -> Self {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use switchboard_hub::{Body, Engine, Hub, HubConfig, MemoryEngine, Publication, Render};
+use switchboard_hub::{Body, Engine, Hub, Publication, Render, TopicOptions};
 use switchboard_proto::frame::{encode_shared_binary, encode_shared_text, SharedFrame};
 
 /// A `/ws` or API publish of JSON: the body is the `data` value's JSON text.
@@ -52,14 +52,19 @@ pub fn publication_binary(payload: impl Into<bytes::Bytes>) -> Body {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Formats;
 
-/// A hub on `engine` rendering the server's formats.
-pub(crate) fn hub_on(engine: Arc<dyn Engine>) -> Hub {
-    Hub::with_engine(engine, Arc::new(Formats))
+/// A hub on `engine` rendering the server's formats, each topic's stream kept by `options`.
+pub(crate) fn hub_on(engine: Arc<dyn Engine>, options: impl TopicOptions) -> Hub {
+    Hub::with_options(engine, Arc::new(Formats), options)
 }
 
-/// A hub for one node (the in-memory engine) rendering the server's formats.
-pub(crate) fn memory_hub(config: HubConfig) -> Hub {
-    hub_on(Arc::new(MemoryEngine::new(config.limits())))
+/// A hub for one node (the in-memory engine) rendering the server's formats, every topic's
+/// history bounded by `config` (tests).
+#[cfg(test)]
+pub(crate) fn memory_hub(config: switchboard_hub::HubConfig) -> Hub {
+    hub_on(
+        Arc::new(switchboard_hub::MemoryEngine::new()),
+        switchboard_hub::StreamOptions::new(config.limits()),
+    )
 }
 
 /// An epoch as a JSON string's contents: engines make them from letters and digits; anything

@@ -162,8 +162,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let server = match &s.engine {
             EngineChoice::Memory => switchboard_server::Server::new(s.config),
             EngineChoice::Redis(url) => {
-                let mut rc = switchboard_redis::RedisConfig::new(url.clone());
-                rc.history = s.config.hub.limits();
+                // Each topic's history bounds come with its publications (the namespaces').
+                let rc = switchboard_redis::RedisConfig::new(url.clone());
                 let engine = switchboard_redis::RedisEngine::connect(rc).await.map_err(|e| {
                     anyhow::anyhow!("{e} (start redis-server there, or point --redis-url at one; --engine memory runs without Redis)")
                 })?;

@@ -1,9 +1,10 @@
 -- Numbers one publication, keeps it in the topic's history and sends it to every node,
 -- atomically (so every node sees the topic's publications in offset order).
 --
--- KEYS[1] meta hash (e: epoch, s: top offset)   KEYS[2] history stream
+-- KEYS[1] meta hash (e: epoch, s: top offset, h: history TTL in ms)   KEYS[2] history stream
 -- ARGV[1] epoch to use when the topic has none   ARGV[2] meta TTL (s)
 -- ARGV[3] history size (0: no history)          ARGV[4] history TTL (ms, 0: no history)
+--   (the topic's own bounds: they may differ per topic; reads filter by the TTL kept in h)
 -- ARGV[5] the topic's channel                    ARGV[6] kind (decimal)   ARGV[7] data
 --
 -- Returns {top offset, epoch}.
@@ -16,6 +17,7 @@ if not epoch then
   redis.call('HSET', meta, 'e', epoch)
 end
 local top = redis.call('HINCRBY', meta, 's', 1)
+redis.call('HSET', meta, 'h', ARGV[4])
 redis.call('EXPIRE', meta, ARGV[2])
 
 local offset = string.format('%d', top)

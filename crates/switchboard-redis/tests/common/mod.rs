@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchboard_hub::engine::{Body, Deliver, Engine, Publication};
+use switchboard_hub::engine::{Body, Deliver, Engine, Publication, StreamOptions};
 use switchboard_redis::{RedisConfig, RedisEngine};
 
 /// Every test's whole body must finish within this.
@@ -99,6 +99,11 @@ pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> 
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The stream options most tests publish with: the default history (100, 5 minutes).
+pub fn options() -> StreamOptions {
+    StreamOptions::default()
 }
 
 /// Settings for tests: short timeouts, probe and presence periods.

@@ -6,8 +6,8 @@ use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 use switchboard_hub::{
-    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Hub, HubConfig, MemoryEngine,
-    Op, Outbox, OutboxLimits, PresenceEntry, PresenceStats, Published,
+    Body, Deliver, Engine, EngineError, HistoryPage, HistoryQuery, Hub, MemoryEngine, Op, Outbox,
+    OutboxLimits, PresenceEntry, PresenceStats, Published, StreamOptions,
 };
 use switchboard_proto::Message;
 
@@ -223,9 +223,14 @@ impl Engine for TestEngine {
     fn attach(&self, hub: Weak<dyn Deliver>) {
         self.inner.attach(hub);
     }
-    fn publish(&self, topic: &str, body: Body) -> Op<Result<Published, EngineError>> {
+    fn publish(
+        &self,
+        topic: &str,
+        body: Body,
+        options: StreamOptions,
+    ) -> Op<Result<Published, EngineError>> {
         let topic = topic.to_owned();
-        self.op(move |e| e.publish(&topic, body))
+        self.op(move |e| e.publish(&topic, body, options))
     }
     fn broadcast(&self, topic: &str, body: Body) -> Op<Result<(), EngineError>> {
         let topic = topic.to_owned();
@@ -263,11 +268,14 @@ impl Engine for TestEngine {
 /// A hub on a [`TestEngine`] (`deferred`: every operation a future), and the engine.
 pub(crate) fn test_hub(deferred: bool) -> (Hub, Arc<TestEngine>) {
     let engine = Arc::new(TestEngine {
-        inner: Arc::new(MemoryEngine::new(HubConfig::default().limits())),
+        inner: Arc::new(MemoryEngine::new()),
         deferred,
         presence_fails: AtomicBool::new(false),
     });
-    let hub = crate::render::hub_on(Arc::clone(&engine) as Arc<dyn Engine>);
+    let hub = crate::render::hub_on(
+        Arc::clone(&engine) as Arc<dyn Engine>,
+        StreamOptions::default(),
+    );
     (hub, engine)
 }
 
