@@ -112,9 +112,7 @@ pub(crate) struct Ctx<'a, W> {
     pub(crate) hub: &'a Hub,
     /// This connection's outbox, which its subscriptions deliver to.
     pub(crate) outbox: &'a Arc<Outbox>,
-    /// Who is connected. Every WebSocket session is anonymous today (chat names come from
-    /// `?name=`), so no app reads it yet.
-    #[expect(dead_code, reason = "no app reads the identity yet")]
+    /// Who is connected (anonymous unless an authenticator said otherwise).
     pub(crate) identity: &'a Identity,
     /// What to send back, in order.
     pub(crate) replies: &'a mut Replies,

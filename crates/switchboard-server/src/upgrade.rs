@@ -87,7 +87,8 @@ where
             debug!("pub/sub opened");
             let limits = &shared.config.limits;
             let client = ClientId::new(Arc::clone(&shared.node), id);
-            let app = pubsub::PubSub::new(limits.max_subscriptions, limits.recovery_max, client);
+            let app = pubsub::PubSub::new(limits.max_subscriptions, limits.recovery_max, client)
+                .namespaces(shared.config.namespaces.clone());
             Routed::Session(session::start(ws, app, Identity::anonymous(), reg, shared))
         }
     }

@@ -14,13 +14,16 @@ use switchboard_hub::{
 };
 use switchboard_proto::Message;
 
+use crate::auth::Identity;
 use crate::endpoint::presence::{self, ClientId};
 use crate::error::{AppError, ErrorCode};
+use crate::namespace::Namespaces;
 use crate::render;
 use crate::session::{App, Ctx};
 use answer::{
     ack, error, history, presence_answer, published, stats_answer, subscribed_ack, unavailable,
 };
+use join_leave::Kind;
 
 /// The subprotocol name clients may offer.
 pub(crate) const SUBPROTOCOL: &str = "switchboard.pubsub.v1";
@@ -86,13 +89,6 @@ fn binary_topic(b: &Bytes) -> Option<(&str, &[u8])> {
 /// answer is one message, and a topic with a crowd present would not fit the connection's
 /// write buffer); past it, the first ones in order, and `"capped":true`.
 pub(crate) const PRESENCE_BYTES: usize = 1 << 20;
-
-/// Whether a `/ws` subscription to `topic` makes the connection present in it: not in a
-/// chat room's topic, which a `/ws` client only watches (the room's members are its chat
-/// connections).
-fn adds_presence(topic: &str) -> bool {
-    !topic.starts_with("chat:")
-}
 
 #[derive(Deserialize)]
 struct Request<'a> {
@@ -178,6 +174,10 @@ pub(crate) struct PubSub {
     recovery_max: usize,
     /// This connection's id in the cluster: its presence in the topics it subscribes to.
     client: ClientId,
+    /// The server's namespaces: their rules.
+    namespaces: Namespaces,
+    /// Who this connection is in `join` and `leave` events (made at its first join).
+    who: Option<Box<str>>,
 }
 
 impl PubSub {
@@ -187,6 +187,40 @@ impl PubSub {
             max_subscriptions,
             recovery_max,
             client,
+            namespaces: Namespaces::shared_default(),
+            who: None,
+        }
+    }
+
+    /// The same, with the server's `namespaces`.
+    pub(crate) fn namespaces(mut self, namespaces: Namespaces) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// Whether a `/ws` subscription to `topic` makes the connection present in it: its
+    /// namespace has presence on, and it is not a chat room's topic, which a `/ws` client
+    /// only watches (the room's members are its chat connections).
+    fn adds_presence(&self, topic: &str) -> bool {
+        !topic.starts_with("chat:") && self.namespaces.rules_for(topic).is_some_and(|r| r.presence)
+    }
+
+    /// Tells `topic`'s subscribers that this connection joined or left it, when its
+    /// namespace has `join_leave` and the connection is present in it. `identity`: who it
+    /// is now (`None` when the connection is gone: who it was at its last join).
+    fn announce(&mut self, hub: &Hub, topic: &str, kind: Kind, identity: Option<&Identity>) {
+        let on = self
+            .namespaces
+            .rules_for(topic)
+            .is_some_and(|r| r.join_leave);
+        if !on || !self.adds_presence(topic) {
+            return;
+        }
+        if let Some(identity) = identity {
+            self.who = Some(join_leave::who(self.client.get(), identity));
+        }
+        if let Some(who) = &self.who {
+            join_leave::send(hub.broadcast(topic, join_leave::event(kind, topic, who)));
         }
     }
 
@@ -267,7 +301,7 @@ impl PubSub {
         };
         let s = cx.hub.subscribe(topic, Arc::clone(cx.outbox), query);
         self.subs.push(s.subscription.clone());
-        let added = if adds_presence(topic) {
+        let added = if self.adds_presence(topic) {
             cx.hub.presence_add(topic, self.entry())
         } else {
             Op::ready(Ok(()))
@@ -338,12 +372,13 @@ impl PubSub {
         for f in frames {
             cx.frame(f);
         }
+        self.announce(cx.hub, sub.topic(), Kind::Join, Some(cx.identity));
     }
 
     /// The removal of this connection's presence in `topic` (nothing for a chat room's
     /// topic, which it only watched).
     fn presence_removal(&mut self, hub: &Hub, topic: &str) -> Op<()> {
-        if adds_presence(topic) {
+        if self.adds_presence(topic) {
             presence::removal(hub, topic, self.client.get())
         } else {
             Op::ready(())
@@ -371,6 +406,7 @@ impl PubSub {
         };
         let sub = self.subs.swap_remove(i);
         cx.hub.unsubscribe(&sub);
+        self.announce(cx.hub, topic, Kind::Leave, Some(cx.identity));
         match self.presence_removal(cx.hub, topic).now() {
             Ok(()) => ack(cx, id),
             Err(op) => {
@@ -568,11 +604,13 @@ impl App for PubSub {
     fn close(&mut self, hub: &Hub) {
         for s in std::mem::take(&mut self.subs) {
             hub.unsubscribe(&s);
+            self.announce(hub, s.topic(), Kind::Leave, None);
             self.leave_presence(hub, s.topic());
         }
     }
 }
 
 mod answer;
+mod join_leave;
 #[cfg(test)]
 mod tests;

@@ -60,6 +60,12 @@ impl Client {
         }
     }
 
+    /// The same client, connected as `identity`.
+    pub(crate) fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
+    }
+
     /// `f` on `app` with this client's context, then every wait it started (run to its
     /// end here, in order, as the session would) and every task it started (a broadcast or
     /// a presence removal that was not ready at once); what it replied.
