@@ -931,6 +931,20 @@ fn serve_option_errors_name_their_source_and_refuse_zero_workers() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
+/// A namespace mistake in the config file is one `error:` line naming the fix (exit 2).
+#[test]
+fn serve_refuses_a_bad_namespace_in_one_line() {
+    let bad = temp_file("ns.toml", "[namespaces.private]\nsubscribe = \"tokens\"\n");
+    let (code, err) = serve_refused(&["--config", bad.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("error: ")
+            && err.contains(r#"[namespaces.private] subscribe = "tokens": write "anyone""#),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
 /// A WebSocket server for one connection that runs `script` after the handshake.
 fn scripted<F, Fut>(script: F) -> SocketAddr
 where

@@ -184,6 +184,26 @@ Config file (--config FILE), TOML, every key optional:
   slow_consumer = \"disconnect\" # or \"drop-oldest\"
   # ... and every other option, named as its flag with underscores.
 
+Namespaces (file only, no flags): a topic's namespace is what comes before its first
+':' (\"private:room1\" is in \"private\"; \"news\" has none). Per namespace:
+
+  [topics]                    # topics without a namespace (and every namespace while
+                              # no [namespaces.NAME] besides chat and user is set)
+  subscribe = \"anyone\"        # anyone | authenticated | token (a subscription token)
+  publish = \"anyone\"          # from clients: nobody | subscribers | authenticated | anyone
+  presence = true             # /ws subscribers are present (and may be listed)
+  join_leave = false          # subscribers get join/leave events (needs presence)
+
+  [namespaces.private]        # a namespace you name starts closed (subscribe = \"token\",
+  subscribe = \"token\"         # publish = \"nobody\"), and once one is named, topics in a
+  publish = \"nobody\"          # namespace not named get unknown_namespace
+  presence = false
+  history_size = 0            # default: the top-level history_size and history_ttl
+  history_ttl = \"1m\"
+
+  Built in: [namespaces.chat] (the chat rooms: subscribe, publish, history) and
+  [namespaces.user] (user:ID for the user ID only; publish = \"nobody\" by default).
+
 Precedence: flags > SWITCHBOARD_* environment variables > config file > defaults.
 Logs: RUST_LOG=debug shows one span per connection (id, peer) with its lifecycle.";
 
@@ -223,6 +243,10 @@ struct FileConfig {
     huge_pages: Option<bool>,
     engine: Option<String>,
     redis_url: Option<String>,
+    /// `[topics]`: the rules of topics without a namespace (file only).
+    topics: Option<toml::Value>,
+    /// `[namespaces.NAME]`: each namespace's rules (file only).
+    namespaces: Option<toml::Value>,
 }
 
 /// `listen` in the file: the same forms as the flag.
@@ -453,6 +477,12 @@ fn server_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<ServerConfig> 
     set(&mut c.hub.history_size, pick!(history_size));
     set(&mut c.hub.history_ttl, pick_duration!(history_ttl));
     set(&mut c.socket_send_buffer, pick!(socket_send_buffer));
+    if f.topics.is_some() || f.namespaces.is_some() {
+        c = c.namespaces(namespaces::from_file(
+            f.topics.as_ref(),
+            f.namespaces.as_ref(),
+        )?);
+    }
     if let Some(key) = pick_owned!(api_key).filter(|k| !k.is_empty()) {
         c = c.api_key(key);
     }
@@ -572,5 +602,6 @@ fn library_default(id: &str) -> Option<String> {
     })
 }
 
+mod namespaces;
 #[cfg(test)]
 mod tests;

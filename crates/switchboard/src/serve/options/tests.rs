@@ -252,3 +252,43 @@ fn the_engine_is_memory_unless_redis_is_asked_for() {
     );
     assert!(err.contains("not one of memory, redis"), "{err}");
 }
+
+/// `[topics]` and `[namespaces.NAME]` (file only) land in `ServerConfig::namespaces`, next
+/// to the top-level history bounds every namespace starts from; help says they are
+/// file-only.
+#[test]
+fn namespaces_come_from_the_file() {
+    use switchboard_server::{NamespaceRules, Namespaces, PublishRule, SubscribeRule};
+    let dir = std::env::temp_dir().join(format!("sb-cfg-ns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ns.toml");
+    std::fs::write(
+        &file,
+        "history_size = 7\n[topics]\npublish = \"subscribers\"\n[namespaces.private]\nsubscribe = \"authenticated\"\njoin_leave = true\nhistory_ttl = \"1m\"\n",
+    )
+    .unwrap();
+    let s = settings(T::parse_from(["x", "--config", file.to_str().unwrap()]).a).unwrap();
+    let want = Namespaces::default()
+        .topics(NamespaceRules::open().publish(PublishRule::Subscribers))
+        .namespace(
+            "private",
+            NamespaceRules::closed()
+                .subscribe(SubscribeRule::Authenticated)
+                .join_leave(true)
+                .history_ttl(Duration::from_secs(60)),
+        );
+    assert_eq!(s.config.namespaces, want);
+    assert_eq!(s.config.hub.history_size, 7);
+
+    std::fs::write(&file, "[namespaces.private]\npublish = \"everyone\"\n").unwrap();
+    let t = T::parse_from(["x", "--config", file.to_str().unwrap()]);
+    let err = format!("{:#}", settings(t.a).err().unwrap());
+    assert!(
+        err.contains("publish = \"everyone\": write \"nobody\""),
+        "{err}"
+    );
+
+    use clap::CommandFactory;
+    let help = T::command().render_long_help().to_string();
+    assert!(help.contains("Namespaces (file only, no flags)"), "{help}");
+}
