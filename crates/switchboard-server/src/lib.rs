@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) next_id: AtomicU64,
     /// This node's id, random: client ids are `{node}.{n}`, unique in the cluster.
     pub(crate) node: Arc<str>,
+    /// What every `/ws` connection shares: limits, namespaces.
+    pub(crate) pubsub: Arc<endpoint::pubsub::Settings>,
 }
 
 /// A server: its configuration, its hub and its counters. [`run`] is the short way.
@@ -155,6 +157,11 @@ impl Server {
                 refusals: RefusalLogs::default(),
                 next_id: AtomicU64::new(1),
                 node: endpoint::presence::node_id(),
+                pubsub: Arc::new(endpoint::pubsub::Settings {
+                    max_subscriptions: config.limits.max_subscriptions,
+                    recovery_max: config.limits.recovery_max,
+                    namespaces: config.namespaces.clone(),
+                }),
                 config,
             }),
         }

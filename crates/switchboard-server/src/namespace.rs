@@ -268,12 +268,6 @@ impl Namespaces {
         Self::default()
     }
 
-    /// The default, made once and shared (a connection's default costs no allocation).
-    pub(crate) fn shared_default() -> Self {
-        static DEFAULT: std::sync::OnceLock<Namespaces> = std::sync::OnceLock::new();
-        DEFAULT.get_or_init(Self::default).clone()
-    }
-
     /// Sets the rules of topics without a namespace (and of every namespace while no
     /// [`namespace`](Self::namespace) besides the built-in ones is set).
     pub fn topics(mut self, rules: NamespaceRules) -> Self {

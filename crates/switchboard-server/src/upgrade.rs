@@ -85,10 +85,8 @@ where
                 return Routed::Done;
             };
             debug!("pub/sub opened");
-            let limits = &shared.config.limits;
             let client = ClientId::new(Arc::clone(&shared.node), id);
-            let app = pubsub::PubSub::new(limits.max_subscriptions, limits.recovery_max, client)
-                .namespaces(shared.config.namespaces.clone());
+            let app = pubsub::PubSub::with_settings(Arc::clone(&shared.pubsub), client);
             Routed::Session(session::start(ws, app, Identity::anonymous(), reg, shared))
         }
     }

@@ -32,7 +32,7 @@ struct Who<'a> {
 
 /// Who `client` of `identity` is, as the members of a JSON object:
 /// `"client":…,"user":…[,"info":…]`.
-pub(super) fn who(client: &str, identity: &Identity) -> Box<str> {
+pub(super) fn who(client: &str, identity: &Identity) -> String {
     let info = identity
         .info
         .as_deref()
@@ -46,7 +46,7 @@ pub(super) fn who(client: &str, identity: &Identity) -> Box<str> {
     // Without its braces.
     json.get(1..json.len().saturating_sub(1))
         .unwrap_or_default()
-        .into()
+        .to_owned()
 }
 
 /// The body of a `join` or `leave` of `who` (see [`who`]) in `topic`.
