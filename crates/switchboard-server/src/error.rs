@@ -112,6 +112,7 @@ impl Rejection {
             Reject::Origin => 403,
             Reject::ConnectionLimit | Reject::PerIpLimit => 503,
             Reject::BadRequest => 400,
+            Reject::Unauthorized => 401,
         }
     }
 }

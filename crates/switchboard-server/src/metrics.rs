@@ -77,15 +77,18 @@ pub(crate) enum Reject {
     PerIpLimit,
     /// 400: a valid handshake with parameters the endpoint refuses (chat room or name).
     BadRequest,
+    /// 401: no token, or one that is not accepted, where tokens are required.
+    Unauthorized,
 }
 
 impl Reject {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::NotFound,
         Self::Origin,
         Self::ConnectionLimit,
         Self::PerIpLimit,
         Self::BadRequest,
+        Self::Unauthorized,
     ];
 
     /// The label value.
@@ -96,6 +99,7 @@ impl Reject {
             Self::ConnectionLimit => "connection_limit",
             Self::PerIpLimit => "per_ip_limit",
             Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }
@@ -139,6 +143,10 @@ pub struct Metrics {
     pub ping_timeouts: Counter,
     /// Connections closed with "reconnect and recover" (publications lost on their way).
     pub recover_disconnects: Counter,
+    /// Connections closed with 4011 because their token expired without a refresh.
+    pub token_expired_disconnects: Counter,
+    /// Tokens refreshed by connections (`refresh`).
+    pub token_refreshes: Counter,
     /// Subscriptions with a position that recovered everything they missed.
     pub recovered: Counter,
     /// Subscriptions with a position that could not recover (the client reloads).
@@ -234,6 +242,16 @@ impl Metrics {
                 "switchboard_recover_disconnects_total",
                 "Connections closed with 4010 (reconnect and recover).",
                 self.recover_disconnects.get(),
+            ),
+            (
+                "switchboard_token_expired_disconnects_total",
+                "Connections closed with 4011: their token expired without a refresh.",
+                self.token_expired_disconnects.get(),
+            ),
+            (
+                "switchboard_token_refreshes_total",
+                "Connection tokens refreshed (refresh requests accepted).",
+                self.token_refreshes.get(),
             ),
             (
                 "switchboard_recovered_total",

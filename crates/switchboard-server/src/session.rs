@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use switchboard_hub::{Hub, Op, Outbox};
 use switchboard_proto::SharedFrame;
@@ -19,6 +20,8 @@ use tracing::{Instrument, Span};
 
 use crate::auth::Identity;
 use crate::close::{check_registration, finish, Stop};
+use crate::config::ServerConfig;
+use crate::error::{AppError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::registry::Registration;
 use crate::Shared;
@@ -112,10 +115,10 @@ pub(crate) struct Ctx<'a, W> {
     pub(crate) hub: &'a Hub,
     /// This connection's outbox, which its subscriptions deliver to.
     pub(crate) outbox: &'a Arc<Outbox>,
-    /// Who is connected. Every WebSocket session is anonymous today (chat names come from
-    /// `?name=`), so no app reads it yet.
-    #[expect(dead_code, reason = "no app reads the identity yet")]
-    pub(crate) identity: &'a Identity,
+    /// Who is connected (`None`: anonymous); see [`Ctx::identity`] and [`Ctx::refresh`].
+    pub(crate) identity: &'a mut Option<Box<Identity>>,
+    /// The server's settings: its authenticator, namespaces and limits.
+    pub(crate) config: &'a ServerConfig,
     /// What to send back, in order.
     pub(crate) replies: &'a mut Replies,
     /// What the app waits for, oldest first.
@@ -136,6 +139,33 @@ impl<W> Ctx<'_, W> {
 }
 
 impl<W> Ctx<'_, W> {
+    /// Who is connected.
+    pub(crate) fn identity(&self) -> &Identity {
+        self.identity.as_deref().unwrap_or(&ANONYMOUS)
+    }
+
+    /// The client sent a new token (`refresh`): the authenticator checks it names the same
+    /// user, and the connection's identity (and expiry) become the new token's.
+    pub(crate) fn refresh(&mut self, token: &str) -> Result<(), AppError> {
+        let Some(auth) = &self.config.websocket_authenticator else {
+            return Err(AppError::new(
+                ErrorCode::InvalidToken,
+                "this server does not use tokens: there is nothing to refresh",
+            ));
+        };
+        match auth.refresh(token, self.identity()) {
+            Ok(identity) => {
+                self.metrics.token_refreshes.add(1);
+                *self.identity = Some(Box::new(identity));
+                Ok(())
+            }
+            Err(e) => Err(AppError::new(
+                ErrorCode::InvalidToken,
+                format!("the token is not accepted: {e}"),
+            )),
+        }
+    }
+
     /// Sends `msg` to this client only (after what was queued before it).
     pub(crate) fn reply(&mut self, msg: Message) {
         self.replies.push(Action::Reply(msg));
@@ -261,7 +291,8 @@ where
         hub: shared.hub.clone(),
         outbox: Arc::new(Outbox::new(shared.config.outbox)),
         metrics: Arc::clone(&shared.metrics),
-        identity: (!identity.is_anonymous()).then(|| Box::new(identity)),
+        identity: (identity != ANONYMOUS).then(|| Box::new(identity)),
+        shared,
     };
     // `run` itself, not an async block around it: the block would keep its own copy of
     // everything it hands over (the socket, the app) in every idle session.
@@ -277,6 +308,8 @@ pub(crate) struct Link {
     /// Who is connected; `None`: anonymous (boxed, so an anonymous session holds 8 bytes
     /// for it).
     pub(crate) identity: Option<Box<Identity>>,
+    /// The server's settings.
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// The identity of every anonymous session.
@@ -317,6 +350,7 @@ where
         link,
         replies: Replies::default(),
         waits: Waits::default(),
+        expiry: None,
     };
     session.open();
     let stop = match session.write(&mut ws, &mut reg) {
@@ -391,6 +425,27 @@ struct Session<A: App> {
     link: Link,
     replies: Replies,
     waits: Waits<A::Waited>,
+    /// When the connection's token expires, and the timer for it (only for sessions whose
+    /// identity expires).
+    expiry: Option<Box<Expiry>>,
+}
+
+/// The timer of an identity that expires.
+struct Expiry {
+    at: SystemTime,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Expiry {
+    fn new(at: SystemTime) -> Self {
+        let left = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(std::time::Duration::ZERO);
+        Self {
+            at,
+            timer: Box::pin(tokio::time::sleep(left)),
+        }
+    }
 }
 
 impl<A: App> Session<A> {
@@ -401,18 +456,33 @@ impl<A: App> Session<A> {
             link,
             replies,
             waits,
+            expiry,
         } = self;
         f(
             app,
             &mut Ctx {
                 hub: &link.hub,
                 outbox: &link.outbox,
-                identity: link.identity.as_deref().unwrap_or(&ANONYMOUS),
+                identity: &mut link.identity,
+                config: &link.shared.config,
                 replies,
                 waits,
                 metrics: &link.metrics,
             },
         );
+        // A refresh may have moved the expiry.
+        let at = link.identity.as_ref().and_then(|i| i.expires);
+        if expiry.as_ref().map(|e| e.at) != at {
+            *expiry = at.map(|at| Box::new(Expiry::new(at)));
+        }
+    }
+
+    /// `Ready` once the connection's token has expired.
+    fn poll_expiry(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.expiry {
+            Some(e) => e.timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 
     /// Opens the app.
@@ -457,6 +527,9 @@ impl<A: App> Session<A> {
     {
         if let Some(stop) = check_registration(ws, reg) {
             return Poll::Ready(stop);
+        }
+        if self.poll_expiry(cx).is_ready() {
+            return Poll::Ready(Stop::TokenExpired);
         }
         loop {
             let (outbox, metrics) = (&self.link.outbox, &self.link.metrics);
@@ -557,6 +630,7 @@ mod tests {
             outbox: std::sync::Arc::new(switchboard_hub::Outbox::new(Default::default())),
             metrics: Default::default(),
             identity: None,
+            shared: std::sync::Arc::clone(&crate::Server::new(Default::default()).shared),
         };
         let client = crate::endpoint::presence::ClientId::new("node01".into(), 1);
         let app = crate::endpoint::pubsub::PubSub::new(8, 300, client);

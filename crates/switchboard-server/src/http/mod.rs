@@ -4,7 +4,7 @@
 
 mod body;
 mod publish;
-mod query;
+pub(crate) mod query;
 mod response;
 
 use std::net::SocketAddr;
