@@ -219,6 +219,7 @@ impl Chat {
                 client,
                 user: presence::empty(),
                 name: Arc::from(name),
+                info: presence::empty(),
             },
             room,
             sub: None,
@@ -296,6 +297,9 @@ impl Chat {
         let mut chat = Self::new(client, name, room, max_text).recovering(from);
         if let Some(user) = &identity.user {
             chat.me.user = Arc::from(user.as_str());
+        }
+        if let Some(info) = &identity.info {
+            chat.me.info = Arc::from(info.as_str());
         }
         Ok(chat)
     }

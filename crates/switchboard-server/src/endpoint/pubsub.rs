@@ -274,6 +274,7 @@ impl PubSub {
             client: Arc::clone(self.client.get()),
             user: text(&identity.user),
             name: text(&identity.name),
+            info: text(&identity.info),
         }
     }
 

@@ -230,6 +230,7 @@ fn members_are_the_engines_presence() {
             client: "other.1".into(),
             user: presence::empty(),
             name: "Aaron".into(),
+            info: "".into(),
         };
         wait(hub.presence_add("chat:r1", elsewhere)).unwrap();
         let mut cy = Chat::new("u3".into(), "Cy".into(), "r1".into(), 100);

@@ -96,6 +96,9 @@ struct ClientJson<'a> {
     client: &'a str,
     user: &'a str,
     name: &'a str,
+    /// The token's `info`, as the application gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<&'a RawValue>,
 }
 
 fn reply(r: &Reply<'_>) -> Message {
@@ -237,6 +240,9 @@ pub(super) fn presence_answer(
             client: &e.client,
             user: &e.user,
             name: &e.name,
+            info: (!e.info.is_empty())
+                .then(|| serde_json::from_str::<&RawValue>(&e.info).ok())
+                .flatten(),
         })
         .unwrap_or_default();
         bytes += json.len() + 1;
