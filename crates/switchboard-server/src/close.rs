@@ -29,6 +29,8 @@ pub(crate) enum Stop {
     /// Publications of a topic it subscribes to were lost on their way to this node: the
     /// client reconnects and recovers.
     Recover,
+    /// The client went on sending past its messages or bytes a second after it was warned.
+    RateLimited,
     /// The connection failed.
     Failed(WsError),
 }
@@ -109,6 +111,14 @@ pub(crate) async fn finish<S>(
                     CloseCode::POLICY_VIOLATION,
                     "slow consumer: too many messages queued",
                 ),
+            )
+            .await
+        }
+        Stop::RateLimited => {
+            metrics.rate_limit_disconnects.add(1);
+            bounded(
+                timeout,
+                going_away(&mut ws, CloseCode::POLICY_VIOLATION, "rate limit exceeded"),
             )
             .await
         }

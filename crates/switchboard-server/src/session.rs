@@ -20,6 +20,7 @@ use tracing::{Instrument, Span};
 use crate::auth::Identity;
 use crate::close::{check_registration, finish, Stop};
 use crate::metrics::Metrics;
+use crate::ratelimit::{MessageLimiter, Verdict};
 use crate::registry::Registration;
 use crate::Shared;
 
@@ -317,6 +318,7 @@ where
         link,
         replies: Replies::default(),
         waits: Waits::default(),
+        limiter: MessageLimiter::default(),
     };
     session.open();
     let stop = match session.write(&mut ws, &mut reg) {
@@ -385,12 +387,13 @@ async fn drain<W>(waits: &mut Waits<W>) {
 }
 
 /// An open session, besides its socket and registration: the app, what it is linked to,
-/// the list its replies go through and what it waits for.
+/// the list its replies go through, what it waits for and its rate limits' buckets.
 struct Session<A: App> {
     app: A,
     link: Link,
     replies: Replies,
     waits: Waits<A::Waited>,
+    limiter: MessageLimiter,
 }
 
 impl<A: App> Session<A> {
@@ -401,6 +404,7 @@ impl<A: App> Session<A> {
             link,
             replies,
             waits,
+            ..
         } = self;
         f(
             app,
@@ -423,6 +427,33 @@ impl<A: App> Session<A> {
     /// Hands `msg` to the app.
     fn message(&mut self, msg: Message) {
         self.with_app(|app, cx| app.message(cx, msg));
+    }
+
+    /// Hands `msg` to the app unless it is over the connection's messages or bytes a
+    /// second: then it is dropped, the first of a flood with a `rate_limited` error event
+    /// in its place; `Err` when the client went on past its warning (closed with 1008).
+    fn receive(&mut self, msg: Message, reg: &Registration) -> Result<(), Stop> {
+        let rates = reg.message_rates();
+        let limit = match self
+            .limiter
+            .check(rates, msg.payload().len(), || reg.clock())
+        {
+            Verdict::Pass => {
+                self.message(msg);
+                return Ok(());
+            }
+            Verdict::Warn(limit) => {
+                self.replies.push(Action::Reply(rates.event(limit)));
+                limit
+            }
+            Verdict::Drop(limit) => limit,
+            Verdict::Close(limit) => {
+                self.link.metrics.rate_limited(limit);
+                return Err(Stop::RateLimited);
+            }
+        };
+        self.link.metrics.rate_limited(limit);
+        Ok(())
     }
 
     /// Queues the waiting replies on the socket, in order.
@@ -501,7 +532,9 @@ impl<A: App> Session<A> {
                     reg.received(true);
                     self.link.metrics.messages_in.add(1);
                     self.link.metrics.bytes_in.add(m.payload().len() as u64);
-                    self.message(m);
+                    if let Err(stop) = self.receive(m, reg) {
+                        return Poll::Ready(stop);
+                    }
                     if let Err(stop) = self.write(ws, reg) {
                         return Poll::Ready(stop);
                     }
