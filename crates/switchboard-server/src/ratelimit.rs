@@ -226,11 +226,11 @@ struct Entry {
 /// only when the limit is on).
 ///
 /// An address is hashed with a random key (SipHash), so clients cannot choose which set
-/// they land in. A set keeps the two addresses that connected most recently over their
-/// rate; a new address takes the place of the one whose bucket fills first (full already, in
-/// a set that saw no flood: nothing is lost). Under a flood of many distinct addresses the
-/// table forgets some buckets early and the limit gets more lenient; it never refuses an
-/// address for another's connections (short of a 64-bit hash collision).
+/// they land in. A set holds two addresses; a new one takes the place of the one whose
+/// bucket will be full first: one that is full already loses nothing, and an address that
+/// floods (its bucket furthest from full) keeps its place. Under a flood of many distinct
+/// addresses the table forgets some buckets early and the limit gets more lenient; it never
+/// refuses an address for another's connections (short of a 64-bit hash collision).
 ///
 /// An IPv6 client is counted by its /64 (a host usually has a whole /64, and could open
 /// every connection from a new address in it); an IPv4-mapped IPv6 address as its IPv4.
