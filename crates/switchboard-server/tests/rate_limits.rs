@@ -198,6 +198,7 @@ async fn a_flooding_chat_client_is_warned_then_closed_while_others_go_on() {
         assert_eq!(m["text"], format!("c{i}"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    drop(calm);
     let f = flooding.await.unwrap();
     check_flood(&f, "20 messages a second");
     let texts: Vec<&str> = f
@@ -249,6 +250,7 @@ async fn no_limit_by_default() {
             (Some("ack"), &Value::from(i))
         );
     }
+    drop(a);
     let m = metrics(srv.addr).await;
     assert!(m.contains("switchboard_rate_limited_total{limit=\"messages\"} 0\n"));
     srv.stop().await;
