@@ -31,6 +31,8 @@ pub(crate) enum Stop {
     Recover,
     /// The connection's token expired without a refresh.
     TokenExpired,
+    /// The client went on sending past its messages or bytes a second after it was warned.
+    RateLimited,
     /// The connection failed.
     Failed(WsError),
 }
@@ -110,6 +112,14 @@ pub(crate) async fn finish<S>(
                     CloseCode::POLICY_VIOLATION,
                     "slow consumer: too many messages queued",
                 ),
+            )
+            .await
+        }
+        Stop::RateLimited => {
+            metrics.rate_limit_disconnects.add(1);
+            bounded(
+                timeout,
+                going_away(&mut ws, CloseCode::POLICY_VIOLATION, "rate limit exceeded"),
             )
             .await
         }

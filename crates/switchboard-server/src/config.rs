@@ -18,6 +18,21 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections per client IP address; past it, 503. Default 1,000.
     pub max_connections_per_ip: u32,
+    /// New connections a second from one client address (IPv6: its /64), plain HTTP and
+    /// WebSocket alike, counted as they are accepted, with a burst of one second's worth;
+    /// past it, 429 with `Retry-After: 1`. 0: no limit. Default 0 (behind a proxy or a NAT
+    /// many clients share one address; see the README for values to use).
+    pub max_new_connections_per_second_per_ip: u32,
+    /// Messages a second one `/ws` or `/chat` connection may send, with a burst of one
+    /// second's worth. Messages over it are dropped, the first with a `rate_limited` error
+    /// event; a connection still over it a second after that is closed with 1008
+    /// (docs/protocol.md). 0: no limit. Default 0.
+    pub max_messages_per_second: u32,
+    /// Message payload bytes a second one `/ws` or `/chat` connection may send, as
+    /// [`max_messages_per_second`](Self::max_messages_per_second) (a message larger than a
+    /// second's worth passes when the connection sent nothing for a second). 0: no limit.
+    /// Default 0.
+    pub max_bytes_per_second: u64,
     /// Topics one `/ws` connection may subscribe to. Default 64.
     pub max_subscriptions: usize,
     /// Largest chat message text, in characters. Default 4,000.
@@ -38,6 +53,9 @@ impl Default for Limits {
         Self {
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
+            max_new_connections_per_second_per_ip: 0,
+            max_messages_per_second: 0,
+            max_bytes_per_second: 0,
             max_subscriptions: 64,
             max_chat_text: 4_000,
             max_api_body: 1 << 20,

@@ -49,6 +49,7 @@ mod http;
 mod listener;
 mod metrics;
 mod process;
+mod ratelimit;
 mod refusal;
 mod registry;
 mod render;

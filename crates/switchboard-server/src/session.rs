@@ -23,6 +23,7 @@ use crate::close::{check_registration, finish, Stop};
 use crate::config::ServerConfig;
 use crate::error::{AppError, ErrorCode};
 use crate::metrics::Metrics;
+use crate::ratelimit::{MessageLimiter, Verdict};
 use crate::registry::Registration;
 use crate::Shared;
 
@@ -351,6 +352,7 @@ where
         replies: Replies::default(),
         waits: Waits::default(),
         expiry: None,
+        limiter: MessageLimiter::default(),
     };
     session.open();
     let stop = match session.write(&mut ws, &mut reg) {
@@ -419,7 +421,7 @@ async fn drain<W>(waits: &mut Waits<W>) {
 }
 
 /// An open session, besides its socket and registration: the app, what it is linked to,
-/// the list its replies go through and what it waits for.
+/// the list its replies go through, what it waits for and its rate limits' buckets.
 struct Session<A: App> {
     app: A,
     link: Link,
@@ -428,6 +430,7 @@ struct Session<A: App> {
     /// When the connection's token expires, and the timer for it (only for sessions whose
     /// identity expires).
     expiry: Option<Box<Expiry>>,
+    limiter: MessageLimiter,
 }
 
 /// The timer of an identity that expires.
@@ -457,6 +460,7 @@ impl<A: App> Session<A> {
             replies,
             waits,
             expiry,
+            ..
         } = self;
         f(
             app,
@@ -493,6 +497,33 @@ impl<A: App> Session<A> {
     /// Hands `msg` to the app.
     fn message(&mut self, msg: Message) {
         self.with_app(|app, cx| app.message(cx, msg));
+    }
+
+    /// Hands `msg` to the app unless it is over the connection's messages or bytes a
+    /// second: then it is dropped, the first of a flood with a `rate_limited` error event
+    /// in its place; `Err` when the client went on past its warning (closed with 1008).
+    fn receive(&mut self, msg: Message, reg: &Registration) -> Result<(), Stop> {
+        let rates = reg.message_rates();
+        let limit = match self
+            .limiter
+            .check(rates, msg.payload().len(), || reg.clock())
+        {
+            Verdict::Pass => {
+                self.message(msg);
+                return Ok(());
+            }
+            Verdict::Warn(limit) => {
+                self.replies.push(Action::Reply(rates.event(limit)));
+                limit
+            }
+            Verdict::Drop(limit) => limit,
+            Verdict::Close(limit) => {
+                self.link.metrics.rate_limited(limit);
+                return Err(Stop::RateLimited);
+            }
+        };
+        self.link.metrics.rate_limited(limit);
+        Ok(())
     }
 
     /// Queues the waiting replies on the socket, in order.
@@ -574,7 +605,9 @@ impl<A: App> Session<A> {
                     reg.received(true);
                     self.link.metrics.messages_in.add(1);
                     self.link.metrics.bytes_in.add(m.payload().len() as u64);
-                    self.message(m);
+                    if let Err(stop) = self.receive(m, reg) {
+                        return Poll::Ready(stop);
+                    }
                     if let Err(stop) = self.write(ws, reg) {
                         return Poll::Ready(stop);
                     }

@@ -46,7 +46,12 @@ where
         }
     };
     if !req.is_upgrade() {
-        http::handle(stream, req, leftover, peer, &shared).await;
+        let limited = reg
+            .as_ref()
+            .err()
+            .map(|(_, why)| why)
+            .filter(|w| w.is_rate());
+        http::handle(stream, req, leftover, peer, limited, &shared).await;
         return Routed::Done;
     }
     let (endpoint, reg) = match admit(&req, reg, peer, &shared) {

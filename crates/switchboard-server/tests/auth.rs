@@ -104,7 +104,10 @@ async fn ws_and_chat_need_a_valid_token() {
     let srv = server(false).await;
     let valid = token("alice", 60, json!({}));
     let expired = token("alice", -10, json!({}));
-    let forged = sign_with("another-secret-another-secret!!!", json!({"sub":"alice","exp":now()+60}));
+    let forged = sign_with(
+        "another-secret-another-secret!!!",
+        json!({"sub":"alice","exp":now()+60}),
+    );
     // `alg: none`: a header and claims without a signature.
     let b64 = |v: Value| {
         use base64::Engine as _;
@@ -137,8 +140,12 @@ async fn ws_and_chat_need_a_valid_token() {
         let sep = if path.contains('?') { '&' } else { '?' };
         let (status, _) = handshake(srv.addr, &format!("{path}{sep}token={valid}"), "").await;
         assert_eq!(status, 101, "{path}?token=");
-        let (status, _) =
-            handshake(srv.addr, path, &format!("Authorization: Bearer {valid}\r\n")).await;
+        let (status, _) = handshake(
+            srv.addr,
+            path,
+            &format!("Authorization: Bearer {valid}\r\n"),
+        )
+        .await;
         assert_eq!(status, 101, "{path} with the header");
     }
     // The echo endpoint takes no token.
@@ -166,7 +173,12 @@ async fn a_chat_user_is_who_the_token_says() {
     let srv = server(false).await;
     let t = token("u-42", 60, json!({"name":"Alice","info":{"role":"admin"}}));
     // `?name=` is for guests: a signed-in user cannot pose as someone else.
-    let mut c = connect(srv.addr, &format!("/chat?room=r&name=Mallory&token={t}"), None).await;
+    let mut c = connect(
+        srv.addr,
+        &format!("/chat?room=r&name=Mallory&token={t}"),
+        None,
+    )
+    .await;
     let w = next_of(&mut c, "welcome").await;
     assert_eq!(w["you"]["name"], "Alice", "{w}");
     assert_eq!(w["you"]["user"], "u-42", "{w}");
@@ -209,8 +221,15 @@ async fn an_expired_token_closes_with_4011_and_a_refresh_keeps_the_connection() 
     )
     .await;
     let e = next_of(&mut keen, "error").await;
-    assert_eq!((&e["id"], &e["code"]), (&json!(1), &json!("invalid_token")), "{e}");
-    assert!(e["message"].as_str().unwrap().contains("another user"), "{e}");
+    assert_eq!(
+        (&e["id"], &e["code"]),
+        (&json!(1), &json!("invalid_token")),
+        "{e}"
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("another user"),
+        "{e}"
+    );
     send_json(&mut keen, json!({"type":"refresh","token":"x.y.z","id":2})).await;
     assert_eq!(next_of(&mut keen, "error").await["code"], "invalid_token");
     // The right refresh: acked, and the connection outlives the first token.
@@ -225,11 +244,19 @@ async fn an_expired_token_closes_with_4011_and_a_refresh_keeps_the_connection() 
     send_json(&mut keen, json!({"type":"subscribe","topic":"t","id":4})).await;
     assert_eq!(next_of(&mut keen, "ack").await["id"], 4, "still open");
     let m = metrics(srv.addr).await;
-    assert!(m.contains("switchboard_token_expired_disconnects_total 1"), "{m}");
+    assert!(
+        m.contains("switchboard_token_expired_disconnects_total 1"),
+        "{m}"
+    );
     assert!(m.contains("switchboard_token_refreshes_total 1"), "{m}");
 
     // The chat too.
-    let mut chat = connect(srv.addr, &format!("/chat?token={}", token("carol", 1, json!({}))), None).await;
+    let mut chat = connect(
+        srv.addr,
+        &format!("/chat?token={}", token("carol", 1, json!({}))),
+        None,
+    )
+    .await;
     next_of(&mut chat, "welcome").await;
     assert_eq!(close_code(&mut chat).await, Some(4011));
     srv.stop().await;
@@ -243,7 +270,11 @@ async fn a_tokens_channels_are_subscribed_and_recover_after_a_reconnect() {
     let mut topics = Vec::new();
     for _ in 0..2 {
         let s = next_of(&mut c, "subscribed").await;
-        assert_eq!((s["offset"].as_u64(), &s["recovered"]), (Some(0), &json!(false)), "{s}");
+        assert_eq!(
+            (s["offset"].as_u64(), &s["recovered"]),
+            (Some(0), &json!(false)),
+            "{s}"
+        );
         topics.push(s["topic"].as_str().unwrap().to_string());
     }
     topics.sort();
@@ -256,7 +287,10 @@ async fn a_tokens_channels_are_subscribed_and_recover_after_a_reconnect() {
     assert_eq!(next_of(&mut publisher, "ack").await["id"], 1);
     let m = next_of(&mut c, "message").await;
     assert_eq!((&m["topic"], &m["data"]), (&json!("news"), &json!({"n":1})));
-    let (offset, epoch) = (m["offset"].as_u64().unwrap(), m["epoch"].as_str().unwrap().to_string());
+    let (offset, epoch) = (
+        m["offset"].as_u64().unwrap(),
+        m["epoch"].as_str().unwrap().to_string(),
+    );
     drop(c);
 
     // Away: two more; back with the position in the URL, they are replayed.
@@ -271,7 +305,11 @@ async fn a_tokens_channels_are_subscribed_and_recover_after_a_reconnect() {
         let v = next_json(&mut c).await;
         match v["type"].as_str() {
             Some("subscribed") if v["topic"] == "news" => {
-                assert_eq!((&v["recovered"], v["offset"].as_u64()), (&json!(true), Some(3)), "{v}");
+                assert_eq!(
+                    (&v["recovered"], v["offset"].as_u64()),
+                    (&json!(true), Some(3)),
+                    "{v}"
+                );
                 seen.push("subscribed news".to_string());
             }
             Some("subscribed") => {
@@ -282,7 +320,11 @@ async fn a_tokens_channels_are_subscribed_and_recover_after_a_reconnect() {
             _ => panic!("unexpected {v}"),
         }
     }
-    let news: Vec<_> = seen.iter().filter(|s| !s.contains("alerts")).cloned().collect();
+    let news: Vec<_> = seen
+        .iter()
+        .filter(|s| !s.contains("alerts"))
+        .cloned()
+        .collect();
     assert_eq!(news, ["subscribed news", "n=2", "n=3"], "{seen:?}");
 
     // A bad position in the URL is refused before the upgrade.

@@ -48,6 +48,23 @@ pub(crate) struct ServeArgs {
     /// Open connections per client IP; past it, 503.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     max_connections_per_ip: Option<u32>,
+    /// New connections a second from one client IP (IPv6: its /64), HTTP and WebSocket,
+    /// with a burst of one second's worth; past it, 429 with Retry-After: 1. 0: no limit.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_NEW_CONNECTIONS_PER_SECOND_PER_IP",
+        value_name = "N"
+    )]
+    max_new_connections_per_second_per_ip: Option<u32>,
+    /// Messages a second one /ws or /chat connection may send (a burst of one second's
+    /// worth); over it messages are dropped with a `rate_limited` error, and a connection
+    /// that goes on for a second is closed with 1008. 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGES_PER_SECOND", value_name = "N")]
+    max_messages_per_second: Option<u32>,
+    /// Message bytes a second one /ws or /chat connection may send, as
+    /// --max-messages-per-second. 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_BYTES_PER_SECOND", value_name = "BYTES")]
+    max_bytes_per_second: Option<u64>,
     /// Topics one /ws connection may subscribe to.
     #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", value_name = "N")]
     max_subscriptions: Option<usize>,
@@ -180,6 +197,7 @@ Config file (--config FILE), TOML, every key optional:
   max_message_size = 65536
   max_connections = 100000
   max_connections_per_ip = 1000
+  max_messages_per_second = 100 # per /ws or /chat connection; 0: no limit
   ping_interval = \"30s\"       # durations: \"500ms\", \"2m\", \"1h\"; 0 disables
   slow_consumer = \"disconnect\" # or \"drop-oldest\"
   # ... and every other option, named as its flag with underscores.
@@ -197,6 +215,9 @@ struct FileConfig {
     echo_max_message_size: Option<usize>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<u32>,
+    max_new_connections_per_second_per_ip: Option<u32>,
+    max_messages_per_second: Option<u32>,
+    max_bytes_per_second: Option<u64>,
     max_subscriptions: Option<usize>,
     max_chat_text: Option<usize>,
     ping_interval: Option<FileDuration>,
@@ -417,6 +438,18 @@ fn server_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<ServerConfig> 
         &mut limits.max_connections_per_ip,
         pick!(max_connections_per_ip),
     );
+    set(
+        &mut limits.max_new_connections_per_second_per_ip,
+        pick!(max_new_connections_per_second_per_ip),
+    );
+    set(
+        &mut limits.max_messages_per_second,
+        pick!(max_messages_per_second),
+    );
+    set(
+        &mut limits.max_bytes_per_second,
+        pick!(max_bytes_per_second),
+    );
     set(&mut limits.max_subscriptions, pick!(max_subscriptions));
     set(&mut limits.recovery_max, pick!(recovery_max));
     set(&mut limits.max_chat_text, pick!(max_chat_text));
@@ -543,6 +576,11 @@ fn library_default(id: &str) -> Option<String> {
         "echo_max_message_size" => c.echo.max_message_size.to_string(),
         "max_connections" => c.limits.max_connections.to_string(),
         "max_connections_per_ip" => c.limits.max_connections_per_ip.to_string(),
+        "max_new_connections_per_second_per_ip" => {
+            c.limits.max_new_connections_per_second_per_ip.to_string()
+        }
+        "max_messages_per_second" => c.limits.max_messages_per_second.to_string(),
+        "max_bytes_per_second" => c.limits.max_bytes_per_second.to_string(),
         "max_subscriptions" => c.limits.max_subscriptions.to_string(),
         "max_chat_text" => c.limits.max_chat_text.to_string(),
         "ping_interval" => off_or(c.heartbeat.ping_interval),

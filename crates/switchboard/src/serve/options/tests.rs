@@ -16,7 +16,7 @@ fn flags_win_over_the_file_and_the_file_over_defaults() {
     let file = dir.join("c.toml");
     std::fs::write(
         &file,
-        "listen = \"127.0.0.1:9999\"\nmax_connections = 7\nping_interval = 0\napi_key = \"k\"\n",
+        "listen = \"127.0.0.1:9999\"\nmax_connections = 7\nping_interval = 0\napi_key = \"k\"\nmax_messages_per_second = 30\n",
     )
     .unwrap();
     let t = T::parse_from([
@@ -32,6 +32,8 @@ fn flags_win_over_the_file_and_the_file_over_defaults() {
     assert_eq!(s.config.heartbeat.ping_interval, None);
     assert_eq!(s.config.api_key.as_deref(), Some("k"));
     assert_eq!(s.config.limits.max_connections_per_ip, 1000);
+    assert_eq!(s.config.limits.max_messages_per_second, 30);
+    assert_eq!(s.config.limits.max_bytes_per_second, 0);
 
     std::fs::write(&file, "max_conections = 7\n").unwrap();
     let t = T::parse_from(["x", "--config", file.to_str().unwrap()]);
@@ -108,6 +110,12 @@ fn options_land_in_their_settings() {
             "90s",
             "--deflate-window-bits",
             "10",
+            "--max-messages-per-second",
+            "50",
+            "--max-bytes-per-second",
+            "65536",
+            "--max-new-connections-per-second-per-ip",
+            "20",
         ])
         .a,
     )
@@ -120,6 +128,15 @@ fn options_land_in_their_settings() {
     assert_eq!(c.outbox.policy, SlowConsumerPolicy::DropOldest);
     assert_eq!(c.hub.history_size, 3);
     assert_eq!(c.hub.history_ttl, Duration::from_secs(90));
+    let l = c.limits;
+    assert_eq!(
+        (
+            l.max_messages_per_second,
+            l.max_bytes_per_second,
+            l.max_new_connections_per_second_per_ip
+        ),
+        (50, 65536, 20)
+    );
     let d = c.ws.deflate.unwrap();
     assert_eq!(
         (d.server_max_window_bits, d.client_max_window_bits),
@@ -180,7 +197,7 @@ fn help_shows_the_library_defaults() {
             None => assert!(shown <= 1, "--{id}: {text}"),
         }
     }
-    assert_eq!(with_default, 21, "every server setting has its option");
+    assert_eq!(with_default, 24, "every server setting has its option");
 }
 
 /// Zero-config `serve` uses io_uring where it works (and says which transport in the
