@@ -248,12 +248,11 @@ impl PartialEq for ServerConfig {
             (Some(a), Some(b)) => Arc::ptr_eq(a.config(), b.config()),
             (a, b) => a.is_none() && b.is_none(),
         };
-        let same = |a: &Option<Arc<dyn Authenticator>>, b: &Option<Arc<dyn Authenticator>>| match (
-            a, b,
-        ) {
-            (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
-            (a, b) => a.is_none() && b.is_none(),
-        };
+        let same =
+            |a: &Option<Arc<dyn Authenticator>>, b: &Option<Arc<dyn Authenticator>>| match (a, b) {
+                (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+                (a, b) => a.is_none() && b.is_none(),
+            };
         same_tls
             && same(&self.authenticator, &other.authenticator)
             && same(

@@ -45,10 +45,9 @@ impl ApiKey {
             .or_else(|| req.header("x-api-key").map(str::trim))
             .ok_or(AuthError::Missing)?;
         // Every key is compared, whichever matches.
-        let matched = keys
-            .iter()
-            .filter(|k| !k.is_empty())
-            .fold(false, |m, k| m | constant_time_eq(given.as_bytes(), k.as_bytes()));
+        let matched = keys.iter().filter(|k| !k.is_empty()).fold(false, |m, k| {
+            m | constant_time_eq(given.as_bytes(), k.as_bytes())
+        });
         if matched {
             Ok(Identity::user("api-key"))
         } else {

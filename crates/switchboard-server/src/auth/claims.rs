@@ -33,7 +33,11 @@ pub(crate) fn connection(claims: &Claims) -> Result<Identity, String> {
         Some(Value::String(n)) if n.chars().count() <= MAX_NAME => {
             Some(n.clone()).filter(|n| !n.is_empty())
         }
-        Some(_) => return Err(format!("name must be a string of at most {MAX_NAME} characters")),
+        Some(_) => {
+            return Err(format!(
+                "name must be a string of at most {MAX_NAME} characters"
+            ))
+        }
     };
     let channels = match claims.get("channels") {
         None | Some(Value::Null) => Vec::new(),
@@ -172,7 +176,10 @@ mod tests {
     fn connection_claims_out_of_shape_are_refused_with_the_rule() {
         let refused = |v: Value| connection(&claims(v)).unwrap_err();
         let e = refused(json!({"sub": "a", "exp": 1, "channel": "x"}));
-        assert!(e.starts_with("connection tokens may not have a channel claim"), "{e}");
+        assert!(
+            e.starts_with("connection tokens may not have a channel claim"),
+            "{e}"
+        );
         assert!(refused(json!({"exp": 1})).contains("no sub claim"));
         assert!(refused(json!({"sub": 7, "exp": 1})).contains("sub must be a string"));
         let long = "x".repeat(MAX_NAME + 1);
@@ -207,6 +214,9 @@ mod tests {
         assert!(subscription(&anon, &Identity::anonymous(), "secret").is_ok());
         let conn = claims(json!({"sub": "alice", "exp": 5}));
         let e = subscription(&conn, &alice, "secret").unwrap_err();
-        assert!(e.starts_with("subscription tokens need a channel claim"), "{e}");
+        assert!(
+            e.starts_with("subscription tokens need a channel claim"),
+            "{e}"
+        );
     }
 }

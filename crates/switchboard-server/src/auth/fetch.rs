@@ -31,7 +31,10 @@ async fn get_unbounded(url: &str, tls: Arc<ClientConfig>) -> Result<Vec<u8>, Str
         return Err("only https:// URLs are fetched".into());
     }
     let authority = uri.authority().ok_or("the URL has no host")?.clone();
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let port = authority.port_u16().unwrap_or(443);
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| format!("{host:?} is not a host name: {e}"))?;
@@ -63,10 +66,12 @@ async fn get_unbounded(url: &str, tls: Arc<ClientConfig>) -> Result<Vec<u8>, Str
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
-                Some(_) => format!("the document is larger than {} MiB", MAX_BODY >> 20),
-                None => format!("reading the answer: {e}"),
-            })?;
+            .map_err(
+                |e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                    Some(_) => format!("the document is larger than {} MiB", MAX_BODY >> 20),
+                    None => format!("reading the answer: {e}"),
+                },
+            )?;
         Ok(body.to_bytes().to_vec())
     };
     // The connection runs beside the exchange; once it ends, what it received is read.

@@ -99,7 +99,11 @@ impl Jwks {
         });
         let keys = jwks.load().await?;
         jwks.set(keys);
-        runtime.spawn(refresh_loop(Arc::downgrade(&jwks), Arc::clone(&jwks.wake), every));
+        runtime.spawn(refresh_loop(
+            Arc::downgrade(&jwks),
+            Arc::clone(&jwks.wake),
+            every,
+        ));
         Ok(jwks)
     }
 

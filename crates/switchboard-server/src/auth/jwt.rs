@@ -102,7 +102,11 @@ impl JwtAuthenticator {
         if keys.is_empty() && jwks.is_none() {
             return Err(match allowed {
                 Some(a) if config.has_keys() => JwtError::NoAllowedAlgorithm {
-                    allowed: a.iter().map(|a| keys::name_of(*a)).collect::<Vec<_>>().join(", "),
+                    allowed: a
+                        .iter()
+                        .map(|a| keys::name_of(*a))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 },
                 _ => JwtError::NoKeys,
             });
@@ -119,11 +123,15 @@ impl JwtAuthenticator {
     /// The claims of `token` once its signature, `exp` and `nbf` are checked, or why not.
     fn verify(&self, token: &str) -> Result<Map<String, Value>, String> {
         let header = peek_header(token)?;
-        let alg = match keys::algorithm(&header.alg) {
-            Some(alg) => alg,
-            None => return Err(format!("algorithm {} is not allowed", shown(&header.alg))),
+        let Some(alg) = keys::algorithm(&header.alg) else {
+            return Err(format!("algorithm {} is not allowed", shown(&header.alg)));
         };
-        if self.inner.allowed.as_ref().is_some_and(|a| !a.contains(&alg)) {
+        if self
+            .inner
+            .allowed
+            .as_ref()
+            .is_some_and(|a| !a.contains(&alg))
+        {
             return Err(format!("algorithm {} is not allowed", keys::name_of(alg)));
         }
         let jwks_keys = self.inner.jwks.as_ref().map(|j| j.keys());
@@ -191,7 +199,9 @@ impl Authenticator for JwtAuthenticator {
     fn refresh(&self, token: &str, current: &Identity) -> Result<Identity, AuthError> {
         let identity = self.connection_token(token)?;
         if identity.user != current.user {
-            return Err(AuthError::Invalid("the new token is for another user".into()));
+            return Err(AuthError::Invalid(
+                "the new token is for another user".into(),
+            ));
         }
         Ok(identity)
     }
@@ -277,18 +287,18 @@ fn reason(kind: &ErrorKind) -> String {
         ErrorKind::MissingRequiredClaim(c) => {
             format!("the token has no valid {c} claim (seconds since 1970)")
         }
-        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-            "malformed token".into()
-        }
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => "malformed token".into(),
         _ => "invalid token".into(),
     }
 }
 
 /// Something the token says (an `alg`, a `kid`), safe to put in a one-line reason.
 fn shown(s: &str) -> String {
-    let plain = s.len() <= 64
-        && !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"');
+    let plain =
+        s.len() <= 64 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"');
     if plain {
         s.to_string()
     } else {

@@ -49,7 +49,11 @@ pub(crate) fn unsigned(header: &str, claims: &Value) -> String {
 pub(crate) fn ec_key(alg: &'static rcgen::SignatureAlgorithm) -> (EncodingKey, String, Vec<u8>) {
     let pair = rcgen::KeyPair::generate_for(alg).unwrap();
     let signing = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
-    (signing, pair.public_key_pem(), pair.public_key_raw().to_vec())
+    (
+        signing,
+        pair.public_key_pem(),
+        pair.public_key_raw().to_vec(),
+    )
 }
 
 /// An RSA key (2048 bits, made by `openssl` once): (its signing key, its public key PEM).
@@ -79,7 +83,13 @@ pub(crate) fn rsa_key() -> (EncodingKey, String) {
             String::from_utf8(out.stdout).unwrap()
         };
         let private = run(
-            &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ],
             None,
         );
         let public = run(&["pkey", "-pubout"], Some(&private));

@@ -75,15 +75,24 @@ async fn no_token_is_missing_rather_than_invalid() {
 async fn expired_early_and_exp_less_tokens_are_refused_without_leeway() {
     let auth = hmac(SECRET).await;
     let check = |claims: Value| refused(auth.authenticate(&bearer(&hs256(SECRET, &claims))));
-    assert_eq!(check(json!({"sub": "a", "exp": now() - 1})), "token expired");
+    assert_eq!(
+        check(json!({"sub": "a", "exp": now() - 1})),
+        "token expired"
+    );
     assert_eq!(
         check(json!({"sub": "a", "exp": now() + 60, "nbf": now() + 30})),
         "token not valid yet"
     );
     let no_exp = check(json!({"sub": "a"}));
-    assert!(no_exp.starts_with("the token has no valid exp claim"), "{no_exp}");
+    assert!(
+        no_exp.starts_with("the token has no valid exp claim"),
+        "{no_exp}"
+    );
     let text_exp = check(json!({"sub": "a", "exp": "tomorrow"}));
-    assert!(text_exp.starts_with("the token has no valid exp claim"), "{text_exp}");
+    assert!(
+        text_exp.starts_with("the token has no valid exp claim"),
+        "{text_exp}"
+    );
 }
 
 #[tokio::test]
@@ -100,7 +109,14 @@ async fn bad_signatures_and_malformed_tokens_are_told_apart() {
         refused(auth.authenticate(&bearer(&parts.join(".")))),
         "bad signature"
     );
-    for junk in ["abc", "a.b", "a.b.c.d", "!!!.e30.x", "e30.e30.x", "WzFd.e30.x"] {
+    for junk in [
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "!!!.e30.x",
+        "e30.e30.x",
+        "WzFd.e30.x",
+    ] {
         assert_eq!(
             refused(auth.authenticate(&bearer(junk))),
             "malformed token",
@@ -121,7 +137,10 @@ async fn none_is_never_an_algorithm() {
     }
     let odd = unsigned(r#"{"alg":"HS256\nX-Evil: 1"}"#, &alice());
     let why = refused(auth.authenticate(&bearer(&odd)));
-    assert!(!why.contains('\n') && why.starts_with("algorithm \""), "{why}");
+    assert!(
+        !why.contains('\n') && why.starts_with("algorithm \""),
+        "{why}"
+    );
 }
 
 #[tokio::test]
@@ -220,15 +239,23 @@ async fn connection_and_subscription_tokens_are_not_interchangeable() {
         &json!({"sub": "alice", "channel": "secret", "exp": now() + 60, "info": {"seat": 4}}),
     );
     let why = refused(auth.authenticate(&bearer(&sub_token)));
-    assert!(why.starts_with("connection tokens may not have a channel claim"), "{why}");
+    assert!(
+        why.starts_with("connection tokens may not have a channel claim"),
+        "{why}"
+    );
 
-    let alice_id = auth.authenticate(&bearer(&hs256(SECRET, &alice()))).unwrap();
+    let alice_id = auth
+        .authenticate(&bearer(&hs256(SECRET, &alice())))
+        .unwrap();
     let grant = auth.subscription(&sub_token, &alice_id, "secret").unwrap();
     assert_eq!(grant.info.as_deref(), Some(r#"{"seat":4}"#));
     assert!(grant.expires.is_some());
     let conn_token = hs256(SECRET, &alice());
     let why = refused(auth.subscription(&conn_token, &alice_id, "secret"));
-    assert!(why.starts_with("subscription tokens need a channel claim"), "{why}");
+    assert!(
+        why.starts_with("subscription tokens need a channel claim"),
+        "{why}"
+    );
     assert_eq!(
         refused(auth.subscription(&sub_token, &alice_id, "other")),
         "the subscription token is for another channel"
@@ -250,8 +277,13 @@ async fn connection_and_subscription_tokens_are_not_interchangeable() {
 #[tokio::test]
 async fn a_refresh_keeps_the_user_and_moves_the_expiry() {
     let auth = hmac(SECRET).await;
-    let first = auth.authenticate(&bearer(&hs256(SECRET, &alice()))).unwrap();
-    let later = hs256(SECRET, &json!({"sub": "alice", "exp": now() + 3600, "name": "A"}));
+    let first = auth
+        .authenticate(&bearer(&hs256(SECRET, &alice())))
+        .unwrap();
+    let later = hs256(
+        SECRET,
+        &json!({"sub": "alice", "exp": now() + 3600, "name": "A"}),
+    );
     let renewed = auth.refresh(&later, &first).unwrap();
     assert_eq!(renewed.user, first.user);
     assert_eq!(renewed.name.as_deref(), Some("A"));
@@ -294,7 +326,10 @@ async fn configurations_that_cannot_check_anything_do_not_start() {
         .await
         .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with("public key /nonexistent/k.pem: cannot read it"), "{msg}");
+    assert!(
+        msg.starts_with("public key /nonexistent/k.pem: cannot read it"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
