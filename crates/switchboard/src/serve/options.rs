@@ -184,7 +184,7 @@ Config file (--config FILE), TOML, every key optional:
 
   listen = \"0.0.0.0:8080\"     # or \":8080\", \"localhost:8080\"
   workers = 2
-  api_key = \"change-me\"      # or a list: [\"old-key\", \"new-key\"]
+  api_key = \"change-me\"       # or a list: [\"old-key\", \"new-key\"]
   jwt_hmac_secret = \"s3cret\"  # or a list; tokens on /ws and /chat: see below
   jwt_public_key = [\"/etc/switchboard/rs256.pem\"]
   jwks = \"https://auth.example.com/.well-known/jwks.json\"
