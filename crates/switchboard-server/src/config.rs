@@ -211,9 +211,10 @@ pub struct ServerConfig {
     pub outbox: OutboxLimits,
     /// Topics' history.
     pub hub: HubConfig,
-    /// The key `POST /api/publish` requires (`None`: the API answers 403), checked by
-    /// [`ApiKey`](crate::ApiKey) unless [`authenticator`](Self::authenticator) is set.
-    pub api_key: Option<String>,
+    /// The keys `POST /api/publish` accepts, any one of them (none: the API answers 403),
+    /// checked by [`ApiKey`](crate::ApiKey) unless [`authenticator`](Self::authenticator)
+    /// is set.
+    pub api_keys: Vec<String>,
     /// Who may use `POST /api/publish`, in place of the API key check. Default: `None`.
     pub authenticator: Option<Arc<dyn Authenticator>>,
     /// Who may open `/ws` and `/chat` (the JWT check): with one set, a handshake without
@@ -247,7 +248,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("origins", &self.origins)
             .field("outbox", &self.outbox)
             .field("hub", &self.hub)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("api_keys", &self.api_keys.len())
             .field("authenticator", &self.authenticator)
             .field("websocket_authenticator", &self.websocket_authenticator)
             .field("allow_anonymous", &self.allow_anonymous)
@@ -285,7 +286,7 @@ impl PartialEq for ServerConfig {
             && self.origins == other.origins
             && self.outbox == other.outbox
             && self.hub == other.hub
-            && self.api_key == other.api_key
+            && self.api_keys == other.api_keys
             && self.io_uring == other.io_uring
             && self.socket_send_buffer == other.socket_send_buffer
     }
@@ -313,7 +314,7 @@ impl Default for ServerConfig {
             origins: OriginPolicy::default(),
             outbox: OutboxLimits::default(),
             hub: HubConfig::default(),
-            api_key: None,
+            api_keys: Vec::new(),
             authenticator: None,
             websocket_authenticator: None,
             allow_anonymous: false,
@@ -430,9 +431,16 @@ impl ServerConfig {
         self
     }
 
-    /// Sets the API key of `POST /api/publish`.
+    /// Adds a key `POST /api/publish` accepts.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(key.into());
+        self.api_keys.push(key.into());
+        self
+    }
+
+    /// Sets the keys `POST /api/publish` accepts, any one of them (rotation: the old and
+    /// the new; or one per backend).
+    pub fn api_keys(mut self, keys: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.api_keys = keys.into_iter().map(Into::into).collect();
         self
     }
 

@@ -16,6 +16,10 @@ use switchboard_server::{
 
 use super::check_io_uring;
 use crate::duration::FileDuration;
+pub(crate) use auth::{fix as jwt_fix, hmac_secrets};
+use auth::{JwtArgs, JwtSettings, OneOrMany};
+
+mod auth;
 
 /// Options of `switchboard serve`. Every option can also be set with the environment
 /// variable shown, or in the TOML file given with --config under the same name with
@@ -126,16 +130,21 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_RECOVERY_MAX", value_name = "N")]
     recovery_max: Option<usize>,
 
-    /// The key POST /api/publish requires (`Authorization: Bearer KEY`). Without one the API
-    /// answers 403. Prefer the environment variable or the file over the flag (flags show
-    /// in `ps`).
+    /// A key POST /api/publish accepts (`Authorization: Bearer KEY`); repeatable, any one
+    /// of them is accepted (comma-separated in the environment, `api_key = ["k1", "k2"]` in
+    /// the file). Without one the API answers 403. Prefer the environment variable or the
+    /// file over the flag (flags show in `ps`).
     #[arg(
         long,
         env = "SWITCHBOARD_API_KEY",
         hide_env_values = true,
+        value_delimiter = ',',
         value_name = "KEY"
     )]
-    api_key: Option<String>,
+    api_key: Vec<String>,
+
+    #[command(flatten)]
+    jwt: JwtArgs,
 
     /// permessage-deflate: negotiate compression with clients that offer it.
     #[arg(long, value_parser = ["on", "off"], env = "SWITCHBOARD_DEFLATE")]
@@ -192,7 +201,11 @@ Config file (--config FILE), TOML, every key optional:
 
   listen = \"0.0.0.0:8080\"     # or \":8080\", \"localhost:8080\"
   workers = 2
-  api_key = \"change-me\"
+  api_key = \"change-me\"       # or a list: [\"old-key\", \"new-key\"]
+  jwt_hmac_secret = \"s3cret\"  # or a list; tokens on /ws and /chat: see below
+  jwt_public_key = [\"/etc/switchboard/rs256.pem\"]
+  jwks = \"https://auth.example.com/.well-known/jwks.json\"
+  allow_anonymous = true
   allow_origin = [\"https://app.example.com\"]
   max_message_size = 65536
   max_connections = 100000
@@ -201,6 +214,11 @@ Config file (--config FILE), TOML, every key optional:
   ping_interval = \"30s\"       # durations: \"500ms\", \"2m\", \"1h\"; 0 disables
   slow_consumer = \"disconnect\" # or \"drop-oldest\"
   # ... and every other option, named as its flag with underscores.
+
+Tokens: with any of jwt_hmac_secret, jwt_public_key or jwks set, /ws and /chat need a JWT
+(`Authorization: Bearer TOKEN` or `?token=TOKEN`; `switchboard token --sub alice --ttl 1h`
+makes one) unless allow_anonymous. Claims: sub, exp (checked without leeway), optional name,
+info, channels. Missing or invalid tokens get 401 with the reason.
 
 Precedence: flags > SWITCHBOARD_* environment variables > config file > defaults.
 Logs: RUST_LOG=debug shows one span per connection (id, peer) with its lifecycle.";
@@ -232,7 +250,14 @@ struct FileConfig {
     history_size: Option<usize>,
     history_ttl: Option<FileDuration>,
     recovery_max: Option<usize>,
-    api_key: Option<String>,
+    api_key: Option<OneOrMany<String>>,
+    jwt_hmac_secret: Option<OneOrMany<String>>,
+    jwt_public_key: Option<OneOrMany<PathBuf>>,
+    jwks: Option<String>,
+    jwks_refresh: Option<FileDuration>,
+    jwks_ca_file: Option<PathBuf>,
+    jwt_algorithm: Option<OneOrMany<String>>,
+    allow_anonymous: Option<bool>,
     deflate: Option<String>,
     deflate_context_takeover: Option<bool>,
     deflate_window_bits: Option<u8>,
@@ -358,6 +383,9 @@ pub(crate) struct Settings {
     pub(crate) transport: String,
     pub(crate) huge_pages: bool,
     pub(crate) engine: EngineChoice,
+    /// The JWT check of `/ws` and `/chat`, if any key is configured (made at start: a
+    /// JWKS URL is fetched).
+    pub(crate) jwt: Option<JwtSettings>,
     pub(crate) config: ServerConfig,
 }
 
@@ -385,6 +413,7 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         config = config.io_uring(true);
     }
     let engine = engine_choice(&a, &f)?;
+    let jwt = auth::jwt_settings(&a.jwt, &f)?;
     let workers = a.workers.or(f.workers);
     if workers == Some(0) {
         bail!("workers must be at least 1 (leave it out for one per CPU core)");
@@ -400,6 +429,7 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         transport,
         huge_pages: a.huge_pages.or(f.huge_pages).unwrap_or(false),
         engine,
+        jwt,
         config,
     })
 }
@@ -486,9 +516,7 @@ fn server_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<ServerConfig> 
     set(&mut c.hub.history_size, pick!(history_size));
     set(&mut c.hub.history_ttl, pick_duration!(history_ttl));
     set(&mut c.socket_send_buffer, pick!(socket_send_buffer));
-    if let Some(key) = pick_owned!(api_key).filter(|k| !k.is_empty()) {
-        c = c.api_key(key);
-    }
+    c = c.api_keys(auth::api_keys(&a.api_key, f));
     match (pick_owned!(tls_cert), pick_owned!(tls_key)) {
         (Some(cert), Some(key)) => {
             let acceptor = switchboard_tokio::tls::acceptor_from_pem(&cert, &key)
@@ -597,6 +625,8 @@ fn library_default(id: &str) -> Option<String> {
         "history_size" => c.hub.history_size.to_string(),
         "history_ttl" => crate::duration::show(c.hub.history_ttl),
         "recovery_max" => c.limits.recovery_max.to_string(),
+        "allow_anonymous" => c.allow_anonymous.to_string(),
+        "jwks_refresh" => crate::duration::show(switchboard_server::JWKS_REFRESH),
         "socket_send_buffer" => c.socket_send_buffer.to_string(),
         "deflate" => if deflate.is_some() { "on" } else { "off" }.to_string(),
         "deflate_context_takeover" => deflate
