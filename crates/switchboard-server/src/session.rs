@@ -289,9 +289,7 @@ where
     A: App + Send + 'static,
 {
     let link = Link {
-        hub: shared.hub.clone(),
         outbox: Arc::new(Outbox::new(shared.config.outbox)),
-        metrics: Arc::clone(&shared.metrics),
         identity: (identity != ANONYMOUS).then(|| Box::new(identity)),
         shared,
     };
@@ -300,16 +298,14 @@ where
     Box::pin(run(ws, app, link, reg).instrument(Span::current()))
 }
 
-/// What a session is linked to besides its socket: the hub, its outbox, the counters and
-/// who is connected.
+/// What a session is linked to besides its socket: its outbox, who is connected, and the
+/// server (its hub, counters and settings). Every byte here is in every idle session.
 pub(crate) struct Link {
-    pub(crate) hub: Hub,
     pub(crate) outbox: Arc<Outbox>,
-    pub(crate) metrics: Arc<Metrics>,
     /// Who is connected; `None`: anonymous (boxed, so an anonymous session holds 8 bytes
     /// for it).
     pub(crate) identity: Option<Box<Identity>>,
-    /// The server's settings.
+    /// The server: its hub, counters and settings.
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -367,27 +363,22 @@ where
     }
     let Session {
         mut app,
-        link:
-            Link {
-                hub,
-                outbox,
-                metrics,
-                ..
-            },
+        link: Link { outbox, shared, .. },
         ..
     } = session;
+    let (hub, metrics) = (&shared.hub, &shared.metrics);
     // No more deliveries; leave every topic (the others see the leave now).
     outbox.close();
     if matches!(stop, Stop::Shutdown) || reg.is_triggered() {
-        app.shutdown(&hub);
+        app.shutdown(hub);
     } else {
-        app.close(&hub);
+        app.close(hub);
     }
     match stop {
         // Everything accepted before the shutdown (or before the gap) still goes out, before
         // the close.
         Stop::Shutdown | Stop::Recover => {
-            let _ = move_frames(&mut ws, &outbox, &metrics, &mut reg, usize::MAX);
+            let _ = move_frames(&mut ws, &outbox, metrics, &mut reg, usize::MAX);
         }
         // Given up on: what waits for it will never be sent; let it go now, not after
         // the closing handshake's timeout.
@@ -465,13 +456,13 @@ impl<A: App> Session<A> {
         f(
             app,
             &mut Ctx {
-                hub: &link.hub,
+                hub: &link.shared.hub,
                 outbox: &link.outbox,
                 identity: &mut link.identity,
                 config: &link.shared.config,
                 replies,
                 waits,
-                metrics: &link.metrics,
+                metrics: &link.shared.metrics,
             },
         );
         // A refresh may have moved the expiry.
@@ -518,11 +509,11 @@ impl<A: App> Session<A> {
             }
             Verdict::Drop(limit) => limit,
             Verdict::Close(limit) => {
-                self.link.metrics.rate_limited(limit);
+                self.link.shared.metrics.rate_limited(limit);
                 return Err(Stop::RateLimited);
             }
         };
-        self.link.metrics.rate_limited(limit);
+        self.link.shared.metrics.rate_limited(limit);
         Ok(())
     }
 
@@ -532,7 +523,7 @@ impl<A: App> Session<A> {
         ws: &mut WebSocket<S>,
         reg: &mut Registration,
     ) -> Result<(), Stop> {
-        self.replies.write(ws, &self.link.metrics, reg)
+        self.replies.write(ws, &self.link.shared.metrics, reg)
     }
 
     /// Hands the app the results of the waits that ended, in order; `Ready` when it had
@@ -563,7 +554,7 @@ impl<A: App> Session<A> {
             return Poll::Ready(Stop::TokenExpired);
         }
         loop {
-            let (outbox, metrics) = (&self.link.outbox, &self.link.metrics);
+            let (outbox, metrics) = (&self.link.outbox, &self.link.shared.metrics);
             if outbox.is_overflowed() {
                 return Poll::Ready(Stop::SlowConsumer);
             }
@@ -603,8 +594,12 @@ impl<A: App> Session<A> {
             match ws.poll_next_event(cx) {
                 Poll::Ready(Ok(Some(Event::Message(m)))) => {
                     reg.received(true);
-                    self.link.metrics.messages_in.add(1);
-                    self.link.metrics.bytes_in.add(m.payload().len() as u64);
+                    self.link.shared.metrics.messages_in.add(1);
+                    self.link
+                        .shared
+                        .metrics
+                        .bytes_in
+                        .add(m.payload().len() as u64);
                     if let Err(stop) = self.receive(m, reg) {
                         return Poll::Ready(stop);
                     }
@@ -659,9 +654,7 @@ mod tests {
             .map_err(|_| ())
             .unwrap();
         let link = super::Link {
-            hub: crate::render::memory_hub(switchboard_hub::HubConfig::default()),
             outbox: std::sync::Arc::new(switchboard_hub::Outbox::new(Default::default())),
-            metrics: Default::default(),
             identity: None,
             shared: std::sync::Arc::clone(&crate::Server::new(Default::default()).shared),
         };
