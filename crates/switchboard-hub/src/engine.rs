@@ -123,6 +123,8 @@ pub struct PresenceEntry {
     pub user: Arc<str>,
     /// Shown to others (the chat: the member's name).
     pub name: Arc<str>,
+    /// What the application tells others about it: JSON text (a token's `info`), or empty.
+    pub info: Arc<str>,
 }
 
 /// How many are present in a topic.

@@ -23,7 +23,7 @@
 //!     let s = hub.subscribe("chat:lobby", Arc::clone(&outbox), HistoryQuery { since: None, limit: 0 });
 //!     let page = s.page.now().unwrap().unwrap(); // ready at once in memory
 //!     hub.go_live(&s.subscription, &page.top, Vec::new());
-//!     let me = PresenceEntry { client: name.into(), user: "".into(), name: name.into() };
+//!     let me = PresenceEntry { client: name.into(), user: "".into(), name: name.into(), info: "".into() };
 //!     hub.presence_add("chat:lobby", me).now().unwrap().unwrap();
 //!     outbox
 //! };

@@ -156,6 +156,7 @@ mod tests {
             client: client.into(),
             user: user.into(),
             name: format!("name of {client}").into(),
+            info: "".into(),
         }
     }
 

@@ -23,6 +23,7 @@ fn entry(client: &str, user: &str) -> PresenceEntry {
         client: client.into(),
         user: user.into(),
         name: format!("name-{client}").into(),
+        info: "".into(),
     }
 }
 

@@ -127,10 +127,11 @@ pub(crate) async fn get(
         match (client, encoded) {
             (Value::BulkString(client), Value::BulkString(encoded)) => {
                 match (String::from_utf8(client), decode_entry(&encoded)) {
-                    (Ok(client), Some((user, name))) => entries.push(PresenceEntry {
+                    (Ok(client), Some((user, name, info))) => entries.push(PresenceEntry {
                         client: client.into(),
                         user: user.into(),
                         name: name.into(),
+                        info: info.into(),
                     }),
                     _ => tracing::warn!(topic = %topic, "skipping a malformed presence entry"),
                 }
@@ -179,8 +180,11 @@ async fn write(shared: &Shared, topic: &str, entries: &[PresenceEntry]) -> Resul
             let mut call = shared.scripts.presence_add.key(data);
             call.key(expire).arg(ttl);
             for entry in entries {
-                call.arg(entry.client.as_bytes())
-                    .arg(encode_entry(&entry.user, &entry.name));
+                call.arg(entry.client.as_bytes()).arg(encode_entry(
+                    &entry.user,
+                    &entry.name,
+                    &entry.info,
+                ));
             }
             call.invoke_async::<u64>(&mut conn).await
         })
@@ -252,25 +256,40 @@ async fn refresh(shared: &Shared, keeper: &PresenceKeeper) {
     }
 }
 
-/// `<user length>:<user><name>`.
-fn encode_entry(user: &str, name: &str) -> Vec<u8> {
-    let mut out = format!("{}:", user.len()).into_bytes();
+/// `i<user length>:<user><name length>:<name><info>` (the `i` marks the layout with info;
+/// entries written before it, `<user length>:<user><name>`, are still read).
+fn encode_entry(user: &str, name: &str, info: &str) -> Vec<u8> {
+    let mut out = format!("i{}:", user.len()).into_bytes();
     out.extend_from_slice(user.as_bytes());
+    out.extend_from_slice(format!("{}:", name.len()).as_bytes());
     out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(info.as_bytes());
     out
 }
 
-/// `(user, name)` of an encoded entry, or `None` if it is malformed.
-fn decode_entry(bytes: &[u8]) -> Option<(String, String)> {
+/// A length-prefixed field (`<length>:<bytes>`) at the start of `bytes`, and what follows.
+fn field(bytes: &[u8]) -> Option<(String, &[u8])> {
     let colon = bytes.iter().position(|&b| b == b':')?;
     let len = usize::try_from(parse_decimal(&bytes[..colon])?).ok()?;
     let rest = &bytes[colon + 1..];
-    let user = rest.get(..len)?;
-    let name = rest.get(len..)?;
-    Some((
-        String::from_utf8(user.to_vec()).ok()?,
-        String::from_utf8(name.to_vec()).ok()?,
-    ))
+    let value = String::from_utf8(rest.get(..len)?.to_vec()).ok()?;
+    Some((value, rest.get(len..)?))
+}
+
+/// `(user, name, info)` of an encoded entry, or `None` if it is malformed.
+fn decode_entry(bytes: &[u8]) -> Option<(String, String, String)> {
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    match bytes.strip_prefix(b"i") {
+        Some(bytes) => {
+            let (user, rest) = field(bytes)?;
+            let (name, info) = field(rest)?;
+            Some((user, name, text(info)?))
+        }
+        None => {
+            let (user, name) = field(bytes)?;
+            Some((user, text(name)?, String::new()))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -279,13 +298,23 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        for (user, name) in [("", ""), ("u1", "Ann"), ("a:b", "c:d"), ("ü", "名前")] {
-            let encoded = encode_entry(user, name);
+        for (user, name, info) in [
+            ("", "", ""),
+            ("u1", "Ann", r#"{"role":"admin"}"#),
+            ("a:b", "c:d", ""),
+            ("ü", "名前", "[1,2]"),
+        ] {
+            let encoded = encode_entry(user, name, info);
             assert_eq!(
                 decode_entry(&encoded),
-                Some((user.to_owned(), name.to_owned()))
+                Some((user.to_owned(), name.to_owned(), info.to_owned()))
             );
         }
+        // Written before entries carried info.
+        assert_eq!(
+            decode_entry(b"2:u1Ann"),
+            Some(("u1".to_owned(), "Ann".to_owned(), String::new()))
+        );
     }
 
     #[test]
@@ -298,6 +327,9 @@ mod tests {
             b":a",
             b"1:\xff",
             b"0:\xff",
+            b"i2:u1",
+            b"i2:u13:An",
+            b"i0:0:\xff",
         ] {
             assert_eq!(decode_entry(bad), None, "{bad:?}");
         }

@@ -470,6 +470,7 @@ async fn presence_is_shared_and_a_dropped_nodes_entries_expire() {
             client: client.into(),
             user: user.into(),
             name: name.into(),
+            info: "".into(),
         };
         a.presence_add("lobby", entry("c1", "u1", "Ann"))
             .await

@@ -72,6 +72,7 @@ async fn redis_down_fails_operations_in_bounded_time_and_back_resubscribes() {
             client: "c1".into(),
             user: "u1".into(),
             name: "Ann".into(),
+            info: "".into(),
         };
         let started = Instant::now();
         let results = [

@@ -1,16 +1,30 @@
 //! Who a request comes from: the [`Authenticator`] seam. `POST /api/publish` asks the
 //! configured one ([`ServerConfig::authenticator`](crate::ServerConfig::authenticator), or
-//! by default the [`ApiKey`] check with [`ServerConfig::api_key`](crate::ServerConfig::api_key))
+//! by default the [`ApiKey`] check with [`ServerConfig::api_keys`](crate::ServerConfig::api_keys))
 //! and publishes only for an accepted [`Identity`]. WebSocket handshakes (`/ws`, `/chat`) ask
 //! [`ServerConfig::websocket_authenticator`](crate::ServerConfig::websocket_authenticator)
-//! when one is set (the JWT check); the session keeps the [`Identity`], asks the same
+//! when one is set (the JWT check, [`JwtAuthenticator`]); the session keeps the [`Identity`], asks the same
 //! authenticator to [`refresh`](Authenticator::refresh) it and to check
 //! [subscription tokens](Authenticator::subscription).
+
+mod api_key;
+mod claims;
+mod fetch;
+mod jwks;
+mod jwt;
+mod jwt_config;
+mod keys;
+#[cfg(test)]
+mod testing;
 
 use std::fmt;
 use std::time::SystemTime;
 
 use switchboard_proto::handshake::server::Request;
+
+pub use api_key::ApiKey;
+pub use jwt::JwtAuthenticator;
+pub use jwt_config::{JwtConfig, JwtError, JWKS_REFRESH};
 
 /// Who sent a request, as an [`Authenticator`] established it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,92 +159,5 @@ pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Grant, AuthError> {
         let _ = (token, identity, topic);
         Err(AuthError::Disabled)
-    }
-}
-
-/// The API key check: the key as `Authorization: Bearer KEY` or `X-API-Key: KEY`, compared
-/// in constant time. Without a key it accepts no one ([`AuthError::Disabled`]).
-#[derive(Clone, Default)]
-pub struct ApiKey {
-    key: Option<String>,
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let key = self.key.as_ref().map(|_| "<set>");
-        f.debug_struct("ApiKey").field("key", &key).finish()
-    }
-}
-
-impl ApiKey {
-    /// The check for `key` (`None`: accept no one).
-    pub fn new(key: Option<String>) -> Self {
-        Self { key }
-    }
-
-    /// The check with `key`, without owning it.
-    pub(crate) fn check(key: Option<&str>, req: &Request) -> Result<Identity, AuthError> {
-        let key = key.ok_or(AuthError::Disabled)?;
-        let given = req
-            .header("authorization")
-            .and_then(|v| v.trim().strip_prefix("Bearer ").map(str::trim))
-            .or_else(|| req.header("x-api-key").map(str::trim))
-            .ok_or(AuthError::Missing)?;
-        if constant_time_eq(given.as_bytes(), key.as_bytes()) {
-            Ok(Identity::user("api-key"))
-        } else {
-            Err(AuthError::Wrong)
-        }
-    }
-}
-
-impl Authenticator for ApiKey {
-    fn authenticate(&self, req: &Request) -> Result<Identity, AuthError> {
-        Self::check(self.key.as_deref(), req)
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(headers: &str) -> Request {
-        let head = format!("POST /api/publish HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
-        let cfg = switchboard_proto::Config::default();
-        match Request::parse(head.as_bytes(), &cfg) {
-            Ok(Some((req, _))) => req,
-            other => panic!("not a request: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_api_key_is_taken_from_either_header() {
-        let check = |h: &str| ApiKey::new(Some("k3y".into())).authenticate(&request(h));
-        assert_eq!(
-            check("Authorization: Bearer k3y\r\n"),
-            Ok(Identity::user("api-key"))
-        );
-        assert_eq!(check("X-API-Key:  k3y \r\n"), Ok(Identity::user("api-key")));
-        assert_eq!(check("Authorization: Bearer k3\r\n"), Err(AuthError::Wrong));
-        assert_eq!(
-            check("Authorization: Basic k3y\r\n"),
-            Err(AuthError::Missing)
-        );
-        assert_eq!(check(""), Err(AuthError::Missing));
-        let none = ApiKey::default().authenticate(&request("Authorization: Bearer k3y\r\n"));
-        assert_eq!(none, Err(AuthError::Disabled));
-    }
-
-    #[test]
-    fn the_key_is_not_shown_in_debug_output() {
-        let shown = format!("{:?}", ApiKey::new(Some("sekrit".into())));
-        assert!(!shown.contains("sekrit"), "{shown}");
     }
 }

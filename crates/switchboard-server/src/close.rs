@@ -29,6 +29,10 @@ pub(crate) enum Stop {
     /// Publications of a topic it subscribes to were lost on their way to this node: the
     /// client reconnects and recovers.
     Recover,
+    /// The connection's token expired without a refresh.
+    TokenExpired,
+    /// The client went on sending past its messages or bytes a second after it was warned.
+    RateLimited,
     /// The connection failed.
     Failed(WsError),
 }
@@ -40,7 +44,6 @@ pub(crate) const RECONNECT_AND_RECOVER: CloseCode = CloseCode(4010);
 
 /// The close code of a connection whose token expired without a `refresh` (docs/protocol.md):
 /// the client gets a new token from its backend and reconnects with it.
-#[allow(dead_code)] // used once sessions expire (issue 26 in progress)
 pub(crate) const TOKEN_EXPIRED: CloseCode = CloseCode(4011);
 
 /// Heartbeat and shutdown checks shared by every WebSocket loop. `Some` means stop.
@@ -112,6 +115,14 @@ pub(crate) async fn finish<S>(
             )
             .await
         }
+        Stop::RateLimited => {
+            metrics.rate_limit_disconnects.add(1);
+            bounded(
+                timeout,
+                going_away(&mut ws, CloseCode::POLICY_VIOLATION, "rate limit exceeded"),
+            )
+            .await
+        }
         Stop::Recover => {
             metrics.recover_disconnects.add(1);
             bounded(
@@ -119,6 +130,10 @@ pub(crate) async fn finish<S>(
                 going_away(&mut ws, RECONNECT_AND_RECOVER, "reconnect and recover"),
             )
             .await
+        }
+        Stop::TokenExpired => {
+            metrics.token_expired_disconnects.add(1);
+            bounded(timeout, going_away(&mut ws, TOKEN_EXPIRED, "token expired")).await
         }
         Stop::Failed(e @ WsError::Protocol(_)) => {
             // The error's close frame went out; how the handshake ends decides the reset.

@@ -19,6 +19,21 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections per client IP address; past it, 503. Default 1,000.
     pub max_connections_per_ip: u32,
+    /// New connections a second from one client address (IPv6: its /64), plain HTTP and
+    /// WebSocket alike, counted as they are accepted, with a burst of one second's worth;
+    /// past it, 429 with `Retry-After: 1`. 0: no limit. Default 0 (behind a proxy or a NAT
+    /// many clients share one address; see the README for values to use).
+    pub max_new_connections_per_second_per_ip: u32,
+    /// Messages a second one `/ws` or `/chat` connection may send, with a burst of one
+    /// second's worth. Messages over it are dropped, the first with a `rate_limited` error
+    /// event; a connection still over it a second after that is closed with 1008
+    /// (docs/protocol.md). 0: no limit. Default 0.
+    pub max_messages_per_second: u32,
+    /// Message payload bytes a second one `/ws` or `/chat` connection may send, as
+    /// [`max_messages_per_second`](Self::max_messages_per_second) (a message larger than a
+    /// second's worth passes when the connection sent nothing for a second). 0: no limit.
+    /// Default 0.
+    pub max_bytes_per_second: u64,
     /// Topics one `/ws` connection may subscribe to. Default 64.
     pub max_subscriptions: usize,
     /// Largest chat message text, in characters. Default 4,000.
@@ -39,6 +54,9 @@ impl Default for Limits {
         Self {
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
+            max_new_connections_per_second_per_ip: 0,
+            max_messages_per_second: 0,
+            max_bytes_per_second: 0,
             max_subscriptions: 64,
             max_chat_text: 4_000,
             max_api_body: 1 << 20,
@@ -198,9 +216,10 @@ pub struct ServerConfig {
     /// join/leave events and history bounds. Default: every topic open, as without
     /// namespaces (`user:ID` topics for their user only).
     pub namespaces: Namespaces,
-    /// The key `POST /api/publish` requires (`None`: the API answers 403), checked by
-    /// [`ApiKey`](crate::ApiKey) unless [`authenticator`](Self::authenticator) is set.
-    pub api_key: Option<String>,
+    /// The keys `POST /api/publish` accepts, any one of them (none: the API answers 403),
+    /// checked by [`ApiKey`](crate::ApiKey) unless [`authenticator`](Self::authenticator)
+    /// is set.
+    pub api_keys: Vec<String>,
     /// Who may use `POST /api/publish`, in place of the API key check. Default: `None`.
     pub authenticator: Option<Arc<dyn Authenticator>>,
     /// Who may open `/ws` and `/chat` (the JWT check): with one set, a handshake without
@@ -235,7 +254,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("outbox", &self.outbox)
             .field("hub", &self.hub)
             .field("namespaces", &self.namespaces)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("api_keys", &self.api_keys.len())
             .field("authenticator", &self.authenticator)
             .field("websocket_authenticator", &self.websocket_authenticator)
             .field("allow_anonymous", &self.allow_anonymous)
@@ -274,7 +293,7 @@ impl PartialEq for ServerConfig {
             && self.outbox == other.outbox
             && self.hub == other.hub
             && self.namespaces == other.namespaces
-            && self.api_key == other.api_key
+            && self.api_keys == other.api_keys
             && self.io_uring == other.io_uring
             && self.socket_send_buffer == other.socket_send_buffer
     }
@@ -303,7 +322,7 @@ impl Default for ServerConfig {
             outbox: OutboxLimits::default(),
             hub: HubConfig::default(),
             namespaces: Namespaces::default(),
-            api_key: None,
+            api_keys: Vec::new(),
             authenticator: None,
             websocket_authenticator: None,
             allow_anonymous: false,
@@ -426,9 +445,16 @@ impl ServerConfig {
         self
     }
 
-    /// Sets the API key of `POST /api/publish`.
+    /// Adds a key `POST /api/publish` accepts.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(key.into());
+        self.api_keys.push(key.into());
+        self
+    }
+
+    /// Sets the keys `POST /api/publish` accepts, any one of them (rotation: the old and
+    /// the new; or one per backend).
+    pub fn api_keys(mut self, keys: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.api_keys = keys.into_iter().map(Into::into).collect();
         self
     }
 

@@ -82,6 +82,26 @@ impl AppError {
             message: message.into(),
         }
     }
+
+    /// The `error` event, as every endpoint sends it (`/ws` adds the `id` of the request
+    /// it answers): `{"type":"error","code":…,"message":…}`. For what the session sends on
+    /// its own, before a message reaches the endpoint (`rate_limited`).
+    pub(crate) fn event(&self) -> switchboard_proto::Message {
+        #[derive(serde::Serialize)]
+        struct Event<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            code: &'a str,
+            message: &'a str,
+        }
+        let event = Event {
+            kind: "error",
+            code: self.code.as_str(),
+            message: &self.message,
+        };
+        // Serializing a struct of strings cannot fail.
+        switchboard_proto::Message::text(serde_json::to_string(&event).unwrap_or_default())
+    }
 }
 
 /// A WebSocket handshake refused: the reason it is counted under, and the body sent with
@@ -111,7 +131,9 @@ impl Rejection {
             Reject::NotFound => 404,
             Reject::Origin => 403,
             Reject::ConnectionLimit | Reject::PerIpLimit => 503,
+            Reject::RateLimit => 429,
             Reject::BadRequest => 400,
+            Reject::Unauthorized => 401,
         }
     }
 }
@@ -139,5 +161,18 @@ mod tests {
         assert_eq!(Rejection::new(Reject::Origin, "x").status(), 403);
         assert_eq!(Rejection::new(Reject::PerIpLimit, "x").status(), 503);
         assert_eq!(Rejection::new(Reject::ConnectionLimit, "x").status(), 503);
+        assert_eq!(Rejection::new(Reject::RateLimit, "x").status(), 429);
+    }
+
+    #[test]
+    fn the_error_event_has_the_endpoints_shape() {
+        let e = AppError::new(ErrorCode::RateLimited, "too \"fast\"");
+        let switchboard_proto::Message::Text(t) = e.event() else {
+            panic!("a text message");
+        };
+        assert_eq!(
+            t.as_str(),
+            r#"{"type":"error","code":"rate_limited","message":"too \"fast\""}"#
+        );
     }
 }

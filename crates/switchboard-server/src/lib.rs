@@ -50,6 +50,7 @@ mod listener;
 mod metrics;
 mod namespace;
 mod process;
+mod ratelimit;
 mod refusal;
 mod registry;
 mod render;
@@ -63,7 +64,10 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-pub use auth::{ApiKey, AuthError, Authenticator, Grant, Identity};
+pub use auth::{
+    ApiKey, AuthError, Authenticator, Grant, Identity, JwtAuthenticator, JwtConfig, JwtError,
+    JWKS_REFRESH,
+};
 pub use config::{
     HeartbeatConfig, Limits, OriginPolicy, ServerConfig, DEFLATE_THRESHOLD,
     DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER, ECHO_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, RECOVERY_MAX,

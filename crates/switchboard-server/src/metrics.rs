@@ -12,6 +12,8 @@ use std::sync::Mutex;
 
 use switchboard_hub::Hub;
 
+use crate::ratelimit::Limit;
+
 const SHARDS: usize = 16;
 
 #[derive(Debug, Default)]
@@ -77,15 +79,21 @@ pub(crate) enum Reject {
     PerIpLimit,
     /// 400: a valid handshake with parameters the endpoint refuses (chat room or name).
     BadRequest,
+    /// 401: no token, or one that is not accepted, where tokens are required.
+    Unauthorized,
+    /// 429: the client's address is past `--max-new-connections-per-second-per-ip`.
+    RateLimit,
 }
 
 impl Reject {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 7] = [
         Self::NotFound,
         Self::Origin,
         Self::ConnectionLimit,
         Self::PerIpLimit,
         Self::BadRequest,
+        Self::Unauthorized,
+        Self::RateLimit,
     ];
 
     /// The label value.
@@ -96,6 +104,8 @@ impl Reject {
             Self::ConnectionLimit => "connection_limit",
             Self::PerIpLimit => "per_ip_limit",
             Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::RateLimit => "rate_limit",
         }
     }
 }
@@ -137,8 +147,17 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Counter,
     /// Connections closed because a ping went unanswered.
     pub ping_timeouts: Counter,
+    /// Messages dropped and connections refused for a rate limit, by [`Limit`], in the
+    /// order of [`Limit::ALL`].
+    rate_limited: [Counter; Limit::ALL.len()],
+    /// Connections closed (1008) because they went on past their rate limit.
+    pub rate_limit_disconnects: Counter,
     /// Connections closed with "reconnect and recover" (publications lost on their way).
     pub recover_disconnects: Counter,
+    /// Connections closed with 4011 because their token expired without a refresh.
+    pub token_expired_disconnects: Counter,
+    /// Tokens refreshed by connections (`refresh`).
+    pub token_refreshes: Counter,
     /// Subscriptions with a position that recovered everything they missed.
     pub recovered: Counter,
     /// Subscriptions with a position that could not recover (the client reloads).
@@ -154,6 +173,11 @@ impl Metrics {
             Handshake::Rejected(why) => self.handshakes_rejected[why as usize].add(1),
             Handshake::Failed => self.handshakes_failed.add(1),
         }
+    }
+
+    /// Counts a message dropped or a connection refused for going over `limit`.
+    pub(crate) fn rate_limited(&self, limit: Limit) {
+        self.rate_limited[limit as usize].add(1);
     }
 
     /// Counts a plain HTTP request answered with `status`.
@@ -226,6 +250,11 @@ impl Metrics {
                 self.ping_timeouts.get(),
             ),
             (
+                "switchboard_rate_limit_disconnects_total",
+                "Connections closed (1008) because they went on past their messages or bytes a second.",
+                self.rate_limit_disconnects.get(),
+            ),
+            (
                 "switchboard_stream_gaps_total",
                 "Subscribers told to recover: a gap in offsets or a new epoch reached this node.",
                 hub.lost.load(Ordering::Relaxed),
@@ -234,6 +263,16 @@ impl Metrics {
                 "switchboard_recover_disconnects_total",
                 "Connections closed with 4010 (reconnect and recover).",
                 self.recover_disconnects.get(),
+            ),
+            (
+                "switchboard_token_expired_disconnects_total",
+                "Connections closed with 4011: their token expired without a refresh.",
+                self.token_expired_disconnects.get(),
+            ),
+            (
+                "switchboard_token_refreshes_total",
+                "Connection tokens refreshed (refresh requests accepted).",
+                self.token_refreshes.get(),
             ),
             (
                 "switchboard_recovered_total",
@@ -273,6 +312,7 @@ impl Metrics {
             );
         }
         self.render_handshakes(&mut s);
+        self.render_rate_limited(&mut s);
         self.render_requests_and_close_codes(&mut s);
         let _ = write!(
             s,
@@ -309,6 +349,22 @@ impl Metrics {
             "switchboard_handshakes_total{{outcome=\"failed\"}} {}",
             self.handshakes_failed.get()
         );
+    }
+
+    /// `switchboard_rate_limited_total`, by limit.
+    fn render_rate_limited(&self, s: &mut String) {
+        s.push_str(
+            "# HELP switchboard_rate_limited_total Messages dropped and connections refused for going over a rate limit, by limit.\n\
+             # TYPE switchboard_rate_limited_total counter\n",
+        );
+        for limit in Limit::ALL {
+            let _ = writeln!(
+                s,
+                "switchboard_rate_limited_total{{limit=\"{}\"}} {}",
+                limit.label(),
+                self.rate_limited[limit as usize].get()
+            );
+        }
     }
 
     /// `switchboard_http_requests_total` and `switchboard_close_codes_total`.

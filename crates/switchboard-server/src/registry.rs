@@ -6,6 +6,9 @@
 //! all for good; a ticker task advances a coarse clock and wakes them all every tick, and
 //! each connection then checks its own heartbeat deadlines against that clock. The clock is
 //! in centiseconds since the server started, in a `u32` compared with wrapping arithmetic.
+//!
+//! The registry also holds the rate limits' clock and the per-address limit on new
+//! connections a second ([`ratelimit`](crate::ratelimit)), checked before the counts.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{HeartbeatConfig, Limits};
 use crate::metrics::Metrics;
+use crate::ratelimit::{ConnectionRate, Limit, MessageRates};
 
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -30,6 +34,10 @@ pub(crate) struct Registry {
     /// steerable without the key, would only make two addresses share one limit).
     per_ip: Mutex<HashMap<u64, u32>>,
     ip_hasher: std::collections::hash_map::RandomState,
+    /// New connections a second per address (`None`: no limit).
+    connection_rate: Option<ConnectionRate>,
+    /// The per-connection rates of messages and bytes.
+    message_rates: MessageRates,
     limits: Limits,
     heartbeat: HeartbeatConfig,
     /// The heartbeat deadlines in clock units (centiseconds), worked out once.
@@ -50,6 +58,8 @@ struct Deadlines {
 pub(crate) enum Refusal {
     Full(usize),
     PerIp(u32),
+    /// Past the new connections a second from one address.
+    Rate(u32),
 }
 
 impl Refusal {
@@ -58,6 +68,7 @@ impl Refusal {
         match *self {
             Self::Full(n) => (crate::metrics::Reject::ConnectionLimit, n as u64),
             Self::PerIp(n) => (crate::metrics::Reject::PerIpLimit, u64::from(n)),
+            Self::Rate(n) => (crate::metrics::Reject::RateLimit, u64::from(n)),
         }
     }
 
@@ -69,7 +80,15 @@ impl Refusal {
             Self::PerIp(n) => format!(
                 "too many connections from your address (limit {n}); operators: raise --max-connections-per-ip"
             ),
+            Self::Rate(n) => format!(
+                "too many new connections from your address (limit {n} a second); try again in a second (operators: raise --max-new-connections-per-second-per-ip)"
+            ),
         }
+    }
+
+    /// Whether this is the new-connections rate (which plain HTTP requests get too, as 429).
+    pub(crate) fn is_rate(&self) -> bool {
+        matches!(self, Self::Rate(_))
     }
 }
 
@@ -87,6 +106,8 @@ impl Registry {
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             ip_hasher: std::collections::hash_map::RandomState::new(),
+            connection_rate: ConnectionRate::new(limits.max_new_connections_per_second_per_ip),
+            message_rates: MessageRates::new(&limits),
             limits,
             deadlines: Deadlines {
                 idle: heartbeat.idle_timeout.map(cs),
@@ -146,6 +167,24 @@ impl Registry {
 
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// The rate limits' clock: nanoseconds since the server started.
+    pub(crate) fn clock(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts a new connection from `ip` against the per-address rate.
+    fn admit_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
+        match &self.connection_rate {
+            Some(rate) if !rate.admit(ip, self.clock()) => {
+                self.metrics.rate_limited(Limit::Connections);
+                Err(Refusal::Rate(
+                    self.limits.max_new_connections_per_second_per_ip,
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn ip_key(&self, ip: IpAddr) -> u64 {
@@ -230,8 +269,9 @@ impl Registration {
     /// Registers a connection from `ip`; `Err` carries the registration (not counted) and
     /// why it may not be admitted, so the caller can still answer 503.
     pub(crate) fn new(registry: Arc<Registry>, ip: IpAddr) -> Result<Self, (Self, Refusal)> {
+        let admitted = registry.admit_rate(ip);
         let ip = registry.ip_key(ip);
-        let admitted = registry.admit(ip);
+        let admitted = admitted.and_then(|()| registry.admit(ip));
         let now = registry.now();
         let slot = registry.slots().insert(Slot {
             waker: None,
@@ -258,6 +298,16 @@ impl Registration {
     /// The server's counters.
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.registry.metrics
+    }
+
+    /// The rates of messages and bytes a connection may send.
+    pub(crate) fn message_rates(&self) -> MessageRates {
+        self.registry.message_rates
+    }
+
+    /// The rate limits' clock (see [`Registry::clock`]).
+    pub(crate) fn clock(&self) -> u64 {
+        self.registry.clock()
     }
 
     /// Makes sure `waker` is woken on shutdown and on every tick; returns whether shutdown

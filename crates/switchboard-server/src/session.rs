@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use switchboard_hub::{Hub, Op, Outbox};
 use switchboard_proto::SharedFrame;
@@ -19,7 +20,10 @@ use tracing::{Instrument, Span};
 
 use crate::auth::Identity;
 use crate::close::{check_registration, finish, Stop};
+use crate::config::ServerConfig;
+use crate::error::{AppError, ErrorCode};
 use crate::metrics::Metrics;
+use crate::ratelimit::{MessageLimiter, Verdict};
 use crate::registry::Registration;
 use crate::Shared;
 
@@ -112,8 +116,10 @@ pub(crate) struct Ctx<'a, W> {
     pub(crate) hub: &'a Hub,
     /// This connection's outbox, which its subscriptions deliver to.
     pub(crate) outbox: &'a Arc<Outbox>,
-    /// Who is connected (anonymous unless an authenticator said otherwise).
-    pub(crate) identity: &'a Identity,
+    /// Who is connected (`None`: anonymous); see [`Ctx::identity`] and [`Ctx::refresh`].
+    pub(crate) identity: &'a mut Option<Box<Identity>>,
+    /// The server's settings: its authenticator, namespaces and limits.
+    pub(crate) config: &'a ServerConfig,
     /// What to send back, in order.
     pub(crate) replies: &'a mut Replies,
     /// What the app waits for, oldest first.
@@ -134,6 +140,33 @@ impl<W> Ctx<'_, W> {
 }
 
 impl<W> Ctx<'_, W> {
+    /// Who is connected.
+    pub(crate) fn identity(&self) -> &Identity {
+        self.identity.as_deref().unwrap_or(&ANONYMOUS)
+    }
+
+    /// The client sent a new token (`refresh`): the authenticator checks it names the same
+    /// user, and the connection's identity (and expiry) become the new token's.
+    pub(crate) fn refresh(&mut self, token: &str) -> Result<(), AppError> {
+        let Some(auth) = &self.config.websocket_authenticator else {
+            return Err(AppError::new(
+                ErrorCode::InvalidToken,
+                "this server does not use tokens: there is nothing to refresh",
+            ));
+        };
+        match auth.refresh(token, self.identity()) {
+            Ok(identity) => {
+                self.metrics.token_refreshes.add(1);
+                *self.identity = Some(Box::new(identity));
+                Ok(())
+            }
+            Err(e) => Err(AppError::new(
+                ErrorCode::InvalidToken,
+                format!("the token is not accepted: {e}"),
+            )),
+        }
+    }
+
     /// Sends `msg` to this client only (after what was queued before it).
     pub(crate) fn reply(&mut self, msg: Message) {
         self.replies.push(Action::Reply(msg));
@@ -256,25 +289,24 @@ where
     A: App + Send + 'static,
 {
     let link = Link {
-        hub: shared.hub.clone(),
         outbox: Arc::new(Outbox::new(shared.config.outbox)),
-        metrics: Arc::clone(&shared.metrics),
-        identity: (!identity.is_anonymous()).then(|| Box::new(identity)),
+        identity: (identity != ANONYMOUS).then(|| Box::new(identity)),
+        shared,
     };
     // `run` itself, not an async block around it: the block would keep its own copy of
     // everything it hands over (the socket, the app) in every idle session.
     Box::pin(run(ws, app, link, reg).instrument(Span::current()))
 }
 
-/// What a session is linked to besides its socket: the hub, its outbox, the counters and
-/// who is connected.
+/// What a session is linked to besides its socket: its outbox, who is connected, and the
+/// server (its hub, counters and settings). Every byte here is in every idle session.
 pub(crate) struct Link {
-    pub(crate) hub: Hub,
     pub(crate) outbox: Arc<Outbox>,
-    pub(crate) metrics: Arc<Metrics>,
     /// Who is connected; `None`: anonymous (boxed, so an anonymous session holds 8 bytes
     /// for it).
     pub(crate) identity: Option<Box<Identity>>,
+    /// The server: its hub, counters and settings.
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// The identity of every anonymous session.
@@ -315,6 +347,8 @@ where
         link,
         replies: Replies::default(),
         waits: Waits::default(),
+        expiry: None,
+        limiter: MessageLimiter::default(),
     };
     session.open();
     let stop = match session.write(&mut ws, &mut reg) {
@@ -329,27 +363,22 @@ where
     }
     let Session {
         mut app,
-        link:
-            Link {
-                hub,
-                outbox,
-                metrics,
-                ..
-            },
+        link: Link { outbox, shared, .. },
         ..
     } = session;
+    let (hub, metrics) = (&shared.hub, &shared.metrics);
     // No more deliveries; leave every topic (the others see the leave now).
     outbox.close();
     if matches!(stop, Stop::Shutdown) || reg.is_triggered() {
-        app.shutdown(&hub);
+        app.shutdown(hub);
     } else {
-        app.close(&hub);
+        app.close(hub);
     }
     match stop {
         // Everything accepted before the shutdown (or before the gap) still goes out, before
         // the close.
         Stop::Shutdown | Stop::Recover => {
-            let _ = move_frames(&mut ws, &outbox, &metrics, &mut reg, usize::MAX);
+            let _ = move_frames(&mut ws, &outbox, metrics, &mut reg, usize::MAX);
         }
         // Given up on: what waits for it will never be sent; let it go now, not after
         // the closing handshake's timeout.
@@ -383,12 +412,34 @@ async fn drain<W>(waits: &mut Waits<W>) {
 }
 
 /// An open session, besides its socket and registration: the app, what it is linked to,
-/// the list its replies go through and what it waits for.
+/// the list its replies go through, what it waits for and its rate limits' buckets.
 struct Session<A: App> {
     app: A,
     link: Link,
     replies: Replies,
     waits: Waits<A::Waited>,
+    /// When the connection's token expires, and the timer for it (only for sessions whose
+    /// identity expires).
+    expiry: Option<Box<Expiry>>,
+    limiter: MessageLimiter,
+}
+
+/// The timer of an identity that expires.
+struct Expiry {
+    at: SystemTime,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Expiry {
+    fn new(at: SystemTime) -> Self {
+        let left = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(std::time::Duration::ZERO);
+        Self {
+            at,
+            timer: Box::pin(tokio::time::sleep(left)),
+        }
+    }
 }
 
 impl<A: App> Session<A> {
@@ -399,18 +450,34 @@ impl<A: App> Session<A> {
             link,
             replies,
             waits,
+            expiry,
+            ..
         } = self;
         f(
             app,
             &mut Ctx {
-                hub: &link.hub,
+                hub: &link.shared.hub,
                 outbox: &link.outbox,
-                identity: link.identity.as_deref().unwrap_or(&ANONYMOUS),
+                identity: &mut link.identity,
+                config: &link.shared.config,
                 replies,
                 waits,
-                metrics: &link.metrics,
+                metrics: &link.shared.metrics,
             },
         );
+        // A refresh may have moved the expiry.
+        let at = link.identity.as_ref().and_then(|i| i.expires);
+        if expiry.as_ref().map(|e| e.at) != at {
+            *expiry = at.map(|at| Box::new(Expiry::new(at)));
+        }
+    }
+
+    /// `Ready` once the connection's token has expired.
+    fn poll_expiry(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.expiry {
+            Some(e) => e.timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 
     /// Opens the app.
@@ -423,13 +490,40 @@ impl<A: App> Session<A> {
         self.with_app(|app, cx| app.message(cx, msg));
     }
 
+    /// Hands `msg` to the app unless it is over the connection's messages or bytes a
+    /// second: then it is dropped, the first of a flood with a `rate_limited` error event
+    /// in its place; `Err` when the client went on past its warning (closed with 1008).
+    fn receive(&mut self, msg: Message, reg: &Registration) -> Result<(), Stop> {
+        let rates = reg.message_rates();
+        let limit = match self
+            .limiter
+            .check(rates, msg.payload().len(), || reg.clock())
+        {
+            Verdict::Pass => {
+                self.message(msg);
+                return Ok(());
+            }
+            Verdict::Warn(limit) => {
+                self.replies.push(Action::Reply(rates.event(limit)));
+                limit
+            }
+            Verdict::Drop(limit) => limit,
+            Verdict::Close(limit) => {
+                self.link.shared.metrics.rate_limited(limit);
+                return Err(Stop::RateLimited);
+            }
+        };
+        self.link.shared.metrics.rate_limited(limit);
+        Ok(())
+    }
+
     /// Queues the waiting replies on the socket, in order.
     fn write<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         ws: &mut WebSocket<S>,
         reg: &mut Registration,
     ) -> Result<(), Stop> {
-        self.replies.write(ws, &self.link.metrics, reg)
+        self.replies.write(ws, &self.link.shared.metrics, reg)
     }
 
     /// Hands the app the results of the waits that ended, in order; `Ready` when it had
@@ -456,8 +550,11 @@ impl<A: App> Session<A> {
         if let Some(stop) = check_registration(ws, reg) {
             return Poll::Ready(stop);
         }
+        if self.poll_expiry(cx).is_ready() {
+            return Poll::Ready(Stop::TokenExpired);
+        }
         loop {
-            let (outbox, metrics) = (&self.link.outbox, &self.link.metrics);
+            let (outbox, metrics) = (&self.link.outbox, &self.link.shared.metrics);
             if outbox.is_overflowed() {
                 return Poll::Ready(Stop::SlowConsumer);
             }
@@ -497,9 +594,15 @@ impl<A: App> Session<A> {
             match ws.poll_next_event(cx) {
                 Poll::Ready(Ok(Some(Event::Message(m)))) => {
                     reg.received(true);
-                    self.link.metrics.messages_in.add(1);
-                    self.link.metrics.bytes_in.add(m.payload().len() as u64);
-                    self.message(m);
+                    self.link.shared.metrics.messages_in.add(1);
+                    self.link
+                        .shared
+                        .metrics
+                        .bytes_in
+                        .add(m.payload().len() as u64);
+                    if let Err(stop) = self.receive(m, reg) {
+                        return Poll::Ready(stop);
+                    }
                     if let Err(stop) = self.write(ws, reg) {
                         return Poll::Ready(stop);
                     }
@@ -551,10 +654,9 @@ mod tests {
             .map_err(|_| ())
             .unwrap();
         let link = super::Link {
-            hub: crate::render::memory_hub(switchboard_hub::HubConfig::default()),
             outbox: std::sync::Arc::new(switchboard_hub::Outbox::new(Default::default())),
-            metrics: Default::default(),
             identity: None,
+            shared: std::sync::Arc::clone(&crate::Server::new(Default::default()).shared),
         };
         let client = crate::endpoint::presence::ClientId::new("node01".into(), 1);
         let app = crate::endpoint::pubsub::PubSub::new(8, 300, client);

@@ -14,11 +14,11 @@ use switchboard_tokio::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity};
 use crate::endpoint::presence::ClientId;
 use crate::endpoint::{chat, pubsub};
 use crate::error::Rejection;
-use crate::metrics::Handshake;
+use crate::metrics::{Handshake, Reject};
 use crate::registry::{self, Registration};
 use crate::routes::{self, Endpoint};
 use crate::{http, session, Routed, Shared};
@@ -46,12 +46,24 @@ where
         }
     };
     if !req.is_upgrade() {
-        http::handle(stream, req, leftover, peer, &shared).await;
+        let limited = reg
+            .as_ref()
+            .err()
+            .map(|(_, why)| why)
+            .filter(|w| w.is_rate());
+        http::handle(stream, req, leftover, peer, limited, &shared).await;
         return Routed::Done;
     }
     let (endpoint, reg) = match admit(&req, reg, peer, &shared) {
         Ok(admitted) => admitted,
         Err((why, held)) => return refused(stream, &shared, why, held).await,
+    };
+    let identity = match endpoint {
+        Endpoint::Echo => Identity::anonymous(),
+        Endpoint::Chat | Endpoint::PubSub => match identify(&req, peer, &shared) {
+            Ok(identity) => identity,
+            Err(why) => return refused(stream, &shared, why, reg).await,
+        },
     };
     match endpoint {
         // A test endpoint: it speaks whatever the client offers, so the first offered
@@ -66,28 +78,36 @@ where
         }
         Endpoint::Chat => {
             let max_text = shared.config.limits.max_chat_text;
-            let app = match chat::Chat::from_query(req.query(), &shared.node, id, max_text) {
-                Ok(app) => app.recovery_max(shared.config.limits.recovery_max),
-                Err(why) => return refused(stream, &shared, why, reg).await,
-            };
+            let app =
+                match chat::Chat::from_query(req.query(), &identity, &shared.node, id, max_text) {
+                    Ok(app) => app.recovery_max(shared.config.limits.recovery_max),
+                    Err(why) => return refused(stream, &shared, why, reg).await,
+                };
             let protocol = req.choose_protocol(&[chat::SUBPROTOCOL]);
             let Some(ws) = upgrade(stream, &req, &leftover, &shared.ws, protocol, &shared).await
             else {
                 return Routed::Done;
             };
             debug!(room = %app.room(), name = %app.name(), "chat opened");
-            Routed::Session(session::start(ws, app, Identity::anonymous(), reg, shared))
+            Routed::Session(session::start(ws, app, identity, reg, shared))
         }
         Endpoint::PubSub => {
+            let recover = match pubsub::recover_query(req.query()) {
+                Ok(positions) => positions,
+                Err(why) => {
+                    return refused(stream, &shared, Rejection::bad_request(why), reg).await
+                }
+            };
             let protocol = req.choose_protocol(&[pubsub::SUBPROTOCOL]);
             let Some(ws) = upgrade(stream, &req, &leftover, &shared.ws, protocol, &shared).await
             else {
                 return Routed::Done;
             };
-            debug!("pub/sub opened");
+            debug!(user = identity.user.as_deref(), "pub/sub opened");
             let client = ClientId::new(Arc::clone(&shared.node), id);
-            let app = pubsub::PubSub::with_settings(Arc::clone(&shared.pubsub), client);
-            Routed::Session(session::start(ws, app, Identity::anonymous(), reg, shared))
+            let app =
+                pubsub::PubSub::with_settings(Arc::clone(&shared.pubsub), client).recover(recover);
+            Routed::Session(session::start(ws, app, identity, reg, shared))
         }
     }
 }
@@ -125,6 +145,29 @@ fn admit(
     Ok((endpoint, reg))
 }
 
+/// Who opens a `/chat` or `/ws` WebSocket: what the configured
+/// [websocket authenticator](crate::ServerConfig::websocket_authenticator) says (without one,
+/// everyone is an anonymous guest). No token, where tokens are required, and a token that is
+/// not accepted are refused with 401 and the reason; the token itself is never logged.
+fn identify(req: &Request, peer: SocketAddr, shared: &Shared) -> Result<Identity, Rejection> {
+    let Some(auth) = &shared.config.websocket_authenticator else {
+        return Ok(Identity::anonymous());
+    };
+    let why = match auth.authenticate(req) {
+        Ok(identity) => return Ok(identity),
+        Err(AuthError::Missing) if shared.config.allow_anonymous => {
+            return Ok(Identity::anonymous())
+        }
+        Err(AuthError::Missing) => "this server needs a token: send it as `Authorization: Bearer TOKEN`, or as `?token=TOKEN` from a browser".to_string(),
+        Err(AuthError::Invalid(why)) => format!("the token is not accepted: {why}"),
+        Err(e) => format!("not accepted: {e}"),
+    };
+    if let Some(suppressed) = shared.refusals.auth.check() {
+        warn!(%peer, reason = %why, suppressed, "WebSocket refused: credentials");
+    }
+    Err(Rejection::new(Reject::Unauthorized, why))
+}
+
 /// Answers a refused handshake and closes; `held` (the connection's registration) is let go
 /// after, so the connection counts against the limits until then.
 async fn refused<S, H>(mut stream: S, shared: &Shared, why: Rejection, held: H) -> Routed<S>
@@ -158,7 +201,8 @@ where
                 .metrics
                 .connections_open
                 .fetch_add(1, Ordering::Relaxed);
-            debug!(path = %req.path, "accepted");
+            // The path only: the query may hold a token.
+            debug!(path = %req.path_only(), "accepted");
             Some(ws)
         }
         Err(e) => {

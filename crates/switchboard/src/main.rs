@@ -11,6 +11,7 @@ mod bench;
 mod connect;
 mod duration;
 mod serve;
+mod token;
 
 /// Switchboard: a WebSocket server, client and load generator.
 #[derive(Debug, Parser)]
@@ -30,6 +31,9 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Load generator: echo, broadcast and connect scenarios with latency histograms.
     Bench(bench::BenchArgs),
+    /// Make a token for /ws and /chat signed with the server's HMAC secret (HS256): a
+    /// connection token, or with --channel a subscription token. Prints it.
+    Token(token::TokenArgs),
 }
 
 fn main() {
@@ -47,6 +51,7 @@ fn main() {
         Command::Serve(args) => serve::serve(*args).map(|()| 0),
         Command::Connect(args) => connect::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Token(args) => token::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

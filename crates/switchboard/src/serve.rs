@@ -6,8 +6,8 @@ mod options;
 
 use anyhow::Context;
 
-pub(crate) use options::ServeArgs;
-use options::{settings, EngineChoice};
+pub(crate) use options::{hmac_secrets, ServeArgs};
+use options::{jwt_fix, settings, EngineChoice, Settings};
 
 /// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`), before the
 /// server allocates anything per connection. mimalloc asks for them on its arenas
@@ -117,7 +117,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         "http"
     };
-    let api = s.config.api_key.is_some();
+    let api = !s.config.api_keys.is_empty();
     let transport = s.transport.clone();
     let workers = s.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -141,6 +141,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .worker_threads(workers)
         .build()?;
     rt.block_on(async move {
+        let (s, tokens) = with_jwt(s).await?;
         let listener = tokio::net::TcpListener::bind(s.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} (is another server using that port? choose another with --listen)",
@@ -156,6 +157,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(
             "listening on {scheme}://{addr} (chat page at /, WebSockets at /chat, /ws and /echo, metrics at /metrics)"
         );
+        if let Some(tokens) = tokens {
+            tracing::info!("{tokens}");
+        }
         if !api {
             tracing::info!("POST /api/publish is disabled until an API key is set (SWITCHBOARD_API_KEY)");
         }
@@ -175,6 +179,31 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// `s` with the JWT check of `/ws` and `/chat` set up, if any key is configured (a JWKS
+/// URL is fetched now; the start fails if it cannot be), and what to log about it.
+async fn with_jwt(mut s: Settings) -> anyhow::Result<(Settings, Option<String>)> {
+    let Some(jwt) = s.jwt.take() else {
+        return Ok((s, None));
+    };
+    let auth = switchboard_server::JwtAuthenticator::new(jwt.config())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} ({})", jwt_fix(&e)))?;
+    let without = if jwt.allow_anonymous {
+        "an anonymous guest (--allow-anonymous)"
+    } else {
+        "refused (401)"
+    };
+    let log = format!(
+        "WebSockets (/ws, /chat) need a token checked with {}; without one: {without}",
+        jwt.summary()
+    );
+    s.config = s
+        .config
+        .websocket_authenticator(auth)
+        .allow_anonymous(jwt.allow_anonymous);
+    Ok((s, Some(log)))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -327,7 +327,8 @@ pub struct Accepted {
 
 /// An HTTP error response with a plain-text body saying why, for a refused handshake.
 ///
-/// 426 carries `Sec-WebSocket-Version: 13` (RFC 6455 §4.4), 405 carries `Allow: GET`.
+/// 426 carries `Sec-WebSocket-Version: 13` (RFC 6455 §4.4), 405 carries `Allow: GET`, 429
+/// carries `Retry-After: 1` (the client may try again in a second).
 ///
 /// ```
 /// use switchboard_proto::handshake::{server::reject, HandshakeError};
@@ -342,6 +343,7 @@ pub fn reject(status: u16, body: &str) -> Vec<u8> {
     match status {
         426 => s.push_str("Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"),
         405 => s.push_str("Allow: GET\r\n"),
+        429 => s.push_str("Retry-After: 1\r\n"),
         _ => {}
     }
     let _ = write!(

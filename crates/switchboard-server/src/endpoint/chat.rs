@@ -13,6 +13,7 @@ use switchboard_hub::{
 };
 use switchboard_proto::Message;
 
+use crate::auth::Identity;
 use crate::endpoint::presence;
 use crate::error::{AppError, ErrorCode, Rejection};
 use crate::http::query_param;
@@ -70,6 +71,9 @@ pub(crate) fn clean_name(name: &str) -> Result<String, AppError> {
 struct MemberJson<'a> {
     id: &'a str,
     name: &'a str,
+    /// The signed-in user (from a token); left out for guests.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    user: &'a str,
 }
 
 impl<'a> From<&'a PresenceEntry> for MemberJson<'a> {
@@ -77,6 +81,7 @@ impl<'a> From<&'a PresenceEntry> for MemberJson<'a> {
         Self {
             id: &m.client,
             name: &m.name,
+            user: &m.user,
         }
     }
 }
@@ -185,6 +190,9 @@ struct In<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     room: Option<Cow<'a, str>>,
+    /// A `refresh`'s new token.
+    #[serde(borrow, default)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// One chat connection.
@@ -211,6 +219,7 @@ impl Chat {
                 client,
                 user: presence::empty(),
                 name: Arc::from(name),
+                info: presence::empty(),
             },
             room,
             sub: None,
@@ -237,6 +246,7 @@ impl Chat {
     /// name when left out), or why the handshake is refused.
     pub(crate) fn from_query(
         query: Option<&str>,
+        identity: &Identity,
         node: &str,
         id: u64,
         max_text: usize,
@@ -250,9 +260,15 @@ impl Chat {
                 r
             }
         };
-        let name = match query_param(query, "name") {
-            None => format!("guest-{:04x}", (id.wrapping_mul(0x9e37_79b9)) & 0xffff),
-            Some(n) => {
+        // A signed-in user is who the token says (its `name`, else its user id); `?name=`
+        // is for guests.
+        let token_name = identity.name.as_ref().or(identity.user.as_ref());
+        let name = match (token_name, query_param(query, "name")) {
+            (Some(n), _) => clean_name(n).map_err(|e| {
+                Rejection::bad_request(format!("the token's name is not a chat name: {e}"))
+            })?,
+            (None, None) => format!("guest-{:04x}", (id.wrapping_mul(0x9e37_79b9)) & 0xffff),
+            (None, Some(n)) => {
                 let n = n.map_err(|e| refused(&e))?;
                 clean_name(&n).map_err(|e| refused(&e))?
             }
@@ -278,7 +294,14 @@ impl Chat {
             }
         };
         let client = presence::client_id(node, id);
-        Ok(Self::new(client, name, room, max_text).recovering(from))
+        let mut chat = Self::new(client, name, room, max_text).recovering(from);
+        if let Some(user) = &identity.user {
+            chat.me.user = Arc::from(user.as_str());
+        }
+        if let Some(info) = &identity.info {
+            chat.me.info = Arc::from(info.as_str());
+        }
+        Ok(chat)
     }
 
     /// The room this connection is in.
@@ -529,9 +552,10 @@ impl Chat {
                 Ok(())
             }
             "join" => self.switch_room(cx, req.room.as_deref().unwrap_or_default()),
+            "refresh" => cx.refresh(req.token.as_deref().unwrap_or_default()),
             other => Err(AppError::new(
                 ErrorCode::UnknownType,
-                format!("unknown message type {other:?}; use \"message\", \"join\" or \"typing\""),
+                format!("unknown message type {other:?}; use \"message\", \"join\", \"typing\" or \"refresh\""),
             )),
         }
     }

@@ -167,6 +167,7 @@ mod tests {
             client: client.into(),
             user: empty(),
             name: name.into(),
+            info: "".into(),
         };
         let mut v = vec![e("n.3", "Bob"), e("n.2", "Ada"), e("n.1", "Bob")];
         sort(&mut v);

@@ -21,7 +21,8 @@ use crate::namespace::{NamespaceRules, Namespaces};
 use crate::render;
 use crate::session::{App, Ctx};
 use answer::{
-    ack, error, history, presence_answer, published, stats_answer, subscribed_ack, unavailable,
+    ack, error, history, presence_answer, published, stats_answer, subscribed_ack,
+    subscribed_event, topic_error, unavailable,
 };
 use join_leave::Kind;
 
@@ -108,6 +109,10 @@ struct Request<'a> {
     recover: Option<Position>,
     #[serde(default)]
     limit: Option<usize>,
+    /// A `subscribe` request's subscription token; a `refresh` request's new connection
+    /// token.
+    #[serde(borrow, default)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// A position in a request.
@@ -130,6 +135,9 @@ impl Position {
 pub(crate) enum Waited {
     Subscribed {
         id: Option<Box<RawValue>>,
+        /// A subscription the server made (the token's `channels`): announced with a
+        /// `subscribed` event.
+        server: bool,
         sub: Subscription,
         from: Option<StreamPosition>,
         added: Result<(), EngineError>,
@@ -161,6 +169,34 @@ pub(crate) enum Waited {
     },
 }
 
+/// Who a subscription's answer goes to: the request `id` of a client's subscribe, or a
+/// `subscribed` event for one the server made.
+#[derive(Clone, Copy)]
+struct To<'a> {
+    id: Option<&'a RawValue>,
+    server: bool,
+}
+
+/// What a subscription token lets this connection do in `topic`, or why it is refused.
+fn subscription_grant(
+    cx: &Ctx<'_, Waited>,
+    token: &str,
+    topic: &str,
+) -> Result<crate::auth::Grant, AppError> {
+    let Some(auth) = &cx.config.websocket_authenticator else {
+        return Err(AppError::new(
+            ErrorCode::PermissionDenied,
+            "this server does not use subscription tokens",
+        ));
+    };
+    auth.subscription(token, cx.identity(), topic).map_err(|e| {
+        AppError::new(
+            ErrorCode::PermissionDenied,
+            format!("the subscription token is not accepted: {e}"),
+        )
+    })
+}
+
 /// The request's id, owned, for an answer that comes later.
 fn owned(id: Option<&RawValue>) -> Option<Box<RawValue>> {
     id.map(RawValue::to_owned)
@@ -185,12 +221,45 @@ pub(crate) struct PubSub {
     settings: Arc<Settings>,
     /// This connection's id in the cluster: its presence in the topics it subscribes to.
     client: ClientId,
+    /// Where the client asks the server-made subscriptions to recover from
+    /// (`?recover=TOPIC:OFFSET:EPOCH`), until they are made.
+    recover: Vec<(String, StreamPosition)>,
     /// Who this connection is in `join` and `leave` events, made at its first join.
     #[allow(
         clippy::box_collection,
         reason = "a thin pointer: 8 bytes in every session rather than 16 or 24"
     )]
     who: Option<Box<String>>,
+}
+
+/// The positions of `recover=TOPIC:OFFSET:EPOCH` query parameters: where the server-made
+/// subscriptions (a token's `channels`) recover from.
+pub(crate) fn recover_query(query: Option<&str>) -> Result<Vec<(String, StreamPosition)>, String> {
+    let mut positions = Vec::new();
+    for value in crate::http::query::query_params(query, "recover") {
+        let value = value.map_err(|e| e.to_string())?;
+        let bad = || {
+            format!("recover={value:?} is not TOPIC:OFFSET:EPOCH (the last position seen of a topic the server subscribes you to)")
+        };
+        let mut parts = value.rsplitn(3, ':');
+        let (Some(epoch), Some(offset), Some(topic)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let offset = offset.parse().map_err(|_| bad())?;
+        valid_topic(topic).map_err(|e| format!("recover={value:?}: {e}"))?;
+        if positions.len() >= 64 {
+            return Err("at most 64 recover= positions".to_string());
+        }
+        positions.push((
+            topic.to_string(),
+            StreamPosition {
+                offset,
+                epoch: epoch.into(),
+            },
+        ));
+    }
+    Ok(positions)
 }
 
 impl PubSub {
@@ -211,6 +280,7 @@ impl PubSub {
             subs: Vec::new(),
             settings,
             client,
+            recover: Vec::new(),
             who: None,
         }
     }
@@ -250,19 +320,38 @@ impl PubSub {
         }
     }
 
-    /// This connection's presence entry: anonymous, no name.
-    fn entry(&mut self) -> PresenceEntry {
+    /// Where the server-made subscriptions recover from (see [`recover_query`]).
+    pub(crate) fn recover(mut self, positions: Vec<(String, StreamPosition)>) -> Self {
+        self.recover = positions;
+        self
+    }
+
+    /// This connection's presence entry: its user and name (empty: anonymous, no name).
+    fn entry(&mut self, identity: &Identity) -> PresenceEntry {
+        let text = |s: &Option<String>| s.as_deref().map_or_else(presence::empty, Arc::from);
         PresenceEntry {
             client: Arc::clone(self.client.get()),
-            user: presence::empty(),
-            name: presence::empty(),
+            user: text(&identity.user),
+            name: text(&identity.name),
+            info: text(&identity.info),
         }
     }
 
     fn handle(&mut self, cx: &mut Ctx<'_, Waited>, req: &Request<'_>) -> Result<(), AppError> {
         let topic = req.topic.as_deref().unwrap_or_default();
         match &*req.kind {
-            "subscribe" => self.subscribe(cx, req, topic),
+            "subscribe" => {
+                let from = req.recover.as_ref().map(Position::get);
+                self.subscribe(cx, req.id, topic, from, req.token.as_deref(), false)
+            }
+            "refresh" => {
+                let token = req.token.as_deref().ok_or_else(|| {
+                    AppError::new(ErrorCode::InvalidToken, "a refresh needs \"token\"")
+                })?;
+                cx.refresh(token)?;
+                ack(cx, req.id);
+                Ok(())
+            }
             "unsubscribe" => self.unsubscribe(cx, req.id, topic),
             "publish" => {
                 publishable(topic)?;
@@ -289,7 +378,7 @@ impl PubSub {
             other => Err(AppError::new(
                 ErrorCode::UnknownType,
                 format!(
-                    "unknown message type {other:?}; use subscribe, unsubscribe, publish, history, presence or presence_stats"
+                    "unknown message type {other:?}; use subscribe, unsubscribe, publish, history, presence, presence_stats or refresh"
                 ),
             )),
         }
@@ -300,14 +389,22 @@ impl PubSub {
     fn subscribe(
         &mut self,
         cx: &mut Ctx<'_, Waited>,
-        req: &Request<'_>,
+        id: Option<&RawValue>,
         topic: &str,
+        from: Option<StreamPosition>,
+        token: Option<&str>,
+        server: bool,
     ) -> Result<(), AppError> {
         valid_topic(topic)?;
         if self.subs.iter().any(|s| s.topic() == topic) {
-            ack(cx, req.id);
+            ack(cx, id);
             return Ok(());
         }
+        let grant = match token {
+            Some(token) => Some(subscription_grant(cx, token, topic)?),
+            None => None,
+        };
+        let _ = (&grant, server);
         if self.subs.len() >= self.settings.max_subscriptions {
             return Err(AppError::new(
                 ErrorCode::TooManySubscriptions,
@@ -317,7 +414,6 @@ impl PubSub {
                 ),
             ));
         }
-        let from = req.recover.as_ref().map(Position::get);
         let query = match &from {
             Some(from) => recovery::query(from, self.settings.recovery_max),
             None => HistoryQuery {
@@ -328,20 +424,23 @@ impl PubSub {
         let s = cx.hub.subscribe(topic, Arc::clone(cx.outbox), query);
         self.subs.push(s.subscription.clone());
         let added = if self.adds_presence(topic) {
-            cx.hub.presence_add(topic, self.entry())
+            let entry = self.entry(cx.identity());
+            cx.hub.presence_add(topic, entry)
         } else {
             Op::ready(Ok(()))
         };
         match presence::both(added, s.page).now() {
             Ok((added, page)) => {
-                self.subscribed(cx, req.id, &s.subscription, from.as_ref(), added, page);
+                let to = To { id, server };
+                self.subscribed(cx, to, &s.subscription, from.as_ref(), added, page);
             }
             Err(op) => {
-                let (id, sub) = (owned(req.id), s.subscription);
+                let (id, sub) = (owned(id), s.subscription);
                 cx.wait(async move {
                     let (added, page) = op.await;
                     Waited::Subscribed {
                         id,
+                        server,
                         sub,
                         from,
                         added,
@@ -359,7 +458,7 @@ impl PubSub {
     fn subscribed(
         &mut self,
         cx: &mut Ctx<'_, Waited>,
-        id: Option<&RawValue>,
+        to: To<'_>,
         sub: &Subscription,
         from: Option<&StreamPosition>,
         added: Result<(), EngineError>,
@@ -372,7 +471,11 @@ impl PubSub {
                 cx.hub.unsubscribe(sub);
                 self.subs.retain(|s| s != sub);
                 self.leave_presence(cx.hub, sub.topic());
-                return cx.reply(error(id, &unavailable(&e)));
+                let e = unavailable(&e);
+                return match (to.server, to.id) {
+                    (true, _) => cx.reply(topic_error(sub.topic(), &e)),
+                    (false, id) => cx.reply(error(id, &e)),
+                };
             }
         };
         let mut decision = from.map(|f| recovery::decide(f, &page, self.settings.recovery_max));
@@ -392,13 +495,15 @@ impl PubSub {
             cx.count_recovery(d.recovered);
         }
         let frames = cx.hub.go_live(sub, &page.top, replay);
-        if let Some(id) = id {
+        if to.server {
+            subscribed_event(cx, sub.topic(), &page.top, decision);
+        } else if let Some(id) = to.id {
             subscribed_ack(cx, id, &page.top, decision);
         }
         for f in frames {
             cx.frame(f);
         }
-        self.announce(cx.hub, sub.topic(), Kind::Join, Some(cx.identity));
+        self.announce(cx.hub, sub.topic(), Kind::Join, Some(cx.identity()));
     }
 
     /// The removal of this connection's presence in `topic` (nothing for a chat room's
@@ -432,7 +537,7 @@ impl PubSub {
         };
         let sub = self.subs.swap_remove(i);
         cx.hub.unsubscribe(&sub);
-        self.announce(cx.hub, topic, Kind::Leave, Some(cx.identity));
+        self.announce(cx.hub, topic, Kind::Leave, Some(cx.identity()));
         match self.presence_removal(cx.hub, topic).now() {
             Ok(()) => ack(cx, id),
             Err(op) => {
@@ -558,7 +663,22 @@ impl PubSub {
 impl App for PubSub {
     type Waited = Waited;
 
-    fn open(&mut self, _cx: &mut Ctx<'_, Waited>) {}
+    /// Subscribes to the topics the token names (`channels`), recovering each from the
+    /// position the client gave in the URL, if any; each is announced with a `subscribed`
+    /// event (or an `error` event naming the topic).
+    fn open(&mut self, cx: &mut Ctx<'_, Waited>) {
+        let channels = cx.identity().channels.clone();
+        let mut recover = std::mem::take(&mut self.recover);
+        for topic in &channels {
+            let from = recover
+                .iter()
+                .position(|(t, _)| t == topic)
+                .map(|i| recover.swap_remove(i).1);
+            if let Err(e) = self.subscribe(cx, None, topic, from, None, true) {
+                cx.reply(topic_error(topic, &e));
+            }
+        }
+    }
 
     fn message(&mut self, cx: &mut Ctx<'_, Waited>, msg: Message) {
         let text = match msg {
@@ -591,13 +711,18 @@ impl App for PubSub {
         match waited {
             Waited::Subscribed {
                 id,
+                server,
                 sub,
                 from,
                 added,
                 page,
             } => {
                 if self.subs.contains(&sub) {
-                    self.subscribed(cx, id.as_deref(), &sub, from.as_ref(), added, page);
+                    let to = To {
+                        id: id.as_deref(),
+                        server,
+                    };
+                    self.subscribed(cx, to, &sub, from.as_ref(), added, page);
                 } else {
                     // Given back before its history came: its presence goes too (even after
                     // a failed add, which an engine may still write later); the subscribe

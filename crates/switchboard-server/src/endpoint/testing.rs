@@ -44,7 +44,8 @@ impl Sent {
 pub(crate) struct Client {
     hub: Hub,
     outbox: Arc<Outbox>,
-    identity: Identity,
+    identity: Option<Box<Identity>>,
+    config: crate::ServerConfig,
     replies: Replies,
     metrics: crate::metrics::Metrics,
 }
@@ -54,7 +55,8 @@ impl Client {
         Self {
             hub: hub.clone(),
             outbox: Arc::new(Outbox::new(OutboxLimits::default())),
-            identity: Identity::anonymous(),
+            identity: None,
+            config: crate::ServerConfig::default(),
             replies: Replies::default(),
             metrics: crate::metrics::Metrics::default(),
         }
@@ -62,7 +64,7 @@ impl Client {
 
     /// The same client, connected as `identity`.
     pub(crate) fn with_identity(mut self, identity: Identity) -> Self {
-        self.identity = identity;
+        self.identity = Some(Box::new(identity));
         self
     }
 
@@ -80,7 +82,8 @@ impl Client {
         let mut cx = Ctx {
             hub: &self.hub,
             outbox: &self.outbox,
-            identity: &self.identity,
+            identity: &mut self.identity,
+            config: &self.config,
             replies: &mut self.replies,
             waits: &mut waits,
             metrics: &self.metrics,

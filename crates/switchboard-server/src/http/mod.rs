@@ -4,7 +4,7 @@
 
 mod body;
 mod publish;
-mod query;
+pub(crate) mod query;
 mod response;
 
 use std::net::SocketAddr;
@@ -15,24 +15,31 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub(crate) use query::query_param;
 use response::Response;
 
+use crate::registry::Refusal;
 use crate::routes::{self, Http};
 use crate::Shared;
 
 /// The chat page, embedded at build time.
 const CHAT_PAGE: &str = include_str!("../../assets/chat.html");
 
-/// Answers one plain HTTP request and closes.
+/// Answers one plain HTTP request and closes; `limited`: the client's address is past its
+/// new connections a second, answered with 429 whatever it asked for.
 pub(crate) async fn handle<S>(
     mut stream: S,
     req: Request,
     leftover: Vec<u8>,
     peer: SocketAddr,
+    limited: Option<&Refusal>,
     shared: &Shared,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let timeout = shared.config.ws.handshake_timeout;
-    let resp = match routes::http(&req.method, req.path_only()) {
+    let route = match limited {
+        Some(why) => Http::TooManyRequests(why.message()),
+        None => routes::http(&req.method, req.path_only()),
+    };
+    let resp = match route {
         Http::Page => Response::new(
             200,
             "text/html; charset=utf-8",
@@ -67,6 +74,12 @@ pub(crate) async fn handle<S>(
             body.as_bytes(),
         ),
         Http::NotFound(body) => Response::text(404, &body),
+        Http::TooManyRequests(body) => Response::new(
+            429,
+            "text/plain; charset=utf-8",
+            &[("Retry-After", "1")],
+            format!("{body}\n").as_bytes(),
+        ),
     };
     shared.metrics.http_request(&req.method, resp.status);
     let resp = if req.method == "HEAD" {

@@ -83,7 +83,7 @@ pub(crate) async fn publish(
 fn authenticate(req: &Request, peer: SocketAddr, shared: &Shared) -> Result<Identity, Response> {
     let checked = match &shared.config.authenticator {
         Some(auth) => auth.authenticate(req),
-        None => ApiKey::check(shared.config.api_key.as_deref(), req),
+        None => ApiKey::check(&shared.config.api_keys, req),
     };
     let refused = |reason: &str| {
         if let Some(suppressed) = shared.refusals.auth.check() {

@@ -39,6 +39,24 @@ pub(crate) fn query_param(query: Option<&str>, key: &str) -> Option<Result<Strin
     })
 }
 
+/// Every value of `key` in a query string, decoded, in order.
+pub(crate) fn query_params<'a>(
+    query: Option<&'a str>,
+    key: &'a str,
+) -> impl Iterator<Item = Result<String, InvalidQuery>> + 'a {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(move |kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == key).then(|| {
+                percent_decode(v).ok_or_else(|| InvalidQuery {
+                    key: key.to_string(),
+                })
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +71,7 @@ mod tests {
         let bad = query_param(Some("name=%ZZ"), "name").unwrap().unwrap_err();
         assert_eq!(bad.to_string(), "name is not valid percent-encoded UTF-8");
         assert!(query_param(Some("name=%C3"), "name").unwrap().is_err());
+        let all: Vec<_> = query_params(Some("recover=a&x=1&recover=b%3A1"), "recover").collect();
+        assert_eq!(all, vec![Ok("a".to_string()), Ok("b:1".to_string())]);
     }
 }

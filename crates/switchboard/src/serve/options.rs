@@ -16,6 +16,10 @@ use switchboard_server::{
 
 use super::check_io_uring;
 use crate::duration::FileDuration;
+pub(crate) use auth::{fix as jwt_fix, hmac_secrets};
+use auth::{JwtArgs, JwtSettings, OneOrMany};
+
+mod auth;
 
 /// Options of `switchboard serve`. Every option can also be set with the environment
 /// variable shown, or in the TOML file given with --config under the same name with
@@ -48,6 +52,23 @@ pub(crate) struct ServeArgs {
     /// Open connections per client IP; past it, 503.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     max_connections_per_ip: Option<u32>,
+    /// New connections a second from one client IP (IPv6: its /64), HTTP and WebSocket,
+    /// with a burst of one second's worth; past it, 429 with Retry-After: 1. 0: no limit.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_NEW_CONNECTIONS_PER_SECOND_PER_IP",
+        value_name = "N"
+    )]
+    max_new_connections_per_second_per_ip: Option<u32>,
+    /// Messages a second one /ws or /chat connection may send (a burst of one second's
+    /// worth); over it messages are dropped with a `rate_limited` error, and a connection
+    /// that goes on for a second is closed with 1008. 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGES_PER_SECOND", value_name = "N")]
+    max_messages_per_second: Option<u32>,
+    /// Message bytes a second one /ws or /chat connection may send, as
+    /// --max-messages-per-second. 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_BYTES_PER_SECOND", value_name = "BYTES")]
+    max_bytes_per_second: Option<u64>,
     /// Topics one /ws connection may subscribe to.
     #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", value_name = "N")]
     max_subscriptions: Option<usize>,
@@ -109,16 +130,21 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_RECOVERY_MAX", value_name = "N")]
     recovery_max: Option<usize>,
 
-    /// The key POST /api/publish requires (`Authorization: Bearer KEY`). Without one the API
-    /// answers 403. Prefer the environment variable or the file over the flag (flags show
-    /// in `ps`).
+    /// A key POST /api/publish accepts (`Authorization: Bearer KEY`); repeatable, any one
+    /// of them is accepted (comma-separated in the environment, `api_key = ["k1", "k2"]` in
+    /// the file). Without one the API answers 403. Prefer the environment variable or the
+    /// file over the flag (flags show in `ps`).
     #[arg(
         long,
         env = "SWITCHBOARD_API_KEY",
         hide_env_values = true,
+        value_delimiter = ',',
         value_name = "KEY"
     )]
-    api_key: Option<String>,
+    api_key: Vec<String>,
+
+    #[command(flatten)]
+    jwt: JwtArgs,
 
     /// permessage-deflate: negotiate compression with clients that offer it.
     #[arg(long, value_parser = ["on", "off"], env = "SWITCHBOARD_DEFLATE")]
@@ -175,14 +201,24 @@ Config file (--config FILE), TOML, every key optional:
 
   listen = \"0.0.0.0:8080\"     # or \":8080\", \"localhost:8080\"
   workers = 2
-  api_key = \"change-me\"
+  api_key = \"change-me\"       # or a list: [\"old-key\", \"new-key\"]
+  jwt_hmac_secret = \"s3cret\"  # or a list; tokens on /ws and /chat: see below
+  jwt_public_key = [\"/etc/switchboard/rs256.pem\"]
+  jwks = \"https://auth.example.com/.well-known/jwks.json\"
+  allow_anonymous = true
   allow_origin = [\"https://app.example.com\"]
   max_message_size = 65536
   max_connections = 100000
   max_connections_per_ip = 1000
+  max_messages_per_second = 100 # per /ws or /chat connection; 0: no limit
   ping_interval = \"30s\"       # durations: \"500ms\", \"2m\", \"1h\"; 0 disables
   slow_consumer = \"disconnect\" # or \"drop-oldest\"
   # ... and every other option, named as its flag with underscores.
+
+Tokens: with any of jwt_hmac_secret, jwt_public_key or jwks set, /ws and /chat need a JWT
+(`Authorization: Bearer TOKEN` or `?token=TOKEN`; `switchboard token --sub alice --ttl 1h`
+makes one) unless allow_anonymous. Claims: sub, exp (checked without leeway), optional name,
+info, channels. Missing or invalid tokens get 401 with the reason.
 
 Namespaces (file only, no flags): a topic's namespace is what comes before its first
 ':' (\"private:room1\" is in \"private\"; \"news\" has none). Per namespace:
@@ -217,6 +253,9 @@ struct FileConfig {
     echo_max_message_size: Option<usize>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<u32>,
+    max_new_connections_per_second_per_ip: Option<u32>,
+    max_messages_per_second: Option<u32>,
+    max_bytes_per_second: Option<u64>,
     max_subscriptions: Option<usize>,
     max_chat_text: Option<usize>,
     ping_interval: Option<FileDuration>,
@@ -231,7 +270,14 @@ struct FileConfig {
     history_size: Option<usize>,
     history_ttl: Option<FileDuration>,
     recovery_max: Option<usize>,
-    api_key: Option<String>,
+    api_key: Option<OneOrMany<String>>,
+    jwt_hmac_secret: Option<OneOrMany<String>>,
+    jwt_public_key: Option<OneOrMany<PathBuf>>,
+    jwks: Option<String>,
+    jwks_refresh: Option<FileDuration>,
+    jwks_ca_file: Option<PathBuf>,
+    jwt_algorithm: Option<OneOrMany<String>>,
+    allow_anonymous: Option<bool>,
     deflate: Option<String>,
     deflate_context_takeover: Option<bool>,
     deflate_window_bits: Option<u8>,
@@ -361,6 +407,9 @@ pub(crate) struct Settings {
     pub(crate) transport: String,
     pub(crate) huge_pages: bool,
     pub(crate) engine: EngineChoice,
+    /// The JWT check of `/ws` and `/chat`, if any key is configured (made at start: a
+    /// JWKS URL is fetched).
+    pub(crate) jwt: Option<JwtSettings>,
     pub(crate) config: ServerConfig,
 }
 
@@ -388,6 +437,7 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         config = config.io_uring(true);
     }
     let engine = engine_choice(&a, &f)?;
+    let jwt = auth::jwt_settings(&a.jwt, &f)?;
     let workers = a.workers.or(f.workers);
     if workers == Some(0) {
         bail!("workers must be at least 1 (leave it out for one per CPU core)");
@@ -403,6 +453,7 @@ pub(crate) fn settings(a: ServeArgs) -> anyhow::Result<Settings> {
         transport,
         huge_pages: a.huge_pages.or(f.huge_pages).unwrap_or(false),
         engine,
+        jwt,
         config,
     })
 }
@@ -440,6 +491,18 @@ fn server_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<ServerConfig> 
     set(
         &mut limits.max_connections_per_ip,
         pick!(max_connections_per_ip),
+    );
+    set(
+        &mut limits.max_new_connections_per_second_per_ip,
+        pick!(max_new_connections_per_second_per_ip),
+    );
+    set(
+        &mut limits.max_messages_per_second,
+        pick!(max_messages_per_second),
+    );
+    set(
+        &mut limits.max_bytes_per_second,
+        pick!(max_bytes_per_second),
     );
     set(&mut limits.max_subscriptions, pick!(max_subscriptions));
     set(&mut limits.recovery_max, pick!(recovery_max));
@@ -483,9 +546,7 @@ fn server_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<ServerConfig> 
             f.namespaces.as_ref(),
         )?);
     }
-    if let Some(key) = pick_owned!(api_key).filter(|k| !k.is_empty()) {
-        c = c.api_key(key);
-    }
+    c = c.api_keys(auth::api_keys(&a.api_key, f));
     match (pick_owned!(tls_cert), pick_owned!(tls_key)) {
         (Some(cert), Some(key)) => {
             let acceptor = switchboard_tokio::tls::acceptor_from_pem(&cert, &key)
@@ -573,6 +634,11 @@ fn library_default(id: &str) -> Option<String> {
         "echo_max_message_size" => c.echo.max_message_size.to_string(),
         "max_connections" => c.limits.max_connections.to_string(),
         "max_connections_per_ip" => c.limits.max_connections_per_ip.to_string(),
+        "max_new_connections_per_second_per_ip" => {
+            c.limits.max_new_connections_per_second_per_ip.to_string()
+        }
+        "max_messages_per_second" => c.limits.max_messages_per_second.to_string(),
+        "max_bytes_per_second" => c.limits.max_bytes_per_second.to_string(),
         "max_subscriptions" => c.limits.max_subscriptions.to_string(),
         "max_chat_text" => c.limits.max_chat_text.to_string(),
         "ping_interval" => off_or(c.heartbeat.ping_interval),
@@ -589,6 +655,8 @@ fn library_default(id: &str) -> Option<String> {
         "history_size" => c.hub.history_size.to_string(),
         "history_ttl" => crate::duration::show(c.hub.history_ttl),
         "recovery_max" => c.limits.recovery_max.to_string(),
+        "allow_anonymous" => c.allow_anonymous.to_string(),
+        "jwks_refresh" => crate::duration::show(switchboard_server::JWKS_REFRESH),
         "socket_send_buffer" => c.socket_send_buffer.to_string(),
         "deflate" => if deflate.is_some() { "on" } else { "off" }.to_string(),
         "deflate_context_takeover" => deflate

@@ -182,12 +182,23 @@ fn leaving_says_goodbye_but_a_shutdown_does_not() {
 
 #[test]
 fn the_handshake_query_names_room_and_member() {
-    let chat = Chat::from_query(None, "node01", 7, 100).unwrap();
+    let chat = Chat::from_query(None, &Identity::anonymous(), "node01", 7, 100).unwrap();
     assert_eq!(chat.room(), DEFAULT_ROOM);
     assert!(chat.name().starts_with("guest-"), "{}", chat.name());
-    let chat = Chat::from_query(Some("room=r.1&name=+Ada+L%C3%B6+"), "node01", 7, 100).unwrap();
+    let chat = Chat::from_query(
+        Some("room=r.1&name=+Ada+L%C3%B6+"),
+        &Identity::anonymous(),
+        "node01",
+        7,
+        100,
+    )
+    .unwrap();
     assert_eq!((chat.room(), chat.name()), ("r.1", "Ada Lö"));
-    let refused = |q: &str| Chat::from_query(Some(q), "node01", 7, 100).err().unwrap();
+    let refused = |q: &str| {
+        Chat::from_query(Some(q), &Identity::anonymous(), "node01", 7, 100)
+            .err()
+            .unwrap()
+    };
     let r = refused("room=no%20spaces");
     assert_eq!(r.status(), 400);
     assert_eq!(
@@ -219,6 +230,7 @@ fn members_are_the_engines_presence() {
             client: "other.1".into(),
             user: presence::empty(),
             name: "Aaron".into(),
+            info: "".into(),
         };
         wait(hub.presence_add("chat:r1", elsewhere)).unwrap();
         let mut cy = Chat::new("u3".into(), "Cy".into(), "r1".into(), 100);

@@ -73,8 +73,20 @@ enum Reply<'a> {
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RawValue>,
+        /// The server-made subscription the error is about.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<&'a str>,
         code: &'a str,
         message: &'a str,
+    },
+    /// A subscription the server made (a token's `channels`) is live.
+    Subscribed {
+        topic: &'a str,
+        offset: u64,
+        epoch: &'a str,
+        recovered: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        capped: Option<bool>,
     },
 }
 
@@ -84,6 +96,9 @@ struct ClientJson<'a> {
     client: &'a str,
     user: &'a str,
     name: &'a str,
+    /// The token's `info`, as the application gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<&'a RawValue>,
 }
 
 fn reply(r: &Reply<'_>) -> Message {
@@ -94,9 +109,36 @@ fn reply(r: &Reply<'_>) -> Message {
 pub(super) fn error(id: Option<&RawValue>, e: &AppError) -> Message {
     reply(&Reply::Error {
         id,
+        topic: None,
         code: e.code.as_str(),
         message: &e.message,
     })
+}
+
+/// The `error` event of a subscription the server could not make (a token's `channels`).
+pub(super) fn topic_error(topic: &str, e: &AppError) -> Message {
+    reply(&Reply::Error {
+        id: None,
+        topic: Some(topic),
+        code: e.code.as_str(),
+        message: &e.message,
+    })
+}
+
+/// The `subscribed` event of a subscription the server made: like a subscribe's ack.
+pub(super) fn subscribed_event(
+    cx: &mut Ctx<'_, Waited>,
+    topic: &str,
+    top: &StreamPosition,
+    decision: Option<recovery::Decision>,
+) {
+    cx.reply(reply(&Reply::Subscribed {
+        topic,
+        offset: top.offset,
+        epoch: &top.epoch,
+        recovered: decision.is_some_and(|d| d.recovered),
+        capped: decision.and_then(|d| d.capped.then_some(true)),
+    }));
 }
 
 pub(super) fn unavailable(e: &EngineError) -> AppError {
@@ -198,6 +240,9 @@ pub(super) fn presence_answer(
             client: &e.client,
             user: &e.user,
             name: &e.name,
+            info: (!e.info.is_empty())
+                .then(|| serde_json::from_str::<&RawValue>(&e.info).ok())
+                .flatten(),
         })
         .unwrap_or_default();
         bytes += json.len() + 1;

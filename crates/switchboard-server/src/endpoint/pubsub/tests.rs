@@ -410,6 +410,7 @@ fn a_presence_answer_stays_within_its_byte_bound() {
             client: format!("other.{i:05}").into(),
             user: presence::empty(),
             name: Arc::clone(&name),
+            info: "".into(),
         };
         hub.presence_add("crowd", entry).now().unwrap().unwrap();
     }

@@ -16,7 +16,7 @@ fn flags_win_over_the_file_and_the_file_over_defaults() {
     let file = dir.join("c.toml");
     std::fs::write(
         &file,
-        "listen = \"127.0.0.1:9999\"\nmax_connections = 7\nping_interval = 0\napi_key = \"k\"\n",
+        "listen = \"127.0.0.1:9999\"\nmax_connections = 7\nping_interval = 0\napi_key = \"k\"\nmax_messages_per_second = 30\n",
     )
     .unwrap();
     let t = T::parse_from([
@@ -30,8 +30,10 @@ fn flags_win_over_the_file_and_the_file_over_defaults() {
     assert_eq!(s.listen.port(), 9999);
     assert_eq!(s.config.limits.max_connections, 9);
     assert_eq!(s.config.heartbeat.ping_interval, None);
-    assert_eq!(s.config.api_key.as_deref(), Some("k"));
+    assert_eq!(s.config.api_keys, ["k"]);
     assert_eq!(s.config.limits.max_connections_per_ip, 1000);
+    assert_eq!(s.config.limits.max_messages_per_second, 30);
+    assert_eq!(s.config.limits.max_bytes_per_second, 0);
 
     std::fs::write(&file, "max_conections = 7\n").unwrap();
     let t = T::parse_from(["x", "--config", file.to_str().unwrap()]);
@@ -108,6 +110,12 @@ fn options_land_in_their_settings() {
             "90s",
             "--deflate-window-bits",
             "10",
+            "--max-messages-per-second",
+            "50",
+            "--max-bytes-per-second",
+            "65536",
+            "--max-new-connections-per-second-per-ip",
+            "20",
         ])
         .a,
     )
@@ -120,6 +128,15 @@ fn options_land_in_their_settings() {
     assert_eq!(c.outbox.policy, SlowConsumerPolicy::DropOldest);
     assert_eq!(c.hub.history_size, 3);
     assert_eq!(c.hub.history_ttl, Duration::from_secs(90));
+    let l = c.limits;
+    assert_eq!(
+        (
+            l.max_messages_per_second,
+            l.max_bytes_per_second,
+            l.max_new_connections_per_second_per_ip
+        ),
+        (50, 65536, 20)
+    );
     let d = c.ws.deflate.unwrap();
     assert_eq!(
         (d.server_max_window_bits, d.client_max_window_bits),
@@ -180,7 +197,7 @@ fn help_shows_the_library_defaults() {
             None => assert!(shown <= 1, "--{id}: {text}"),
         }
     }
-    assert_eq!(with_default, 21, "every server setting has its option");
+    assert_eq!(with_default, 26, "every server setting has its option");
 }
 
 /// Zero-config `serve` uses io_uring where it works (and says which transport in the
@@ -291,4 +308,140 @@ fn namespaces_come_from_the_file() {
     use clap::CommandFactory;
     let help = T::command().render_long_help().to_string();
     assert!(help.contains("Namespaces (file only, no flags)"), "{help}");
+}
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sb-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn settings_of(args: &[&str]) -> anyhow::Result<Settings> {
+    let mut all = vec!["x", "--io-uring", "false"];
+    all.extend_from_slice(args);
+    settings(T::parse_from(all).a)
+}
+
+/// Several API keys: the flag repeated or comma-separated, or a list in the file (a single
+/// string still works); flags win over the file.
+#[test]
+fn several_api_keys_from_flags_or_the_file() {
+    let keys = |args: &[&str]| settings_of(args).unwrap().config.api_keys;
+    assert_eq!(keys(&["--api-key", "a", "--api-key", "b"]), ["a", "b"]);
+    assert_eq!(keys(&["--api-key", "a,b"]), ["a", "b"]);
+    assert!(keys(&[]).is_empty());
+    let file = temp_config("keys.toml", "api_key = [\"f1\", \"f2\"]\n");
+    let f = file.to_str().unwrap();
+    assert_eq!(keys(&["--config", f]), ["f1", "f2"]);
+    assert_eq!(keys(&["--config", f, "--api-key", "flag"]), ["flag"]);
+    let one = temp_config("key.toml", "api_key = \"only\"\n");
+    assert_eq!(keys(&["--config", one.to_str().unwrap()]), ["only"]);
+}
+
+/// The JWT options land in the JWT settings, from flags or the file; without a key there
+/// are none (the zero-config server stays as it was).
+#[test]
+fn jwt_options_land_in_their_settings() {
+    let s = settings_of(&[]).unwrap();
+    assert_eq!(s.jwt, None);
+    let jwt = settings_of(&[
+        "--jwt-hmac-secret",
+        "old,new",
+        "--jwt-public-key",
+        "/k/rsa.pem",
+        "--jwt-public-key",
+        "/k/ec.pem",
+        "--jwks",
+        "https://auth.example/jwks.json",
+        "--jwks-refresh",
+        "1m",
+        "--jwks-ca-file",
+        "/k/ca.pem",
+        "--jwt-algorithm",
+        "RS256",
+        "--jwt-algorithm",
+        "ES256",
+        "--allow-anonymous",
+    ])
+    .unwrap()
+    .jwt
+    .unwrap();
+    assert_eq!(jwt.hmac_secrets, ["old", "new"]);
+    assert_eq!(
+        jwt.public_keys,
+        [PathBuf::from("/k/rsa.pem"), PathBuf::from("/k/ec.pem")]
+    );
+    assert_eq!(jwt.jwks.as_deref(), Some("https://auth.example/jwks.json"));
+    assert_eq!(jwt.jwks_refresh, Some(Duration::from_secs(60)));
+    assert_eq!(jwt.jwks_ca_file, Some(PathBuf::from("/k/ca.pem")));
+    assert_eq!(jwt.algorithms, ["RS256", "ES256"]);
+    assert!(jwt.allow_anonymous);
+    assert_eq!(
+        jwt.summary(),
+        "2 HMAC secrets, 2 public keys, JWKS https://auth.example/jwks.json, algorithms RS256, ES256"
+    );
+    assert!(!format!("{jwt:?}").contains("old"), "{jwt:?}");
+
+    let file = temp_config(
+        "jwt.toml",
+        "jwt_hmac_secret = \"file-secret\"\njwt_public_key = \"/k/one.pem\"\n\
+         jwks = \"/k/jwks.json\"\njwks_refresh = \"30s\"\njwt_algorithm = [\"HS256\"]\n\
+         allow_anonymous = true\n",
+    );
+    let f = file.to_str().unwrap();
+    let jwt = settings_of(&["--config", f]).unwrap().jwt.unwrap();
+    assert_eq!(jwt.hmac_secrets, ["file-secret"]);
+    assert_eq!(jwt.public_keys, [PathBuf::from("/k/one.pem")]);
+    assert_eq!(jwt.jwks.as_deref(), Some("/k/jwks.json"));
+    assert_eq!(jwt.jwks_refresh, Some(Duration::from_secs(30)));
+    assert_eq!(jwt.algorithms, ["HS256"]);
+    assert!(jwt.allow_anonymous);
+    let jwt = settings_of(&[
+        "--config",
+        f,
+        "--jwt-hmac-secret",
+        "flag",
+        "--allow-anonymous",
+        "false",
+    ])
+    .unwrap()
+    .jwt
+    .unwrap();
+    assert_eq!(jwt.hmac_secrets, ["flag"]);
+    assert!(!jwt.allow_anonymous);
+}
+
+/// JWT options that need a key (or a JWKS) without one are mistakes that say what to add.
+#[test]
+fn jwt_options_without_their_key_say_what_to_add() {
+    let err = |args: &[&str]| format!("{:#}", settings_of(args).err().unwrap());
+    let e = err(&["--allow-anonymous"]);
+    assert!(
+        e.starts_with("--allow-anonymous needs a key") && e.contains("add --jwt-hmac-secret"),
+        "{e}"
+    );
+    let e = err(&["--jwt-algorithm", "HS256"]);
+    assert!(
+        e.contains("add --jwt-hmac-secret, --jwt-public-key or --jwks"),
+        "{e}"
+    );
+    let e = err(&["--jwt-hmac-secret", "s", "--jwks-refresh", "1m"]);
+    assert!(e.contains("add --jwks URL_OR_FILE"), "{e}");
+    let e = err(&["--jwt-hmac-secret", "s", "--jwks-ca-file", "/ca.pem"]);
+    assert!(e.contains("add --jwks URL_OR_FILE"), "{e}");
+    let e = err(&["--jwks", "/j.json", "--jwks-refresh", "0"]);
+    assert!(e.contains("--jwks-refresh must be more than 0"), "{e}");
+    let file = temp_config(
+        "alg.toml",
+        "jwt_hmac_secret = \"s\"\njwt_algorithm = \"none\"\n",
+    );
+    let e = err(&["--config", file.to_str().unwrap()]);
+    assert!(
+        e.contains("jwt_algorithm \"none\" is not one of HS256"),
+        "{e}"
+    );
+    // Without any of them, an empty secret is no secret.
+    assert_eq!(settings_of(&["--jwt-hmac-secret", ""]).unwrap().jwt, None);
 }
