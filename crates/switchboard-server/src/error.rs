@@ -5,7 +5,6 @@ use crate::metrics::Reject;
 
 /// The `code` of an `error` event (docs/protocol.md lists them per endpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // the auth codes are used as issue 26 lands
 pub(crate) enum ErrorCode {
     /// Not the JSON the endpoint expects (chat: text starting with `{`; pub/sub: any text),
     /// or a publish without `data`.
@@ -134,6 +133,7 @@ impl Rejection {
             Reject::RateLimit => 429,
             Reject::BadRequest => 400,
             Reject::Unauthorized => 401,
+            Reject::Forbidden => 403,
         }
     }
 }

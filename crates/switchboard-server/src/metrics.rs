@@ -81,18 +81,22 @@ pub(crate) enum Reject {
     BadRequest,
     /// 401: no token, or one that is not accepted, where tokens are required.
     Unauthorized,
+    /// 403: the connection may not use what it asked for (a chat room its namespace's
+    /// rules keep it out of).
+    Forbidden,
     /// 429: the client's address is past `--max-new-connections-per-second-per-ip`.
     RateLimit,
 }
 
 impl Reject {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::NotFound,
         Self::Origin,
         Self::ConnectionLimit,
         Self::PerIpLimit,
         Self::BadRequest,
         Self::Unauthorized,
+        Self::Forbidden,
         Self::RateLimit,
     ];
 
@@ -105,6 +109,7 @@ impl Reject {
             Self::PerIpLimit => "per_ip_limit",
             Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::RateLimit => "rate_limit",
         }
     }

@@ -248,7 +248,6 @@ pub fn namespace_of(topic: &str) -> Option<&str> {
 }
 
 /// What an action needs, said as the end of "subscribing to "x" needs …".
-#[allow(dead_code, reason = "the endpoints call the checks as issue 26 lands")]
 fn denied(action: &str, topic: &str, needs: &str) -> AppError {
     AppError::new(
         ErrorCode::PermissionDenied,
@@ -257,7 +256,6 @@ fn denied(action: &str, topic: &str, needs: &str) -> AppError {
 }
 
 /// The connection's user; a token with an empty `sub` is anonymous too.
-#[allow(dead_code, reason = "the endpoints call the checks as issue 26 lands")]
 fn user_of(identity: &Identity) -> Option<&str> {
     identity.user.as_deref().filter(|u| !u.is_empty())
 }
@@ -316,7 +314,6 @@ impl Namespaces {
 }
 
 /// The checks of `/ws` and `/chat` (docs/protocol.md, "Namespaces").
-#[allow(dead_code, reason = "the endpoints call them as issue 26 lands")]
 impl Namespaces {
     /// The rules of `topic`'s namespace, or `unknown_namespace` naming the ones there are.
     pub(crate) fn rules(&self, topic: &str) -> Result<&NamespaceRules, AppError> {

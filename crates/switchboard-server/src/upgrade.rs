@@ -83,6 +83,12 @@ where
                     Ok(app) => app.recovery_max(shared.config.limits.recovery_max),
                     Err(why) => return refused(stream, &shared, why, reg).await,
                 };
+            let room = format!("chat:{}", app.room());
+            let namespaces = &shared.config.namespaces;
+            if let Err(e) = namespaces.check_subscribe(&identity, &room, false) {
+                let why = Rejection::new(Reject::Forbidden, e.message);
+                return refused(stream, &shared, why, reg).await;
+            }
             let protocol = req.choose_protocol(&[chat::SUBPROTOCOL]);
             let Some(ws) = upgrade(stream, &req, &leftover, &shared.ws, protocol, &shared).await
             else {

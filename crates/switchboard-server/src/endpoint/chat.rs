@@ -497,6 +497,9 @@ impl Chat {
         if room == self.room && self.sub.is_some() {
             return Ok(());
         }
+        cx.config
+            .namespaces
+            .check_subscribe(cx.identity(), &Self::topic(room), false)?;
         let left = self.leave(cx.hub, true);
         // Frames of the old room go out before the new room's welcome.
         cx.outbox_first();

@@ -223,7 +223,11 @@ pub(crate) struct PubSub {
     client: ClientId,
     /// Where the client asks the server-made subscriptions to recover from
     /// (`?recover=TOPIC:OFFSET:EPOCH`), until they are made.
-    recover: Vec<(String, StreamPosition)>,
+    #[allow(
+        clippy::box_collection,
+        reason = "a thin pointer: 8 bytes in every session rather than 24"
+    )]
+    recover: Option<Box<Vec<(String, StreamPosition)>>>,
     /// Who this connection is in `join` and `leave` events, made at its first join.
     #[allow(
         clippy::box_collection,
@@ -280,7 +284,7 @@ impl PubSub {
             subs: Vec::new(),
             settings,
             client,
-            recover: Vec::new(),
+            recover: None,
             who: None,
         }
     }
@@ -322,18 +326,24 @@ impl PubSub {
 
     /// Where the server-made subscriptions recover from (see [`recover_query`]).
     pub(crate) fn recover(mut self, positions: Vec<(String, StreamPosition)>) -> Self {
-        self.recover = positions;
+        self.recover = (!positions.is_empty()).then(|| Box::new(positions));
         self
     }
 
-    /// This connection's presence entry: its user and name (empty: anonymous, no name).
-    fn entry(&mut self, identity: &Identity) -> PresenceEntry {
-        let text = |s: &Option<String>| s.as_deref().map_or_else(presence::empty, Arc::from);
+    /// Whether this connection is subscribed to `topic`.
+    fn subscribed_to(&self, topic: &str) -> bool {
+        self.subs.iter().any(|s| s.topic() == topic)
+    }
+
+    /// This connection's presence entry: its user, name and info (empty: anonymous, no
+    /// name, none); `info` in place of the token's (a subscription token's).
+    fn entry(&mut self, identity: &Identity, info: Option<&String>) -> PresenceEntry {
+        let text = |s: Option<&String>| s.map_or_else(presence::empty, |s| Arc::from(s.as_str()));
         PresenceEntry {
             client: Arc::clone(self.client.get()),
-            user: text(&identity.user),
-            name: text(&identity.name),
-            info: text(&identity.info),
+            user: text(identity.user.as_ref()),
+            name: text(identity.name.as_ref()),
+            info: text(info.or(identity.info.as_ref())),
         }
     }
 
@@ -355,6 +365,9 @@ impl PubSub {
             "unsubscribe" => self.unsubscribe(cx, req.id, topic),
             "publish" => {
                 publishable(topic)?;
+                let subscribed = self.subscribed_to(topic);
+                let namespaces = &self.settings.namespaces;
+                namespaces.check_publish(cx.identity(), topic, subscribed)?;
                 let data = req.data.ok_or_else(|| {
                     AppError::new(ErrorCode::InvalidJson, "a publish needs \"data\"")
                 })?;
@@ -372,7 +385,7 @@ impl PubSub {
                 }
                 Ok(())
             }
-            "history" => Self::history(cx, req, topic),
+            "history" => self.history(cx, req, topic),
             "presence" => self.presence(cx, req.id, topic),
             "presence_stats" => self.presence_stats(cx, req.id, topic),
             other => Err(AppError::new(
@@ -404,7 +417,13 @@ impl PubSub {
             Some(token) => Some(subscription_grant(cx, token, topic)?),
             None => None,
         };
-        let _ = (&grant, server);
+        let namespaces = &self.settings.namespaces;
+        if server {
+            // The connection token named it: only its namespace must exist.
+            namespaces.rules(topic)?;
+        } else {
+            namespaces.check_subscribe(cx.identity(), topic, grant.is_some())?;
+        }
         if self.subs.len() >= self.settings.max_subscriptions {
             return Err(AppError::new(
                 ErrorCode::TooManySubscriptions,
@@ -424,7 +443,8 @@ impl PubSub {
         let s = cx.hub.subscribe(topic, Arc::clone(cx.outbox), query);
         self.subs.push(s.subscription.clone());
         let added = if self.adds_presence(topic) {
-            let entry = self.entry(cx.identity());
+            let info = grant.as_ref().and_then(|g| g.info.as_ref());
+            let entry = self.entry(cx.identity(), info);
             cx.hub.presence_add(topic, entry)
         } else {
             Op::ready(Ok(()))
@@ -555,13 +575,9 @@ impl PubSub {
     /// presence): a topic's crowd is not for anyone to list.
     fn check_subscribed(&self, topic: &str) -> Result<(), AppError> {
         valid_topic(topic)?;
-        if self.subs.iter().any(|s| s.topic() == topic) {
-            return Ok(());
-        }
-        Err(AppError::new(
-            ErrorCode::NotSubscribed,
-            format!("subscribe to {topic:?} to ask who is present in it"),
-        ))
+        let subscribed = self.subscribed_to(topic);
+        self.settings.namespaces.check_presence(topic, subscribed)?;
+        Ok(())
     }
 
     /// A `presence` request: who is present in `topic`, on every node.
@@ -607,8 +623,17 @@ impl PubSub {
     }
 
     /// A `history` request.
-    fn history(cx: &mut Ctx<'_, Waited>, req: &Request<'_>, topic: &str) -> Result<(), AppError> {
+    fn history(
+        &self,
+        cx: &mut Ctx<'_, Waited>,
+        req: &Request<'_>,
+        topic: &str,
+    ) -> Result<(), AppError> {
         valid_topic(topic)?;
+        let subscribed = self.subscribed_to(topic);
+        self.settings
+            .namespaces
+            .check_history(cx.identity(), topic, subscribed)?;
         let from = req.since.as_ref().map(Position::get);
         let limit = req.limit.unwrap_or(HISTORY_LIMIT).min(HISTORY_LIMIT);
         let query = HistoryQuery {
@@ -634,7 +659,7 @@ impl PubSub {
     }
 
     /// A binary publish: `[N][topic][payload]`, delivered with its position.
-    fn publish_binary(cx: &mut Ctx<'_, Waited>, b: &Bytes) -> Result<(), AppError> {
+    fn publish_binary(&self, cx: &mut Ctx<'_, Waited>, b: &Bytes) -> Result<(), AppError> {
         let bad = || {
             AppError::new(
                 ErrorCode::InvalidBinary,
@@ -643,6 +668,10 @@ impl PubSub {
         };
         let (topic, payload) = binary_topic(b).ok_or_else(bad)?;
         publishable(topic)?;
+        let subscribed = self.subscribed_to(topic);
+        self.settings
+            .namespaces
+            .check_publish(cx.identity(), topic, subscribed)?;
         let body = binary_body(topic, b.slice_ref(payload)).ok_or_else(bad)?;
         match cx.hub.publish(topic, body).now() {
             Ok(Err(e)) => Err(unavailable(&e)),
@@ -668,7 +697,7 @@ impl App for PubSub {
     /// event (or an `error` event naming the topic).
     fn open(&mut self, cx: &mut Ctx<'_, Waited>) {
         let channels = cx.identity().channels.clone();
-        let mut recover = std::mem::take(&mut self.recover);
+        let mut recover = self.recover.take().map(|b| *b).unwrap_or_default();
         for topic in &channels {
             let from = recover
                 .iter()
@@ -683,7 +712,7 @@ impl App for PubSub {
     fn message(&mut self, cx: &mut Ctx<'_, Waited>, msg: Message) {
         let text = match msg {
             Message::Binary(b) => {
-                if let Err(e) = Self::publish_binary(cx, &b) {
+                if let Err(e) = self.publish_binary(cx, &b) {
                     cx.reply(error(None, &e));
                 }
                 return;

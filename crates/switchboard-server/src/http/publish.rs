@@ -42,7 +42,13 @@ pub(crate) async fn publish(
             return Response::text(400, &format!("expected {{\"topic\":\"news\",\"data\":<any JSON>}} or {{\"topic\":\"news\",\"data_base64\":\"...\"}}: {e}\n"))
         }
     };
-    if let Err(e) = publishable(&p.topic) {
+    // The backend may publish anywhere its namespaces know (publish rules are for
+    // clients); a topic in a namespace the server does not know is a mistake.
+    let checked = publishable(&p.topic).and_then(|()| {
+        shared.config.namespaces.rules(&p.topic)?;
+        Ok(())
+    });
+    if let Err(e) = checked {
         return Response::text(400, &format!("{e}\n"));
     }
     let body = match (p.data, p.data_base64) {
