@@ -8,7 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
-use switchboard_server::{JwtAuthenticator, JwtConfig, ServerConfig};
+use switchboard_server::{
+    JwtAuthenticator, JwtConfig, NamespaceRules, Namespaces, PublishRule, ServerConfig,
+    SubscribeRule,
+};
 use switchboard_testkit::server::{
     close_code, http, metrics, next_json, next_of, send_json, start, Running, Ws,
 };
@@ -43,15 +46,49 @@ fn token(sub: &str, ttl: i64, more: Value) -> String {
 }
 
 async fn server(allow_anonymous: bool) -> Running {
+    server_with(allow_anonymous, Namespaces::default()).await
+}
+
+async fn server_with(allow_anonymous: bool, namespaces: Namespaces) -> Running {
     let auth = JwtAuthenticator::new(JwtConfig::new().hmac_secret(SECRET))
         .await
         .unwrap();
     start(
         ServerConfig::default()
             .websocket_authenticator(auth)
-            .allow_anonymous(allow_anonymous),
+            .allow_anonymous(allow_anonymous)
+            .namespaces(namespaces),
     )
     .await
+}
+
+/// A subscription token of `sub` for `channel`, valid `ttl` seconds.
+fn sub_token(sub: &str, channel: &str, ttl: i64) -> String {
+    sign_with(
+        SECRET,
+        json!({"sub": sub, "channel": channel, "exp": now() as i64 + ttl}),
+    )
+}
+
+/// Sends `req` with id `id`; the answer to it (an ack or an error).
+async fn ask(c: &mut Ws, mut req: Value, id: u64) -> Value {
+    req["id"] = json!(id);
+    send_json(c, req).await;
+    loop {
+        let v = next_json(c).await;
+        if v["id"] == id {
+            return v;
+        }
+    }
+}
+
+/// The error code of an answer, or "ok" for an ack.
+fn outcome(v: &Value) -> String {
+    match v["type"].as_str() {
+        Some("ack") => "ok".to_string(),
+        Some("error") => v["code"].as_str().unwrap().to_string(),
+        _ => format!("{v}"),
+    }
 }
 
 /// A WebSocket handshake to `path` with `headers`; the status and body of a refusal, or 101.
@@ -344,5 +381,119 @@ async fn refusals_name_the_reason_in_one_line() {
     .await;
     assert_eq!(status, 401);
     assert_eq!(body.trim_end().lines().count(), 1, "{body}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn private_topics_need_a_subscription_token_and_user_topics_their_user() {
+    let namespaces = Namespaces::new()
+        .namespace(
+            "secret",
+            NamespaceRules::closed()
+                .subscribe(SubscribeRule::Token)
+                .publish(PublishRule::Subscribers),
+        )
+        .namespace(
+            "members",
+            NamespaceRules::open()
+                .subscribe(SubscribeRule::Authenticated)
+                .publish(PublishRule::Authenticated),
+        )
+        .topics(NamespaceRules::open());
+    let srv = server_with(true, namespaces).await;
+    let mut alice = connect(srv.addr, "/ws", Some(&token("alice", 60, json!({})))).await;
+    let mut guest = connect(srv.addr, "/ws", None).await;
+    let sub = |topic: &str| json!({"type":"subscribe","topic":topic});
+    let with = |topic: &str, t: String| json!({"type":"subscribe","topic":topic,"token":t});
+
+    // Private: no token, a token for another topic, another user, expired, a connection
+    // token: refused, and the connection stays; the right one: in.
+    let cases = [
+        (sub("secret:x"), "permission_denied"),
+        (
+            with("secret:x", sub_token("alice", "secret:y", 60)),
+            "permission_denied",
+        ),
+        (
+            with("secret:x", sub_token("bob", "secret:x", 60)),
+            "permission_denied",
+        ),
+        (
+            with("secret:x", sub_token("alice", "secret:x", -10)),
+            "permission_denied",
+        ),
+        (
+            with("secret:x", token("alice", 60, json!({}))),
+            "permission_denied",
+        ),
+        (with("secret:x", sub_token("alice", "secret:x", 60)), "ok"),
+    ];
+    for (i, (req, want)) in cases.into_iter().enumerate() {
+        let got = ask(&mut alice, req.clone(), i as u64).await;
+        assert_eq!(outcome(&got), want, "{req}: {got}");
+    }
+    // Subscribers may publish there; the guest, not subscribed, may not.
+    let publish = |topic: &str| json!({"type":"publish","topic":topic,"data":1});
+    assert_eq!(
+        outcome(&ask(&mut alice, publish("secret:x"), 10).await),
+        "ok"
+    );
+    assert_eq!(
+        outcome(&ask(&mut guest, publish("secret:x"), 11).await),
+        "permission_denied"
+    );
+    // The history of a private topic: for its subscribers.
+    let history = json!({"type":"history","topic":"secret:x"});
+    let h = ask(&mut guest, history.clone(), 12).await;
+    assert_eq!(outcome(&h), "permission_denied", "{h}");
+    assert_eq!(ask(&mut alice, history, 13).await["type"], "history");
+
+    // Authenticated-only: the guest is out, alice in.
+    assert_eq!(
+        outcome(&ask(&mut guest, sub("members:a"), 20).await),
+        "permission_denied"
+    );
+    assert_eq!(outcome(&ask(&mut alice, sub("members:a"), 21).await), "ok");
+    assert_eq!(
+        outcome(&ask(&mut guest, publish("members:a"), 22).await),
+        "permission_denied"
+    );
+
+    // user:ID is for ID only; clients do not publish to it, the backend does.
+    assert_eq!(outcome(&ask(&mut alice, sub("user:alice"), 30).await), "ok");
+    assert_eq!(
+        outcome(&ask(&mut alice, sub("user:bob"), 31).await),
+        "permission_denied"
+    );
+    assert_eq!(
+        outcome(&ask(&mut guest, sub("user:alice"), 32).await),
+        "permission_denied"
+    );
+    assert_eq!(
+        outcome(&ask(&mut alice, publish("user:alice"), 33).await),
+        "permission_denied"
+    );
+
+    // Not configured: unknown.
+    let e = ask(&mut alice, sub("elsewhere:x"), 40).await;
+    assert_eq!(outcome(&e), "unknown_namespace", "{e}");
+    // Topics without a namespace follow [topics]: open.
+    assert_eq!(outcome(&ask(&mut guest, sub("news"), 41).await), "ok");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_chat_room_its_namespace_keeps_guests_out_of_is_refused_with_403() {
+    let namespaces = Namespaces::new().namespace(
+        "chat",
+        NamespaceRules::open().subscribe(SubscribeRule::Authenticated),
+    );
+    let srv = server_with(true, namespaces).await;
+    let (status, body) = handshake(srv.addr, "/chat?room=lobby", "").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("authenticated"), "{body}");
+    let t = token("alice", 60, json!({}));
+    let mut c = connect(srv.addr, &format!("/chat?room=lobby&token={t}"), None).await;
+    assert_eq!(next_of(&mut c, "welcome").await["room"], "lobby");
     srv.stop().await;
 }
