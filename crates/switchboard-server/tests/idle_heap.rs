@@ -190,9 +190,9 @@ fn topic_of(buf: &mut [u8; 24], i: usize) -> &str {
 }
 
 /// `/ws` connections subscribed to one topic each, idle (epoll): the task and registration
-/// (512 B), the session (792 B), its outbox, the hub's topic and subscriber, the engine's
+/// (512 B), the session (744 B), its outbox, the hub's topic and subscriber, the engine's
 /// stream (epoch, history) and the connection's presence in it (its client id, 32 B, and one
-/// entry, 48 B): about 2,330 B (2,885 B before presence moved to the engine, which took the
+/// entry, 64 B with the token's info): about 2,300 B (2,885 B before presence moved to the engine, which took the
 /// member out of the hub's subscriber, and the session stopped keeping a second copy of its
 /// app and socket; 2,628 B while the hub kept a topic's subscribers in a B-tree, whose first
 /// leaf holds eleven).
@@ -209,7 +209,9 @@ fn an_idle_ws_connection_with_its_own_topic() {
 
 /// `/ws` connections subscribed to the same topic, idle: the topic and its stream are
 /// shared; each adds its subscriber and its presence entry (past 32 present, in a set: about
-/// 100 B each with the set's spare room): about 1,770 B (1,853 B before).
+/// 130 B each with the set's spare room, since entries carry a token's info): about 1,860 B
+/// (1,853 B before the session shed its copies of the hub and the limits, 1,770 B before
+/// entries had info and sessions a rate limiter and a token's expiry).
 #[test]
 fn an_idle_ws_connection_on_a_shared_topic() {
     let held = held_per(1000, false, |addr, _| {
