@@ -15,7 +15,7 @@
 //   ARTIFACTS_DIR     screenshots and logs (default: <repo>/target/browser-artifacts)
 //   RUST_LOG          passed to the server (default: info; the test needs its "listening on" line)
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -49,12 +49,12 @@ const consoleLog = fs.createWriteStream(path.join(ARTIFACTS, 'console.log'));
 // ---- server -----------------------------------------------------------------------------------
 let server = null; // { proc, addr }
 
-function startServer(listen) {
+function startServer(listen, extra = []) {
   return new Promise((resolve, reject) => {
     const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' };
     let proc;
     try {
-      proc = spawn(BIN, ['serve', '--listen', listen], { stdio: ['ignore', 'pipe', 'pipe'], env });
+      proc = spawn(BIN, ['serve', '--listen', listen, ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env });
     } catch (e) {
       reject(new Error(`cannot start ${BIN}: ${e.message}`));
       return;
@@ -143,7 +143,16 @@ function startProxy() {
 // ---- helpers ----------------------------------------------------------------------------------
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let browser = null;
+let signed = null; // a second server that needs tokens: { proc, addr }
+const SECRET = 'browser-test-secret-0123456789abcdef';
 const pages = {}; // label -> page
+
+// A token made by `switchboard token` (what a site's backend would make).
+function mintToken(...args) {
+  const r = spawnSync(BIN, ['token', '--jwt-hmac-secret', SECRET, ...args], { encoding: 'utf8', timeout: 10_000 });
+  if (r.status !== 0) throw new Error(`switchboard token ${args.join(' ')}: ${r.stderr.trim() || r.status}`);
+  return r.stdout.trim();
+}
 const jsErrors = [];
 const eventsBefore = {}; // label -> number of event lines before the restart
 
@@ -743,6 +752,42 @@ const checks = [
     await shot('m', '12-m-scripted');
   }],
 
+  ['a sign-in link (/?token=…) names the user from the token and leaves the address bar', async () => {
+    signed = await startServer('127.0.0.1:0', ['--jwt-hmac-secret', SECRET]);
+    const token = mintToken('--sub', 'u-77', '--name', 'Tokened Tess', '--ttl', '1h');
+    const t = await newPage('t');
+    await t.goto(`http://${signed.addr}/?room=signed&token=${token}`, { timeout: WAIT_MS });
+    const form = await t.evaluate(() => ({ name: document.querySelector('#name').value, disabled: document.querySelector('#name').disabled, url: location.href }));
+    assert(form.name === 'Tokened Tess' && form.disabled, `the join form: ${JSON.stringify(form)}`);
+    assert(!new URL(form.url).searchParams.has('token'), `the address still carries the token: ${form.url}`);
+    await t.click('#join');
+    await waitState(t, 'online');
+    const me = await t.evaluate(() => window.chat.me);
+    assert(me && me.name === 'Tokened Tess' && me.user === 'u-77', `the server says this page is ${JSON.stringify(me)}`);
+    // Without a token this server refuses the page's WebSocket (401): the page stays offline.
+    const g = await newPage('g');
+    await g.goto(`http://${signed.addr}/?room=signed&name=Guest`, { timeout: WAIT_MS });
+    await g.click('#join');
+    await waitState(g, 'offline');
+  }],
+
+  ['an expired sign-in closes with 4011: the page says so and stops reconnecting', async () => {
+    const token = mintToken('--sub', 'u-78', '--name', 'Brief', '--ttl', '2s');
+    const e = await newPage('e');
+    await e.goto(`http://${signed.addr}/?room=signed&token=${token}`, { timeout: WAIT_MS });
+    await e.click('#join');
+    await waitState(e, 'online');
+    await e.waitForFunction(() => window.chat.expired === true, null, { timeout: 5_000 })
+      .catch(() => { throw new Error('the page did not see its sign-in expire within 5 s'); });
+    const lines = await e.$$eval('#messages .event.system', (els) => els.map((x) => x.textContent).join(' | '));
+    assert(/Your sign-in expired/.test(lines), `the lines: ${JSON.stringify(lines)}`);
+    await sleep(2500);
+    const after = await e.evaluate(() => ({ attempt: window.chat.attempt, state: window.chat.state }));
+    assert(after.attempt === 0 && after.state === 'offline', `after expiry the page went on: ${JSON.stringify(after)}`);
+    await stopServer(signed, 5000);
+    signed = null;
+  }],
+
   ['no uncaught JavaScript errors in the pages', async () => {
     assert(jsErrors.length === 0, jsErrors.join('; '));
   }],
@@ -761,6 +806,7 @@ function report(ok, name, reason) {
 async function cleanup() {
   if (browser) { const b = browser; browser = null; await Promise.race([b.close().catch(() => {}), sleep(5000)]); }
   if (server) { const s = server; server = null; await stopServer(s, 5000).catch(() => {}); }
+  if (signed) { const s = signed; signed = null; await stopServer(s, 5000).catch(() => {}); }
   if (proxy) { const x = proxy; proxy = null; x.close(); }
   await Promise.all([serverLog, consoleLog].map((s) => new Promise((r) => s.end(r))));
 }
@@ -786,7 +832,9 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
     process.exit(130);
   });
 }
-process.on('exit', () => { if (server && server.proc.exitCode === null) server.proc.kill('SIGKILL'); });
+process.on('exit', () => {
+  for (const s of [server, signed]) if (s && s.proc.exitCode === null) s.proc.kill('SIGKILL');
+});
 
 try {
   for (; next < checks.length; next++) {
