@@ -159,17 +159,20 @@ fn identify(req: &Request, peer: SocketAddr, shared: &Shared) -> Result<Identity
     let Some(auth) = &shared.config.websocket_authenticator else {
         return Ok(Identity::anonymous());
     };
-    let why = match auth.authenticate(req) {
+    let (reason, why) = match auth.authenticate(req) {
         Ok(identity) => return Ok(identity),
         Err(AuthError::Missing) if shared.config.allow_anonymous => {
             return Ok(Identity::anonymous())
         }
-        Err(AuthError::Missing) => "this server needs a token: send it as `Authorization: Bearer TOKEN`, or as `?token=TOKEN` from a browser".to_string(),
-        Err(AuthError::Invalid(why)) => format!("the token is not accepted: {why}"),
-        Err(e) => format!("not accepted: {e}"),
+        Err(AuthError::Missing) => ("no token".to_string(), "this server needs a token: send it as `Authorization: Bearer TOKEN`, or as `?token=TOKEN` from a browser".to_string()),
+        Err(AuthError::Invalid(why)) => {
+            let body = format!("the token is not accepted: {why}");
+            (why, body)
+        }
+        Err(e) => (e.to_string(), format!("not accepted: {e}")),
     };
     if let Some(suppressed) = shared.refusals.auth.check() {
-        warn!(%peer, reason = %why, suppressed, "WebSocket refused: credentials");
+        warn!(%peer, %reason, suppressed, "WebSocket refused: token");
     }
     Err(Rejection::new(Reject::Unauthorized, why))
 }
