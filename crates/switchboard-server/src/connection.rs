@@ -136,9 +136,9 @@ fn cap_send_buffer(socket: &impl SocketControl, shared: &Shared) {
 /// connection logs at `info` or above, and an enabled span costs the subscriber about 1.2 KB
 /// per connection (its slab slot and formatted fields), more than an idle connection itself.
 /// With `RUST_LOG=debug` (or `switchboard_server=debug`) every connection event names its
-/// `id` and `peer`.
+/// `id` and `peer`, and, once a token said who it is, `user`.
 fn conn_span(id: u64, peer: SocketAddr) -> Span {
-    debug_span!("conn", id, %peer)
+    debug_span!("conn", id, %peer, user = tracing::field::Empty)
 }
 
 impl<S> Future for ConnTask<S>

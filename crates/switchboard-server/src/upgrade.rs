@@ -61,7 +61,12 @@ where
     let identity = match endpoint {
         Endpoint::Echo => Identity::anonymous(),
         Endpoint::Chat | Endpoint::PubSub => match identify(&req, peer, &shared) {
-            Ok(identity) => identity,
+            Ok(identity) => {
+                if let Some(user) = &identity.user {
+                    tracing::Span::current().record("user", user.as_str());
+                }
+                identity
+            }
             Err(why) => return refused(stream, &shared, why, reg).await,
         },
     };
