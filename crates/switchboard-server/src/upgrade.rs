@@ -114,7 +114,7 @@ where
             else {
                 return Routed::Done;
             };
-            debug!(user = identity.user.as_deref(), "pub/sub opened");
+            debug!("pub/sub opened");
             let client = ClientId::new(Arc::clone(&shared.node), id);
             let app =
                 pubsub::PubSub::with_settings(Arc::clone(&shared.pubsub), client).recover(recover);
