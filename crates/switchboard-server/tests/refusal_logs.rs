@@ -1,32 +1,10 @@
 //! Refusals are logged for operators (its own test binary: it installs the global
 //! subscriber).
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use switchboard_server::{Limits, ServerConfig};
+use switchboard_testkit::logs::Captured;
 use switchboard_testkit::server::{http, start};
 use switchboard_tokio::ClientBuilder;
-
-/// Everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// At the default level (`info`), origin, connection-limit and publish-key refusals each log
 /// a warning naming the peer and the reason.

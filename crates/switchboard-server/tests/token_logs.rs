@@ -1,30 +1,16 @@
 //! Tokens never reach the logs, even at `debug` (its own test binary: it installs the global
 //! subscriber); the connection's span names the user instead.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
 use switchboard_server::{JwtAuthenticator, JwtConfig, ServerConfig};
+use switchboard_testkit::logs::Captured;
 use switchboard_testkit::server::{next_of, send_json, start};
 use switchboard_tokio::ClientBuilder;
 
 const SECRET: &str = "log-test-secret-log-test-secret!";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn token(sub: &str, ttl: i64) -> String {
     let now = SystemTime::now()
@@ -79,7 +65,7 @@ async fn tokens_are_not_logged_and_the_span_names_the_user() {
     assert!(err.to_string().contains("token expired"), "{err}");
     srv.stop().await;
 
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let text = captured.text();
     assert!(
         text.contains(r#"user="log-user-7""#),
         "the span names the user:\n{text}"
