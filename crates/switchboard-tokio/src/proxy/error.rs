@@ -60,7 +60,8 @@ pub enum ProxyError {
         /// The timeout.
         after: Duration,
     },
-    /// The HTTP proxy answered `CONNECT` with a status other than 2xx (and other than 407).
+    /// The HTTP proxy answered `CONNECT` with a status other than 2xx (and other than 407
+    /// and 401).
     #[error("proxy {proxy} answered {status_line:?} to CONNECT {target}")]
     Refused {
         /// The proxy.
@@ -72,7 +73,8 @@ pub enum ProxyError {
         /// The status code.
         status: u16,
     },
-    /// The HTTP proxy answered `407 Proxy Authentication Required`.
+    /// The HTTP proxy answered `407 Proxy Authentication Required` (or 401, as tinyproxy
+    /// does for wrong credentials).
     #[error("proxy {proxy} wants authentication ({status_line:?}{}): {}",
         if .challenge.is_empty() { String::new() } else { format!(", Proxy-Authenticate: {}", .challenge) },
         if *.sent_credentials { "it refused the user and password in the proxy URL" }

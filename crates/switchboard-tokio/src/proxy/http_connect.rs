@@ -108,8 +108,8 @@ fn not_http(proxy: &Proxy, head: &[u8], e: httparse::Error) -> ProxyError {
     }
 }
 
-/// What the answer means: a 2xx opens the tunnel, 407 wants credentials, anything else is a
-/// refusal with its status line.
+/// What the answer means: a 2xx opens the tunnel, 407 (or 401) wants credentials, anything
+/// else is a refusal with its status line.
 fn answer(
     head: &[u8],
     proxy: &Proxy,
@@ -137,7 +137,9 @@ fn answer(
     info.received(status_line.clone(), shown);
     match status {
         200..=299 => Ok(()),
-        407 => {
+        // The answer to CONNECT comes from the proxy itself, so a 401 is the proxy's too
+        // (tinyproxy answers wrong credentials with 401).
+        401 | 407 => {
             let challenge = resp
                 .headers
                 .iter()

@@ -100,7 +100,7 @@ impl Proxy {
             ProxyKind::HttpConnect => 80,
             ProxyKind::Socks5 => 1080,
         };
-        let (host, port) = split_host_port(hostport, default_port).map_err(|r| bad(r))?;
+        let (host, port) = split_host_port(hostport, default_port).map_err(bad)?;
         if host.is_empty() {
             return Err(bad("missing host"));
         }
