@@ -277,10 +277,16 @@ impl ClientBuilder {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let tcp = match self.proxy_for(url)? {
             Some(proxy) => {
+                let mut info = crate::proxy::TunnelInfo::default();
                 proxy
-                    .tunnel_until(&url.host, url.port, deadline, self.connect_timeout)
+                    .tunnel_until(
+                        &url.host,
+                        url.port,
+                        deadline,
+                        self.connect_timeout,
+                        &mut info,
+                    )
                     .await?
-                    .0
             }
             None => {
                 let connect = TcpStream::connect((url.host.as_str(), url.port));

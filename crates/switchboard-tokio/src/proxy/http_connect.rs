@@ -143,7 +143,10 @@ fn answer(
             let challenge = resp
                 .headers
                 .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("proxy-authenticate"))
+                .filter(|h| {
+                    h.name.eq_ignore_ascii_case("proxy-authenticate")
+                        || (status == 401 && h.name.eq_ignore_ascii_case("www-authenticate"))
+                })
                 .map(|h| printable(h.value, 100))
                 .collect::<Vec<_>>()
                 .join(", ");

@@ -58,6 +58,10 @@ pub(super) async fn handshake(
             );
             let [_, status] = read_array(tcp, proxy).await?;
             if status != 0 {
+                info.received(
+                    format!("SOCKS5 user/password refused (status {status})"),
+                    vec![],
+                );
                 return Err(ProxyError::SocksAuthFailed {
                     proxy: proxy.to_string(),
                     status,
@@ -66,11 +70,12 @@ pub(super) async fn handshake(
             info.received("SOCKS5 user/password accepted", vec![]);
         }
         (NO_ACCEPTABLE, _) => {
+            info.received("SOCKS5 method: none acceptable", vec![]);
             return Err(ProxyError::SocksNoAcceptableMethod {
                 proxy: proxy.to_string(),
                 offered,
                 sent_credentials: auth.is_some(),
-            })
+            });
         }
         (other, _) => {
             return Err(bad(
@@ -89,7 +94,7 @@ pub(super) async fn handshake(
         format!("SOCKS5 CONNECT {} ({how})", host_port(host, port)),
         vec![],
     );
-    let bound = read_reply(tcp, proxy, host, port).await?;
+    let bound = read_reply(tcp, proxy, host, port, info).await?;
     info.received(format!("SOCKS5 succeeded, bound to {bound}"), vec![]);
     Ok(())
 }
@@ -147,10 +152,13 @@ async fn read_reply(
     proxy: &Proxy,
     host: &str,
     port: u16,
+    info: &mut TunnelInfo,
 ) -> Result<String, ProxyError> {
     let [version, code, _, atyp] = read_array(tcp, proxy).await?;
     check_version(proxy, version)?;
     if code != 0 {
+        let meaning = super::error::socks_reply_meaning(code);
+        info.received(format!("SOCKS5 reply {code}: {meaning}"), vec![]);
         return Err(ProxyError::SocksReply {
             proxy: proxy.to_string(),
             target: host_port(host, port),

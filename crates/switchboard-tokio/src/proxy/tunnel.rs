@@ -20,6 +20,8 @@ pub struct TunnelLine {
     pub text: String,
     /// Headers or details that follow it.
     pub details: Vec<String>,
+    /// When it was sent or received.
+    pub at: std::time::Instant,
 }
 
 /// What a proxy handshake exchanged, in order.
@@ -35,6 +37,7 @@ impl TunnelInfo {
             to_proxy: true,
             text: text.into(),
             details,
+            at: std::time::Instant::now(),
         });
     }
 
@@ -43,6 +46,7 @@ impl TunnelInfo {
             to_proxy: false,
             text: text.into(),
             details,
+            at: std::time::Instant::now(),
         });
     }
 }
@@ -62,18 +66,36 @@ impl Proxy {
         port: u16,
         timeout: Duration,
     ) -> Result<(TcpStream, TunnelInfo), ProxyError> {
-        self.tunnel_until(host, port, Instant::now() + timeout, timeout)
+        let mut info = TunnelInfo::default();
+        let deadline = Instant::now() + timeout;
+        let tcp = self
+            .tunnel_until(host, port, deadline, timeout, &mut info)
+            .await?;
+        Ok((tcp, info))
+    }
+
+    /// [`tunnel`](Self::tunnel), noting what is exchanged in `info` as it happens: after a
+    /// failure it holds what was said up to it (the refusal's status line, say).
+    pub async fn tunnel_with(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        info: &mut TunnelInfo,
+    ) -> Result<TcpStream, ProxyError> {
+        self.tunnel_until(host, port, Instant::now() + timeout, timeout, info)
             .await
     }
 
-    /// [`tunnel`](Self::tunnel) by `deadline`; `timeout` is for the error message.
+    /// [`tunnel_with`](Self::tunnel_with) by `deadline`; `timeout` is for the error message.
     pub(crate) async fn tunnel_until(
         &self,
         host: &str,
         port: u16,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<(TcpStream, TunnelInfo), ProxyError> {
+        info: &mut TunnelInfo,
+    ) -> Result<TcpStream, ProxyError> {
         let proxy = self.to_string();
         if !valid_host(host) {
             return Err(ProxyError::Unsupported {
@@ -96,19 +118,18 @@ impl Proxy {
             })?;
         let _ = tcp.set_nodelay(true);
         let target = host_port(host, port);
-        let mut info = TunnelInfo::default();
         let handshake = async {
             match self.kind() {
                 ProxyKind::HttpConnect => {
-                    http_connect::handshake(&mut tcp, self, &target, &mut info).await
+                    http_connect::handshake(&mut tcp, self, &target, info).await
                 }
-                ProxyKind::Socks5 => socks5::handshake(&mut tcp, self, host, port, &mut info).await,
+                ProxyKind::Socks5 => socks5::handshake(&mut tcp, self, host, port, info).await,
             }
         };
         tokio::time::timeout_at(deadline, handshake)
             .await
             .map_err(|_| timed_out(ProxyStep::Handshake))??;
-        Ok((tcp, info))
+        Ok(tcp)
     }
 }
 
