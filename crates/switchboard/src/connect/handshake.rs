@@ -35,16 +35,10 @@ pub(super) async fn open(
     })?;
     let timeout = a.timeout.max(Duration::from_millis(100));
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let via = crate::proxy_options::describe(&proxies, &url);
     let fail = |e: &WsError| {
         let bytes = seen.lock().map(|s| s.clone()).unwrap_or_default();
-        let (mut msg, exit) = explain(e, &url, &a.url, &bytes);
-        if let (Some(via), false) = (&via, matches!(e, WsError::Proxy(_))) {
-            msg = format!("{msg} ({via})");
-        } else if let (Some(var), WsError::Proxy(_)) = (proxies.source_for(&url), e) {
-            msg = format!("{msg} (the proxy is from {var}; --no-proxy connects directly)");
-        }
-        out.error(msg);
+        let (msg, exit) = explain(e, &url, &a.url, &bytes);
+        out.error(with_proxy(msg, e, &proxies, &url));
         Outcome::Ended(exit)
     };
     let deadline = tokio::time::Instant::now() + timeout;
@@ -94,6 +88,22 @@ pub(super) async fn open(
         }
         fail(&e)
     })
+}
+
+/// `msg` with the proxy named: the one a failed connection went through, or the variable a
+/// failing proxy came from.
+fn with_proxy(msg: String, e: &WsError, proxies: &ProxySettings, url: &WsUrl) -> String {
+    if matches!(e, WsError::Proxy(_)) {
+        match proxies.source_for(url) {
+            Some(var) => format!("{msg} (the proxy is from {var}; --no-proxy connects directly)"),
+            None => msg,
+        }
+    } else {
+        match crate::proxy_options::describe(proxies, url) {
+            Some(via) => format!("{msg} ({via})"),
+            None => msg,
+        }
+    }
 }
 
 /// Opens the tunnel through `proxy`, tracing the proxy's handshake as its own phase.
