@@ -67,7 +67,7 @@ async fn read_head(tcp: &mut TcpStream, proxy: &Proxy) -> Result<Vec<u8>, ProxyE
         match status {
             Ok(httparse::Status::Complete(len)) => {
                 // Only the rest of the head: what follows is the tunnel's.
-                consume(tcp, &mut chunk, len - before, proxy).await?;
+                consume(tcp, &mut chunk, len.saturating_sub(before), proxy).await?;
                 head.truncate(len);
                 return Ok(head);
             }
