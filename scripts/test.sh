@@ -42,6 +42,9 @@ command -v npm >/dev/null || apt_missing+=(npm)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || apt_missing+=(nginx)
 command -v openssl >/dev/null || apt_missing+=(openssl)
 command -v redis-server >/dev/null || [[ -x /usr/bin/redis-server ]] || apt_missing+=(redis-server)
+# Real proxies for the client's proxy tests (HTTP CONNECT and SOCKS5).
+command -v tinyproxy >/dev/null || [[ -x /usr/bin/tinyproxy ]] || apt_missing+=(tinyproxy)
+command -v microsocks >/dev/null || [[ -x /usr/bin/microsocks ]] || apt_missing+=(microsocks)
 if ((${#apt_missing[@]})); then
   command -v apt-get >/dev/null || die "missing ${apt_missing[*]} and no apt-get to install them"
   step "installing ${apt_missing[*]} with apt-get"

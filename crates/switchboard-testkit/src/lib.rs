@@ -5,11 +5,13 @@
 //! - [`server`]: starting a server and talking to it from the server's tests.
 //! - [`redis`]: a real `redis-server` on a free port, for the Redis engine's tests.
 //! - [`logs`]: capturing what the server logs.
+//! - [`proxies`]: real HTTP `CONNECT` (tinyproxy) and SOCKS5 (microsocks) proxies.
 
 #![allow(unreachable_pub, missing_docs)]
 
 pub mod alloc;
 pub mod logs;
+pub mod proxies;
 pub mod python;
 pub mod redis;
 pub mod server;

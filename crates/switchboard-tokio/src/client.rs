@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::error::Error;
 use crate::maybe_tls::MaybeTlsStream;
+use crate::proxy::{InvalidProxyUrl, Proxy, ProxySettings};
 use crate::WebSocket;
 
 /// A parsed `ws://` or `wss://` URL.
@@ -126,8 +127,17 @@ pub struct ClientBuilder {
     origin: Option<String>,
     connect_timeout: Duration,
     more_deflate_offers: Vec<switchboard_proto::extension::DeflateConfig>,
+    proxy: ProxyChoice,
     #[cfg(feature = "rustls")]
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Where a [`ClientBuilder`]'s proxy settings came from.
+#[derive(Debug, Clone)]
+enum ProxyChoice {
+    Settings(ProxySettings),
+    /// The environment named a proxy we cannot use: every connection fails saying so.
+    Invalid(InvalidProxyUrl),
 }
 
 impl ClientBuilder {
@@ -141,6 +151,7 @@ impl ClientBuilder {
             origin: None,
             connect_timeout: Duration::from_secs(10),
             more_deflate_offers: Vec::new(),
+            proxy: ProxyChoice::Settings(ProxySettings::default()),
             #[cfg(feature = "rustls")]
             tls: None,
         }
@@ -177,10 +188,48 @@ impl ClientBuilder {
         self
     }
 
-    /// How long the TCP (and TLS) connect may take. Default: 10 s.
+    /// How long opening the connection may take: TCP, the proxy's handshake if any, and TLS
+    /// for `wss://` (the WebSocket handshake has [`Config::handshake_timeout`]). Default:
+    /// 10 s.
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = t;
         self
+    }
+
+    /// Connects through `proxy` (HTTP `CONNECT` or SOCKS5), whatever the URL and the
+    /// environment say. See [`proxy`](crate::proxy).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxyChoice::Settings(ProxySettings::all(proxy));
+        self
+    }
+
+    /// Picks the proxy per URL with `settings` (per scheme, with `NO_PROXY` exemptions);
+    /// `ProxySettings::default()` connects directly (the default).
+    pub fn proxy_settings(mut self, settings: ProxySettings) -> Self {
+        self.proxy = ProxyChoice::Settings(settings);
+        self
+    }
+
+    /// Reads the proxy environment variables now (`HTTPS_PROXY` for `wss://`, `HTTP_PROXY`
+    /// for `ws://`, `ALL_PROXY`, `NO_PROXY`, and their lower-case spellings: see
+    /// [`ProxySettings::from_vars`]) and uses what they say. A variable that holds an unusable
+    /// proxy URL makes [`connect`](Self::connect) fail with an error naming it. Without this
+    /// call the environment is never read.
+    pub fn proxy_from_env(mut self) -> Self {
+        self.proxy = match ProxySettings::from_env() {
+            Ok(s) => ProxyChoice::Settings(s),
+            Err(e) => ProxyChoice::Invalid(e),
+        };
+        self
+    }
+
+    /// The proxy these settings use for `url` (`None`: a direct connection), or the error of
+    /// an unusable proxy URL read by [`proxy_from_env`](Self::proxy_from_env).
+    pub fn proxy_for(&self, url: &WsUrl) -> Result<Option<&Proxy>, Error> {
+        match &self.proxy {
+            ProxyChoice::Settings(s) => Ok(s.proxy_for(url)),
+            ProxyChoice::Invalid(e) => Err(e.clone().into()),
+        }
     }
 
     /// The TLS configuration for `wss://` (default: the bundled webpki roots). See
@@ -215,27 +264,66 @@ impl ClientBuilder {
     /// Connects, runs the handshake and returns the socket and the server's response.
     pub async fn connect(&self) -> Result<(WebSocket<MaybeTlsStream>, Response), Error> {
         let url = WsUrl::parse(&self.url)?;
-        let stream = tokio::time::timeout(self.connect_timeout, self.open(&url))
-            .await
-            .map_err(|_| {
-                Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "connecting to {}:{} timed out after {:?}",
-                        url.host, url.port, self.connect_timeout
-                    ),
-                ))
-            })??;
+        let stream = self.open(&url).await?;
         let request = self.request(&url);
         client_handshake(stream, &request, self.config).await
     }
 
-    /// Opens the TCP connection to `url` (and the TLS session for `wss://`) without the
-    /// WebSocket handshake; [`client_handshake`] with [`request`](Self::request) completes
-    /// it. For tools that show each step; [`connect`](Self::connect) does both.
+    /// Opens the TCP connection to `url` (through the proxy, if one applies) and the TLS
+    /// session for `wss://`, within the [connect timeout](Self::connect_timeout), without
+    /// the WebSocket handshake; [`client_handshake`] with [`request`](Self::request)
+    /// completes it. For tools that show each step; [`connect`](Self::connect) does both.
     pub async fn open(&self, url: &WsUrl) -> Result<MaybeTlsStream, Error> {
-        let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
-        let _ = tcp.set_nodelay(true);
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let tcp = match self.proxy_for(url)? {
+            Some(proxy) => {
+                let mut info = crate::proxy::TunnelInfo::default();
+                proxy
+                    .tunnel_until(
+                        &url.host,
+                        url.port,
+                        deadline,
+                        self.connect_timeout,
+                        &mut info,
+                    )
+                    .await?
+            }
+            None => {
+                let connect = TcpStream::connect((url.host.as_str(), url.port));
+                let tcp = tokio::time::timeout_at(deadline, connect)
+                    .await
+                    .map_err(|_| self.timed_out(url))??;
+                let _ = tcp.set_nodelay(true);
+                tcp
+            }
+        };
+        self.secure(tcp, url, deadline).await
+    }
+
+    /// Runs TLS for `wss://` (nothing for `ws://`) on `tcp`, a connection to `url`'s server
+    /// or a tunnel to it ([`Proxy::tunnel`]), with `url`'s host as the server name, within
+    /// the [connect timeout](Self::connect_timeout).
+    pub async fn open_over(&self, tcp: TcpStream, url: &WsUrl) -> Result<MaybeTlsStream, Error> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        self.secure(tcp, url, deadline).await
+    }
+
+    fn timed_out(&self, url: &WsUrl) -> Error {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "connecting to {}:{} timed out after {:?}",
+                url.host, url.port, self.connect_timeout
+            ),
+        ))
+    }
+
+    async fn secure(
+        &self,
+        tcp: TcpStream,
+        url: &WsUrl,
+        deadline: tokio::time::Instant,
+    ) -> Result<MaybeTlsStream, Error> {
         if !url.tls {
             return Ok(MaybeTlsStream::Plain(tcp));
         }
@@ -247,14 +335,16 @@ impl ClientBuilder {
             };
             let name = rustls::pki_types::ServerName::try_from(url.host.clone())
                 .map_err(|e| Error::Tls(format!("invalid server name {:?}: {e}", url.host)))?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
+            let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+            let tls = tokio::time::timeout_at(deadline, handshake)
                 .await
+                .map_err(|_| self.timed_out(url))?
                 .map_err(|e| Error::Tls(e.to_string()))?;
             Ok(MaybeTlsStream::Tls(Box::new(tls)))
         }
         #[cfg(not(feature = "rustls"))]
         {
+            let _ = deadline;
             drop(tcp);
             Err(Error::Tls(
                 "wss:// needs the `rustls` feature of switchboard-tokio".into(),

@@ -58,4 +58,23 @@ pub enum Error {
     /// TLS setup failed (certificates, keys, server name).
     #[error("TLS: {0}")]
     Tls(String),
+    /// The proxy could not be used, or did not open the tunnel (client). Boxed: it is
+    /// rare, and `Error` stays small.
+    #[cfg(feature = "client")]
+    #[error(transparent)]
+    Proxy(Box<crate::proxy::ProxyError>),
+}
+
+#[cfg(feature = "client")]
+impl From<crate::proxy::ProxyError> for Error {
+    fn from(e: crate::proxy::ProxyError) -> Self {
+        Self::Proxy(Box::new(e))
+    }
+}
+
+#[cfg(feature = "client")]
+impl From<crate::proxy::InvalidProxyUrl> for Error {
+    fn from(e: crate::proxy::InvalidProxyUrl) -> Self {
+        Self::Proxy(Box::new(e.into()))
+    }
 }

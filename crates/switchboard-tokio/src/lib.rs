@@ -9,7 +9,8 @@
 //!   writes ([`WebSocket::feed`] then one flush), and [`WebSocket::split`] into a reader and
 //!   a writer for two tasks.
 //! - Client: [`connect`] / [`ClientBuilder`] for `ws://` and `wss://` (rustls; bundled roots
-//!   or a custom CA via [`tls::client_config`]).
+//!   or a custom CA via [`tls::client_config`]), through HTTP `CONNECT` and SOCKS5 proxies
+//!   ([`proxy`]: set by the program or read from `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, …).
 //! - Server: [`accept`] / [`accept_with`] on a raw stream, with a callback that sees the path
 //!   and headers and accepts or rejects with a status; [`upgrade`] for hyper 1.x (feature
 //!   `hyper`); TLS from PEM files with [`tls::acceptor_from_pem`].
@@ -44,7 +45,7 @@
 //!
 //! ## Optional features
 //!
-//! - `client` (default): [`connect`], [`ClientBuilder`].
+//! - `client` (default): [`connect`], [`ClientBuilder`], [`proxy`].
 //! - `server` (default): [`accept`], [`accept_with`].
 //! - `rustls` (default): `wss://` and TLS servers.
 //! - `hyper`: [`upgrade`], WebSocket upgrades on hyper 1.x.
@@ -66,6 +67,8 @@ mod error;
 #[cfg(feature = "client")]
 mod maybe_tls;
 mod pool;
+#[cfg(feature = "client")]
+pub mod proxy;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

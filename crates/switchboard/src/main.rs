@@ -10,6 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod bench;
 mod connect;
 mod duration;
+mod proxy_options;
 mod serve;
 mod token;
 

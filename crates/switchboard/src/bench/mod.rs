@@ -82,6 +82,8 @@ pub(crate) struct Common {
     /// Skip certificate checks for wss:// (self-signed test servers).
     #[arg(long)]
     insecure: bool,
+    #[command(flatten)]
+    proxy: crate::proxy_options::ProxyArgs,
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<i32> {
@@ -311,7 +313,8 @@ pub(crate) fn ensure_fd_limit(needed: u64) -> anyhow::Result<()> {
 pub(crate) struct Target {
     pub(crate) url: WsUrl,
     pub(crate) builder: ClientBuilder,
-    addr: SocketAddr,
+    /// The server's address for direct ws:// connections from several local addresses.
+    addr: Option<SocketAddr>,
     sources: Vec<Ipv4Addr>,
     config: Config,
 }
@@ -319,6 +322,25 @@ pub(crate) struct Target {
 impl Target {
     pub(crate) fn new(url: &str, connections: usize, common: &Common) -> anyhow::Result<Self> {
         let parsed = WsUrl::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
+        let config = Config::default()
+            .max_message_size(64 << 20)
+            .max_frame_size(64 << 20);
+        let proxies = common.proxy.settings().map_err(anyhow::Error::msg)?;
+        let mut builder = ClientBuilder::new(url).config(config);
+        if common.insecure {
+            builder = builder.tls_config(crate::insecure_tls());
+        }
+        if let Some(via) = crate::proxy_options::describe(&proxies, &parsed) {
+            // Through a proxy: it resolves the host, and every connection comes from it.
+            eprintln!("bench: {url} {via}");
+            return Ok(Self {
+                url: parsed,
+                builder: builder.proxy_settings(proxies),
+                addr: None,
+                sources: Vec::new(),
+                config,
+            });
+        }
         let addr = (parsed.host.as_str(), parsed.port)
             .to_socket_addrs()
             .with_context(|| format!("cannot resolve {}", parsed.host))?
@@ -340,17 +362,10 @@ impl Target {
                 Vec::new()
             }
         };
-        let config = Config::default()
-            .max_message_size(64 << 20)
-            .max_frame_size(64 << 20);
-        let mut builder = ClientBuilder::new(url).config(config);
-        if common.insecure {
-            builder = builder.tls_config(crate::insecure_tls());
-        }
         Ok(Self {
             url: parsed,
             builder,
-            addr,
+            addr: Some(addr),
             sources,
             config,
         })
@@ -361,13 +376,16 @@ impl Target {
         &self,
         i: usize,
     ) -> Result<WebSocket<MaybeTlsStream>, switchboard_tokio::Error> {
-        if self.sources.is_empty() || self.url.tls {
+        let Some(addr) = self
+            .addr
+            .filter(|_| !self.sources.is_empty() && !self.url.tls)
+        else {
             return self.builder.connect().await.map(|(ws, _)| ws);
-        }
+        };
         let src = self.sources[i % self.sources.len()];
         let sock = tokio::net::TcpSocket::new_v4()?;
         sock.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
-        let tcp = sock.connect(self.addr).await?;
+        let tcp = sock.connect(addr).await?;
         let _ = tcp.set_nodelay(true);
         let req = self.builder.request(&self.url);
         client_handshake(MaybeTlsStream::Plain(tcp), &req, self.config)

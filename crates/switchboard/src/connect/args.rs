@@ -54,6 +54,8 @@ pub(crate) struct ConnectArgs {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     pub(super) max_message_size: usize,
+    #[command(flatten)]
+    pub(super) proxy: crate::proxy_options::ProxyArgs,
 }
 
 const CONNECT_HELP: &str = "\
@@ -71,11 +73,16 @@ are one `error: ...` line on stderr. When stdin ends the client closes with 1000
 Exit status: 0 closed with 1000 (or stdin ended and the close completed), 3 closed with another
 code, 4 connection lost without a close handshake, 5 handshake refused or invalid (an HTTP
 status line instead of 101, HTTP/1.0, not HTTP at all, wrong accept key), 6 could not connect
-(refused, DNS, timeout), 7 TLS failed (or wss:// to a plain server), 1 other errors, 2 bad
-usage (unknown option, invalid URL or --header).";
+(refused, DNS, timeout; or the proxy failed or refused, its answer shown), 7 TLS failed (or
+wss:// to a plain server), 1 other errors, 2 bad usage (unknown option, invalid URL, --header
+or proxy URL).
+
+Proxies: --proxy URL, or by default HTTPS_PROXY (wss://), HTTP_PROXY (ws://) or ALL_PROXY, with
+NO_PROXY's hosts direct (lower case too); --no-proxy ignores them. TLS runs inside the tunnel,
+end to end with the server.";
 
 /// The client builder and protocol configuration the options ask for, or why an option is
-/// invalid (a `--header` without a colon, an unreadable CA file).
+/// invalid (a `--header` without a colon, an unreadable CA file, an unusable proxy URL).
 pub(super) fn builder(a: &ConnectArgs) -> Result<(ClientBuilder, Config), String> {
     let mut config = Config::default()
         .max_message_size(a.max_message_size)
@@ -85,7 +92,8 @@ pub(super) fn builder(a: &ConnectArgs) -> Result<(ClientBuilder, Config), String
     }
     let mut b = ClientBuilder::new(&a.url)
         .config(config)
-        .connect_timeout(a.timeout.max(Duration::from_millis(100)));
+        .connect_timeout(a.timeout.max(Duration::from_millis(100)))
+        .proxy_settings(a.proxy.settings()?);
     for p in &a.protocols {
         b = b.protocol(p.clone());
     }

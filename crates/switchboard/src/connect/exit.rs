@@ -134,6 +134,8 @@ pub(super) fn explain(e: &WsError, url: &WsUrl, raw_url: &str, seen: &[u8]) -> (
             Exit::Refused,
         ),
         WsError::Handshake(h) => (format!("invalid handshake response: {h}"), Exit::Refused),
+        // The proxy's own words: its status line, SOCKS5 reply, what to do about credentials.
+        WsError::Proxy(p) => (p.to_string(), Exit::Unreachable),
         WsError::HandshakeTimeout(t) => (format!("no handshake response from {target} within {t:?}"), Exit::Unreachable),
         other => (other.to_string(), Exit::Other),
     }

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use switchboard_proto::frame::OpCode;
 use switchboard_proto::handshake::client::Response;
 use switchboard_proto::FrameTrace;
+use switchboard_tokio::proxy::{Proxy, ProxyKind, TunnelLine};
 
 /// Where trace lines go.
 pub(crate) type Sink = Box<dyn FnMut(String) + Send>;
@@ -41,6 +42,8 @@ pub(crate) struct Tracer {
 
 const OUT: &str = "client ───▶ server";
 const IN: &str = "client ◀─── server";
+const TO_PROXY: &str = "client ───▶ proxy ";
+const FROM_PROXY: &str = "client ◀─── proxy ";
 const INDENT: &str = "                                     ";
 
 fn opcode_name(op: OpCode) -> &'static str {
@@ -99,7 +102,13 @@ impl Tracer {
     }
 
     fn line(&mut self, arrow: &str, text: &str, details: &[String]) {
-        let mut s = format!("[{:9.3} ms] {arrow}  {text}", self.ms());
+        self.line_at(Instant::now(), arrow, text, details);
+    }
+
+    /// A line for something that happened at `at`.
+    fn line_at(&mut self, at: Instant, arrow: &str, text: &str, details: &[String]) {
+        let ms = at.saturating_duration_since(self.start).as_secs_f64() * 1000.0;
+        let mut s = format!("[{ms:9.3} ms] {arrow}  {text}");
         for d in details {
             s.push('\n');
             s.push_str(INDENT);
@@ -130,6 +139,72 @@ impl Tracer {
                 self.line(OUT, &format!("{what} {target}"), &[]);
             }
             Format::Json => self.json(json!({"event": "connect", "target": target, "tls": tls})),
+        }
+    }
+
+    /// The TCP connection to a proxy (`var`: the environment variable that named it).
+    pub(crate) fn proxy_connect(&mut self, proxy: &Proxy, var: Option<&str>) {
+        match self.format {
+            Format::Diagram => {
+                let from = var.map(|v| format!(" (from {v})")).unwrap_or_default();
+                let target = format!("{}:{}", proxy.host(), proxy.port());
+                let kind = match proxy.kind() {
+                    ProxyKind::Socks5 => "SOCKS5 proxy",
+                    _ => "HTTP proxy",
+                };
+                self.line(
+                    TO_PROXY,
+                    &format!("TCP connect {target}, {kind}{from}"),
+                    &[],
+                );
+            }
+            Format::Json => self.json(json!({
+                "event": "proxy_connect",
+                "proxy": proxy.to_string(),
+                "from": var,
+            })),
+        }
+    }
+
+    /// One line of the proxy's handshake, at the time it crossed the wire.
+    pub(crate) fn proxy_line(&mut self, line: &TunnelLine) {
+        match self.format {
+            Format::Diagram => {
+                let arrow = if line.to_proxy { TO_PROXY } else { FROM_PROXY };
+                self.line_at(line.at, arrow, &line.text, &line.details);
+            }
+            Format::Json => {
+                let ms = line.at.saturating_duration_since(self.start).as_secs_f64() * 1000.0;
+                let v = json!({
+                    "event": "proxy",
+                    "dir": if line.to_proxy { "out" } else { "in" },
+                    "line": line.text,
+                    "details": line.details,
+                });
+                if let Value::Object(mut m) = v {
+                    m.insert("t_ms".into(), json!((ms * 1000.0).round() / 1000.0));
+                    (self.sink)(Value::Object(m).to_string());
+                }
+            }
+        }
+    }
+
+    /// The proxy opened the tunnel to `target`.
+    pub(crate) fn tunnel_open(&mut self, target: &str, tls: bool) {
+        match self.format {
+            Format::Diagram => {
+                let tls = if tls { ", TLS inside it" } else { "" };
+                self.banner(&format!("tunnel to {target} open{tls}"));
+            }
+            Format::Json => self.json(json!({"event": "tunnel", "target": target, "tls": tls})),
+        }
+    }
+
+    /// The proxy did not open the tunnel.
+    pub(crate) fn tunnel_failed(&mut self, error: &str) {
+        match self.format {
+            Format::Diagram => self.banner("no tunnel: the proxy failed or refused"),
+            Format::Json => self.json(json!({"event": "tunnel_failed", "error": error})),
         }
     }
 
