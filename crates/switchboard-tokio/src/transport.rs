@@ -201,9 +201,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::client::TlsS
 #[cfg(feature = "rustls")]
 impl<S: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::server::TlsStream<S> {}
 
-#[cfg(feature = "client")]
-impl Transport for crate::MaybeTlsStream {}
-
 #[cfg(feature = "hyper")]
 impl<T> Transport for hyper_util::rt::TokioIo<T> where Self: AsyncRead + AsyncWrite + Unpin {}
 
