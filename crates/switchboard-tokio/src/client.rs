@@ -318,15 +318,7 @@ impl ClientBuilder {
                 client_handshake(stream, &request, self.config).await
             }
             crate::h2::Opened::Http2(h2) => {
-                let mut send = h2.send_request();
-                let (stream, resp) =
-                    crate::h2::extended_connect(&mut send, url.tls, &request, &self.config).await?;
-                let mut conn = Connection::new(Role::Client, self.config);
-                if let Some(params) = resp.deflate {
-                    conn = conn.with_deflate(params);
-                }
-                let stream = MaybeTlsStream::H2(Box::new(stream));
-                Ok((WebSocket::from_connection(stream, conn), resp))
+                crate::h2::h2_websocket(&h2, url.tls, &request, self.config).await
             }
         }
     }

@@ -66,6 +66,11 @@ async fn h2c_force_echoes_and_closes() {
         assert!(ws.get_ref().is_http2());
         assert_eq!(resp.status, 200);
         assert_eq!(resp.protocol.as_deref(), Some("chat"));
+        // 1 MiB each way: many times the stream window (128 KiB) we give the server, so
+        // the echo only completes if reading gives the window back.
+        let huge: Vec<u8> = (0..1024 * 1024).map(|i| (i % 241) as u8).collect();
+        ws.send(&Message::binary(huge.clone())).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::binary(huge)));
         exchange(&mut ws).await;
     };
     tokio::time::timeout(LIMIT, run).await.unwrap();

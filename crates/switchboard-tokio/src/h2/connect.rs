@@ -1,12 +1,15 @@
 //! Choosing HTTP/1.1 or HTTP/2 for a client connection ([`Http2`]), and opening it.
 
+use switchboard_proto::handshake::client::{ClientRequest, Response};
+use switchboard_proto::{Config, Connection, Role};
 use tokio::net::TcpStream;
 
-use super::client::H2Client;
+use super::client::{extended_connect, H2Client};
 use super::error::Http2Error;
-use crate::client::{ClientBuilder, WsUrl};
+use crate::client::{client_handshake, ClientBuilder, WsUrl};
 use crate::error::Error;
 use crate::maybe_tls::MaybeTlsStream;
+use crate::WebSocket;
 
 /// ALPN protocol names.
 const H2: &[u8] = b"h2";
@@ -53,7 +56,46 @@ pub enum Opened {
     Http2(H2Client),
 }
 
+/// A WebSocket on a new stream of `h2`, as a [`MaybeTlsStream::H2`].
+pub(crate) async fn h2_websocket(
+    h2: &H2Client,
+    tls: bool,
+    request: &ClientRequest,
+    config: Config,
+) -> Result<(WebSocket<MaybeTlsStream>, Response), Error> {
+    let mut send = h2.send_request();
+    let (stream, resp) = extended_connect(&mut send, tls, request, &config).await?;
+    let mut conn = Connection::new(Role::Client, config);
+    if let Some(params) = resp.deflate {
+        conn = conn.with_deflate(params);
+    }
+    let stream = MaybeTlsStream::H2(Box::new(stream));
+    Ok((WebSocket::from_connection(stream, conn), resp))
+}
+
 impl ClientBuilder {
+    /// Connects over `tcp`, a connection to `url`'s server (or a tunnel to it) the caller
+    /// opened (say from a chosen local address): TLS for `wss://`, then the handshake;
+    /// with [`Http2::Force`] over HTTP/2 ([`open_http2_over`](Self::open_http2_over)).
+    /// [`Http2::Prefer`] is HTTP/1.1 here: its fallback would need a new connection.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_over(
+        &self,
+        tcp: TcpStream,
+        url: &WsUrl,
+    ) -> Result<(WebSocket<MaybeTlsStream>, Response), Error> {
+        let request = self.request(url);
+        let config = *self.config_ref();
+        if self.http2_mode() == Http2::Force {
+            let h2 = self.open_http2_over(tcp, url).await?;
+            return h2_websocket(&h2, url.tls, &request, config).await;
+        }
+        let stream = self.open_over(tcp, url).await?;
+        client_handshake(stream, &request, config).await
+    }
+
     /// Opens a connection to `url` (through the proxy if one applies; TLS for `wss://`) in
     /// the HTTP version the [`http2`](Self::http2) mode picks (see [`Http2`]), falling back
     /// to HTTP/1.1 where `Prefer` says so. [`connect`](Self::connect) does this and the

@@ -36,6 +36,8 @@ mod upgraded;
 
 pub use client::{extended_connect, websocket_on, H2Client, Http2Settings};
 #[cfg(feature = "client")]
+pub(crate) use connect::h2_websocket;
+#[cfg(feature = "client")]
 pub use connect::{Http2, Opened};
 pub use error::Http2Error;
 pub use stream::H2Stream;
