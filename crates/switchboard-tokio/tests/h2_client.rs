@@ -380,3 +380,108 @@ async fn server_gone_mid_handshake_is_an_error() {
     drop(b);
     assert!(H2Client::handshake(a).await.is_err());
 }
+
+/// A forwarding HTTP `CONNECT` proxy on 127.0.0.1: answers 200 and copies both ways. Its
+/// port, and the targets it was asked for.
+async fn forwarding_proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let targets = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let targets = std::sync::Arc::clone(&targets);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut b = [0u8; 1];
+                    if client.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let target = head.split(' ').nth(1).unwrap().to_string();
+                targets.lock().unwrap().push(target.clone());
+                let mut server = tokio::net::TcpStream::connect(target).await.unwrap();
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Proxies stay underneath: TCP to the proxy, its tunnel, TLS with ALPN inside it, then
+/// HTTP/2 (and h2c through the tunnel for ws://).
+#[tokio::test]
+async fn http2_through_an_http_connect_proxy() {
+    let (proxy_port, targets) = forwarding_proxy().await;
+    let proxy =
+        switchboard_tokio::proxy::Proxy::parse(&format!("http://127.0.0.1:{proxy_port}")).unwrap();
+    let tls_peer = start(tls_options(&[b"h2", b"http/1.1"], true)).await;
+    let h2c_peer = start(Options::default()).await;
+    let run = async {
+        for (url, mode) in [
+            (tls_peer.url("wss", "/echo"), Http2::Prefer),
+            (tls_peer.url("wss", "/echo"), Http2::Force),
+            (h2c_peer.url("ws", "/echo"), Http2::Force),
+        ] {
+            let (mut ws, _) = builder(&url, mode)
+                .proxy(proxy.clone())
+                .connect()
+                .await
+                .unwrap();
+            assert!(ws.get_ref().is_http2(), "{url} {mode:?}");
+            exchange(&mut ws).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, run).await.unwrap();
+    let targets = targets.lock().unwrap().clone();
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    assert_eq!(tls_peer.connections() + h2c_peer.connections(), 3);
+}
+
+/// One WebSocket of a connection that never reads what the server sends back does not stall
+/// its sibling: flow control stops the stalled stream alone (its window, not the
+/// connection's).
+#[tokio::test]
+async fn a_stalled_stream_does_not_stall_its_sibling() {
+    let peer = start(Options::default()).await;
+    let url = WsUrl::parse(&peer.url("ws", "/echo")).unwrap();
+    let b = builder(&peer.url("ws", "/echo"), Http2::Force);
+    let client = b
+        .open_http2_over(b.open_tcp(&url).await.unwrap(), &url)
+        .await
+        .unwrap();
+    let (mut stalled, _) = client.websocket(&url, &b).await.unwrap();
+    let (mut live, _) = client.websocket(&url, &b).await.unwrap();
+    // Sends 8 MiB and never reads the echo: it blocks once the windows are full.
+    let sender = tokio::spawn(async move {
+        let chunk = Message::binary(vec![7u8; 64 * 1024]);
+        for _ in 0..128 {
+            if stalled.send(&chunk).await.is_err() {
+                break;
+            }
+        }
+        stalled
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!sender.is_finished(), "8 MiB cannot fit in the windows");
+    for i in 0..50 {
+        let m = Message::text(format!("live {i}"));
+        let round = async {
+            live.send(&m).await.unwrap();
+            live.recv().await.unwrap()
+        };
+        let got = tokio::time::timeout(Duration::from_secs(1), round)
+            .await
+            .expect("the live stream answers within a second");
+        assert_eq!(got, Some(m));
+    }
+    sender.abort();
+}

@@ -131,6 +131,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // As the plan for the server says: stream window × streams = connection window, so an
+    // unread stream cannot take the whole connection window (hyper's defaults: 1 MiB each).
+    b.max_concurrent_streams(100)
+        .initial_stream_window_size(128 * 1024)
+        .initial_connection_window_size(100 * 128 * 1024)
+        .adaptive_window(false)
+        .max_send_buf_size(64 * 1024);
     if opts.connect_protocol {
         b.enable_connect_protocol();
     }
