@@ -1,13 +1,14 @@
 //! WebSocket over HTTP/2 (RFC 8441) against Node's built-in `http2` module as the server
-//! (tests/node/h2_echo_server.mjs, no packages): h2c with prior knowledge. Skipped (with a
-//! note) where `node` is not installed.
+//! (tests/node/h2_echo_server.mjs, no packages): h2c with prior knowledge, and TLS with ALPN
+//! (where `Prefer` falls back to HTTP/1.1 when the setting is off). Skipped (with a note)
+//! where `node` is not installed.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use switchboard_tokio::h2::Http2Error;
-use switchboard_tokio::{ClientBuilder, CloseCode, Error, Http2, Message};
+use switchboard_tokio::{tls, ClientBuilder, CloseCode, Error, Http2, Message};
 
 struct Node {
     child: Child,
@@ -101,4 +102,58 @@ async fn node_without_the_setting_force_errors_clearly() {
         matches!(&err, Error::Http2(e) if matches!(**e, Http2Error::ConnectProtocolDisabled)),
         "{err:?}"
     );
+}
+
+/// A self-signed certificate for localhost in a fresh directory: the PEM paths.
+fn cert_files(name: &str) -> (String, String) {
+    let dir =
+        std::env::temp_dir().join(format!("switchboard-h2node-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    (c.display().to_string(), k.display().to_string())
+}
+
+/// Over TLS: `Prefer` takes HTTP/2 from a server that enables the extended CONNECT, and
+/// HTTP/1.1 (a second connection, ALPN http/1.1) from one that does not; `Force` then fails.
+#[tokio::test]
+async fn node_tls_prefer_uses_h2_or_falls_back() {
+    for (setting, name) in [(true, "on"), (false, "off")] {
+        let (cert, key) = cert_files(name);
+        let mut args = vec!["--tls", cert.as_str(), key.as_str()];
+        if !setting {
+            args.push("--no-connect-protocol");
+        }
+        let Some(server) = node(&args) else {
+            return;
+        };
+        let url = format!("wss://localhost:{}/echo", server.port);
+        let b = |mode| {
+            ClientBuilder::new(&url)
+                .http2(mode)
+                .tls_config(tls::insecure_client_config().unwrap())
+        };
+        let run = async {
+            let (mut ws, resp) = b(Http2::Prefer).connect().await.unwrap();
+            assert_eq!(ws.get_ref().is_http2(), setting, "setting {setting}");
+            assert_eq!(resp.status, if setting { 200 } else { 101 });
+            let big: Vec<u8> = (0..64 * 1024).map(|i| (i % 249) as u8).collect();
+            ws.send(&Message::binary(big.clone())).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(Message::binary(big)));
+            ws.close(CloseCode::NORMAL, "").await.unwrap();
+            let forced = b(Http2::Force).connect().await;
+            match (setting, forced) {
+                (true, Ok((ws, _))) => assert!(ws.get_ref().is_http2()),
+                (false, Err(Error::Http2(e))) => {
+                    assert!(matches!(*e, Http2Error::ConnectProtocolDisabled), "{e:?}");
+                }
+                (_, other) => panic!("setting {setting}: {other:?}"),
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap();
+    }
 }

@@ -1,15 +1,27 @@
 // An RFC 8441 WebSocket echo server on Node's built-in http2 module (h2c, no packages),
 // a real peer for switchboard-tokio's HTTP/2 client (tests/h2_node.rs).
 //
-//   node h2_echo_server.mjs [--no-connect-protocol]
+//   node h2_echo_server.mjs [--no-connect-protocol] [--tls CERT.pem KEY.pem]
 //
 // Prints "PORT <n>" once listening. Every extended CONNECT with :protocol websocket is
 // answered 200 (subprotocol "chat" when offered) and its stream echoes each frame back
-// unmasked; a close frame is echoed and the stream ended; a ping is answered.
+// unmasked; a close frame is echoed and the stream ended; a ping is answered. With --tls:
+// ALPN h2 and http/1.1, and an HTTP/1.1 WebSocket upgrade (101) echoes the same way.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http2 from 'node:http2';
 
-const enableConnectProtocol = !process.argv.includes('--no-connect-protocol');
-const server = http2.createServer({ settings: { enableConnectProtocol } });
+const args = process.argv.slice(2);
+const enableConnectProtocol = !args.includes('--no-connect-protocol');
+const tlsAt = args.indexOf('--tls');
+const server = tlsAt < 0
+  ? http2.createServer({ settings: { enableConnectProtocol } })
+  : http2.createSecureServer({
+    settings: { enableConnectProtocol },
+    cert: fs.readFileSync(args[tlsAt + 1]),
+    key: fs.readFileSync(args[tlsAt + 2]),
+    allowHTTP1: true,
+  });
 
 function frame(fin, opcode, payload) {
   const len = payload.length;
@@ -42,6 +54,31 @@ function parse(buf) {
   return [frames, buf];
 }
 
+// Echoes the frames arriving on `duplex` (an HTTP/2 stream or an upgraded socket).
+function echo(duplex) {
+  let buf = Buffer.alloc(0);
+  duplex.on('data', (chunk) => {
+    let frames;
+    [frames, buf] = parse(Buffer.concat([buf, chunk]));
+    for (const f of frames) {
+      if (f.opcode === 0x8) { duplex.end(frame(0x80, 0x8, f.payload.subarray(0, 2))); return; }
+      if (f.opcode === 0x9) { duplex.write(frame(0x80, 0xa, f.payload)); continue; }
+      duplex.write(frame(f.fin, f.opcode, f.payload));
+    }
+  });
+  duplex.on('error', () => {});
+}
+
+// HTTP/1.1 (ALPN http/1.1 on the TLS server): the RFC 6455 upgrade.
+server.on('upgrade', (req, socket) => {
+  const accept = crypto.createHash('sha1')
+    .update(req.headers['sec-websocket-key'] + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
+    .digest('base64');
+  socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n'
+    + `Connection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+  echo(socket);
+});
+
 server.on('stream', (stream, headers) => {
   if (headers[':method'] !== 'CONNECT' || headers[':protocol'] !== 'websocket') {
     stream.respond({ ':status': 404 });
@@ -52,17 +89,7 @@ server.on('stream', (stream, headers) => {
   const reply = { ':status': 200 };
   if (offered.includes('chat')) reply['sec-websocket-protocol'] = 'chat';
   stream.respond(reply);
-  let buf = Buffer.alloc(0);
-  stream.on('data', (chunk) => {
-    let frames;
-    [frames, buf] = parse(Buffer.concat([buf, chunk]));
-    for (const f of frames) {
-      if (f.opcode === 0x8) { stream.end(frame(0x80, 0x8, f.payload.subarray(0, 2))); return; }
-      if (f.opcode === 0x9) { stream.write(frame(0x80, 0xa, f.payload)); continue; }
-      stream.write(frame(f.fin, f.opcode, f.payload));
-    }
-  });
-  stream.on('error', () => {});
+  echo(stream);
 });
 
 server.listen(0, '127.0.0.1', () => {
