@@ -28,7 +28,9 @@ const MAX_WRITE_SLICES: usize = 64;
 ///
 /// Implemented for tokio's `TcpStream`, `UnixStream` and `DuplexStream`, rustls' client and
 /// server `TlsStream`s, [`MaybeTlsStream`](crate::MaybeTlsStream), hyper's upgraded
-/// connections (`TokioIo`), and `Box<dyn Transport>`. For another stream:
+/// connections (`TokioIo`), the streams of HTTP/2 connections (`h2::H2Stream`, which hands
+/// queued frames to `h2` without copying them, and `h2::H2Io` on hyper's server, features
+/// `http2`/`http2-server`), and `Box<dyn Transport>`. For another stream:
 ///
 /// - your own type: `impl Transport for MyStream {}` (the copying defaults);
 /// - a type from another crate: wrap it in [`Plain`].

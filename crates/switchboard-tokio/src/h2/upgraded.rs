@@ -180,7 +180,7 @@ impl Transport for H2Io {
         crate::transport::poll_read_copied(self, cx, conn, size)
     }
 
-    /// One write per run of at least [`COALESCE`] bytes; smaller runs copied together
+    /// One write per run of at least 16 KiB; smaller runs copied together
     /// first, up to that much a write.
     fn poll_transmit(
         &mut self,
