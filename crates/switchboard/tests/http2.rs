@@ -162,3 +162,59 @@ fn bench_echo_over_http2() {
     assert!(j["sent"].as_u64().unwrap() > 100, "{j}");
     assert_eq!(j["sent"], j["received"]);
 }
+
+/// wss:// with ALPN h2 (Node over TLS, self-signed: --insecure), traced as JSON: the HTTP/2
+/// event, the CONNECT with its pseudo-headers, the 200, the stream's end.
+#[test]
+fn connect_http2_over_tls_trace_json() {
+    let dir = std::env::temp_dir().join(format!("switchboard-cli-h2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    let (c, k) = (c.display().to_string(), k.display().to_string());
+    let Some(server) = node(&["--tls", &c, &k]) else {
+        return;
+    };
+    let url = format!("wss://localhost:{}/echo", server.port);
+    let mut child = Command::new(BIN)
+        .args(["connect", "--http2", "--insecure", "--trace-json", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds[..5],
+        ["connect", "http2", "request", "response", "open"],
+        "{kinds:?}"
+    );
+    assert_eq!(events[1]["tls"], true);
+    assert_eq!(events[2]["line"], "CONNECT /echo HTTP/2");
+    let headers = events[2]["headers"].as_array().unwrap();
+    assert!(
+        headers.contains(&serde_json::json!([":protocol", "websocket"])),
+        "{headers:?}"
+    );
+    assert!(
+        headers.contains(&serde_json::json!([":scheme", "https"])),
+        "{headers:?}"
+    );
+    assert_eq!(events[3]["status"], 200);
+    assert_eq!(kinds.last(), Some(&"closed"));
+    assert!(kinds.contains(&"stream_closed"), "{kinds:?}");
+}
