@@ -45,6 +45,7 @@ mod config;
 mod connection;
 mod endpoint;
 mod error;
+mod handshake;
 mod http;
 mod listener;
 mod metrics;
@@ -204,11 +205,12 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 // Returned once per connection, moved straight into the task's state.
 #[allow(clippy::large_enum_variant)]
 enum Routed<S> {
-    /// Handled completely (HTTP, chat, pub/sub, refused).
+    /// Handled completely (refused, or the peer went away).
     Done,
     /// An `/echo` WebSocket, to run in the lean state machine.
     Echo(WebSocket<S>, Registration),
-    /// A `/chat` or `/ws` session, to run on its own: what the handshake needed (the
-    /// request, its buffers, this routing future) is freed before it starts.
-    Session(BoxFuture<()>),
+    /// To run on its own, boxed: a `/chat` or `/ws` session, or a connection hyper serves.
+    /// What the first request needed (the request, its buffers, the routing future) is
+    /// freed before it starts.
+    Boxed(BoxFuture<()>),
 }
