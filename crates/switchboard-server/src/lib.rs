@@ -8,6 +8,10 @@
 //! - `GET /echo`: a WebSocket echo (conformance, benchmarks);
 //! - `GET /healthz`, `GET /metrics` (Prometheus).
 //!
+//! Plain HTTP is served by hyper, with keep-alive, and over HTTP/2 on the same port (prior
+//! knowledge on plain TCP, ALPN `h2` on TLS; [`ServerConfig::http2`]); a WebSocket
+//! handshake as a connection's first request stays on the server's own lean parser.
+//!
 //! The protocols are in `docs/protocol.md`. Every topic lives in a [`Hub`]: one publish is
 //! encoded once and handed to every subscriber's bounded outbox.
 //!
@@ -47,6 +51,7 @@ mod endpoint;
 mod error;
 mod handshake;
 mod http;
+mod http2;
 mod listener;
 mod metrics;
 mod namespace;
@@ -70,7 +75,7 @@ pub use auth::{
     JWKS_REFRESH,
 };
 pub use config::{
-    HeartbeatConfig, Limits, OriginPolicy, ServerConfig, DEFLATE_THRESHOLD,
+    HeartbeatConfig, Http2Config, Limits, OriginPolicy, ServerConfig, DEFLATE_THRESHOLD,
     DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER, ECHO_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, RECOVERY_MAX,
 };
 pub use listener::{check_transport, runtime};
@@ -87,6 +92,7 @@ pub use switchboard_proto::handshake::server::Request;
 use switchboard_proto::Config;
 use switchboard_tokio::WebSocket;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::refusal::RefusalLogs;
 use crate::registry::{Registration, Registry};
@@ -106,6 +112,9 @@ pub(crate) struct Shared {
     pub(crate) node: Arc<str>,
     /// What every `/ws` connection shares: limits, namespaces.
     pub(crate) pubsub: Arc<endpoint::pubsub::Settings>,
+    /// Every connection's task and the tasks hyper spawns for HTTP/2 streams: shutdown
+    /// waits for them all.
+    pub(crate) tasks: TaskTracker,
 }
 
 /// A server: its configuration, its hub and its counters. [`run`] is the short way.
@@ -145,7 +154,10 @@ impl Server {
         Self::with_hub(config, render::hub_on(engine, options))
     }
 
-    fn with_hub(config: ServerConfig, hub: Hub) -> Self {
+    fn with_hub(mut config: ServerConfig, hub: Hub) -> Self {
+        if config.http2.enabled {
+            config.tls = config.tls.map(http2::with_alpn);
+        }
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::new(
             config.limits,
@@ -167,6 +179,7 @@ impl Server {
                     recovery_max: config.limits.recovery_max,
                     namespaces: config.namespaces.clone(),
                 }),
+                tasks: TaskTracker::new(),
                 config,
             }),
         }

@@ -1,7 +1,9 @@
 //! A connection's first request, read by our own parser: a WebSocket handshake over
 //! HTTP/1.1 is [checked](crate::handshake), upgraded and handed to its endpoint, or refused,
 //! here (the lean path: what it costs is what every idle WebSocket costs). Anything else
-//! goes to hyper ([`http`](crate::http)) with the bytes read so far.
+//! goes to hyper with the bytes read so far: HTTP/1.1 ([`http`](crate::http)), or HTTP/2
+//! ([`http2`](crate::http2)) when the connection starts with its preface (prior knowledge
+//! on plain TCP; ALPN `h2` on TLS).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -19,7 +21,7 @@ use tracing::debug;
 use crate::error::Rejection;
 use crate::metrics::Handshake;
 use crate::registry::{self, Registration};
-use crate::{handshake, http, Routed, Shared};
+use crate::{handshake, http, http2, Routed, Shared};
 
 /// Reads the first request and serves it: plain HTTP (hyper, boxed), or a WebSocket on one
 /// of the endpoints (the echo one is handed back to run in the connection's state machine).
@@ -33,9 +35,12 @@ pub(crate) async fn route<S>(
 where
     S: Transport + SocketControl + Send + 'static,
 {
-    let (req, buf, head_len) = match read_first(&mut stream, &shared.echo, false).await {
+    let http2 = shared.config.http2.enabled;
+    let (req, buf, head_len) = match read_first(&mut stream, &shared.echo, http2).await {
         Ok(First::Http1 { req, buf, head_len }) => (req, buf, head_len),
-        Ok(First::Http2(_)) => return Routed::Done,
+        Ok(First::Http2(buf)) => {
+            return Routed::Boxed(http2::serve(stream, buf, peer, reg, shared));
+        }
         Err(e) => {
             debug!(error = %e, "bad request");
             if !matches!(e, WsError::Io(_)) {

@@ -1,4 +1,4 @@
-//! A request hyper parsed, as the rest of the server (the route table, the authenticators,
+//! A request hyper parsed (HTTP/1.1 or HTTP/2), as the rest of the server (the route table, the authenticators,
 //! the WebSocket handshake checks) sees a request: a [`Request`] head.
 
 use switchboard_proto::handshake::server::Request;
@@ -6,7 +6,7 @@ use switchboard_proto::handshake::server::Request;
 /// The head of `req`: method, path with query, version (the minor version of HTTP/1.x) and
 /// headers, names lowercase as hyper gives them; values that are not UTF-8 are read lossily.
 pub(crate) fn head<B>(req: &http::Request<B>) -> Request {
-    Request {
+    let mut head = Request {
         method: req.method().as_str().to_string(),
         path: req
             .uri()
@@ -23,7 +23,15 @@ pub(crate) fn head<B>(req: &http::Request<B>) -> Request {
                 )
             })
             .collect(),
+    };
+    // HTTP/2 names the host in `:authority`, which hyper keeps in the URI.
+    if head.header("host").is_none() {
+        if let Some(authority) = req.uri().authority() {
+            head.headers
+                .push(("host".to_string(), authority.to_string()));
+        }
     }
+    head
 }
 
 #[cfg(test)]
@@ -41,5 +49,6 @@ mod tests {
         );
         assert_eq!(head.header("authorization"), Some("Bearer k"));
         assert_eq!(head.version, 1);
+        assert_eq!(head.host(), "x");
     }
 }

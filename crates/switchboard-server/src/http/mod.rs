@@ -88,6 +88,17 @@ where
         .await;
 }
 
+/// The same 429 on a connection that stays open (HTTP/2: one stream's answer).
+pub(crate) fn too_many_http(
+    head: &Request,
+    why: &Refusal,
+    shared: &Shared,
+) -> http::Response<Full<Bytes>> {
+    let resp = too_many_response(&why.message());
+    shared.metrics.http_request(&head.method, resp.status);
+    resp.into_http()
+}
+
 fn too_many_response(body: &str) -> Response {
     Response::new(
         429,
