@@ -302,7 +302,26 @@ async fn rate_limited_answer_is_lean_and_closes(mut config: ServerConfig) {
     srv.stop().await;
 }
 
+/// Server shutdown closes a kept-alive connection at once, not after its idle timeout.
+async fn shutdown_closes_kept_alive_connections(config: ServerConfig) {
+    let srv = start(config).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(status(&response(&mut s).await.0), 200);
+    let started = Instant::now();
+    srv.stop().await;
+    assert!(closed_within(&mut s, SECOND).await);
+    assert!(started.elapsed() < SECOND * 3, "{:?}", started.elapsed());
+}
+
 const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn shutdown_closes_a_kept_alive_connection() {
+    shutdown_closes_kept_alive_connections(config(SECOND * 30)).await;
+}
 
 #[tokio::test]
 async fn a_thousand_publishes_on_one_connection() {
@@ -367,6 +386,11 @@ mod io_uring {
     #[test]
     fn a_websocket_upgrade_after_a_plain_request() {
         on_uring(upgrade_after_a_plain_request(uring(SECOND * 10)));
+    }
+
+    #[test]
+    fn shutdown_closes_a_kept_alive_connection() {
+        on_uring(shutdown_closes_kept_alive_connections(uring(SECOND * 30)));
     }
 
     #[test]
