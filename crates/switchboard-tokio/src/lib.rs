@@ -67,6 +67,7 @@ mod error;
 #[cfg(feature = "client")]
 mod maybe_tls;
 mod pool;
+mod prefixed;
 #[cfg(feature = "client")]
 pub mod proxy;
 #[cfg(feature = "server")]
@@ -91,8 +92,12 @@ pub use client::{client_handshake, connect, ClientBuilder};
 pub use error::Error;
 #[cfg(feature = "client")]
 pub use maybe_tls::MaybeTlsStream;
+pub use prefixed::Prefixed;
 #[cfg(feature = "server")]
-pub use server::{accept, accept_with, read_request, refuse, upgrade_request, Decision};
+pub use server::{
+    accept, accept_with, leftover, read_first, read_request, refuse, upgrade_request, Decision,
+    First,
+};
 #[cfg(feature = "server")]
 pub use socket::SocketControl;
 pub use split::{WsReader, WsWriter};

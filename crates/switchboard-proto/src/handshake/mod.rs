@@ -3,6 +3,7 @@
 //! - [`server`]: parse and check the client's upgrade request, build the `101` response or an
 //!   HTTP error that says what was wrong.
 //! - [`client`]: build the upgrade request, parse and check the server's response.
+//! - [`sniff`]: tell an HTTP/2 connection (its preface) from HTTP/1.1 by its first bytes.
 //!
 //! Both sides bound what they read: a head larger than
 //! [`Config::max_handshake_size`](crate::Config::max_handshake_size) or with more than
@@ -10,6 +11,7 @@
 
 pub mod client;
 pub mod server;
+pub mod sniff;
 
 use base64::Engine;
 use sha1::{Digest, Sha1};
