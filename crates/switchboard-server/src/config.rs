@@ -198,7 +198,9 @@ pub struct ServerConfig {
     /// [`ECHO_MAX_MESSAGE_SIZE`] messages and frames, a write buffer of twice that, and
     /// permessage-deflate as for `/chat` and `/ws`.
     pub echo: Config,
-    /// TLS: serve `wss://` and `https://` with this acceptor.
+    /// TLS: serve `wss://` and `https://` with this acceptor. With HTTP/2 on, and unless
+    /// the acceptor names ALPN protocols itself, the server offers `h2` and `http/1.1` by
+    /// ALPN.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// How long shutdown waits for open connections to finish their close handshakes.
     pub shutdown_timeout: Duration,
@@ -239,6 +241,41 @@ pub struct ServerConfig {
     /// 0 leaves it to the kernel, which grows it up to `net.ipv4.tcp_wmem`'s maximum
     /// (4 MiB by default) for a peer that does not read. Default: 256 KiB.
     pub socket_send_buffer: usize,
+    /// HTTP/2 on the same port (prior knowledge on plain TCP, ALPN `h2` on TLS) for plain
+    /// HTTP requests. Default: on.
+    pub http2: Http2Config,
+}
+
+/// HTTP/2 settings. The flow-control windows are set so that streams that are not read
+/// cannot take the whole connection's window: `max_streams` × `stream_window` is the
+/// connection window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Http2Config {
+    /// Serve HTTP/2 (off: the HTTP/2 preface is answered as a bad HTTP/1.1 request, and
+    /// TLS offers no ALPN protocol). Default: on.
+    pub enabled: bool,
+    /// Streams a client may have open at once on one connection. Default: 100.
+    pub max_streams: u32,
+    /// Each stream's flow-control window, in bytes. Default: 128 KiB.
+    pub stream_window: u32,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_streams: 100,
+            stream_window: 128 << 10,
+        }
+    }
+}
+
+impl Http2Config {
+    /// The connection's flow-control window: room for every stream's window.
+    pub fn connection_window(&self) -> u32 {
+        self.stream_window.saturating_mul(self.max_streams.max(1))
+    }
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -260,6 +297,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("allow_anonymous", &self.allow_anonymous)
             .field("io_uring", &self.io_uring)
             .field("socket_send_buffer", &self.socket_send_buffer)
+            .field("http2", &self.http2)
             .finish()
     }
 }
@@ -296,6 +334,7 @@ impl PartialEq for ServerConfig {
             && self.api_keys == other.api_keys
             && self.io_uring == other.io_uring
             && self.socket_send_buffer == other.socket_send_buffer
+            && self.http2 == other.http2
     }
 }
 
@@ -328,6 +367,7 @@ impl Default for ServerConfig {
             allow_anonymous: false,
             io_uring: false,
             socket_send_buffer: 256 << 10,
+            http2: Http2Config::default(),
         }
     }
 }
@@ -387,6 +427,12 @@ impl ServerConfig {
     /// Sets the protocol limits of `/echo`.
     pub fn echo(mut self, echo: Config) -> Self {
         self.echo = echo;
+        self
+    }
+
+    /// Serves HTTP/2 on the port, or not (see [`ServerConfig::http2`]).
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2.enabled = on;
         self
     }
 

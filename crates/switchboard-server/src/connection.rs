@@ -178,8 +178,8 @@ where
     }
 }
 
-/// The state after a connection's first request was routed: done, a session of its own,
-/// or the echo loop (taking the connection's span along).
+/// The state after a connection's first request was routed: done, a future of its own (a
+/// session, a connection hyper serves), or the echo loop (taking the connection's span along).
 fn opened<S>(routed: Routed<S>, span: &mut Option<Box<Span>>) -> ConnTask<S> {
     match routed {
         Routed::Done => ConnTask::Done,
@@ -188,7 +188,7 @@ fn opened<S>(routed: Routed<S>, span: &mut Option<Box<Span>>) -> ConnTask<S> {
             reg,
             span: span.take(),
         },
-        Routed::Session(session) => ConnTask::Boxed(session),
+        Routed::Boxed(whole) => ConnTask::Boxed(whole),
     }
 }
 
@@ -229,8 +229,9 @@ where
     }
 }
 
-/// Runs a routed connection to its end (the boxed path: TLS).
-async fn drive<S>(routed: Routed<S>)
+/// Runs a routed connection to its end (the boxed paths: TLS, an upgrade on a kept-alive
+/// HTTP connection).
+pub(crate) async fn drive<S>(routed: Routed<S>)
 where
     S: Transport + SocketControl,
 {
@@ -239,7 +240,7 @@ where
             let stop = std::future::poll_fn(|cx| poll_echo(&mut ws, &mut reg, cx)).await;
             end_echo(ws, reg, stop).await;
         }
-        Routed::Session(session) => session.await,
+        Routed::Boxed(whole) => whole.await,
         Routed::Done => {}
     }
 }

@@ -8,6 +8,10 @@
 //! - `GET /echo`: a WebSocket echo (conformance, benchmarks);
 //! - `GET /healthz`, `GET /metrics` (Prometheus).
 //!
+//! Plain HTTP is served by hyper, with keep-alive, and over HTTP/2 on the same port (prior
+//! knowledge on plain TCP, ALPN `h2` on TLS; [`ServerConfig::http2`]); a WebSocket
+//! handshake as a connection's first request stays on the server's own lean parser.
+//!
 //! The protocols are in `docs/protocol.md`. Every topic lives in a [`Hub`]: one publish is
 //! encoded once and handed to every subscriber's bounded outbox.
 //!
@@ -45,7 +49,9 @@ mod config;
 mod connection;
 mod endpoint;
 mod error;
+mod handshake;
 mod http;
+mod http2;
 mod listener;
 mod metrics;
 mod namespace;
@@ -69,7 +75,7 @@ pub use auth::{
     JWKS_REFRESH,
 };
 pub use config::{
-    HeartbeatConfig, Limits, OriginPolicy, ServerConfig, DEFLATE_THRESHOLD,
+    HeartbeatConfig, Http2Config, Limits, OriginPolicy, ServerConfig, DEFLATE_THRESHOLD,
     DEFLATE_THRESHOLD_WITH_CONTEXT_TAKEOVER, ECHO_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, RECOVERY_MAX,
 };
 pub use listener::{check_transport, runtime};
@@ -86,6 +92,7 @@ pub use switchboard_proto::handshake::server::Request;
 use switchboard_proto::Config;
 use switchboard_tokio::WebSocket;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::refusal::RefusalLogs;
 use crate::registry::{Registration, Registry};
@@ -105,6 +112,9 @@ pub(crate) struct Shared {
     pub(crate) node: Arc<str>,
     /// What every `/ws` connection shares: limits, namespaces.
     pub(crate) pubsub: Arc<endpoint::pubsub::Settings>,
+    /// Every connection's task and the tasks hyper spawns for HTTP/2 streams: shutdown
+    /// waits for them all.
+    pub(crate) tasks: TaskTracker,
 }
 
 /// A server: its configuration, its hub and its counters. [`run`] is the short way.
@@ -144,7 +154,10 @@ impl Server {
         Self::with_hub(config, render::hub_on(engine, options))
     }
 
-    fn with_hub(config: ServerConfig, hub: Hub) -> Self {
+    fn with_hub(mut config: ServerConfig, hub: Hub) -> Self {
+        if config.http2.enabled {
+            config.tls = config.tls.map(http2::with_alpn);
+        }
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::new(
             config.limits,
@@ -166,6 +179,7 @@ impl Server {
                     recovery_max: config.limits.recovery_max,
                     namespaces: config.namespaces.clone(),
                 }),
+                tasks: TaskTracker::new(),
                 config,
             }),
         }
@@ -204,11 +218,12 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 // Returned once per connection, moved straight into the task's state.
 #[allow(clippy::large_enum_variant)]
 enum Routed<S> {
-    /// Handled completely (HTTP, chat, pub/sub, refused).
+    /// Handled completely (refused, or the peer went away).
     Done,
     /// An `/echo` WebSocket, to run in the lean state machine.
     Echo(WebSocket<S>, Registration),
-    /// A `/chat` or `/ws` session, to run on its own: what the handshake needed (the
-    /// request, its buffers, this routing future) is freed before it starts.
-    Session(BoxFuture<()>),
+    /// To run on its own, boxed: a `/chat` or `/ws` session, or a connection hyper serves.
+    /// What the first request needed (the request, its buffers, the routing future) is
+    /// freed before it starts.
+    Boxed(BoxFuture<()>),
 }

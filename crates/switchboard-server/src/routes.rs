@@ -104,9 +104,6 @@ pub(crate) enum Http {
     UpgradeRequired(String),
     /// 404 with this body.
     NotFound(String),
-    /// 429 with this body: the client's address opens connections too fast (not a route:
-    /// decided before the request is looked at).
-    TooManyRequests(String),
 }
 
 /// Looks up a plain HTTP request by its method and path (without the query).

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::listener::Listener;
@@ -26,7 +25,7 @@ impl Server {
     ) -> std::io::Result<()> {
         let shared = self.shared;
         // A TaskTracker rather than a JoinSet: no JoinHandle entry is kept per connection.
-        let tasks = TaskTracker::new();
+        let tasks = shared.tasks.clone();
         let ticker = shared.registry.tick_interval().map(|every| {
             let registry = Arc::clone(&shared.registry);
             tokio::spawn(async move {

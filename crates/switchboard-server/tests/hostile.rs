@@ -100,7 +100,7 @@ async fn flooders_freeze_nobody(config: ServerConfig) {
         }
         let health = async {
             let mut s = TcpStream::connect(srv.addr).await.unwrap();
-            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .await
                 .unwrap();
             let mut out = Vec::new();

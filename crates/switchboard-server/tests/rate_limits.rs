@@ -261,7 +261,8 @@ async fn get_from(from: &str, addr: std::net::SocketAddr, path: &str) -> String 
     let s = tokio::net::TcpSocket::new_v4().unwrap();
     s.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let mut s = s.connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    // One request, then the end of the connection (read to the end below).
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut out = String::new();

@@ -136,23 +136,57 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
     }
 }
 
-/// Sends one raw HTTP request; returns the response's status and body.
+/// Sends one raw HTTP request on a connection of its own; returns the response's status and
+/// body (the server keeps the connection alive: the body is read by its `Content-Length`).
 pub async fn http(addr: SocketAddr, req: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
+    let (head, body) =
+        tokio::time::timeout(PATIENCE, read_response(&mut s, req.starts_with("HEAD ")))
+            .await
+            .expect("a response in time");
+    let status = head[9..12].parse().unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Reads one HTTP/1.1 response: its head (up to and with the blank line) and its body, of
+/// `Content-Length` bytes (none after a `HEAD`, to the end without a length; chunked
+/// bodies are not read). Panics if the connection ends before the head does.
+pub async fn read_response<S>(s: &mut S, head_only: bool) -> (String, Vec<u8>)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut b).await.unwrap();
+        assert_eq!(
+            n,
+            1,
+            "the connection ended in a response head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length = head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().unwrap())
+    });
+    let informational = head.starts_with("HTTP/1.1 1");
+    let mut body = Vec::new();
+    match length {
+        _ if head_only || informational => {}
+        Some(n) => {
+            body.resize(n, 0);
+            s.read_exact(&mut body).await.unwrap();
+        }
+        None => {
+            s.read_to_end(&mut body).await.unwrap();
+        }
+    }
+    (head, body)
 }
 
 /// `GET /metrics`: the body.

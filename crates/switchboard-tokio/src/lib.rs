@@ -75,6 +75,7 @@ pub mod h2;
 #[cfg(feature = "client")]
 mod maybe_tls;
 mod pool;
+mod prefixed;
 #[cfg(feature = "client")]
 pub mod proxy;
 #[cfg(feature = "server")]
@@ -101,8 +102,12 @@ pub use error::Error;
 pub use h2::Http2;
 #[cfg(feature = "client")]
 pub use maybe_tls::MaybeTlsStream;
+pub use prefixed::Prefixed;
 #[cfg(feature = "server")]
-pub use server::{accept, accept_with, read_request, refuse, upgrade_request, Decision};
+pub use server::{
+    accept, accept_with, leftover, read_first, read_request, refuse, upgrade_request, Decision,
+    First,
+};
 #[cfg(feature = "server")]
 pub use socket::SocketControl;
 pub use split::{WsReader, WsWriter};

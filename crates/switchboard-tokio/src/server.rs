@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use switchboard_proto::handshake::server::{reason_phrase, reject, Request};
+use switchboard_proto::handshake::sniff::{sniff, Sniff};
 use switchboard_proto::handshake::HandshakeError;
 
 use switchboard_proto::{Config, Connection, Role};
@@ -120,8 +121,42 @@ pub async fn read_request<S>(stream: &mut S, config: &Config) -> Result<(Request
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    match read_first(stream, config, false).await? {
+        First::Http1 { req, buf, head_len } => Ok((req, leftover(buf, head_len))),
+        // Not sniffed for: never returned.
+        First::Http2(_) => Err(Error::Handshake(HandshakeError::HttpVersion)),
+    }
+}
+
+/// What a connection starts with: a request head (HTTP/1.x), or the HTTP/2 preface.
+#[derive(Debug)]
+pub enum First {
+    /// An HTTP/1.x request head, parsed.
+    Http1 {
+        /// The head.
+        req: Request,
+        /// Every byte read: the head, then what followed it (a body, pipelined requests,
+        /// WebSocket frames), for another HTTP implementation to read the connection from its
+        /// start. [`leftover`] keeps what followed the head.
+        buf: Vec<u8>,
+        /// The head's length in `buf`.
+        head_len: usize,
+    },
+    /// The HTTP/2 connection preface (and whatever followed it): every byte read.
+    Http2(Vec<u8>),
+}
+
+/// Like [`read_request`], for servers that hand plain HTTP to another implementation (which
+/// parses the head again from the bytes returned) and, with `http2`, speak HTTP/2 with prior
+/// knowledge on the same port: the HTTP/2 preface is recognised before the bytes are parsed
+/// as an HTTP/1.1 head (see [`sniff`](switchboard_proto::handshake::sniff)). Errors are
+/// answered as [`read_request`] answers them.
+pub async fn read_first<S>(stream: &mut S, config: &Config, http2: bool) -> Result<First, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let timeout = config.handshake_timeout;
-    match tokio::time::timeout(timeout, read_head(stream, config)).await {
+    match tokio::time::timeout(timeout, read_head(stream, config, http2)).await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(Error::Handshake(e))) => {
             let _ = refuse(stream, e.status(), &e.to_string()).await;
@@ -133,6 +168,14 @@ where
             Err(Error::HandshakeTimeout(timeout))
         }
     }
+}
+
+/// The bytes of `buf` after its head of `head_len` bytes, in a buffer of their own: usually
+/// nothing follows the request, and the read buffer's capacity is not kept.
+pub fn leftover(mut buf: Vec<u8>, head_len: usize) -> Vec<u8> {
+    let mut rest = buf.split_off(head_len.min(buf.len()));
+    rest.shrink_to_fit();
+    rest
 }
 
 /// The second half of [`accept_with`]: checks `req` against RFC 6455, writes the
@@ -168,18 +211,23 @@ where
     Ok(WebSocket::from_connection(stream, conn))
 }
 
-/// Reads until a complete request head; returns it and the bytes after it.
+/// Reads until a complete request head (or, with `http2`, the HTTP/2 preface).
 async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     config: &Config,
-) -> Result<(Request, Vec<u8>), Error> {
+    http2: bool,
+) -> Result<First, Error> {
     let mut buf = Vec::with_capacity(1024);
     loop {
-        if let Some((req, used)) = Request::parse(&buf, config)? {
-            // Usually nothing follows the request; don't keep the read buffer's capacity.
-            let mut leftover = buf.split_off(used);
-            leftover.shrink_to_fit();
-            return Ok((req, leftover));
+        let sniffed = if http2 { sniff(&buf) } else { Sniff::Http1 };
+        match sniffed {
+            Sniff::Http2 => return Ok(First::Http2(buf)),
+            Sniff::NeedMore => {}
+            Sniff::Http1 => {
+                if let Some((req, head_len)) = Request::parse(&buf, config)? {
+                    return Ok(First::Http1 { req, buf, head_len });
+                }
+            }
         }
         let room = (config.max_handshake_size + 1)
             .saturating_sub(buf.len())

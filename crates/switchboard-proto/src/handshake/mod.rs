@@ -6,6 +6,7 @@
 //! - [`client`]: build the upgrade request, parse and check the server's response.
 //! - [`extended`]: the HTTP/2 extended CONNECT (`:protocol websocket`, answered 200), both
 //!   roles, with the same negotiation (subprotocols, permessage-deflate).
+//! - [`sniff`]: tell an HTTP/2 connection (its preface) from HTTP/1.1 by its first bytes.
 //!
 //! Both sides bound what they read: a head larger than
 //! [`Config::max_handshake_size`](crate::Config::max_handshake_size) or with more than
@@ -14,6 +15,7 @@
 pub mod client;
 pub mod extended;
 pub mod server;
+pub mod sniff;
 
 use base64::Engine;
 use sha1::{Digest, Sha1};

@@ -1,49 +1,45 @@
-//! Request bodies: a `Content-Length` body, bounded in size and time.
+//! Request bodies: bounded in size (checked from `Content-Length` before anything is read,
+//! then while reading, for chunked bodies) and in time.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use switchboard_proto::handshake::server::Request;
-use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::response::Response;
 
-/// Reads a `Content-Length` body of at most `max` bytes within `timeout`; `body` holds what
-/// arrived with the head.
-pub(crate) async fn read_body<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    req: &Request,
-    mut body: Vec<u8>,
-    max: usize,
-    timeout: Duration,
-) -> Result<Vec<u8>, Response> {
-    if req.header("transfer-encoding").is_some() {
+/// What the head says of the body, before any of it is read (so `Expect: 100-continue` is
+/// not answered for a body that would be refused): 413 for a `Content-Length` over `max`,
+/// 411 for a body with neither a length nor chunked framing.
+pub(crate) fn check_length(head: &Request, max: usize) -> Result<(), Response> {
+    if head.header("content-length").is_none() && head.header("transfer-encoding").is_none() {
         return Err(Response::text(
             411,
-            "send the body with a Content-Length (chunked bodies are not accepted)\n",
+            "a Content-Length (or a chunked body) is required\n",
         ));
     }
-    // A present Content-Length was checked when the head was parsed (one decimal value).
-    let len = match req.content_length().map(usize::try_from) {
-        Some(Ok(n)) => n,
-        Some(Err(_)) => usize::MAX,
-        None if req.header("content-length").is_some() => usize::MAX,
-        None => return Err(Response::text(411, "a Content-Length is required\n")),
-    };
-    if len > max {
-        return Err(Response::text(
-            413,
-            &format!("body over the limit of {max} bytes\n"),
-        ));
+    match head.content_length().map(usize::try_from) {
+        Some(Ok(len)) if len <= max => Ok(()),
+        Some(_) => Err(too_large(max)),
+        None => Ok(()),
     }
-    if body.len() > len {
-        body.truncate(len);
-    }
-    let need = len - body.len();
-    let start = body.len();
-    body.resize(len, 0);
-    match tokio::time::timeout(timeout, stream.read_exact(&mut body[start..start + need])).await {
-        Ok(Ok(_)) => Ok(body),
+}
+
+/// Reads a body of at most `max` bytes within `timeout`.
+pub(crate) async fn read_body<B>(body: B, max: usize, timeout: Duration) -> Result<Bytes, Response>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
         Ok(Err(_)) => Err(Response::text(400, "the body ended early\n")),
         Err(_) => Err(Response::text(408, "the body did not arrive in time\n")),
     }
+}
+
+fn too_large(max: usize) -> Response {
+    Response::text(413, &format!("body over the limit of {max} bytes\n"))
 }

@@ -6,11 +6,13 @@
 use std::net::SocketAddr;
 
 use base64::Engine;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_proto::handshake::server::Request;
 use tracing::{debug, warn};
 
+use super::body::{check_length, read_body};
 use super::response::Response;
 use crate::auth::{ApiKey, AuthError, Identity};
 use crate::endpoint::pubsub::{binary_body, json_body, publishable};
@@ -25,17 +27,35 @@ struct PublishBody<'a> {
     data_base64: Option<String>,
 }
 
-/// Answers one `POST /api/publish` whose body has arrived.
-pub(crate) async fn publish(
-    req: &Request,
-    body: &[u8],
+/// Answers one `POST /api/publish`: the body's length and the key are checked before the
+/// body is read (an `Expect: 100-continue` is answered only then), within `max_api_body`
+/// and the handshake timeout.
+pub(crate) async fn answer<B>(
+    body: B,
+    head: &Request,
     peer: SocketAddr,
     shared: &Shared,
-) -> Response {
-    let identity = match authenticate(req, peer, shared) {
+) -> Response
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let max = shared.config.limits.max_api_body;
+    if let Err(refused) = check_length(head, max) {
+        return refused;
+    }
+    let identity = match authenticate(head, peer, shared) {
         Ok(identity) => identity,
         Err(refused) => return refused,
     };
+    match read_body(body, max, shared.config.ws.handshake_timeout).await {
+        Ok(bytes) => publish(&identity, &bytes, shared).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Publishes what a body whose sender is known says.
+async fn publish(identity: &Identity, body: &[u8], shared: &Shared) -> Response {
     let p: PublishBody<'_> = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(e) => {
@@ -107,7 +127,7 @@ fn authenticate(req: &Request, peer: SocketAddr, shared: &Shared) -> Result<Iden
                 401,
                 "text/plain; charset=utf-8",
                 &[("WWW-Authenticate", "Bearer")],
-                b"send the API key as `Authorization: Bearer KEY`\n",
+                &b"send the API key as `Authorization: Bearer KEY`\n"[..],
             )
         }
         AuthError::Wrong => {
@@ -120,7 +140,7 @@ fn authenticate(req: &Request, peer: SocketAddr, shared: &Shared) -> Result<Iden
                 401,
                 "text/plain; charset=utf-8",
                 &[("WWW-Authenticate", "Bearer")],
-                format!("{why}\n").as_bytes(),
+                format!("{why}\n").into_bytes(),
             )
         }
     })

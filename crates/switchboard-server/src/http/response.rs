@@ -1,8 +1,11 @@
-//! HTTP responses: whole, with `Connection: close` (one request per connection).
+//! HTTP responses, whole: handed to hyper (HTTP/1.1 with keep-alive, HTTP/2), or written by
+//! hand and the connection closed (the 429 of an address past its new connections a second).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use switchboard_proto::handshake::server::reason_phrase;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::debug;
@@ -11,62 +14,118 @@ use tracing::debug;
 #[derive(Debug)]
 pub(crate) struct Response {
     pub(crate) status: u16,
-    bytes: Vec<u8>,
+    content_type: &'static str,
+    extra: Vec<(&'static str, String)>,
+    body: Bytes,
 }
 
 impl Response {
     /// A response with a body and `extra` headers.
     pub(crate) fn new(
         status: u16,
-        content_type: &str,
-        extra: &[(&str, &str)],
-        body: &[u8],
+        content_type: &'static str,
+        extra: &[(&'static str, &str)],
+        body: impl Into<Bytes>,
     ) -> Self {
-        let mut head = String::with_capacity(160);
-        let _ = write!(
-            head,
-            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
-            reason_phrase(status),
-            body.len()
-        );
-        for (n, v) in extra {
-            let _ = write!(head, "{n}: {v}\r\n");
+        Self {
+            status,
+            content_type,
+            extra: extra.iter().map(|(n, v)| (*n, (*v).to_string())).collect(),
+            body: body.into(),
         }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(body);
-        Self { status, bytes }
     }
 
     /// A plain text response.
     pub(crate) fn text(status: u16, body: &str) -> Self {
-        Self::new(status, "text/plain; charset=utf-8", &[], body.as_bytes())
+        Self::new(
+            status,
+            "text/plain; charset=utf-8",
+            &[],
+            Bytes::copy_from_slice(body.as_bytes()),
+        )
     }
 
     /// A JSON response.
     pub(crate) fn json(status: u16, body: &str) -> Self {
-        Self::new(status, "application/json", &[], body.as_bytes())
+        Self::new(
+            status,
+            "application/json",
+            &[],
+            Bytes::copy_from_slice(body.as_bytes()),
+        )
     }
 
-    /// The same head without the body (the answer to `HEAD`).
-    pub(crate) fn head_only(mut self) -> Self {
-        let end = self
-            .bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(self.bytes.len(), |i| i + 4);
-        self.bytes.truncate(end);
+    /// The same response with another header (a refused upgrade's `Connection: close`).
+    pub(crate) fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        self.extra.push((name, value.to_string()));
         self
+    }
+
+    /// The response for hyper, which adds `Content-Length` (and leaves the body out of the
+    /// answer to `HEAD`).
+    pub(crate) fn into_http(self) -> http::Response<Full<Bytes>> {
+        let mut b = http::Response::builder()
+            .status(self.status)
+            .header(http::header::CONTENT_TYPE, self.content_type)
+            .header(http::header::CACHE_CONTROL, "no-store");
+        for (n, v) in &self.extra {
+            b = b.header(*n, v.as_str());
+        }
+        b.body(Full::new(self.body)).unwrap_or_else(|e| {
+            debug!(error = %e, "a response that could not be built");
+            let mut r = http::Response::new(Full::default());
+            *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
+    }
+
+    /// The answer to `HEAD`: the head of the response, with the length of the body left out
+    /// (HTTP/2 does not leave it out by itself).
+    pub(crate) fn into_http_head(self) -> http::Response<Full<Bytes>> {
+        let length = self.body.len();
+        let mut resp = Self {
+            body: Bytes::new(),
+            ..self
+        }
+        .into_http();
+        resp.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(length),
+        );
+        resp
+    }
+
+    /// The response as bytes, with `Connection: close`; only the head for `HEAD`.
+    fn closing_bytes(&self, head_only: bool) -> Vec<u8> {
+        let mut head = String::with_capacity(160);
+        let _ = write!(
+            head,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
+            self.status,
+            reason_phrase(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        for (n, v) in &self.extra {
+            let _ = write!(head, "{n}: {v}\r\n");
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        if !head_only {
+            bytes.extend_from_slice(&self.body);
+        }
+        bytes
     }
 
     /// Writes the response and closes the stream, within `timeout`: a client that does not
     /// read its response must not hold the connection.
-    pub(crate) async fn write<S>(self, stream: &mut S, timeout: Duration)
+    pub(crate) async fn write_and_close<S>(self, stream: &mut S, head_only: bool, timeout: Duration)
     where
         S: AsyncWrite + Unpin,
     {
+        let bytes = self.closing_bytes(head_only);
         let write = async {
-            stream.write_all(&self.bytes).await?;
+            stream.write_all(&bytes).await?;
             stream.flush().await?;
             stream.shutdown().await
         };
@@ -81,14 +140,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_response_and_its_head() {
-        let r = Response::new(405, "text/plain", &[("Allow", "GET")], b"use GET\n");
-        let text = String::from_utf8(r.bytes.clone()).unwrap();
+    fn a_closing_response_and_its_head() {
+        let r = Response::new(405, "text/plain", &[("Allow", "GET")], &b"use GET\n"[..]);
+        let text = String::from_utf8(r.closing_bytes(false)).unwrap();
         assert_eq!(
             text,
             "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 8\r\nConnection: close\r\nCache-Control: no-store\r\nAllow: GET\r\n\r\nuse GET\n"
         );
-        let head = r.head_only();
-        assert!(head.bytes.ends_with(b"Allow: GET\r\n\r\n"));
+        assert!(r.closing_bytes(true).ends_with(b"Allow: GET\r\n\r\n"));
+        let h = r.into_http();
+        assert_eq!(h.status(), 405);
+        assert_eq!(h.headers()["allow"], "GET");
+        assert!(h.headers().get("connection").is_none());
     }
 }

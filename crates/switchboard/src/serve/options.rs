@@ -179,6 +179,11 @@ pub(crate) struct ServeArgs {
     /// in the log at start].
     #[arg(long, env = "SWITCHBOARD_IO_URING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     io_uring: Option<bool>,
+    /// Turn HTTP/2 off: HTTP/1.1 only. HTTP/2 (prior knowledge on plain TCP, ALPN `h2` on
+    /// TLS) carries the page, /healthz, /metrics and the publish API; off, the HTTP/2
+    /// preface gets 400 and TLS offers no ALPN protocol.
+    #[arg(long, env = "SWITCHBOARD_NO_HTTP2", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    no_http2: Option<bool>,
     /// Where topics' positions, history and presence live, and what carries publications:
     /// `memory` (this process only) or `redis` (several `serve` nodes sharing one Redis,
     /// see --redis-url) [default: memory].
@@ -286,6 +291,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     log_json: Option<bool>,
     io_uring: Option<bool>,
+    no_http2: Option<bool>,
     huge_pages: Option<bool>,
     engine: Option<String>,
     redis_url: Option<String>,
@@ -540,6 +546,9 @@ fn server_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<ServerConfig> 
     set(&mut c.hub.history_size, pick!(history_size));
     set(&mut c.hub.history_ttl, pick_duration!(history_ttl));
     set(&mut c.socket_send_buffer, pick!(socket_send_buffer));
+    if let Some(off) = pick!(no_http2) {
+        c = c.http2(!off);
+    }
     if f.topics.is_some() || f.namespaces.is_some() {
         c = c.namespaces(namespaces::from_file(
             f.topics.as_ref(),
@@ -658,6 +667,7 @@ fn library_default(id: &str) -> Option<String> {
         "allow_anonymous" => c.allow_anonymous.to_string(),
         "jwks_refresh" => crate::duration::show(switchboard_server::JWKS_REFRESH),
         "socket_send_buffer" => c.socket_send_buffer.to_string(),
+        "no_http2" => (!c.http2.enabled).to_string(),
         "deflate" => if deflate.is_some() { "on" } else { "off" }.to_string(),
         "deflate_context_takeover" => deflate
             .is_some_and(|d| !d.server_no_context_takeover)

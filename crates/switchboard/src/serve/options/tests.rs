@@ -156,6 +156,15 @@ fn options_land_in_their_settings() {
         .unwrap()
         .config;
     assert_eq!((c.ws.deflate, c.echo.deflate), (None, None));
+    assert!(c.http2.enabled, "HTTP/2 is on by default");
+    let c = settings(T::parse_from(["x", "--no-http2"]).a)
+        .unwrap()
+        .config;
+    assert!(!c.http2.enabled);
+    let c = settings(T::parse_from(["x", "--no-http2", "false"]).a)
+        .unwrap()
+        .config;
+    assert!(c.http2.enabled);
 }
 
 /// `--help` shows the library's default of every server option, and no option's help
@@ -197,7 +206,7 @@ fn help_shows_the_library_defaults() {
             None => assert!(shown <= 1, "--{id}: {text}"),
         }
     }
-    assert_eq!(with_default, 26, "every server setting has its option");
+    assert_eq!(with_default, 27, "every server setting has its option");
 }
 
 /// Zero-config `serve` uses io_uring where it works (and says which transport in the
