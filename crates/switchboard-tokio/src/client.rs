@@ -327,6 +327,8 @@ impl ClientBuilder {
     /// session for `wss://`, within the [connect timeout](Self::connect_timeout), without
     /// the WebSocket handshake; [`client_handshake`] with [`request`](Self::request)
     /// completes it. For tools that show each step; [`connect`](Self::connect) does both.
+    /// HTTP/1.1 only, whatever the [`http2`](Self::http2) mode: TLS offers no ALPN
+    /// protocol of ours; [`open_http`](Self::open_http) follows the mode.
     pub async fn open(&self, url: &WsUrl) -> Result<MaybeTlsStream, Error> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let tcp = self.tcp_until(url, deadline).await?;
