@@ -13,7 +13,8 @@
 //!   ◄──────────────────────  pending_transmit() + advance_transmit()
 //! ```
 //!
-//! - [`handshake`]: the HTTP/1.1 upgrade, both roles.
+//! - [`handshake`]: the HTTP/1.1 upgrade and the HTTP/2 extended CONNECT (RFC 8441), both
+//!   roles.
 //! - [`Connection`]: framing, masking, fragmentation, UTF-8 validation, limits and the close
 //!   handshake, with every protocol violation answered by the right close code
 //!   ([`ProtocolError::close_code`]).

@@ -128,6 +128,8 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     more_deflate_offers: Vec<switchboard_proto::extension::DeflateConfig>,
     proxy: ProxyChoice,
+    http2: crate::Http2,
+    http2_settings: crate::h2::Http2Settings,
     #[cfg(feature = "rustls")]
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
@@ -152,9 +154,52 @@ impl ClientBuilder {
             connect_timeout: Duration::from_secs(10),
             more_deflate_offers: Vec::new(),
             proxy: ProxyChoice::Settings(ProxySettings::default()),
+            http2: crate::Http2::Off,
+            http2_settings: crate::h2::Http2Settings::default(),
             #[cfg(feature = "rustls")]
             tls: None,
         }
+    }
+
+    /// Whether to carry the WebSocket over HTTP/2 (RFC 8441): [`Http2::Off`](crate::Http2)
+    /// (the default), `Prefer` (HTTP/2 when a `wss://` server offers it, else HTTP/1.1) or
+    /// `Force` (HTTP/2 or an error). See [`Http2`](crate::Http2).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), switchboard_tokio::Error> {
+    /// use switchboard_tokio::{ClientBuilder, Http2};
+    /// let (ws, response) = ClientBuilder::new("wss://example.com/chat")
+    ///     .http2(Http2::Prefer)
+    ///     .connect()
+    ///     .await?;
+    /// println!("over HTTP/2: {}", ws.get_ref().is_http2());
+    /// # Ok(()) }
+    /// ```
+    pub fn http2(mut self, mode: crate::Http2) -> Self {
+        self.http2 = mode;
+        self
+    }
+
+    /// The flow-control windows and buffers of the HTTP/2 connections opened (see
+    /// [`Http2Settings`](crate::h2::Http2Settings)).
+    pub fn http2_settings(mut self, settings: crate::h2::Http2Settings) -> Self {
+        self.http2_settings = settings;
+        self
+    }
+
+    /// The HTTP/2 mode set with [`http2`](Self::http2).
+    pub fn http2_mode(&self) -> crate::Http2 {
+        self.http2
+    }
+
+    /// The HTTP/2 settings set with [`http2_settings`](Self::http2_settings).
+    pub fn http2_settings_ref(&self) -> &crate::h2::Http2Settings {
+        &self.http2_settings
+    }
+
+    /// The [`Config`] set with [`config`](Self::config).
+    pub fn config_ref(&self) -> &Config {
+        &self.config
     }
 
     /// Sets the limits and timeouts, and with [`Config::deflate`] the permessage-deflate offer.
@@ -262,19 +307,47 @@ impl ClientBuilder {
     }
 
     /// Connects, runs the handshake and returns the socket and the server's response.
+    ///
+    /// With [`http2`](Self::http2) set, the socket may be a stream of an HTTP/2 connection
+    /// ([`MaybeTlsStream::H2`]; [`MaybeTlsStream::is_http2`] tells).
     pub async fn connect(&self) -> Result<(WebSocket<MaybeTlsStream>, Response), Error> {
         let url = WsUrl::parse(&self.url)?;
-        let stream = self.open(&url).await?;
         let request = self.request(&url);
-        client_handshake(stream, &request, self.config).await
+        match self.open_http(&url).await? {
+            crate::h2::Opened::Http1(stream) => {
+                client_handshake(stream, &request, self.config).await
+            }
+            crate::h2::Opened::Http2(h2) => {
+                crate::h2::h2_websocket(&h2, url.tls, &request, self.config).await
+            }
+        }
     }
 
     /// Opens the TCP connection to `url` (through the proxy, if one applies) and the TLS
     /// session for `wss://`, within the [connect timeout](Self::connect_timeout), without
     /// the WebSocket handshake; [`client_handshake`] with [`request`](Self::request)
     /// completes it. For tools that show each step; [`connect`](Self::connect) does both.
+    /// HTTP/1.1 only, whatever the [`http2`](Self::http2) mode: TLS offers no ALPN
+    /// protocol of ours; [`open_http`](Self::open_http) follows the mode.
     pub async fn open(&self, url: &WsUrl) -> Result<MaybeTlsStream, Error> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let tcp = self.tcp_until(url, deadline).await?;
+        self.secure(tcp, url, deadline, None).await
+    }
+
+    /// Opens the TCP connection to `url`'s server, or the tunnel to it through the proxy
+    /// if one applies, within the [connect timeout](Self::connect_timeout): the first step
+    /// of [`open`](Self::open), for tools that run the next ones themselves.
+    pub async fn open_tcp(&self, url: &WsUrl) -> Result<TcpStream, Error> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        self.tcp_until(url, deadline).await
+    }
+
+    pub(crate) async fn tcp_until(
+        &self,
+        url: &WsUrl,
+        deadline: tokio::time::Instant,
+    ) -> Result<TcpStream, Error> {
         let tcp = match self.proxy_for(url)? {
             Some(proxy) => {
                 let mut info = crate::proxy::TunnelInfo::default();
@@ -297,7 +370,7 @@ impl ClientBuilder {
                 tcp
             }
         };
-        self.secure(tcp, url, deadline).await
+        Ok(tcp)
     }
 
     /// Runs TLS for `wss://` (nothing for `ws://`) on `tcp`, a connection to `url`'s server
@@ -305,7 +378,11 @@ impl ClientBuilder {
     /// the [connect timeout](Self::connect_timeout).
     pub async fn open_over(&self, tcp: TcpStream, url: &WsUrl) -> Result<MaybeTlsStream, Error> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        self.secure(tcp, url, deadline).await
+        self.secure(tcp, url, deadline, None).await
+    }
+
+    pub(crate) fn connect_timeout_value(&self) -> Duration {
+        self.connect_timeout
     }
 
     fn timed_out(&self, url: &WsUrl) -> Error {
@@ -318,21 +395,28 @@ impl ClientBuilder {
         ))
     }
 
-    async fn secure(
+    /// TLS for `wss://`, offering `alpn` (none: the configuration's own) by ALPN.
+    pub(crate) async fn secure(
         &self,
         tcp: TcpStream,
         url: &WsUrl,
         deadline: tokio::time::Instant,
+        alpn: Option<&[&[u8]]>,
     ) -> Result<MaybeTlsStream, Error> {
         if !url.tls {
             return Ok(MaybeTlsStream::Plain(tcp));
         }
         #[cfg(feature = "rustls")]
         {
-            let config = match &self.tls {
+            let mut config = match &self.tls {
                 Some(c) => std::sync::Arc::clone(c),
                 None => crate::tls::client_config(None)?,
             };
+            if let Some(protocols) = alpn {
+                let mut with_alpn = (*config).clone();
+                with_alpn.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+                config = std::sync::Arc::new(with_alpn);
+            }
             let name = rustls::pki_types::ServerName::try_from(url.host.clone())
                 .map_err(|e| Error::Tls(format!("invalid server name {:?}: {e}", url.host)))?;
             let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
@@ -344,7 +428,7 @@ impl ClientBuilder {
         }
         #[cfg(not(feature = "rustls"))]
         {
-            let _ = deadline;
+            let _ = (deadline, alpn);
             drop(tcp);
             Err(Error::Tls(
                 "wss:// needs the `rustls` feature of switchboard-tokio".into(),

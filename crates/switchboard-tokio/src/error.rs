@@ -63,6 +63,11 @@ pub enum Error {
     #[cfg(feature = "client")]
     #[error(transparent)]
     Proxy(Box<crate::proxy::ProxyError>),
+    /// WebSocket over HTTP/2 (RFC 8441) failed: the server does not offer it, the HTTP/2
+    /// connection or stream failed. Boxed, as [`Proxy`](Self::Proxy).
+    #[cfg(feature = "http2")]
+    #[error(transparent)]
+    Http2(Box<crate::h2::Http2Error>),
 }
 
 #[cfg(feature = "client")]

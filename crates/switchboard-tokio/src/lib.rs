@@ -10,7 +10,9 @@
 //!   a writer for two tasks.
 //! - Client: [`connect`] / [`ClientBuilder`] for `ws://` and `wss://` (rustls; bundled roots
 //!   or a custom CA via [`tls::client_config`]), through HTTP `CONNECT` and SOCKS5 proxies
-//!   ([`proxy`]: set by the program or read from `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, …).
+//!   ([`proxy`]: set by the program or read from `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, …),
+//!   over HTTP/1.1 or HTTP/2 (RFC 8441, [`h2`]: [`ClientBuilder::http2`], or several
+//!   WebSockets on one connection with [`h2::H2Client`]).
 //! - Server: [`accept`] / [`accept_with`] on a raw stream, with a callback that sees the path
 //!   and headers and accepts or rejects with a status; [`upgrade`] for hyper 1.x (feature
 //!   `hyper`); TLS from PEM files with [`tls::acceptor_from_pem`].
@@ -48,7 +50,11 @@
 //! - `client` (default): [`connect`], [`ClientBuilder`], [`proxy`].
 //! - `server` (default): [`accept`], [`accept_with`].
 //! - `rustls` (default): `wss://` and TLS servers.
+//! - `http2` (part of `client`): [`h2`], WebSocket over HTTP/2 (RFC 8441) with the `h2`
+//!   crate.
 //! - `hyper`: [`upgrade`], WebSocket upgrades on hyper 1.x.
+//! - `http2-server`: `h2::H2Io`, a WebSocket on the stream of an HTTP/2 extended CONNECT
+//!   that hyper's server accepted.
 //! - `io-uring` (Linux): `uring`, TCP streams driven by io_uring (the switchboard-uring
 //!   crate), a [`Transport`] that reads by taking the kernel's receive buffers and sends
 //!   frames queued by reference without copying them.
@@ -64,6 +70,8 @@
 #[cfg(feature = "client")]
 pub mod client;
 mod error;
+#[cfg(feature = "http2")]
+pub mod h2;
 #[cfg(feature = "client")]
 mod maybe_tls;
 mod pool;
@@ -90,6 +98,8 @@ pub use switchboard_uring as uring;
 #[cfg(feature = "client")]
 pub use client::{client_handshake, connect, ClientBuilder};
 pub use error::Error;
+#[cfg(feature = "client")]
+pub use h2::Http2;
 #[cfg(feature = "client")]
 pub use maybe_tls::MaybeTlsStream;
 pub use prefixed::Prefixed;

@@ -1,4 +1,4 @@
-//! A client stream that is plain TCP or TLS over TCP.
+//! A client stream: plain TCP, TLS over TCP, or a stream of an HTTP/2 connection.
 
 use std::io;
 use std::pin::Pin;
@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// The stream under a client connection: `ws://` is plain TCP, `wss://` TLS.
+/// The stream under a client connection: `ws://` is plain TCP, `wss://` TLS; a WebSocket
+/// over HTTP/2 ([`ClientBuilder::http2`](crate::ClientBuilder::http2)) is a stream of an
+/// HTTP/2 connection over either.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MaybeTlsStream {
@@ -16,6 +18,50 @@ pub enum MaybeTlsStream {
     /// `wss://`.
     #[cfg(feature = "rustls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A WebSocket over HTTP/2 (RFC 8441): one stream of a connection (h2c for `ws://`, TLS
+    /// with ALPN `h2` for `wss://`) whose driver task owns the socket.
+    H2(Box<crate::h2::H2Stream>),
+}
+
+impl MaybeTlsStream {
+    /// The protocol TLS selected by ALPN (`h2`, `http/1.1`), if TLS ran and one was.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            #[cfg(feature = "rustls")]
+            Self::Tls(s) => s.get_ref().1.alpn_protocol(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a stream of an HTTP/2 connection.
+    pub fn is_http2(&self) -> bool {
+        matches!(self, Self::H2(_))
+    }
+}
+
+impl crate::Transport for MaybeTlsStream {
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &mut switchboard_proto::Connection,
+        size: &mut crate::ReadSize,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Self::H2(s) => s.poll_fill(cx, conn, size),
+            _ => crate::transport::poll_read_copied(self, cx, conn, size),
+        }
+    }
+
+    fn poll_transmit(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &mut switchboard_proto::Connection,
+    ) -> Poll<io::Result<()>> {
+        match self {
+            Self::H2(s) => s.poll_transmit(cx, conn),
+            _ => crate::transport::poll_write_copied(self, cx, conn),
+        }
+    }
 }
 
 impl AsyncRead for MaybeTlsStream {
@@ -28,6 +74,7 @@ impl AsyncRead for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Self::H2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -42,6 +89,7 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Self::H2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -54,6 +102,7 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Self::H2(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -62,6 +111,7 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => s.is_write_vectored(),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => s.is_write_vectored(),
+            Self::H2(s) => s.is_write_vectored(),
         }
     }
 
@@ -70,6 +120,7 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Self::H2(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -78,6 +129,7 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Self::H2(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

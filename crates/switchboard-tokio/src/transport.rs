@@ -28,7 +28,9 @@ const MAX_WRITE_SLICES: usize = 64;
 ///
 /// Implemented for tokio's `TcpStream`, `UnixStream` and `DuplexStream`, rustls' client and
 /// server `TlsStream`s, [`MaybeTlsStream`](crate::MaybeTlsStream), hyper's upgraded
-/// connections (`TokioIo`), and `Box<dyn Transport>`. For another stream:
+/// connections (`TokioIo`), the streams of HTTP/2 connections (`h2::H2Stream`, which hands
+/// queued frames to `h2` without copying them, and `h2::H2Io` on hyper's server, features
+/// `http2`/`http2-server`), and `Box<dyn Transport>`. For another stream:
 ///
 /// - your own type: `impl Transport for MyStream {}` (the copying defaults);
 /// - a type from another crate: wrap it in [`Plain`].
@@ -200,9 +202,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::client::TlsS
 
 #[cfg(feature = "rustls")]
 impl<S: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::server::TlsStream<S> {}
-
-#[cfg(feature = "client")]
-impl Transport for crate::MaybeTlsStream {}
 
 #[cfg(feature = "hyper")]
 impl<T> Transport for hyper_util::rt::TokioIo<T> where Self: AsyncRead + AsyncWrite + Unpin {}

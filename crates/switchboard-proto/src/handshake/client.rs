@@ -32,17 +32,19 @@ pub struct ClientRequest {
     host: String,
     path: String,
     key: String,
-    origin: Option<String>,
-    protocols: Vec<String>,
+    pub(super) origin: Option<String>,
+    pub(super) protocols: Vec<String>,
     /// permessage-deflate offers, in order of preference.
-    deflate: Vec<DeflateConfig>,
-    headers: Vec<Header>,
+    pub(super) deflate: Vec<DeflateConfig>,
+    pub(super) headers: Vec<Header>,
 }
 
-/// A server's `101` response that passed every RFC 6455 §4.1 check.
+/// A server's `101` response that passed every RFC 6455 §4.1 check (or, over HTTP/2, its
+/// `200` to an extended CONNECT that passed the same checks, RFC 8441 §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
-    /// Always 101.
+    /// 101 over HTTP/1.1; the 2xx status (normally 200) of an HTTP/2 extended CONNECT
+    /// (RFC 8441, [`parse_extended_response`](ClientRequest::parse_extended_response)).
     pub status: u16,
     /// Every header in the order received.
     pub headers: Vec<Header>,
@@ -119,6 +121,16 @@ impl ClientRequest {
         &self.protocols
     }
 
+    /// The `Host` header value (over HTTP/2 the `:authority`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The request target: path and query (over HTTP/2 the `:path`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// The request head. Fails if a header would break the HTTP framing.
     pub fn encode(&self) -> Result<Vec<u8>, HandshakeError> {
         check_header("Host", &self.host)?;
@@ -188,6 +200,17 @@ impl ClientRequest {
         if find(&headers, "sec-websocket-accept").map(str::trim) != Some(expected.as_str()) {
             return Err(HandshakeError::InvalidAccept);
         }
+        Ok(Some((self.check_selection(status, headers)?, used)))
+    }
+
+    /// What the server selected (its `Sec-WebSocket-Protocol` and `-Extensions`), checked
+    /// against what we offered: the same rules over HTTP/1.1 and HTTP/2 (RFC 8441 §5). The
+    /// response with what was selected.
+    pub(super) fn check_selection(
+        &self,
+        status: u16,
+        headers: Vec<Header>,
+    ) -> Result<Response, HandshakeError> {
         let protocol = match find(&headers, "sec-websocket-protocol").map(str::trim) {
             None => None,
             Some(p) if self.protocols.iter().any(|o| o == p) => Some(p.to_string()),
@@ -222,16 +245,13 @@ impl ClientRequest {
             }
             extensions.push(e.to_string());
         }
-        Ok(Some((
-            Response {
-                status,
-                headers,
-                protocol,
-                extensions,
-                deflate,
-            },
-            used,
-        )))
+        Ok(Response {
+            status,
+            headers,
+            protocol,
+            extensions,
+            deflate,
+        })
     }
 }
 

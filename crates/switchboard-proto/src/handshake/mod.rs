@@ -1,8 +1,11 @@
-//! The opening handshake (RFC 6455 §4): HTTP/1.1 bytes in and out, no I/O.
+//! The opening handshake (RFC 6455 §4): HTTP/1.1 bytes in and out, no I/O; and its HTTP/2
+//! form (RFC 8441), headers in and out.
 //!
 //! - [`server`]: parse and check the client's upgrade request, build the `101` response or an
 //!   HTTP error that says what was wrong.
 //! - [`client`]: build the upgrade request, parse and check the server's response.
+//! - [`extended`]: the HTTP/2 extended CONNECT (`:protocol websocket`, answered 200), both
+//!   roles, with the same negotiation (subprotocols, permessage-deflate).
 //! - [`sniff`]: tell an HTTP/2 connection (its preface) from HTTP/1.1 by its first bytes.
 //!
 //! Both sides bound what they read: a head larger than
@@ -10,6 +13,7 @@
 //! [`Config::max_handshake_headers`](crate::Config::max_handshake_headers) headers is refused.
 
 pub mod client;
+pub mod extended;
 pub mod server;
 pub mod sniff;
 
@@ -78,6 +82,10 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Key` is missing or not 16 base64-encoded bytes.
     #[error("missing or invalid Sec-WebSocket-Key (must be 16 base64-encoded bytes)")]
     InvalidKey,
+    /// An HTTP/2 `CONNECT` without `:protocol: websocket` (RFC 8441): the `:protocol`
+    /// received, if any.
+    #[error("not a WebSocket extended CONNECT: :protocol is {}", .0.as_deref().map_or("missing".to_string(), |p| format!("{p:?}, expected \"websocket\"")))]
+    NotExtendedConnect(Option<String>),
     /// `Sec-WebSocket-Version` is missing or not 13.
     #[error("unsupported Sec-WebSocket-Version (this server supports 13)")]
     UnsupportedVersion,

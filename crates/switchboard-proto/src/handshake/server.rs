@@ -21,7 +21,8 @@ pub struct Request {
     pub method: String,
     /// The request target, for example `/chat?room=lobby`.
     pub path: String,
-    /// The HTTP minor version (1 for HTTP/1.1).
+    /// The HTTP minor version (1 for HTTP/1.1), or 2 for a request an HTTP/2 stream carried
+    /// ([`Request::from_extended`]).
     pub version: u8,
     /// Every header in the order received.
     pub headers: Vec<Header>,

@@ -82,6 +82,10 @@ pub(crate) struct Common {
     /// Skip certificate checks for wss:// (self-signed test servers).
     #[arg(long)]
     insecure: bool,
+    /// WebSockets over HTTP/2 (RFC 8441): h2c for ws://, ALPN h2 for wss://. Each bench
+    /// connection is its own HTTP/2 connection with one WebSocket stream.
+    #[arg(long)]
+    http2: bool,
     #[command(flatten)]
     proxy: crate::proxy_options::ProxyArgs,
 }
@@ -330,6 +334,9 @@ impl Target {
         if common.insecure {
             builder = builder.tls_config(crate::insecure_tls());
         }
+        if common.http2 {
+            builder = builder.http2(switchboard_tokio::Http2::Force);
+        }
         if let Some(via) = crate::proxy_options::describe(&proxies, &parsed) {
             // Through a proxy: it resolves the host, and every connection comes from it.
             eprintln!("bench: {url} {via}");
@@ -387,6 +394,13 @@ impl Target {
         sock.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
         let tcp = sock.connect(addr).await?;
         let _ = tcp.set_nodelay(true);
+        if self.builder.http2_mode() != switchboard_tokio::Http2::Off {
+            return self
+                .builder
+                .connect_over(tcp, &self.url)
+                .await
+                .map(|(ws, _)| ws);
+        }
         let req = self.builder.request(&self.url);
         client_handshake(MaybeTlsStream::Plain(tcp), &req, self.config)
             .await

@@ -54,6 +54,10 @@ pub(crate) struct ConnectArgs {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
     pub(super) max_message_size: usize,
+    /// WebSocket over HTTP/2 (RFC 8441), no fallback: h2c with prior knowledge for ws://,
+    /// ALPN h2 for wss://; fails (exit 5) when the server does not offer it.
+    #[arg(long)]
+    pub(super) http2: bool,
     #[command(flatten)]
     pub(super) proxy: crate::proxy_options::ProxyArgs,
 }
@@ -72,14 +76,18 @@ are one `error: ...` line on stderr. When stdin ends the client closes with 1000
 
 Exit status: 0 closed with 1000 (or stdin ended and the close completed), 3 closed with another
 code, 4 connection lost without a close handshake, 5 handshake refused or invalid (an HTTP
-status line instead of 101, HTTP/1.0, not HTTP at all, wrong accept key), 6 could not connect
+status line instead of 101, HTTP/1.0, not HTTP at all, wrong accept key; with --http2 a server
+that does not offer WebSockets over HTTP/2), 6 could not connect
 (refused, DNS, timeout; or the proxy failed or refused, its answer shown), 7 TLS failed (or
 wss:// to a plain server), 1 other errors, 2 bad usage (unknown option, invalid URL, --header
 or proxy URL).
 
 Proxies: --proxy URL, or by default HTTPS_PROXY (wss://), HTTP_PROXY (ws://) or ALL_PROXY, with
 NO_PROXY's hosts direct (lower case too); --no-proxy ignores them. TLS runs inside the tunnel,
-end to end with the server.";
+end to end with the server.
+
+HTTP/2: --http2 carries the WebSocket over HTTP/2 (RFC 8441, CONNECT with :protocol websocket):
+h2c with prior knowledge for ws://, ALPN h2 for wss://, no fallback to HTTP/1.1.";
 
 /// The client builder and protocol configuration the options ask for, or why an option is
 /// invalid (a `--header` without a colon, an unreadable CA file, an unusable proxy URL).
@@ -94,6 +102,9 @@ pub(super) fn builder(a: &ConnectArgs) -> Result<(ClientBuilder, Config), String
         .config(config)
         .connect_timeout(a.timeout.max(Duration::from_millis(100)))
         .proxy_settings(a.proxy.settings()?);
+    if a.http2 {
+        b = b.http2(switchboard_tokio::Http2::Force);
+    }
     for p in &a.protocols {
         b = b.protocol(p.clone());
     }

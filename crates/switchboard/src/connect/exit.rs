@@ -2,6 +2,7 @@
 //! connection explained in words.
 
 use switchboard_tokio::client::WsUrl;
+use switchboard_tokio::h2::Http2Error;
 use switchboard_tokio::Error as WsError;
 
 /// How the program ends.
@@ -59,6 +60,23 @@ fn other_scheme(url: &str) -> String {
         }
     }
     url.to_string()
+}
+
+/// Why HTTP/2 (`--http2`) failed: the server does not offer it (5), or the connection
+/// failed (6).
+fn explain_http2(e: &Http2Error, target: &str) -> (String, Exit) {
+    match e {
+        Http2Error::ConnectProtocolDisabled | Http2Error::NotNegotiated(_) => (
+            format!("{target}: {e}; connect without --http2 to use HTTP/1.1"),
+            Exit::Refused,
+        ),
+        Http2Error::Timeout(_) => (format!("{target}: {e}"), Exit::Unreachable),
+        Http2Error::Protocol(p) if p.is_io() || p.is_go_away() => (
+            format!("the HTTP/2 connection to {target} failed: {e}"),
+            Exit::Unreachable,
+        ),
+        _ => (format!("{target}: {e}"), Exit::Refused),
+    }
 }
 
 /// Why connecting failed, in words, with the exit status. `seen`: the first bytes the server
@@ -137,6 +155,7 @@ pub(super) fn explain(e: &WsError, url: &WsUrl, raw_url: &str, seen: &[u8]) -> (
         // The proxy's own words: its status line, SOCKS5 reply, what to do about credentials.
         WsError::Proxy(p) => (p.to_string(), Exit::Unreachable),
         WsError::HandshakeTimeout(t) => (format!("no handshake response from {target} within {t:?}"), Exit::Unreachable),
+        WsError::Http2(h) => explain_http2(h, &target),
         other => (other.to_string(), Exit::Other),
     }
 }

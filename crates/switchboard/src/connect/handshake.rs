@@ -7,6 +7,7 @@ use std::time::Duration;
 use switchboard_proto::handshake::client::Response;
 use switchboard_proto::Config;
 use switchboard_tokio::client::WsUrl;
+use switchboard_tokio::h2::{extended_connect, H2Client, Opened};
 use switchboard_tokio::proxy::{Proxy, ProxyError, ProxySettings, TunnelInfo};
 use switchboard_tokio::{
     client_handshake, ClientBuilder, Error as WsError, MaybeTlsStream, WebSocket,
@@ -47,13 +48,13 @@ pub(super) async fn open(
             if let Some(t) = tracer.as_deref_mut() {
                 t.tcp_connect(&format!("{}:{}", url.host, url.port), url.tls);
             }
-            tokio::time::timeout_at(deadline, b.open(&url)).await
+            tokio::time::timeout_at(deadline, open_direct(&b, &url, a.http2)).await
         }
         Some(proxy) => {
             let tcp = tunnel(proxy, &proxies, &url, timeout, tracer.as_deref_mut())
                 .await
                 .map_err(|e| fail(&WsError::from(e)))?;
-            tokio::time::timeout_at(deadline, b.open_over(tcp, &url)).await
+            tokio::time::timeout_at(deadline, open_over(&b, tcp, &url, a.http2)).await
         }
     };
     let stream = match opened {
@@ -67,6 +68,15 @@ pub(super) async fn open(
         }
     };
     let req = b.request(&url);
+    let stream = match stream {
+        Opened::Http1(s) => s,
+        Opened::Http2(h2) => {
+            let seen = Arc::clone(&seen);
+            return open_stream(h2, &url, &req, config, seen, tracer)
+                .await
+                .map_err(|e| fail(&e));
+        }
+    };
     if let (Some(t), Ok(raw)) = (tracer.as_deref_mut(), req.encode()) {
         t.request(&raw);
     }
@@ -88,6 +98,85 @@ pub(super) async fn open(
         }
         fail(&e)
     })
+}
+
+/// TCP and TLS to `url`'s server; with `http2` (`--http2`) the HTTP/2 connection too (h2c
+/// for ws://, ALPN h2 for wss://, the server's SETTINGS read).
+async fn open_direct(b: &ClientBuilder, url: &WsUrl, http2: bool) -> Result<Opened, WsError> {
+    if http2 {
+        let tcp = b.open_tcp(url).await?;
+        Ok(Opened::Http2(b.open_http2_over(tcp, url).await?))
+    } else {
+        Ok(Opened::Http1(b.open(url).await?))
+    }
+}
+
+/// [`open_direct`] over a proxy's tunnel.
+async fn open_over(
+    b: &ClientBuilder,
+    tcp: tokio::net::TcpStream,
+    url: &WsUrl,
+    http2: bool,
+) -> Result<Opened, WsError> {
+    if http2 {
+        Ok(Opened::Http2(b.open_http2_over(tcp, url).await?))
+    } else {
+        Ok(Opened::Http1(b.open_over(tcp, url).await?))
+    }
+}
+
+/// The WebSocket handshake over HTTP/2 (RFC 8441): the extended CONNECT, traced as the
+/// handshake phase (`CONNECT`, `:protocol websocket`, then `:status 200`).
+async fn open_stream(
+    h2: H2Client,
+    url: &WsUrl,
+    req: &switchboard_proto::handshake::client::ClientRequest,
+    config: Config,
+    seen: Arc<Mutex<Vec<u8>>>,
+    tracer: Option<&mut Tracer>,
+) -> Result<(Ws, Response), WsError> {
+    let mut tracer = tracer;
+    if let Some(t) = tracer.as_deref_mut() {
+        t.http2_ready(url.tls);
+        let pseudo = [
+            (":method", "CONNECT".to_string()),
+            (":protocol", "websocket".to_string()),
+            (
+                ":scheme",
+                if url.tls { "https" } else { "http" }.to_string(),
+            ),
+            (":authority", req.host().to_string()),
+            (":path", req.path().to_string()),
+        ];
+        t.connect_request(&pseudo, &req.extended_headers().unwrap_or_default());
+    }
+    let mut send = h2.send_request();
+    let (stream, resp) = match extended_connect(&mut send, url.tls, req, &config).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let (
+                Some(t),
+                WsError::Rejected {
+                    status,
+                    reason,
+                    body,
+                },
+            ) = (tracer, &e)
+            {
+                t.refused(*status, reason, body);
+            }
+            return Err(e);
+        }
+    };
+    let mut conn = switchboard_proto::Connection::new(switchboard_proto::Role::Client, config);
+    if let Some(params) = resp.deflate {
+        conn = conn.with_deflate(params);
+    }
+    let stream = Recorder {
+        inner: MaybeTlsStream::H2(Box::new(stream)),
+        seen,
+    };
+    Ok((WebSocket::from_connection(stream, conn), resp))
 }
 
 /// `msg` with the proxy named: the one a failed connection went through, or the variable a

@@ -38,6 +38,8 @@ pub(crate) struct Tracer {
     format: Format,
     start: Instant,
     sink: Sink,
+    /// The WebSocket is a stream of an HTTP/2 connection (RFC 8441).
+    http2: bool,
 }
 
 const OUT: &str = "client ───▶ server";
@@ -94,6 +96,7 @@ impl Tracer {
             format,
             start: Instant::now(),
             sink,
+            http2: false,
         }
     }
 
@@ -228,8 +231,59 @@ impl Tracer {
         }
     }
 
+    /// The HTTP/2 connection is up: how it was negotiated (h2c or ALPN), and that the
+    /// server's SETTINGS enable the extended CONNECT.
+    pub(crate) fn http2_ready(&mut self, tls: bool) {
+        self.http2 = true;
+        let how = if tls {
+            "ALPN h2"
+        } else {
+            "h2c, prior knowledge"
+        };
+        match self.format {
+            Format::Diagram => self.banner(&format!(
+                "HTTP/2 ({how}): server SETTINGS enable the extended CONNECT"
+            )),
+            Format::Json => {
+                self.json(json!({"event": "http2", "tls": tls, "enable_connect_protocol": true}))
+            }
+        }
+    }
+
+    /// The extended CONNECT (RFC 8441): pseudo-headers, then the headers.
+    pub(crate) fn connect_request(
+        &mut self,
+        pseudo: &[(&str, String)],
+        headers: &[(String, String)],
+    ) {
+        let path = pseudo
+            .iter()
+            .find(|(n, _)| *n == ":path")
+            .map_or("/", |(_, v)| v.as_str());
+        let first = format!("CONNECT {path} HTTP/2");
+        let all: Vec<(String, String)> = pseudo
+            .iter()
+            .map(|(n, v)| ((*n).to_string(), v.clone()))
+            .chain(headers.iter().cloned())
+            .collect();
+        match self.format {
+            Format::Diagram => {
+                let lines: Vec<String> = all.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+                self.line(OUT, &first, &lines);
+            }
+            Format::Json => {
+                let h: Vec<Value> = all.iter().map(|(n, v)| json!([n, v])).collect();
+                self.json(json!({"event": "request", "line": first, "headers": h}));
+            }
+        }
+    }
+
     pub(crate) fn response(&mut self, r: &Response) {
-        let first = format!("HTTP/1.1 {} Switching Protocols", r.status);
+        let first = if self.http2 {
+            format!(":status {}", r.status)
+        } else {
+            format!("HTTP/1.1 {} Switching Protocols", r.status)
+        };
         match self.format {
             Format::Diagram => {
                 let headers: Vec<String> =
@@ -261,7 +315,12 @@ impl Tracer {
                 } else {
                     vec![body.to_string()]
                 };
-                self.line(IN, &format!("HTTP/1.1 {status} {reason}"), &details);
+                let first = if self.http2 {
+                    format!(":status {status}")
+                } else {
+                    format!("HTTP/1.1 {status} {reason}")
+                };
+                self.line(IN, &first, &details);
                 self.banner("handshake refused");
             }
             Format::Json => self.json(
@@ -337,12 +396,17 @@ impl Tracer {
 
     pub(crate) fn tcp_closed(&mut self, by_server: bool) {
         let by = if by_server { "server" } else { "client" };
+        // Over HTTP/2 the WebSocket is a stream: END_STREAM, the connection may live on.
+        let what = if self.http2 { "HTTP/2 stream" } else { "TCP" };
         match self.format {
             Format::Diagram => self.line(
                 "client ─ ✕ ─ server",
-                &format!("TCP closed by the {by}"),
+                &format!("{what} closed by the {by}"),
                 &[],
             ),
+            Format::Json if self.http2 => {
+                self.json(json!({"event": "stream_closed", "by": by}));
+            }
             Format::Json => self.json(json!({"event": "tcp_closed", "by": by})),
         }
     }
