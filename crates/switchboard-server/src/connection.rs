@@ -137,7 +137,7 @@ fn cap_send_buffer(socket: &impl SocketControl, shared: &Shared) {
 /// per connection (its slab slot and formatted fields), more than an idle connection itself.
 /// With `RUST_LOG=debug` (or `switchboard_server=debug`) every connection event names its
 /// `id` and `peer`, and, once a token said who it is, `user`.
-fn conn_span(id: u64, peer: SocketAddr) -> Span {
+pub(crate) fn conn_span(id: u64, peer: SocketAddr) -> Span {
     debug_span!("conn", id, %peer, user = tracing::field::Empty)
 }
 

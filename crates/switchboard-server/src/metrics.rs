@@ -65,6 +65,37 @@ pub(crate) enum Handshake {
     Failed,
 }
 
+/// The HTTP version a WebSocket handshake came over: the `http` label of
+/// `switchboard_handshakes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpVersion {
+    /// An HTTP/1.1 `Upgrade` (answered `101`).
+    Http1,
+    /// An HTTP/2 extended `CONNECT` (RFC 8441, answered `200`).
+    Http2,
+}
+
+impl HttpVersion {
+    const ALL: [Self; 2] = [Self::Http1, Self::Http2];
+
+    /// The label value.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Http1 => "1.1",
+            Self::Http2 => "2",
+        }
+    }
+}
+
+/// One HTTP version's handshake counters.
+#[derive(Debug, Default)]
+struct HandshakeCounters {
+    accepted: Counter,
+    /// By [`Reject`], in the order of [`Reject::ALL`].
+    rejected: [Counter; Reject::ALL.len()],
+    failed: Counter,
+}
+
 /// Why a WebSocket handshake was refused: the `reason` label of
 /// `switchboard_handshakes_total{outcome="rejected"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,10 +164,9 @@ pub struct Metrics {
     pub connections_open: AtomicI64,
     /// TCP connections accepted.
     pub tcp_accepted: Counter,
-    pub(crate) handshakes_accepted: Counter,
-    /// By [`Reject`], in the order of [`Reject::ALL`].
-    handshakes_rejected: [Counter; Reject::ALL.len()],
-    pub(crate) handshakes_failed: Counter,
+    /// WebSocket handshakes by outcome, by [`HttpVersion`] (in the order of
+    /// [`HttpVersion::ALL`]).
+    handshakes: [HandshakeCounters; HttpVersion::ALL.len()],
     /// Plain HTTP requests answered, by method label and status (both from fixed sets:
     /// the statuses are the server's own).
     http_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
@@ -172,11 +202,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts how an HTTP/1.1 WebSocket handshake ended.
     pub(crate) fn handshake(&self, h: Handshake) {
+        self.handshake_over(HttpVersion::Http1, h);
+    }
+
+    /// Counts how a WebSocket handshake over `http` ended.
+    pub(crate) fn handshake_over(&self, http: HttpVersion, h: Handshake) {
+        let c = &self.handshakes[http as usize];
         match h {
-            Handshake::Accepted => self.handshakes_accepted.add(1),
-            Handshake::Rejected(why) => self.handshakes_rejected[why as usize].add(1),
-            Handshake::Failed => self.handshakes_failed.add(1),
+            Handshake::Accepted => c.accepted.add(1),
+            Handshake::Rejected(why) => c.rejected[why as usize].add(1),
+            Handshake::Failed => c.failed.add(1),
         }
     }
 
@@ -330,30 +367,34 @@ impl Metrics {
         s
     }
 
-    /// `switchboard_handshakes_total`, by outcome and reason.
+    /// `switchboard_handshakes_total`, by outcome and reason, and HTTP version.
     fn render_handshakes(&self, s: &mut String) {
         s.push_str(
-            "# HELP switchboard_handshakes_total WebSocket handshakes by outcome.\n\
+            "# HELP switchboard_handshakes_total WebSocket handshakes by outcome and HTTP version (1.1: Upgrade, 2: extended CONNECT).\n\
              # TYPE switchboard_handshakes_total counter\n",
         );
-        let _ = writeln!(
-            s,
-            "switchboard_handshakes_total{{outcome=\"accepted\"}} {}",
-            self.handshakes_accepted.get()
-        );
-        for why in Reject::ALL {
+        for http in HttpVersion::ALL {
+            let c = &self.handshakes[http as usize];
+            let v = http.label();
             let _ = writeln!(
                 s,
-                "switchboard_handshakes_total{{outcome=\"rejected\",reason=\"{}\"}} {}",
-                why.label(),
-                self.handshakes_rejected[why as usize].get()
+                "switchboard_handshakes_total{{outcome=\"accepted\",http=\"{v}\"}} {}",
+                c.accepted.get()
+            );
+            for why in Reject::ALL {
+                let _ = writeln!(
+                    s,
+                    "switchboard_handshakes_total{{outcome=\"rejected\",reason=\"{}\",http=\"{v}\"}} {}",
+                    why.label(),
+                    c.rejected[why as usize].get()
+                );
+            }
+            let _ = writeln!(
+                s,
+                "switchboard_handshakes_total{{outcome=\"failed\",http=\"{v}\"}} {}",
+                c.failed.get()
             );
         }
-        let _ = writeln!(
-            s,
-            "switchboard_handshakes_total{{outcome=\"failed\"}} {}",
-            self.handshakes_failed.get()
-        );
     }
 
     /// `switchboard_rate_limited_total`, by limit.

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::error::Rejection;
-use crate::metrics::Handshake;
+use crate::metrics::{Handshake, HttpVersion};
 use crate::registry::{self, Registration};
 use crate::{handshake, http, http2, Routed, Shared};
 
@@ -135,9 +135,15 @@ where
     }
 }
 
-/// Counts a WebSocket handshake completed (whatever carried it) and the connection open.
+/// Counts an HTTP/1.1 WebSocket handshake completed (whatever parsed it) and the connection
+/// open.
 pub(crate) fn accepted(req: &Request, shared: &Shared) {
-    shared.metrics.handshake(Handshake::Accepted);
+    accepted_over(HttpVersion::Http1, req, shared);
+}
+
+/// Counts a WebSocket handshake over `http` completed and the connection open.
+pub(crate) fn accepted_over(http: HttpVersion, req: &Request, shared: &Shared) {
+    shared.metrics.handshake_over(http, Handshake::Accepted);
     shared
         .metrics
         .connections_open

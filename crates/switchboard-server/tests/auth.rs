@@ -189,7 +189,7 @@ async fn ws_and_chat_need_a_valid_token() {
     assert_eq!(handshake(srv.addr, "/echo", "").await.0, 101);
     let m = metrics(srv.addr).await;
     assert!(
-        m.contains(r#"switchboard_handshakes_total{outcome="rejected",reason="unauthorized"} 10"#),
+        m.contains(r#"switchboard_handshakes_total{outcome="rejected",reason="unauthorized",http="1.1"} 10"#),
         "{m}"
     );
     srv.stop().await;

@@ -132,8 +132,8 @@ async fn pages_and_echo(config: ServerConfig) {
     let (s, m) = http(srv.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(s, 200);
     for line in [
-        "switchboard_handshakes_total{outcome=\"accepted\"} 1",
-        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"not_found\"} 1",
+        "switchboard_handshakes_total{outcome=\"accepted\",http=\"1.1\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"not_found\",http=\"1.1\"} 1",
         "switchboard_messages_received_total 1",
         "switchboard_messages_sent_total 1",
         "switchboard_bytes_received_total 5",
@@ -199,13 +199,13 @@ async fn metrics_count_refusals_by_reason_and_requests_by_method_and_status() {
     let version = env!("CARGO_PKG_VERSION");
     let build_info = format!("switchboard_build_info{{version=\"{version}\"}} 1");
     let mut lines = vec![
-        "switchboard_handshakes_total{outcome=\"accepted\"} 1",
-        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"origin\"} 1",
-        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"not_found\"} 1",
-        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"bad_request\"} 1",
-        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"per_ip_limit\"} 1",
-        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"connection_limit\"} 0",
-        "switchboard_handshakes_total{outcome=\"failed\"} 0",
+        "switchboard_handshakes_total{outcome=\"accepted\",http=\"1.1\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"origin\",http=\"1.1\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"not_found\",http=\"1.1\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"bad_request\",http=\"1.1\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"per_ip_limit\",http=\"1.1\"} 1",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"connection_limit\",http=\"1.1\"} 0",
+        "switchboard_handshakes_total{outcome=\"failed\",http=\"1.1\"} 0",
         "switchboard_http_requests_total{method=\"GET\",status=\"200\"} 1",
         "switchboard_http_requests_total{method=\"HEAD\",status=\"200\"} 1",
         "switchboard_http_requests_total{method=\"POST\",status=\"200\"} 1",
@@ -257,7 +257,7 @@ async fn metrics_count_refusals_by_reason_and_requests_by_method_and_status() {
     let err = refused(format!("ws://{}/ws", srv.addr), None).await;
     assert!(err.contains("503"), "{err}");
     let (_, m) = http(srv.addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let line = "switchboard_handshakes_total{outcome=\"rejected\",reason=\"connection_limit\"} 1";
+    let line = "switchboard_handshakes_total{outcome=\"rejected\",reason=\"connection_limit\",http=\"1.1\"} 1";
     assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
     drop(held);
     srv.stop().await;

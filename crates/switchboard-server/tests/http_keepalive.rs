@@ -271,7 +271,7 @@ async fn upgrade_after_a_plain_request(config: ServerConfig) {
     assert!(closed_within(&mut s, PATIENCE).await);
     let metrics = switchboard_testkit::server::metrics(srv.addr).await;
     assert!(
-        metrics.contains("switchboard_handshakes_total{outcome=\"accepted\"} 2"),
+        metrics.contains("switchboard_handshakes_total{outcome=\"accepted\",http=\"1.1\"} 2"),
         "{metrics}"
     );
     srv.stop().await;

@@ -307,7 +307,7 @@ async fn new_connections_a_second_per_address_get_429_then_recover() {
     let m = metrics(srv.addr).await;
     for line in [
         "switchboard_rate_limited_total{limit=\"connections\"} 2\n",
-        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"rate_limit\"} 1\n",
+        "switchboard_handshakes_total{outcome=\"rejected\",reason=\"rate_limit\",http=\"1.1\"} 1\n",
         "switchboard_http_requests_total{method=\"GET\",status=\"429\"} 1\n",
     ] {
         assert!(m.contains(line), "{line} missing in\n{m}");

@@ -1,7 +1,7 @@
 //! The HTTP/2 client against the switchboard server, which speaks HTTP/2 on its port (h2c
-//! and ALPN h2) but does not enable the extended CONNECT yet: `Force` says so, `Prefer`
-//! falls back to HTTP/1.1 over wss://. When the server enables RFC 8441 these become the
-//! "ours ↔ ours over h2" tests: flip `OFFERS_RFC8441`.
+//! and ALPN h2) and enables the extended CONNECT (RFC 8441): `Prefer` over wss:// and
+//! `Force` (h2c and wss://) open the WebSocket on an HTTP/2 stream. (The server's own tests,
+//! `switchboard-server/tests/websocket_h2.rs`, cover its endpoints over HTTP/2.)
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use switchboard_tokio::h2::Http2Error;
 use switchboard_tokio::{tls, ClientBuilder, CloseCode, Error, Http2, Message};
 
 /// Whether the server's SETTINGS enable the extended CONNECT (RFC 8441).
-const OFFERS_RFC8441: bool = false;
+const OFFERS_RFC8441: bool = true;
 
 fn with_tls(config: ServerConfig) -> ServerConfig {
     let dir = std::env::temp_dir().join(format!("switchboard-h2ours-{}", std::process::id()));

@@ -6,7 +6,7 @@ mod body;
 mod head;
 mod publish;
 pub(crate) mod query;
-mod response;
+pub(crate) mod response;
 mod serve1;
 mod upgrade;
 

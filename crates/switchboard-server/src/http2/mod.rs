@@ -7,11 +7,12 @@
 //! no stream open, and on server shutdown; hyper's stream tasks run on the server's task
 //! tracker.
 //!
-//! The extended CONNECT of RFC 8441 (WebSockets over HTTP/2) is not enabled yet: a
-//! `:protocol` request is refused by the HTTP/2 layer.
+//! The connection advertises the extended CONNECT of RFC 8441
+//! (`SETTINGS_ENABLE_CONNECT_PROTOCOL`): a stream may be a WebSocket ([`websocket`]).
 
 mod exec;
 mod idle;
+mod websocket;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -136,18 +137,21 @@ fn builder(shared: &Shared) -> http2::Builder<TrackedExec> {
         .max_send_buf_size(MAX_SEND_BUF)
         .max_header_list_size(max_header_list)
         .keep_alive_interval(heartbeat.ping_interval)
-        .keep_alive_timeout(heartbeat.pong_timeout.unwrap_or(PING_TIMEOUT));
+        .keep_alive_timeout(heartbeat.pong_timeout.unwrap_or(PING_TIMEOUT))
+        .enable_connect_protocol();
     b
 }
 
 impl Conn2 {
-    /// One stream's request. (An extended CONNECT, `:protocol websocket`, will branch off
-    /// here, before plain HTTP.)
+    /// One stream's request: a WebSocket (an extended CONNECT, RFC 8441) or plain HTTP.
     async fn answer(&self, req: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
-        let _open = self.streams.open();
+        let open = self.streams.open();
         let head = head(&req);
         if let Some(why) = &self.limited {
             return too_many_http(&head, why, &self.shared);
+        }
+        if websocket::is_extended_connect(&req) {
+            return websocket::answer(req, self.peer, open, &self.shared);
         }
         respond(req, &head, self.peer, &self.shared).await
     }

@@ -65,6 +65,17 @@ impl Http2Settings {
             .saturating_mul(self.max_streams)
             .min(i32::MAX as u32)
     }
+
+    /// How many small DATA frames the connection may hold unread (`h2` charges a frame of
+    /// fewer than 256 bytes `256 − len` of this budget, and closes the whole connection with
+    /// `ENHANCE_YOUR_CALM` when it runs out): `stream_window × 128`, room for a whole
+    /// stream window of the smallest WebSocket frames (2 bytes each) that a WebSocket is not
+    /// reading. `h2`'s own budget (half the connection window) would let one unread stream
+    /// that receives tiny messages close the connection under every other stream. The
+    /// memory it lets through stays bounded (about 150 bytes per frame held).
+    pub fn data_frame_budget(&self) -> usize {
+        (self.stream_window as usize).saturating_mul(128)
+    }
 }
 
 /// A client's HTTP/2 connection, ready for WebSockets (RFC 8441) once
@@ -125,6 +136,7 @@ impl H2Client {
             .initial_connection_window_size(settings.connection_window())
             .max_send_buffer_size(settings.max_send_buffer)
             .max_header_list_size(settings.max_header_list)
+            .data_frame_budget(settings.data_frame_budget())
             .enable_push(false)
             .handshake::<_, Bytes>(io);
         let (send, mut connection) = tokio::time::timeout(timeout, handshake)
