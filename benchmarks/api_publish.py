@@ -8,7 +8,7 @@ Each run starts `serve --workers 1 --api-key bench` pinned to core 0 and sends `
 publishes (64-byte `data`, one topic, no subscribers) from this script pinned to core 1, one
 at a time (each waits for its answer), first all on one connection (HTTP/1.1 keep-alive),
 then each on a connection of its own (what a backend pays when the server closes after every
-answer). With two binaries they take turns, run by run. A server that closes after every
+answer), with and without `Connection: close` in the request. With two binaries they take turns, run by run. A server that closes after every
 answer (before issue 27) makes the keep-alive mode reconnect when the connection is closed;
 the script counts those reconnects and prints them.
 """
@@ -25,6 +25,7 @@ BODY = b'{"topic":"bench","data":"' + b"x" * 64 + b'"}'
 REQ = (b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer bench\r\n"
        b"Content-Type: application/json\r\nContent-Length: " + str(len(BODY)).encode()
        + b"\r\n\r\n" + BODY)
+REQ_CLOSE = REQ.replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nConnection: close\r\n")
 
 
 def cpu(pid):
@@ -77,13 +78,17 @@ def keepalive(port, n):
     return reconnects
 
 
-def fresh(port, n):
+def fresh(port, n, req=REQ):
     for _ in range(n):
         s = connect(port)
-        s.sendall(REQ)
+        s.sendall(req)
         answer(s, b"")
         s.close()
     return n
+
+
+def fresh_close(port, n):
+    return fresh(port, n, REQ_CLOSE)
 
 
 def one(binary, port, mode):
@@ -109,10 +114,12 @@ def one(binary, port, mode):
 
 
 os.sched_setaffinity(0, {1})
-results = {(b, m): [] for b in args.bins for m in ("keep-alive", "new connection")}
+MODES = (("keep-alive", keepalive), ("new connection", fresh),
+         ("new connection, Connection: close", fresh_close))
+results = {(b, m): [] for b in args.bins for m, _ in MODES}
 for run in range(args.runs):
     for i, b in enumerate(args.bins):
-        for name, mode in (("keep-alive", keepalive), ("new connection", fresh)):
+        for name, mode in MODES:
             rate, us, conns = one(b, args.port + i, mode)
             results[(b, name)].append((rate, us))
             extra = f", {conns} reconnects" if name == "keep-alive" and conns else ""
