@@ -180,8 +180,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_IO_URING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     io_uring: Option<bool>,
     /// Turn HTTP/2 off: HTTP/1.1 only. HTTP/2 (prior knowledge on plain TCP, ALPN `h2` on
-    /// TLS) carries the page, /healthz, /metrics and the publish API; off, the HTTP/2
-    /// preface gets 400 and TLS offers no ALPN protocol.
+    /// TLS) carries the page, /healthz, /metrics, the publish API and WebSockets (RFC 8441:
+    /// /echo, /chat and /ws on HTTP/2 streams, as browsers open them once the page came over
+    /// HTTP/2); off, the HTTP/2 preface gets 400 and TLS offers no ALPN protocol.
     #[arg(long, env = "SWITCHBOARD_NO_HTTP2", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     no_http2: Option<bool>,
     /// Where topics' positions, history and presence live, and what carries publications:
