@@ -39,11 +39,23 @@ pub type UpgradedWebSocket = WebSocket<TokioIo<Upgraded>>;
 
 /// Whether a hyper request asks for a WebSocket upgrade.
 pub fn is_upgrade_request<B>(req: &http::Request<B>) -> bool {
-    to_proto(req).is_upgrade()
+    request_head(req).is_upgrade()
 }
 
-fn to_proto<B>(req: &http::Request<B>) -> Request {
-    Request {
+/// The head of a request hyper parsed, as the handshake checks (and a server's routing)
+/// see a request: method, path with query, version (`1` for HTTP/1.1, else `0`: an upgrade
+/// needs HTTP/1.1), headers with the lowercase names hyper gives them (values that are not
+/// UTF-8 read lossily), and, when there is no `Host` (HTTP/2 names the host in
+/// `:authority`, which hyper keeps in the URI), the authority as `host`.
+///
+/// ```
+/// let req = http::Request::post("http://x/api/publish?a=1").body(()).unwrap();
+/// let head = switchboard_tokio::upgrade::request_head(&req);
+/// assert_eq!((head.method.as_str(), head.path_only(), head.query()), ("POST", "/api/publish", Some("a=1")));
+/// assert_eq!(head.host(), "x");
+/// ```
+pub fn request_head<B>(req: &http::Request<B>) -> Request {
+    let mut head = Request {
         method: req.method().as_str().to_string(),
         path: req
             .uri()
@@ -60,7 +72,14 @@ fn to_proto<B>(req: &http::Request<B>) -> Request {
                 )
             })
             .collect(),
+    };
+    if head.header("host").is_none() {
+        if let Some(authority) = req.uri().authority() {
+            head.headers
+                .push(("host".to_string(), authority.to_string()));
+        }
     }
+    head
 }
 
 /// Checks an upgrade request (every RFC 6455 §4.2.1 rule) and returns the `101` response to
@@ -74,7 +93,7 @@ pub fn upgrade<B>(
     protocol: Option<&str>,
 ) -> Result<(http::Response<Empty<Bytes>>, UpgradeFut), Error> {
     let config: std::sync::Arc<Config> = config.into();
-    let p = to_proto(req);
+    let p = request_head(req);
     let key = p.validate()?;
     if let Some(proto) = protocol {
         if !p.protocols().any(|o| o == proto) {

@@ -2,35 +2,13 @@
 //! the WebSocket handshake checks) sees a request: a [`Request`] head.
 
 use switchboard_proto::handshake::server::Request;
+use switchboard_tokio::upgrade::request_head;
 
-/// The head of `req`: method, path with query, version (the minor version of HTTP/1.x) and
-/// headers, names lowercase as hyper gives them; values that are not UTF-8 are read lossily.
+/// The head of `req` ([`request_head`]), with `version` the minor version of HTTP/1.x
+/// (HTTP/2 requests count as 1: the route table and the answers treat them alike).
 pub(crate) fn head<B>(req: &http::Request<B>) -> Request {
-    let mut head = Request {
-        method: req.method().as_str().to_string(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-        version: u8::from(req.version() != http::Version::HTTP_10),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-    };
-    // HTTP/2 names the host in `:authority`, which hyper keeps in the URI.
-    if head.header("host").is_none() {
-        if let Some(authority) = req.uri().authority() {
-            head.headers
-                .push(("host".to_string(), authority.to_string()));
-        }
-    }
+    let mut head = request_head(req);
+    head.version = u8::from(req.version() != http::Version::HTTP_10);
     head
 }
 
