@@ -5,7 +5,7 @@
 #
 # Installs what is missing (Debian's chromium with apt-get, playwright-core with npm) and runs
 # tests/browser/chat.test.mjs, whose last line is `browser: N passed, M failed`. It does not
-# build the server: run `cargo build --release -p switchboard` first.
+# build the server: run `cargo build --release -p switchboard` first. The TLS check needs openssl.
 #
 # Environment:
 #   SWITCHBOARD_BIN   server binary (default: $CARGO_TARGET_DIR/release/switchboard, or
@@ -30,6 +30,7 @@ if [[ ! -x "$CHROMIUM" ]]; then
   [[ -x "$CHROMIUM" ]] || die "apt-get installed chromium but $CHROMIUM is still missing"
 fi
 
+command -v openssl >/dev/null || die "openssl not found: the TLS check makes its certificate with it (apt-get install openssl)"
 command -v node >/dev/null || die "node not found: install Node.js 20 or newer (apt-get install nodejs npm)"
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 ((node_major >= 20)) || die "node $(node --version) is too old: the test needs Node.js 20 or newer"

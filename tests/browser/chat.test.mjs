@@ -6,7 +6,9 @@
 // playwright-core with five pages (separate browser contexts; one of them reaches the server
 // through a TCP proxy the test can cut), prints one `ok - ...` / `not ok - ...` line per check
 // and ends with `browser: N passed, M failed`. The recovery checks keep a page cut off for
-// 30 s, so a run takes about a minute.
+// 30 s, so a run takes about a minute. The last checks serve the page over TLS with a
+// self-signed certificate (made with openssl) and prove that Chromium loads it over HTTP/2 and
+// opens its /chat WebSocket over HTTP/2 (RFC 8441), as the server's /metrics count it.
 //
 // Environment:
 //   SWITCHBOARD_BIN   server binary (default: $CARGO_TARGET_DIR/release/switchboard, or
@@ -17,7 +19,9 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -88,7 +92,7 @@ function startServer(listen, extra = []) {
         buf = buf.slice(nl + 1);
         tail.push(line.trim());
         if (tail.length > 3) tail.shift();
-        const m = /listening on http:\/\/(\d{1,3}(?:\.\d{1,3}){3}:\d+|\[[0-9a-fA-F:.]+\]:\d+)/.exec(line);
+        const m = /listening on https?:\/\/(\d{1,3}(?:\.\d{1,3}){3}:\d+|\[[0-9a-fA-F:.]+\]:\d+)/.exec(line);
         if (m) finish(null, m[1]);
       }
     });
@@ -146,6 +150,7 @@ let browser = null;
 let signed = null; // a second server that needs tokens: { proc, addr }
 const SECRET = 'browser-test-secret-0123456789abcdef';
 const pages = {}; // label -> page
+let tls = null; // the TLS run: { dir, server, browser }
 
 // A token made by `switchboard token` (what a site's backend would make).
 function mintToken(...args) {
@@ -788,6 +793,47 @@ const checks = [
     signed = null;
   }],
 
+  ['over TLS: Chromium loads the page over h2 (nextHopProtocol) and its /chat WebSocket comes over HTTP/2 (RFC 8441, the server counts it)', async () => {
+    const t0 = Date.now();
+    tls = { dir: fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-browser-tls-')) };
+    const [cert, key] = [path.join(tls.dir, 'cert.pem'), path.join(tls.dir, 'key.pem')];
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
+      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { encoding: 'utf8', timeout: 10_000 });
+    assert(made.status === 0, `openssl could not make a certificate: ${(made.stderr || made.error || '').toString().trim()}`);
+    tls.server = await startServer('127.0.0.1:0', ['--tls-cert', cert, '--tls-key', key]);
+    const origin = `https://${tls.server.addr}`;
+    // A browser of its own: the certificate is self-signed. Chromium sends a WebSocket over
+    // HTTP/2 only on an already-open h2 connection to its origin whose SETTINGS enabled the
+    // extended CONNECT: the page load opens that connection.
+    tls.browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+        '--ignore-certificate-errors', '--enable-websocket-over-http2'],
+      timeout: 20_000,
+    });
+    const ctx = await tls.browser.newContext({ viewport: { width: 1100, height: 720 }, ignoreHTTPSErrors: true });
+    const h = await ctx.newPage();
+    h.setDefaultTimeout(WAIT_MS);
+    h.on('pageerror', (e) => jsErrors.push(`h: ${e.message}`));
+    h.on('console', (m) => consoleLog.write(`[h] ${m.type()}: ${m.text()}\n`));
+    pages.h = h;
+    await h.goto(`${origin}/?${new URLSearchParams({ room: 'over-h2', name: 'Hana' })}`, { timeout: WAIT_MS });
+    const hop = await h.evaluate(() => performance.getEntriesByType('navigation')[0]?.nextHopProtocol);
+    assert(hop === 'h2', `the page came over ${JSON.stringify(hop)}, not h2`);
+    await h.click('#join');
+    await waitState(h, 'online');
+    await say(h, 'hello over HTTP/2');
+    await waitMessage(h, 'Hana', 'hello over HTTP/2');
+    const m = await httpsGet(`${origin}/metrics`);
+    const count = (http) => Number((new RegExp(`^switchboard_handshakes_total\\{outcome="accepted",http="${http.replace('.', '\\.')}"\\} (\\d+)$`, 'm').exec(m) || [])[1] || 0);
+    const [h2, h1] = [count('2'), count('1.1')];
+    assert(h2 >= 1 && h1 === 0, `the server counted the page's WebSocket as accepted over http="2" ${h2} times and over http="1.1" ${h1} times`);
+    console.log(`# over TLS: Chromium ${tls.browser.version()} loaded the page over ${hop}; /metrics: WebSockets accepted over http="2" ${h2}, over http="1.1" ${h1} (${Date.now() - t0} ms)`);
+    await shot('h', '13-h-over-h2');
+  }],
+
   ['no uncaught JavaScript errors in the pages', async () => {
     assert(jsErrors.length === 0, jsErrors.join('; '));
   }],
@@ -803,11 +849,32 @@ function report(ok, name, reason) {
   if (ok) { passed++; console.log(`ok - ${name}`); } else { failed++; console.log(`not ok - ${name}: ${reason}`); }
 }
 
+// GET over https from Node, trusting any certificate (the test's is self-signed): the body.
+function httpsGet(url) {
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, { rejectUnauthorized: false, timeout: WAIT_MS }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${url}: status ${res.statusCode}`))));
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: timed out`)));
+    req.on('error', reject);
+  });
+}
+
 async function cleanup() {
   if (browser) { const b = browser; browser = null; await Promise.race([b.close().catch(() => {}), sleep(5000)]); }
   if (server) { const s = server; server = null; await stopServer(s, 5000).catch(() => {}); }
   if (signed) { const s = signed; signed = null; await stopServer(s, 5000).catch(() => {}); }
   if (proxy) { const x = proxy; proxy = null; x.close(); }
+  if (tls) {
+    const t = tls;
+    tls = null;
+    if (t.browser) await Promise.race([t.browser.close().catch(() => {}), sleep(5000)]);
+    if (t.server) await stopServer(t.server, 5000).catch(() => {});
+    fs.rmSync(t.dir, { recursive: true, force: true });
+  }
   await Promise.all([serverLog, consoleLog].map((s) => new Promise((r) => s.end(r))));
 }
 
@@ -833,7 +900,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   });
 }
 process.on('exit', () => {
-  for (const s of [server, signed]) if (s && s.proc.exitCode === null) s.proc.kill('SIGKILL');
+  for (const s of [server, signed, tls?.server]) if (s && s.proc.exitCode === null) s.proc.kill('SIGKILL');
 });
 
 try {
