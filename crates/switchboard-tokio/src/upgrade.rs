@@ -93,13 +93,36 @@ pub fn upgrade<B>(
     protocol: Option<&str>,
 ) -> Result<(http::Response<Empty<Bytes>>, UpgradeFut), Error> {
     let config: std::sync::Arc<Config> = config.into();
-    let p = request_head(req);
-    let key = p.validate()?;
+    let (resp, deflate) = switching_protocols(&request_head(req), &config, protocol)?;
+    let on = hyper::upgrade::on(req);
+    Ok((
+        resp,
+        UpgradeFut {
+            on,
+            config,
+            deflate,
+        },
+    ))
+}
+
+/// Checks an upgrade request's `head` (every RFC 6455 §4.2.1 rule) and negotiates with
+/// `config`: the `101` to answer with (empty body) and the permessage-deflate parameters
+/// agreed. For a server that takes the connection back from hyper itself; [`upgrade`] does
+/// this and hands over the WebSocket.
+///
+/// `protocol` must be one the client offered.
+///
+/// # Errors
+/// The check that failed; answer with its [`HandshakeError::status`].
+pub fn switching_protocols(
+    head: &Request,
+    config: &Config,
+    protocol: Option<&str>,
+) -> Result<(http::Response<Empty<Bytes>>, Option<DeflateParams>), HandshakeError> {
+    let key = head.validate()?;
     if let Some(proto) = protocol {
-        if !p.protocols().any(|o| o == proto) {
-            return Err(Error::Handshake(HandshakeError::ProtocolNotOffered(
-                proto.to_string(),
-            )));
+        if !head.protocols().any(|o| o == proto) {
+            return Err(HandshakeError::ProtocolNotOffered(proto.to_string()));
         }
     }
     let mut resp = http::Response::builder()
@@ -113,22 +136,14 @@ pub fn upgrade<B>(
     if let Some(proto) = protocol {
         resp = resp.header(http::header::SEC_WEBSOCKET_PROTOCOL, proto);
     }
-    let negotiated = p.negotiate_extensions(&config);
+    let negotiated = head.negotiate_extensions(config);
     if let Some(ext) = &negotiated.response {
         resp = resp.header(http::header::SEC_WEBSOCKET_EXTENSIONS, ext.as_str());
     }
     let resp = resp
         .body(Empty::new())
-        .map_err(|e| Error::Handshake(HandshakeError::InvalidHeader(e.to_string())))?;
-    let on = hyper::upgrade::on(req);
-    Ok((
-        resp,
-        UpgradeFut {
-            on,
-            config,
-            deflate: negotiated.deflate,
-        },
-    ))
+        .map_err(|e| HandshakeError::InvalidHeader(e.to_string()))?;
+    Ok((resp, negotiated.deflate))
 }
 
 /// An HTTP error response for a failed upgrade, with the headers RFC 6455 asks for (426 carries

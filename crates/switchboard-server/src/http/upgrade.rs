@@ -12,8 +12,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use switchboard_proto::extension::DeflateParams;
 use switchboard_proto::handshake::server::Request;
-use switchboard_proto::handshake::{accept_key, HandshakeError};
+use switchboard_proto::handshake::HandshakeError;
 use switchboard_proto::{Config, Connection, Role};
+use switchboard_tokio::upgrade::switching_protocols;
 use switchboard_tokio::{Prefixed, SocketControl, Transport, WebSocket};
 use tracing::debug;
 
@@ -58,41 +59,20 @@ pub(crate) fn answer<B>(
             return (refusal(why.status(), &why.body), None);
         }
     };
-    let key = match head.validate() {
-        Ok(key) => key,
-        Err(e) => return (failed(&e, shared), None),
-    };
     let config = Arc::clone(admitted.config(shared));
-    let negotiated = head.negotiate_extensions(&config);
-    let mut resp = http::Response::builder()
-        .status(http::StatusCode::SWITCHING_PROTOCOLS)
-        .header(http::header::UPGRADE, "websocket")
-        .header(http::header::CONNECTION, "Upgrade")
-        .header(
-            http::header::SEC_WEBSOCKET_ACCEPT,
-            accept_key(key.as_bytes()),
-        );
-    if let Some(protocol) = admitted.protocol(&head) {
-        resp = resp.header(http::header::SEC_WEBSOCKET_PROTOCOL, protocol);
-    }
-    if let Some(ext) = &negotiated.response {
-        resp = resp.header(http::header::SEC_WEBSOCKET_EXTENSIONS, ext.as_str());
-    }
-    let resp = match resp.body(Full::default()) {
-        Ok(resp) => resp,
-        Err(e) => {
-            let e = HandshakeError::InvalidHeader(e.to_string());
-            return (failed(&e, shared), None);
-        }
+    let protocol = admitted.protocol(&head);
+    let (resp, deflate) = match switching_protocols(&head, &config, protocol) {
+        Ok(answer) => answer,
+        Err(e) => return (failed(&e, shared), None),
     };
     let pending = Pending {
         on: hyper::upgrade::on(req),
         admitted,
         head,
         config,
-        deflate: negotiated.deflate,
+        deflate,
     };
-    (resp, Some(pending))
+    (resp.map(|_| Full::default()), Some(pending))
 }
 
 /// A handshake that breaks RFC 6455 (counted as failed), answered with its status.
