@@ -85,19 +85,25 @@ pub(super) async fn open(
         seen: Arc::clone(&seen),
     };
     client_handshake(stream, &req, config).await.map_err(|e| {
-        if let (
-            Some(t),
-            WsError::Rejected {
-                status,
-                reason,
-                body,
-            },
-        ) = (tracer, &e)
-        {
-            t.refused(*status, reason, body);
-        }
+        trace_refusal(tracer, &e);
         fail(&e)
     })
+}
+
+/// Traces the server's refusal of the handshake (its status, reason and body line), if `e`
+/// is one.
+fn trace_refusal(tracer: Option<&mut Tracer>, e: &WsError) {
+    if let (
+        Some(t),
+        WsError::Rejected {
+            status,
+            reason,
+            body,
+        },
+    ) = (tracer, e)
+    {
+        t.refused(*status, reason, body);
+    }
 }
 
 /// TCP and TLS to `url`'s server; with `http2` (`--http2`) the HTTP/2 connection too (h2c
@@ -154,17 +160,7 @@ async fn open_stream(
     let (stream, resp) = match extended_connect(&mut send, url.tls, req, &config).await {
         Ok(r) => r,
         Err(e) => {
-            if let (
-                Some(t),
-                WsError::Rejected {
-                    status,
-                    reason,
-                    body,
-                },
-            ) = (tracer, &e)
-            {
-                t.refused(*status, reason, body);
-            }
+            trace_refusal(tracer, &e);
             return Err(e);
         }
     };
