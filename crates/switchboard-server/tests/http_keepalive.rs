@@ -47,6 +47,35 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// A peer that asks for answers and does not read them is cut off after the handshake
+/// timeout without progress: it reads far less than it asked for, and the connection ends.
+async fn unread_answers_time_out(config: ServerConfig) {
+    let timeout = config.ws.handshake_timeout;
+    let srv = start(config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(srv.addr).await.unwrap();
+    let asks = 400;
+    s.write_all("GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(asks).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(timeout * 3).await;
+    let (mut got, mut b) = (0usize, vec![0u8; 64 * 1024]);
+    loop {
+        match tokio::time::timeout(PATIENCE, s.read(&mut b)).await {
+            Err(_) => panic!("the connection is still open after {got} bytes"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+        }
+    }
+    let page = 40_000; // the chat page is larger than this
+    assert!(
+        got < asks * page / 4,
+        "read {got} bytes: the server kept writing"
+    );
+    srv.stop().await;
+}
+
 async fn thousand_publishes_on_one_connection(config: ServerConfig) {
     let srv = start(config).await;
     let mut sub = ws(srv.addr, "/ws").await;
@@ -344,6 +373,11 @@ async fn large_slow_and_idle_heads_are_refused_or_closed() {
 }
 
 #[tokio::test]
+async fn answers_the_peer_does_not_read_time_out() {
+    unread_answers_time_out(config(SECOND)).await;
+}
+
+#[tokio::test]
 async fn a_websocket_upgrade_after_a_plain_request() {
     upgrade_after_a_plain_request(config(SECOND * 10)).await;
 }
@@ -381,6 +415,11 @@ mod io_uring {
     #[test]
     fn large_slow_and_idle_heads_are_refused_or_closed() {
         on_uring(large_slow_and_idle_heads(uring(SECOND)));
+    }
+
+    #[test]
+    fn answers_the_peer_does_not_read_time_out() {
+        on_uring(unread_answers_time_out(uring(SECOND)));
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! [`Prefixed`]: a stream whose first bytes were read already, put back in front of it, so
 //! another HTTP implementation (hyper) can read the connection from its start.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// A stream with bytes in front of it: reads drain `prefix` first, then read the stream;
-/// writes go straight to the stream.
+/// writes go straight to the stream, and, with a [write timeout](Self::write_timeout), fail
+/// with `TimedOut` once they have made no progress for that long (a peer that does not read
+/// cannot hold the connection: HTTP implementations such as hyper have no write timeout).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -28,12 +33,48 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Prefixed<S> {
     prefix: Bytes,
     inner: S,
+    write_timeout: Option<Duration>,
+    /// Armed while a write waits: when it fires, the write fails.
+    stalled: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Prefixed<S> {
     /// `inner`, whose reads start with `prefix`.
     pub fn new(prefix: Bytes, inner: S) -> Self {
-        Self { prefix, inner }
+        Self {
+            prefix,
+            inner,
+            write_timeout: None,
+            stalled: None,
+        }
+    }
+
+    /// Writes (and flushes) that make no progress for `timeout` fail with `TimedOut`.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = Some(timeout);
+        self
+    }
+
+    /// `r`, a write's outcome, past the write timeout: a wait is timed from its first
+    /// `Pending`, progress disarms the timer.
+    fn timed<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let Poll::Pending = r else {
+            self.stalled = None;
+            return r;
+        };
+        let Some(timeout) = self.write_timeout else {
+            return Poll::Pending;
+        };
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the peer read nothing for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// The bytes of the prefix not read yet, and the stream.
@@ -73,7 +114,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.timed(cx, r)
     }
 
     fn poll_write_vectored(
@@ -81,7 +123,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.timed(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -89,7 +132,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.timed(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -133,5 +177,33 @@ mod tests {
         assert_eq!(&back, b"out");
         let (rest, _) = s.into_parts();
         assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_write_the_peer_does_not_read_fails_after_the_write_timeout() {
+        let timeout = Duration::from_millis(300);
+        let (a, mut b) = tokio::io::duplex(16);
+        let mut s = Prefixed::new(Bytes::new(), a).write_timeout(timeout);
+        let started = std::time::Instant::now();
+        let e = s.write_all(&[7u8; 64]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        // Progress disarms it: a peer that reads more often than the timeout keeps the
+        // stream, however long the whole write takes.
+        let mut s = Prefixed::new(Bytes::new(), s.into_parts().1).write_timeout(timeout);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            loop {
+                tokio::time::sleep(timeout / 3).await;
+                if b.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        s.write_all(&[7u8; 128]).await.unwrap();
+        assert!(started.elapsed() > timeout, "{:?}", started.elapsed());
+        drop(s);
+        reader.await.unwrap();
     }
 }

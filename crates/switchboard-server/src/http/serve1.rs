@@ -79,7 +79,10 @@ where
             async move { Ok::<_, Infallible>(conn1.answer(req).await) }
         })
     };
-    let io = TokioIo::new(Prefixed::new(Bytes::from(buf), stream));
+    // hyper has no write timeout: an answer the peer does not read fails after the handshake
+    // timeout, as a first request's answer always did.
+    let stalled = shared.echo.handshake_timeout;
+    let io = TokioIo::new(Prefixed::new(Bytes::from(buf), stream).write_timeout(stalled));
     let conn = builder(&shared)
         .serve_connection(io, service)
         .with_upgrades();
